@@ -1,0 +1,26 @@
+# Two entry points, both self-installing into ./.venv (only Python 3.11+ and pip needed).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXPORTS ?= sample_exports
+WAREHOUSE ?= warehouse/consent.duckdb
+
+.PHONY: run test install fuzz clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/consent run --exports $(EXPORTS) --warehouse $(WAREHOUSE)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+clean:
+	rm -rf $(VENV) warehouse .pytest_cache

@@ -1,0 +1,99 @@
+"""Asset checks: the Great Expectations suites and the conservation rule.
+
+None of them is blocking: a failed check must never delay honouring an
+opt-out, and the state machine already refuses any opt-in without evidence.
+An ERROR failure fails the run (CLI exit 1) after the opt-outs are published.
+"""
+
+
+import dagster as dg
+
+from assets.staging import stg_consent_events
+from expectations import consent_status as consent_status_suite
+from expectations import staged_opt_ins as staged_opt_ins_suite
+from expectations.runner import SuiteOutcome, validate
+from pipelines.resources import ConsentSettings, WarehouseResource
+
+
+def suite_check_result(outcome: SuiteOutcome) -> dg.AssetCheckResult:
+    """Failing expectations with counts and the failing rows' lineage, never their numbers."""
+    failed = outcome.errors + outcome.warnings
+    metadata: dict[str, dg.MetadataValue] = {
+        "suite": dg.MetadataValue.text(outcome.suite),
+        "rows_validated": dg.MetadataValue.int(outcome.row_count),
+        "expectations": dg.MetadataValue.int(len(outcome.results)),
+        "failed_expectations": dg.MetadataValue.int(len(failed)),
+    }
+    for r in failed:
+        metadata[f"{r.severity}: {r.description}"] = dg.MetadataValue.json(
+            {"unexpected_count": r.unexpected_count, "failing_rows": r.failing_rows}
+        )
+    severity = dg.AssetCheckSeverity.ERROR if outcome.errors else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(passed=not failed, severity=severity, metadata=metadata)
+
+
+@dg.asset_check(asset=stg_consent_events, description="GX suite `staged_opt_ins`: every opt-in carries a consent method and date (ERROR), a known event type and an E.164 number (ERROR), a notice version (WARN).")
+def staged_opt_ins_have_evidence(warehouse: WarehouseResource, settings: ConsentSettings) -> dg.AssetCheckResult:
+    with warehouse.connect() as con:
+        staged = con.execute("SELECT * FROM stg_consent_events").pl()
+    frame = staged_opt_ins_suite.rows_to_validate(staged, settings.load_policy())
+    return suite_check_result(validate(frame, staged_opt_ins_suite.build_suite, "staged_opt_ins"))
+
+
+@dg.asset_check(asset="consent_status", description="GX suite `consent_status`: every opted_in row carries method, date, channel and lineage (ERROR); statuses known; one row per contact and purpose.")
+def opted_in_rows_have_evidence(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect() as con:
+        status = con.execute("SELECT * FROM consent_status").pl()
+    frame = consent_status_suite.rows_to_validate(status)
+    return suite_check_result(validate(frame, consent_status_suite.build_suite, "consent_status"))
+
+
+@dg.asset_check(asset="source_files", description="Nothing lost: for every file read in this run, rows read = events + quarantined + skipped.")
+def rows_conserved(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect() as con:
+        broken = con.execute(
+            """
+            SELECT channel, source_file, rows_read, events, quarantined, skipped
+            FROM stg_source_files
+            WHERE state = 'new' AND rows_read <> events + quarantined + skipped
+            """
+        ).fetchall()
+        files = con.execute("SELECT count(*) FROM stg_source_files WHERE state = 'new'").fetchone()[0]
+    return dg.AssetCheckResult(
+        passed=not broken,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "files_checked": dg.MetadataValue.int(int(files)),
+            "files_not_conserved": dg.MetadataValue.json(
+                [dict(zip(("channel", "source_file", "rows_read", "events", "quarantined", "skipped"), r)) for r in broken]
+            ),
+        },
+    )
+
+
+@dg.asset_check(asset="consent_violations", description="Policy: opt-ins of this run refused by a rule whose configured severity is error fail the run; warn rules are reported.")
+def no_error_violations(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect() as con:
+        rows = con.execute(
+            """
+            SELECT v.severity, v.rule, v.channel, v.source_file, count(*) AS opt_ins,
+                   list(v.source_line ORDER BY v.source_line)[1:20] AS lines
+            FROM consent_violations v JOIN consent_events e USING (event_id)
+            WHERE e.run_id = ?
+            GROUP BY ALL ORDER BY ALL
+            """,
+            [context.run.run_id],
+        ).fetchall()
+    errors = [r for r in rows if r[0] == "error"]
+    findings = [
+        {"severity": r[0], "rule": r[1], "channel": r[2], "source_file": r[3], "opt_ins": r[4], "lines": list(r[5])}
+        for r in rows
+    ]
+    return dg.AssetCheckResult(
+        passed=not rows,
+        severity=dg.AssetCheckSeverity.ERROR if errors else dg.AssetCheckSeverity.WARN,
+        metadata={"violations": dg.MetadataValue.json(findings)},
+    )
+
+
+CHECKS = [staged_opt_ins_have_evidence, opted_in_rows_have_evidence, rows_conserved, no_error_violations]

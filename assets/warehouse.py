@@ -1,0 +1,48 @@
+"""Warehouse layer: the published tables, all written by one transaction."""
+
+
+import dagster as dg
+
+from assets.staging import stg_consent_events
+from consent.warehouse import publish
+from pipelines.resources import ConsentSettings, WarehouseResource
+
+PUBLISHED = {
+    "consent_events": "The append-only ledger: one row per canonical consent event, with lineage "
+    "(source_file, source_line) and a deterministic event_id.",
+    "quarantine": "Every input row that could not become an event, with its raw content and the reason.",
+    "skipped_items": "Webhook items that are not consent events (e.g. delivery statuses), counted and kept.",
+    "source_files": "The file registry: path, content hash, size, first and last run, and counts per file.",
+    "consent_status": "One row per contact and purpose: status, sendable, and the evidence that decided it.",
+    "consent_violations": "Every opt-in refused as consent (or warned about), with the rule and lineage.",
+    "runs": "One row per run: mode, clock, counts per channel, step durations, failed checks.",
+}
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(name, description=text, group_name="warehouse", kinds={"duckdb"}, deps=[stg_consent_events])
+        for name, text in PUBLISHED.items()
+    ],
+)
+def published_warehouse(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: ConsentSettings
+):
+    """Appends the staged run to the ledger and reconciles affected contacts, in one transaction."""
+    policy = settings.load_policy()
+    with warehouse.connect() as con:
+        summary = publish(con, policy=policy, full=settings.full)
+        counts = {
+            name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in PUBLISHED
+        }
+    context.log.info(
+        f"published run: {summary['new_events']} new events, {summary['quarantined']} quarantined, "
+        f"{summary['contacts_reconciled']} contacts reconciled"
+    )
+    for name in PUBLISHED:
+        metadata = {"row_count": dg.MetadataValue.int(int(counts[name]))}
+        if name == "consent_events":
+            metadata["new_events"] = dg.MetadataValue.int(summary["new_events"])
+        if name == "consent_status":
+            metadata["contacts_reconciled"] = dg.MetadataValue.int(summary["contacts_reconciled"])
+        yield dg.MaterializeResult(asset_key=name, metadata=metadata)

@@ -1,0 +1,128 @@
+"""Canonical CSV exports (and any CSV mapped onto them by channels.yaml).
+
+Reads bytes, never guesses a number: ragged or oversized rows are quarantined
+with the reason, a file without a required column is refused with the column
+named (its rows are quarantined, so they are still counted), and unknown
+columns are ignored and reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from consent.channels.base import FileRead
+from consent.events import CANONICAL_CSV_COLUMNS, REQUIRED_CSV_COLUMNS, FileContext, SourceRow, raw_json
+from consent.policy import ChannelConfig
+
+MAX_FIELD_CHARS = 4096
+csv.field_size_limit(64 * 1024 * 1024)
+
+
+def decode(data: bytes) -> tuple[str, str | None]:
+    """Text of the file and a note when it was not plain UTF-8."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8", errors="strict"), None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16"), "decoded as UTF-16 (byte-order mark)"
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError:
+        # Phone numbers and dates are ASCII; Latin-1 can only garble free text.
+        return data.decode("latin-1"), "not UTF-8: decoded as Latin-1"
+
+
+def _guess_delimiter(header_line: str, expected: str) -> str | None:
+    for candidate in (";", "\t", "|"):
+        if candidate != expected and header_line.count(candidate) >= 1 and header_line.count(expected) == 0:
+            return candidate
+    return None
+
+
+def read_csv(data: bytes, ctx: FileContext, config: ChannelConfig) -> FileRead:
+    notes: list[str] = []
+    try:
+        text, note = decode(data)
+    except UnicodeDecodeError as exc:
+        return FileRead(rows=[SourceRow(line=1, raw="", identity="", error=f"undecodable file: {exc.reason}")], notes=notes)
+    if note:
+        notes.append(note)
+    if not text.strip():
+        notes.append("empty file")
+        return FileRead(rows=[], notes=notes)
+
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=config.delimiter, strict=True)
+    try:
+        header = next(reader)
+    except csv.Error as exc:
+        return FileRead(rows=[SourceRow(line=1, raw=text[:200], identity="", error=f"malformed CSV header: {exc}")], notes=notes)
+    header = [h.strip().lstrip("\ufeff") for h in header]
+
+    renamed = {export: canonical for canonical, export in config.columns.items()}
+    canonical_of: list[str | None] = []
+    unknown: list[str] = []
+    for name in header:
+        canonical = renamed.get(name) or (name.lower() if name.lower() in CANONICAL_CSV_COLUMNS else None)
+        canonical_of.append(canonical)
+        if canonical is None and name:
+            unknown.append(name)
+    if unknown:
+        notes.append("unknown columns ignored: " + ", ".join(sorted(unknown)[:10]))
+    present = {c for c in canonical_of if c}
+    missing = [c for c in REQUIRED_CSV_COLUMNS if c not in present and c not in config.defaults]
+    refusal = None
+    if missing:
+        refusal = f"file refused: missing required column {missing[0]!r}"
+        guessed = _guess_delimiter(text.splitlines()[0], config.delimiter)
+        if guessed:
+            refusal += f" (the header looks {guessed!r}-delimited)"
+        notes.append(refusal)
+
+    rows: list[SourceRow] = []
+    previous_end = reader.line_num
+    while True:
+        start = previous_end + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            rest = text.splitlines()[start - 1 :]
+            rows.append(
+                SourceRow(line=start, raw="\n".join(rest)[:MAX_FIELD_CHARS], identity="", error=f"malformed CSV from this line on: {exc}")
+            )
+            notes.append(f"malformed CSV at line {start}: rest of the file quarantined as one row")
+            break
+        previous_end = reader.line_num
+        if not record or all(not v.strip() for v in record):
+            continue  # blank lines are not rows
+        raw = raw_json(dict(zip(header, record)) if len(record) == len(header) else record)
+        if refusal:
+            rows.append(SourceRow(line=start, raw=raw, identity="", error=refusal))
+            continue
+        if len(record) != len(header):
+            rows.append(
+                SourceRow(line=start, raw=raw, identity="", error=f"ragged row: {len(record)} fields, header has {len(header)}")
+            )
+            continue
+        if any(len(v) > MAX_FIELD_CHARS for v in record):
+            rows.append(SourceRow(line=start, raw=raw[:MAX_FIELD_CHARS], identity="", error=f"field longer than {MAX_FIELD_CHARS} characters"))
+            continue
+        fields: dict[str, str | None] = {}
+        for canonical, value in zip(canonical_of, record):
+            if canonical is None:
+                continue
+            value = value.strip()
+            mapped = config.values.get(canonical)
+            if mapped and value in mapped:
+                value = mapped[value]
+            fields[canonical] = value
+        for canonical, default in config.defaults.items():
+            if not fields.get(canonical):
+                fields[canonical] = default
+        # Content, not position, identifies a row: re-ordered or renamed exports add nothing.
+        identity = raw_json(sorted(zip(header, record)))
+        rows.append(SourceRow(line=start, raw=raw, identity=identity, fields=fields))
+    if not rows and not refusal:
+        notes.append("header only")
+    return FileRead(rows=rows, notes=notes)

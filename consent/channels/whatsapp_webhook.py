@@ -1,0 +1,198 @@
+"""WhatsApp Cloud API webhooks, exactly as Meta posts them.
+
+`object: whatsapp_business_account` > `entry[]` > `changes[]` > `value`, in a
+`.json` file (one payload or an array of payloads) or a `.jsonl` file (one
+payload per line). Each message, status or user preference becomes one row:
+
+| item | becomes |
+|---|---|
+| text message equal to an opt-out keyword | `opt_out`, all purposes |
+| text message equal to START / UNSTOP | `resume`, all purposes |
+| button / interactive reply "Stop promotions" (or a keyword) | `opt_out`, marketing |
+| `system` message `user_preference_changed` (stop / resume) | `opt_out` / `resume`, marketing |
+| any other message (any type) | `inbound_message` |
+| `user_preferences` value `stop` / `resume` | `opt_out` / `resume`, marketing |
+| `statuses` `failed` with error 131050 | `opt_out`, marketing |
+| any other status | skipped with its reason (counted, kept) |
+
+Rows are identified by WhatsApp's own ids (`wamid`), so a redelivered webhook
+adds nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from consent.channels.base import FileRead
+from consent.events import FileContext, SourceRow, raw_json
+from consent.phones import wa_id_to_raw
+from consent.policy import Policy, keyword_key
+
+MARKETING_OPT_OUT_ERROR = 131050
+
+
+def _timestamp(value: object) -> datetime | None:
+    try:
+        seconds = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None)
+
+
+def _payloads(data: bytes, suffix: str) -> list[tuple[int, object, str | None]]:
+    """(line or payload number, payload, error) for each payload in the file."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return [(1, None, "webhook file is not UTF-8")]
+    if suffix == ".jsonl":
+        out = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                out.append((number, json.loads(line), None))
+            except json.JSONDecodeError as exc:
+                out.append((number, line, f"malformed JSON line: {exc.msg}"))
+        return out
+    if not text.strip():
+        return []
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return [(1, text, f"malformed JSON file: {exc.msg} at line {exc.lineno}")]
+    payloads = document if isinstance(document, list) else [document]
+    return [(number, payload, None) for number, payload in enumerate(payloads, start=1)]
+
+
+class _ItemReader:
+    def __init__(self, policy: Policy):
+        self.policy = policy
+        self.marketing = policy.whatsapp_marketing_purpose
+        self.stop_buttons = {keyword_key(b) for b in policy.stop_promotions_buttons}
+
+    def message(self, msg: dict, line: int, pointer: str) -> SourceRow:
+        msg_id = str(msg.get("id") or "")
+        kind = str(msg.get("type") or "unknown")
+        fields: dict[str, str | None] = {
+            "phone": wa_id_to_raw(msg.get("from")),
+            "event_type": "inbound_message",
+            "evidence_ref": msg_id or None,
+        }
+        if kind == "text":
+            words = keyword_key(str((msg.get("text") or {}).get("body") or ""))
+            if words in self.policy.all_opt_out_keywords:
+                fields.update(event_type="opt_out", consent_method="keyword_reply")
+            elif words in self.policy.all_resume_keywords:
+                fields.update(event_type="resume", consent_method="keyword_reply")
+        elif kind in ("button", "interactive"):
+            label = self._reply_label(msg)
+            if label in self.stop_buttons:
+                fields.update(event_type="opt_out", purposes=self.marketing, consent_method="whatsapp_button")
+            elif label in self.policy.all_opt_out_keywords:
+                fields.update(event_type="opt_out", consent_method="whatsapp_button")
+        elif kind == "system":
+            system = msg.get("system") or {}
+            if system.get("type") == "user_preference_changed":
+                value = str(system.get("value") or system.get("body") or "").lower()
+                if "resume" in value:
+                    fields.update(event_type="resume", purposes=self.marketing, consent_method="whatsapp_settings")
+                elif "stop" in value:
+                    fields.update(event_type="opt_out", purposes=self.marketing, consent_method="whatsapp_settings")
+        return SourceRow(
+            line=line,
+            raw=raw_json(msg),
+            identity=f"message\x1f{msg_id}" if msg_id else f"message\x1f{raw_json(msg)}",
+            fields=fields,
+            pointer=pointer,
+            occurred_at=_timestamp(msg.get("timestamp")),
+            error=None if msg.get("from") else "message without sender (from)",
+        )
+
+    @staticmethod
+    def _reply_label(msg: dict) -> str:
+        if msg.get("type") == "button":
+            button = msg.get("button") or {}
+            return keyword_key(str(button.get("text") or button.get("payload") or ""))
+        interactive = msg.get("interactive") or {}
+        reply = interactive.get("button_reply") or interactive.get("list_reply") or {}
+        return keyword_key(str(reply.get("title") or reply.get("id") or ""))
+
+    def status(self, status: dict, line: int, pointer: str) -> SourceRow:
+        state = str(status.get("status") or "unknown")
+        codes = {e.get("code") for e in status.get("errors") or [] if isinstance(e, dict)}
+        row = SourceRow(
+            line=line,
+            raw=raw_json(status),
+            identity=f"status\x1f{status.get('id')}\x1f{state}\x1f{status.get('timestamp')}",
+            fields={
+                "phone": wa_id_to_raw(status.get("recipient_id")),
+                "event_type": "opt_out",
+                "purposes": self.marketing,
+                "evidence_ref": str(status.get("id") or "") or None,
+                "consent_method": "send_error_131050",
+            },
+            pointer=pointer,
+            occurred_at=_timestamp(status.get("timestamp")),
+        )
+        if not (state == "failed" and (MARKETING_OPT_OUT_ERROR in codes or str(MARKETING_OPT_OUT_ERROR) in codes)):
+            row.skip_reason = f"message status {state!r} is not a consent event"
+        return row
+
+    def preference(self, pref: dict, line: int, pointer: str) -> SourceRow:
+        value = str(pref.get("value") or "").lower()
+        category = str(pref.get("category") or "")
+        row = SourceRow(
+            line=line,
+            raw=raw_json(pref),
+            identity=f"user_preference\x1f{pref.get('wa_id')}\x1f{category}\x1f{value}\x1f{pref.get('timestamp')}",
+            fields={
+                "phone": wa_id_to_raw(pref.get("wa_id")),
+                "event_type": {"stop": "opt_out", "resume": "resume"}.get(value, ""),
+                "purposes": self.marketing,
+                "consent_method": "whatsapp_settings",
+            },
+            pointer=pointer,
+            occurred_at=_timestamp(pref.get("timestamp")),
+        )
+        if category and category != "marketing_messages":
+            row.skip_reason = f"user preference category {category[:40]!r} is not handled"
+        elif value not in ("stop", "resume"):
+            row.error = f"unknown user preference value {value[:40]!r}"
+        return row
+
+
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
+
+
+def read_webhooks(data: bytes, ctx: FileContext, policy: Policy, suffix: str) -> FileRead:
+    reader = _ItemReader(policy)
+    rows: list[SourceRow] = []
+    for line, payload, error in _payloads(data, suffix):
+        if error:
+            rows.append(SourceRow(line=line, raw=str(payload)[:4096], identity="", error=error))
+            continue
+        if not isinstance(payload, dict) or payload.get("object") != "whatsapp_business_account":
+            rows.append(SourceRow(line=line, raw=raw_json(payload)[:4096], identity="", error="not a WhatsApp Business webhook payload"))
+            continue
+        before = len(rows)
+        for e, entry in enumerate(_list(payload.get("entry"))):
+            for c, change in enumerate(_list(entry.get("changes") if isinstance(entry, dict) else None)):
+                value = change.get("value") if isinstance(change, dict) else None
+                if not isinstance(value, dict):
+                    continue
+                base = f"entry[{e}].changes[{c}].value"
+                for key, read_item in (("messages", reader.message), ("statuses", reader.status), ("user_preferences", reader.preference)):
+                    for i, item in enumerate(value.get(key) or []):
+                        pointer = f"{base}.{key}[{i}]"
+                        if not isinstance(item, dict):
+                            rows.append(SourceRow(line=line, raw=raw_json(item)[:4096], identity="", pointer=pointer, error=f"malformed webhook item in {key}"))
+                            continue
+                        rows.append(read_item(item, line, pointer))
+        if len(rows) == before:
+            rows.append(
+                SourceRow(line=line, raw=raw_json(payload)[:4096], identity="", skip_reason="webhook payload without messages, statuses or user preferences")
+            )
+    return FileRead(rows=rows)

@@ -1,0 +1,278 @@
+"""The canonical consent event (consent-rules.md section 2) and its value parsers.
+
+Every channel adapter produces `SourceRow`s: one per input row or webhook
+item, already split into fields. `build_events` turns a batch of them into the
+canonical event frame and the quarantine frame, so that parsing rules (dates,
+booleans, purposes, phone numbers) live in one place for all channels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, Mapping
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from consent.phones import NormalisedPhone
+
+EVENT_TYPES = ("opt_in", "opt_in_request", "opt_in_confirm", "opt_out", "resume", "inbound_message")
+OPT_IN_TYPES = ("opt_in", "opt_in_request", "opt_in_confirm")
+ACQUISITION_SOURCES = ("organic", "purchased", "rented", "scraped", "partner", "implied")
+CANONICAL_CSV_COLUMNS = (
+    "phone", "country", "event_type", "purposes", "occurred_at", "consent_method",
+    "notice_version", "checkbox_pre_ticked", "bundled_with_terms",
+    "acquisition_source", "evidence_ref",
+)
+REQUIRED_CSV_COLUMNS = ("phone", "event_type")
+
+_TRUE = {"true", "yes", "1", "y", "t"}
+_FALSE = {"false", "no", "0", "n", "f"}
+
+# Column order and types of the canonical event frame (the ledger's columns).
+EVENT_SCHEMA: dict[str, pl.DataType] = {
+    "event_id": pl.Utf8,
+    "channel": pl.Utf8,
+    "event_type": pl.Utf8,
+    "phone_raw": pl.Utf8,
+    "country_hint": pl.Utf8,
+    "phone_e164": pl.Utf8,
+    "phone_region": pl.Utf8,
+    "phone_type": pl.Utf8,
+    "purposes": pl.List(pl.Utf8),
+    "occurred_at": pl.Datetime("us"),
+    "consent_method": pl.Utf8,
+    "notice_version": pl.Utf8,
+    "checkbox_pre_ticked": pl.Boolean,
+    "bundled_with_terms": pl.Boolean,
+    "acquisition_source": pl.Utf8,
+    "evidence_ref": pl.Utf8,
+    "source_file": pl.Utf8,
+    "source_line": pl.Int64,
+    "source_pointer": pl.Utf8,
+    "file_hash": pl.Utf8,
+    "ingested_at": pl.Datetime("us"),
+    "run_id": pl.Utf8,
+}
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "quarantine_id": pl.Utf8,
+    "channel": pl.Utf8,
+    "source_file": pl.Utf8,
+    "source_line": pl.Int64,
+    "source_pointer": pl.Utf8,
+    "file_hash": pl.Utf8,
+    "raw_row": pl.Utf8,
+    "reason": pl.Utf8,
+    "ingested_at": pl.Datetime("us"),
+    "run_id": pl.Utf8,
+}
+SKIPPED_SCHEMA = QUARANTINE_SCHEMA
+
+
+class RowError(ValueError):
+    """A field that cannot be read; the row goes to quarantine with this reason."""
+
+
+@dataclass(slots=True)
+class SourceRow:
+    """One input row or webhook item, split into canonical fields (all text).
+
+    `identity` is what makes the event unique within its channel: the row's
+    content for CSV (so a renamed or re-exported file adds nothing), the
+    WhatsApp message id for webhooks (so a redelivered webhook adds nothing).
+    """
+
+    line: int
+    raw: str
+    identity: str
+    fields: dict[str, str | None] = field(default_factory=dict)
+    pointer: str | None = None
+    # Set by adapters for rows that are not consent events (counted, kept).
+    skip_reason: str | None = None
+    # Set by adapters for rows they already know are bad.
+    error: str | None = None
+    # Already-UTC timestamps (webhooks) bypass text date parsing.
+    occurred_at: datetime | None = None
+
+
+def event_id(channel: str, identity: str) -> str:
+    """Deterministic id: the same source row or message always gets the same id."""
+    return hashlib.sha256(f"{channel}\x1f{identity}".encode("utf-8")).hexdigest()[:32]
+
+
+def parse_bool(value: str | None) -> bool | None:
+    if value is None or not value.strip():
+        return None
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise RowError(f"unreadable boolean {value.strip()[:40]!r}")
+
+
+def parse_timestamp(value: str | None, tz: ZoneInfo, date_format: str | None = None) -> datetime | None:
+    """ISO 8601 (or the channel's format) to a naive UTC datetime.
+
+    A value without offset is read in the channel's time zone.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        if date_format:
+            parsed = datetime.strptime(text, date_format)
+        else:
+            if text.endswith(("Z", "z")):
+                text = text[:-1] + "+00:00"
+            parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise RowError(f"unreadable date {value.strip()[:40]!r}") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return parsed.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def parse_purposes(value: str | None, known: Iterable[str]) -> list[str]:
+    if value is None or not value.strip():
+        return []
+    purposes = sorted({p.strip().lower() for p in value.replace(",", ";").split(";") if p.strip()})
+    unknown = [p for p in purposes if p not in set(known)]
+    if unknown:
+        raise RowError(f"unknown purpose {unknown[0]!r}")
+    return purposes
+
+
+def _text(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+@dataclass
+class FileContext:
+    """What an adapter knows about the file it reads."""
+
+    channel: str
+    source_file: str
+    file_hash: str
+    timezone: str = "UTC"
+    default_region: str | None = None
+    date_format: str | None = None
+
+
+def phone_key(row: SourceRow, ctx: FileContext) -> tuple[str, str | None]:
+    """The (raw, region hint) pair a row's number is normalised by."""
+    hint = _text(row.fields.get("country")) or ctx.default_region or None
+    return (row.fields.get("phone") or "", hint.upper() if hint else None)
+
+
+@dataclass
+class BuiltBatch:
+    events: pl.DataFrame
+    quarantine: pl.DataFrame
+    skipped: pl.DataFrame
+
+
+def build_events(
+    rows: list[SourceRow],
+    ctx: FileContext,
+    phones: Mapping[tuple[str, str | None], NormalisedPhone],
+    purposes: list[str],
+    ingested_at: datetime,
+    run_id: str,
+) -> BuiltBatch:
+    """Turn adapter rows into canonical events, quarantine rows and skipped items.
+
+    `phones` holds the normalisation of every (raw, hint) pair of the rows.
+    """
+    tz = ZoneInfo(ctx.timezone)
+    events: list[dict] = []
+    quarantine: list[dict] = []
+    skipped: list[dict] = []
+
+    def reject(row: SourceRow, reason: str, into: list[dict]) -> None:
+        into.append(
+            {
+                "quarantine_id": event_id(ctx.channel, f"{ctx.file_hash}\x1f{row.line}\x1f{row.pointer or ''}"),
+                "channel": ctx.channel,
+                "source_file": ctx.source_file,
+                "source_line": row.line,
+                "source_pointer": row.pointer,
+                "file_hash": ctx.file_hash,
+                "raw_row": row.raw,
+                "reason": reason,
+                "ingested_at": ingested_at,
+                "run_id": run_id,
+            }
+        )
+
+    for row in rows:
+        if row.skip_reason is not None:
+            reject(row, row.skip_reason, skipped)
+            continue
+        if row.error is not None:
+            reject(row, row.error, quarantine)
+            continue
+        f = row.fields
+        try:
+            event_type = (_text(f.get("event_type")) or "").lower()
+            if not event_type:
+                raise RowError("missing event type")
+            if event_type not in EVENT_TYPES:
+                raise RowError(f"unknown event type {event_type[:40]!r}")
+            key = phone_key(row, ctx)
+            hint = key[1]
+            phone = phones[key]
+            if not phone.is_valid:
+                raise RowError(phone.invalid_reason or "invalid phone number")
+            occurred_at = row.occurred_at or parse_timestamp(f.get("occurred_at"), tz, ctx.date_format)
+            source = (_text(f.get("acquisition_source")) or "organic").lower()
+            if source not in ACQUISITION_SOURCES:
+                raise RowError(f"unknown acquisition source {source[:40]!r}")
+            event = {
+                "event_id": event_id(ctx.channel, row.identity),
+                "channel": ctx.channel,
+                "event_type": event_type,
+                "phone_raw": f.get("phone") or "",
+                "country_hint": hint,
+                "phone_e164": phone.phone_e164,
+                "phone_region": phone.phone_region,
+                "phone_type": phone.phone_type,
+                "purposes": parse_purposes(f.get("purposes"), purposes),
+                "occurred_at": occurred_at,
+                "consent_method": (_text(f.get("consent_method")) or "").lower() or None,
+                "notice_version": _text(f.get("notice_version")),
+                "checkbox_pre_ticked": parse_bool(f.get("checkbox_pre_ticked")),
+                "bundled_with_terms": parse_bool(f.get("bundled_with_terms")),
+                "acquisition_source": source,
+                "evidence_ref": _text(f.get("evidence_ref")),
+                "source_file": ctx.source_file,
+                "source_line": row.line,
+                "source_pointer": row.pointer,
+                "file_hash": ctx.file_hash,
+                "ingested_at": ingested_at,
+                "run_id": run_id,
+            }
+        except RowError as exc:
+            reject(row, str(exc), quarantine)
+            continue
+        events.append(event)
+
+    return BuiltBatch(
+        events=pl.DataFrame(events, schema=EVENT_SCHEMA),
+        quarantine=pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA),
+        skipped=pl.DataFrame(skipped, schema=SKIPPED_SCHEMA),
+    )
+
+
+def raw_json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def future_limit(as_of: datetime, skew_minutes: float) -> datetime:
+    return as_of + timedelta(minutes=skew_minutes)

@@ -1,0 +1,174 @@
+"""Consent policy and channel configuration: one typed object each, file plus defaults.
+
+`policy.yaml` (optional, in the exports folder or given with `--policy`) says
+what the business counts as consent; `channels.yaml` (optional, in the exports
+folder) says how each channel's export maps onto the canonical columns. Both
+are validated with pydantic, so a typo fails the run with a clear message
+before anything is read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+Severity = Literal["error", "warn"]
+
+DEFAULT_OPT_OUT_KEYWORDS = [
+    "STOP", "STOP ALL", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT",
+    "REVOKE", "OPTOUT", "OPT OUT", "OPT-OUT", "REMOVE",
+]
+DEFAULT_RESUME_KEYWORDS = ["START", "UNSTOP"]
+DEFAULT_ACTIVE_METHODS = [
+    "checkbox", "typed_form", "confirmation_link", "in_app_prompt",
+    "whatsapp_button", "keyword_reply", "verbal_recorded", "double_opt_in",
+]
+
+
+class ConfigError(Exception):
+    """A configuration file is missing, unreadable or invalid (CLI exit 2)."""
+
+
+class Policy(BaseModel):
+    """What counts as consent. Every field has the default of consent-rules.md."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    purposes: list[str] = Field(default_factory=lambda: ["marketing", "utility"])
+    opt_out_keywords: list[str] = Field(default_factory=lambda: list(DEFAULT_OPT_OUT_KEYWORDS))
+    opt_out_keyword_translations: list[str] = Field(default_factory=lambda: ["ARRET", "ARRÊT", "BAJA", "PARAR"])
+    resume_keywords: list[str] = Field(default_factory=lambda: list(DEFAULT_RESUME_KEYWORDS))
+    stop_promotions_buttons: list[str] = Field(default_factory=lambda: ["Stop promotions"])
+    active_consent_methods: list[str] = Field(default_factory=lambda: list(DEFAULT_ACTIVE_METHODS))
+    double_opt_in_channels: list[str] = Field(default_factory=lambda: ["email_link", "sms_link"])
+    confirmation_window_days: float = 7
+    consent_validity_days: float | None = None
+    clock_skew_minutes: float = 5
+    # WhatsApp's own controls (user_preferences, "Stop promotions", error
+    # 131050) cover this purpose only.
+    whatsapp_marketing_purpose: str = "marketing"
+    # Severity of each rule of consent-rules.md section 3 when violated.
+    # "error" fails the run (CLI exit 1); "warn" is reported only. Either way a
+    # refused opt-in never grants consent.
+    rule_severity: dict[str, Severity] = Field(
+        default_factory=lambda: {
+            "missing_consent_method": "error",
+            "missing_consent_date": "error",
+            "method_not_active": "warn",
+            "future_date": "warn",
+            "pre_ticked_checkbox": "warn",
+            "bundled_with_terms": "warn",
+            "non_organic_source": "warn",
+            "missing_purposes": "warn",
+            "confirmation_without_request": "warn",
+            "confirmation_outside_window": "warn",
+            "missing_notice_version": "warn",
+        }
+    )
+    # Missing notice is a warning only; set true to refuse such opt-ins.
+    require_notice_version: bool = False
+
+    @field_validator("purposes")
+    @classmethod
+    def _purposes_not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one purpose is required")
+        return value
+
+    @property
+    def all_opt_out_keywords(self) -> frozenset[str]:
+        return frozenset(_keyword_key(k) for k in self.opt_out_keywords + self.opt_out_keyword_translations)
+
+    @property
+    def all_resume_keywords(self) -> frozenset[str]:
+        return frozenset(_keyword_key(k) for k in self.resume_keywords)
+
+    def severity(self, rule: str) -> Severity:
+        return self.rule_severity.get(rule, "error")
+
+
+def _keyword_key(text: str) -> str:
+    return " ".join(text.upper().replace("-", " ").split())
+
+
+def keyword_key(message: str) -> str:
+    """Whole message, case-insensitive, surrounding spaces and punctuation ignored.
+
+    "OPT-OUT", "opt out" and "OPT OUT" compare equal; "STOPALL" stays distinct
+    from "STOP ALL" (both are listed).
+    """
+    stripped = message.strip().strip(".,;:!?¡¿'\"()[]{}*_~ \t\r\n")
+    return _keyword_key(stripped)
+
+
+class ChannelConfig(BaseModel):
+    """How one channel's CSV export maps onto canonical columns."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # canonical column -> the export's column name
+    columns: dict[str, str] = Field(default_factory=dict)
+    # canonical column -> {export value -> canonical value}
+    values: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # canonical column -> value used when the column is absent or empty
+    defaults: dict[str, str] = Field(default_factory=dict)
+    timezone: str = "UTC"
+    default_region: str | None = None
+    # strptime format for exports that do not write ISO 8601
+    date_format: str | None = None
+    delimiter: str = ","
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+class ChannelsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channels: dict[str, ChannelConfig] = Field(default_factory=dict)
+
+    def for_channel(self, name: str) -> ChannelConfig:
+        return self.channels.get(name, ChannelConfig())
+
+
+def _load_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}".splitlines()[0]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _validated(model: type[BaseModel], data: dict, path: Path):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from exc
+
+
+def load_policy(path: Path | None) -> Policy:
+    """The policy file when given and present, else the defaults."""
+    if path is None or not path.exists():
+        return Policy()
+    return _validated(Policy, _load_yaml(path), path)
+
+
+def load_channels(exports_dir: Path) -> ChannelsFile:
+    path = exports_dir / "channels.yaml"
+    if not path.exists():
+        return ChannelsFile()
+    return _validated(ChannelsFile, _load_yaml(path), path)

@@ -1,0 +1,324 @@
+"""The consent state machine: events of one contact in, status per purpose out.
+
+Implements sections 3 to 6 of consent-rules.md. Plain Python, no Dagster, no
+DuckDB: `reconcile` takes the full event history of a set of contacts (from
+the ledger) and returns their `consent_status` and `consent_violations` rows.
+
+Ordering (section 5): events are applied by effective time (`occurred_at`, or
+the ingestion time for an undated opt-out), then opt-ins before resumes and
+messages before opt-outs, so that at equal instants the opt-out is applied
+last and wins, then by `event_id`. Nothing depends on arrival order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import groupby
+from typing import Iterable, Iterator
+
+import polars as pl
+
+from consent.policy import Policy
+
+STATUSES = ("opted_in", "opted_out", "pending", "expired", "no_consent")
+_APPLY_RANK = {"opt_in": 0, "opt_in_request": 0, "opt_in_confirm": 0, "resume": 1, "inbound_message": 1, "opt_out": 2}
+
+# Columns the state machine reads from the ledger, in this order.
+INPUT_COLUMNS = (
+    "phone_e164", "event_id", "channel", "event_type", "purposes", "occurred_at",
+    "ingested_at", "consent_method", "notice_version", "checkbox_pre_ticked",
+    "bundled_with_terms", "acquisition_source", "source_file", "source_line",
+)
+
+STATUS_SCHEMA: dict[str, pl.DataType] = {
+    "phone_e164": pl.Utf8,
+    "purpose": pl.Utf8,
+    "status": pl.Utf8,
+    "sendable": pl.Boolean,
+    "status_since": pl.Datetime("us"),
+    "consent_method": pl.Utf8,
+    "consent_at": pl.Datetime("us"),
+    "channel": pl.Utf8,
+    "notice_version": pl.Utf8,
+    "event_id": pl.Utf8,
+    "source_file": pl.Utf8,
+    "source_line": pl.Int64,
+    "opted_out_at": pl.Datetime("us"),
+    "opt_out_channel": pl.Utf8,
+    "opt_out_event_id": pl.Utf8,
+    "decided_by_event_id": pl.Utf8,
+}
+VIOLATION_SCHEMA: dict[str, pl.DataType] = {
+    "event_id": pl.Utf8,
+    "rule": pl.Utf8,
+    "severity": pl.Utf8,
+    "refused": pl.Boolean,
+    "phone_e164": pl.Utf8,
+    "channel": pl.Utf8,
+    "event_type": pl.Utf8,
+    "purposes": pl.List(pl.Utf8),
+    "occurred_at": pl.Datetime("us"),
+    "source_file": pl.Utf8,
+    "source_line": pl.Int64,
+}
+
+
+@dataclass(slots=True)
+class Event:
+    phone_e164: str
+    event_id: str
+    channel: str
+    event_type: str
+    purposes: list[str]
+    occurred_at: datetime | None
+    ingested_at: datetime
+    consent_method: str | None
+    notice_version: str | None
+    checkbox_pre_ticked: bool | None
+    bundled_with_terms: bool | None
+    acquisition_source: str | None
+    source_file: str
+    source_line: int
+
+    @property
+    def effective_at(self) -> datetime:
+        # Rule 4: an undated opt-out applies at ingestion time.
+        return self.occurred_at or self.ingested_at
+
+    def sort_key(self) -> tuple:
+        return (self.effective_at, _APPLY_RANK.get(self.event_type, 1), self.event_id)
+
+
+@dataclass(slots=True)
+class Evidence:
+    """Proof of one consent: what `opted_in` rows carry."""
+
+    event_id: str
+    channel: str
+    consent_method: str | None
+    consent_at: datetime
+    notice_version: str | None
+    source_file: str
+    source_line: int
+
+
+@dataclass(slots=True)
+class PurposeState:
+    status: str = "no_consent"
+    since: datetime | None = None
+    decided_by: Event | None = None
+    evidence: Evidence | None = None
+    last_valid_consent: Evidence | None = None
+    opted_out_at: datetime | None = None
+    opt_out_event: Event | None = None
+    pending_request: Event | None = None
+
+
+@dataclass
+class Violation:
+    event: Event
+    rule: str
+    severity: str
+    refused: bool
+
+
+@dataclass
+class ContactResult:
+    states: dict[str, PurposeState]
+    violations: list[Violation] = field(default_factory=list)
+
+
+class ConsentStateMachine:
+    """Applies one contact's events in time order, per purpose."""
+
+    def __init__(self, policy: Policy, as_of: datetime):
+        self.policy = policy
+        self.as_of = as_of
+        self.window = timedelta(days=policy.confirmation_window_days)
+        self.validity = None if policy.consent_validity_days is None else timedelta(days=policy.consent_validity_days)
+        self.future_limit = as_of + timedelta(minutes=policy.clock_skew_minutes)
+        self.doi_channels = set(policy.double_opt_in_channels)
+        self.active_methods = set(policy.active_consent_methods)
+
+    # -- what counts as consent (section 3) -------------------------------
+    def assess(self, event: Event, double_opt_in: bool) -> list[tuple[str, bool]]:
+        """(rule, refuses consent) for each rule the opt-in event breaks."""
+        broken: list[tuple[str, bool]] = []
+        if event.occurred_at is None:
+            broken.append(("missing_consent_date", True))
+        elif event.occurred_at > self.future_limit:
+            broken.append(("future_date", True))
+        # In a double opt-in the method is the confirmation link itself.
+        if not double_opt_in:
+            if not event.consent_method:
+                broken.append(("missing_consent_method", True))
+            elif event.consent_method not in self.active_methods:
+                broken.append(("method_not_active", True))
+        if event.checkbox_pre_ticked:
+            broken.append(("pre_ticked_checkbox", True))
+        if event.bundled_with_terms:
+            broken.append(("bundled_with_terms", True))
+        if (event.acquisition_source or "organic") != "organic":
+            broken.append(("non_organic_source", True))
+        if not event.purposes and event.event_type != "opt_in_confirm":
+            broken.append(("missing_purposes", True))
+        if not event.notice_version:
+            broken.append(("missing_notice_version", self.policy.require_notice_version))
+        return broken
+
+    def _violate(self, result: ContactResult, event: Event, rule: str, refused: bool) -> None:
+        result.violations.append(Violation(event, rule, self.policy.severity(rule), refused))
+
+    def run(self, events: list[Event]) -> ContactResult:
+        result = ContactResult(states={p: PurposeState() for p in self.policy.purposes})
+        for event in sorted(events, key=Event.sort_key):
+            handler = getattr(self, f"_on_{event.event_type}", None)
+            if handler is not None:
+                handler(result, event)
+        self._close(result)
+        return result
+
+    def _targets(self, result: ContactResult, event: Event) -> list[str]:
+        if not event.purposes:  # opt-outs and resumes without purposes mean all purposes
+            return list(result.states)
+        return [p for p in event.purposes if p in result.states]
+
+    def _passes(self, result: ContactResult, event: Event, double_opt_in: bool) -> bool:
+        ok = True
+        for rule, refuses in self.assess(event, double_opt_in):
+            self._violate(result, event, rule, refuses)
+            ok = ok and not refuses
+        return ok
+
+    def _grant(self, state: PurposeState, event: Event, evidence: Evidence) -> None:
+        state.status, state.since, state.decided_by = "opted_in", event.effective_at, event
+        state.evidence = state.last_valid_consent = evidence
+        state.pending_request = None
+
+    # -- event handlers ---------------------------------------------------
+    def _on_opt_in(self, result: ContactResult, event: Event) -> None:
+        if event.channel in self.doi_channels:
+            # Rule 7: on email/SMS links a click is only a request.
+            self._on_opt_in_request(result, event)
+            return
+        if not self._passes(result, event, double_opt_in=False):
+            return
+        evidence = Evidence(
+            event.event_id, event.channel, event.consent_method, event.occurred_at,
+            event.notice_version, event.source_file, event.source_line,
+        )
+        for purpose in self._targets(result, event):
+            self._grant(result.states[purpose], event, evidence)
+
+    def _on_opt_in_request(self, result: ContactResult, event: Event) -> None:
+        if not self._passes(result, event, double_opt_in=True):
+            return
+        for purpose in self._targets(result, event):
+            state = result.states[purpose]
+            state.pending_request = event
+            if state.status != "opted_in":
+                state.status, state.since, state.decided_by, state.evidence = "pending", event.effective_at, event, None
+
+    def _on_opt_in_confirm(self, result: ContactResult, event: Event) -> None:
+        if event.channel not in self.doi_channels:
+            self._on_opt_in(result, event)
+            return
+        if not self._passes(result, event, double_opt_in=True):
+            return
+        purposes = event.purposes or [
+            p for p, s in result.states.items() if s.pending_request is not None
+        ]
+        matched = False
+        for purpose in purposes:
+            state = result.states.get(purpose)
+            request = state.pending_request if state else None
+            if request is None:
+                continue
+            matched = True
+            if event.effective_at - request.effective_at > self.window:
+                self._violate(result, event, "confirmation_outside_window", True)
+                state.pending_request = None
+                if state.status != "opted_in":
+                    state.status, state.since, state.decided_by = "expired", event.effective_at, event
+                continue
+            evidence = Evidence(
+                event.event_id, event.channel, "double_opt_in", event.occurred_at,
+                event.notice_version or request.notice_version, event.source_file, event.source_line,
+            )
+            self._grant(state, event, evidence)
+        if not matched:
+            self._violate(result, event, "confirmation_without_request", True)
+
+    def _on_opt_out(self, result: ContactResult, event: Event) -> None:
+        for purpose in self._targets(result, event):
+            state = result.states[purpose]
+            state.status, state.since, state.decided_by, state.evidence = "opted_out", event.effective_at, event, None
+            state.opted_out_at, state.opt_out_event = event.effective_at, event
+            state.pending_request = None
+
+    def _on_resume(self, result: ContactResult, event: Event) -> None:
+        for purpose in self._targets(result, event):
+            state = result.states[purpose]
+            prior = state.last_valid_consent
+            # START / resume restore only a valid opt-in given before the opt-out.
+            if state.status == "opted_out" and prior is not None and prior.consent_at <= state.opted_out_at:
+                state.status, state.since, state.decided_by, state.evidence = "opted_in", event.effective_at, event, prior
+
+    def _close(self, result: ContactResult) -> None:
+        for state in result.states.values():
+            if state.status == "pending" and self.as_of - state.pending_request.effective_at > self.window:
+                state.status, state.since = "expired", state.pending_request.effective_at + self.window
+            elif (
+                state.status == "opted_in"
+                and self.validity is not None
+                and self.as_of - state.evidence.consent_at > self.validity
+            ):
+                state.status, state.since = "expired", state.evidence.consent_at + self.validity
+
+
+def _events(rows: Iterable[tuple]) -> Iterator[Event]:
+    return (Event(*row) for row in rows)
+
+
+def reconcile(events: pl.DataFrame, policy: Policy, as_of: datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """consent_status and consent_violations rows for every contact in `events`.
+
+    `events` holds the complete history of each contact it mentions.
+    """
+    machine = ConsentStateMachine(policy, as_of)
+    ordered = events.select(INPUT_COLUMNS).sort("phone_e164")
+    statuses: list[tuple] = []
+    violations: list[tuple] = []
+    for phone, group in groupby(_events(ordered.iter_rows()), key=lambda e: e.phone_e164):
+        result = machine.run(list(group))
+        for purpose, s in result.states.items():
+            ev, out, by = s.evidence, s.opt_out_event, s.decided_by
+            opted_out = s.status == "opted_out"
+            statuses.append(
+                (
+                    phone, purpose, s.status, s.status == "opted_in", s.since,
+                    ev.consent_method if ev else None,
+                    ev.consent_at if ev else None,
+                    ev.channel if ev else (by.channel if by else None),
+                    ev.notice_version if ev else None,
+                    ev.event_id if ev else (by.event_id if by else None),
+                    ev.source_file if ev else (by.source_file if by else None),
+                    ev.source_line if ev else (by.source_line if by else None),
+                    s.opted_out_at if opted_out else None,
+                    out.channel if opted_out and out else None,
+                    out.event_id if opted_out and out else None,
+                    by.event_id if by else None,
+                )
+            )
+        for v in result.violations:
+            e = v.event
+            violations.append(
+                (e.event_id, v.rule, v.severity, v.refused, phone, e.channel, e.event_type,
+                 e.purposes, e.occurred_at, e.source_file, e.source_line)
+            )
+    status_df = pl.DataFrame(statuses, schema=STATUS_SCHEMA, orient="row")
+    violation_df = pl.DataFrame(violations, schema=VIOLATION_SCHEMA, orient="row").unique(
+        subset=["event_id", "rule"], keep="first", maintain_order=True
+    )
+    return status_df, violation_df

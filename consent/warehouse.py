@@ -1,0 +1,429 @@
+"""The DuckDB warehouse: schema, staging, phone cache, and the one-transaction publish.
+
+Plain Python over a DuckDB connection (opened by the Dagster `warehouse`
+resource or by tests). The published tables change only inside `publish`,
+which runs in a single transaction: a run that dies before COMMIT leaves the
+warehouse exactly as it was, and the next run redoes the work.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from datetime import datetime
+
+import duckdb
+import polars as pl
+
+from consent.ingest import FileStats, Pair, StagedExports
+from consent.phones import METADATA_VERSION, NormalisedPhone, normalise_many
+from consent.policy import Policy
+from consent.reconcile import INPUT_COLUMNS, STATUS_SCHEMA, VIOLATION_SCHEMA, reconcile
+
+EVENT_COLUMNS_DDL = """
+    event_id VARCHAR NOT NULL,
+    channel VARCHAR NOT NULL,
+    event_type VARCHAR NOT NULL,
+    phone_raw VARCHAR,
+    country_hint VARCHAR,
+    phone_e164 VARCHAR NOT NULL,
+    phone_region VARCHAR,
+    phone_type VARCHAR,
+    purposes VARCHAR[],
+    occurred_at TIMESTAMP,
+    consent_method VARCHAR,
+    notice_version VARCHAR,
+    checkbox_pre_ticked BOOLEAN,
+    bundled_with_terms BOOLEAN,
+    acquisition_source VARCHAR,
+    evidence_ref VARCHAR,
+    source_file VARCHAR NOT NULL,
+    source_line BIGINT NOT NULL,
+    source_pointer VARCHAR,
+    file_hash VARCHAR NOT NULL,
+    ingested_at TIMESTAMP NOT NULL,
+    run_id VARCHAR NOT NULL
+"""
+REJECT_COLUMNS_DDL = """
+    quarantine_id VARCHAR NOT NULL,
+    channel VARCHAR NOT NULL,
+    source_file VARCHAR NOT NULL,
+    source_line BIGINT,
+    source_pointer VARCHAR,
+    file_hash VARCHAR NOT NULL,
+    raw_row VARCHAR,
+    reason VARCHAR NOT NULL,
+    ingested_at TIMESTAMP NOT NULL,
+    run_id VARCHAR NOT NULL
+"""
+SCHEMA_DDL = f"""
+CREATE TABLE IF NOT EXISTS consent_events ({EVENT_COLUMNS_DDL}, PRIMARY KEY (event_id));
+CREATE TABLE IF NOT EXISTS quarantine ({REJECT_COLUMNS_DDL}, PRIMARY KEY (quarantine_id));
+CREATE TABLE IF NOT EXISTS skipped_items ({REJECT_COLUMNS_DDL.replace('quarantine_id', 'skipped_id')}, PRIMARY KEY (skipped_id));
+CREATE TABLE IF NOT EXISTS consent_status (
+    phone_e164 VARCHAR NOT NULL,
+    purpose VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    sendable BOOLEAN NOT NULL,
+    status_since TIMESTAMP,
+    consent_method VARCHAR,
+    consent_at TIMESTAMP,
+    channel VARCHAR,
+    notice_version VARCHAR,
+    event_id VARCHAR,
+    source_file VARCHAR,
+    source_line BIGINT,
+    opted_out_at TIMESTAMP,
+    opt_out_channel VARCHAR,
+    opt_out_event_id VARCHAR,
+    decided_by_event_id VARCHAR,
+    PRIMARY KEY (phone_e164, purpose)
+);
+CREATE TABLE IF NOT EXISTS consent_violations (
+    event_id VARCHAR NOT NULL,
+    rule VARCHAR NOT NULL,
+    severity VARCHAR NOT NULL,
+    refused BOOLEAN NOT NULL,
+    phone_e164 VARCHAR NOT NULL,
+    channel VARCHAR,
+    event_type VARCHAR,
+    purposes VARCHAR[],
+    occurred_at TIMESTAMP,
+    source_file VARCHAR,
+    source_line BIGINT,
+    PRIMARY KEY (event_id, rule)
+);
+CREATE TABLE IF NOT EXISTS source_files (
+    channel VARCHAR NOT NULL,
+    source_file VARCHAR NOT NULL,
+    file_hash VARCHAR NOT NULL,
+    size_bytes BIGINT,
+    first_seen_run VARCHAR NOT NULL,
+    last_seen_run VARCHAR NOT NULL,
+    rows_read BIGINT,
+    events BIGINT,
+    new_events BIGINT,
+    quarantined BIGINT,
+    skipped BIGINT,
+    events_no_longer_in_file BIGINT,
+    notes VARCHAR[],
+    PRIMARY KEY (channel, source_file, file_hash)
+);
+CREATE TABLE IF NOT EXISTS phone_cache (
+    phone_raw VARCHAR NOT NULL,
+    country_hint VARCHAR NOT NULL,
+    metadata_version VARCHAR NOT NULL,
+    phone_e164 VARCHAR,
+    phone_region VARCHAR,
+    phone_type VARCHAR,
+    invalid_reason VARCHAR,
+    PRIMARY KEY (phone_raw, country_hint, metadata_version)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY,
+    mode VARCHAR NOT NULL,
+    as_of TIMESTAMP NOT NULL,
+    started_at TIMESTAMP NOT NULL,
+    published_at TIMESTAMP,
+    finished_at TIMESTAMP,
+    status VARCHAR NOT NULL,
+    files_seen BIGINT,
+    files_read BIGINT,
+    rows_read BIGINT,
+    events BIGINT,
+    new_events BIGINT,
+    quarantined BIGINT,
+    skipped BIGINT,
+    contacts_reconciled BIGINT,
+    checks_failed VARCHAR[],
+    per_channel JSON,
+    step_seconds JSON
+);
+"""
+
+STAGING_TABLES = ("stg_consent_events", "stg_quarantine", "stg_skipped", "stg_source_files", "stg_run")
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(SCHEMA_DDL)
+
+
+def known_files(con: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
+    """(channel, content hash) of every file already ingested."""
+    return {tuple(r) for r in con.execute("SELECT DISTINCT channel, file_hash FROM source_files").fetchall()}
+
+
+class PhoneCache:
+    """Normalisations kept in the warehouse by (raw, hint, phonenumbers metadata version).
+
+    A number seen before is not parsed again; a new `phonenumbers` release
+    brings a new metadata version, so every pair is parsed afresh once.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, workers: int = 1):
+        self.con = con
+        self.workers = workers
+        self.hits = 0
+        self.misses = 0
+
+    def resolve(self, pairs: list[Pair]) -> dict[Pair, NormalisedPhone]:
+        if not pairs:
+            return {}
+        wanted = pl.DataFrame(
+            {"phone_raw": [p[0] for p in pairs], "country_hint": [p[1] or "" for p in pairs]},
+            schema={"phone_raw": pl.Utf8, "country_hint": pl.Utf8},
+        )
+        self.con.register("wanted_pairs", wanted)
+        cached = self.con.execute(
+            """
+            SELECT c.phone_raw, c.country_hint, c.phone_e164, c.phone_region, c.phone_type, c.invalid_reason
+            FROM phone_cache c JOIN wanted_pairs w USING (phone_raw, country_hint)
+            WHERE c.metadata_version = ?
+            """,
+            [METADATA_VERSION],
+        ).fetchall()
+        self.con.unregister("wanted_pairs")
+        out: dict[Pair, NormalisedPhone] = {}
+        for raw, hint, e164, region, kind, reason in cached:
+            out[(raw, hint or None)] = NormalisedPhone(raw, hint or None, e164, region, kind, reason)
+        missing = [p for p in pairs if p not in out]
+        self.hits, self.misses = len(out), len(missing)
+        fresh = normalise_many(missing, workers=self.workers)
+        for pair, result in zip(missing, fresh):
+            out[pair] = result
+        if fresh:
+            frame = pl.DataFrame(
+                {
+                    "phone_raw": [p[0] for p in missing],
+                    "country_hint": [p[1] or "" for p in missing],
+                    "metadata_version": [METADATA_VERSION] * len(missing),
+                    "phone_e164": [r.phone_e164 for r in fresh],
+                    "phone_region": [r.phone_region for r in fresh],
+                    "phone_type": [r.phone_type for r in fresh],
+                    "invalid_reason": [r.invalid_reason for r in fresh],
+                }
+            )
+            self.con.register("fresh_phones", frame)
+            self.con.execute("INSERT OR IGNORE INTO phone_cache SELECT * FROM fresh_phones")
+            self.con.unregister("fresh_phones")
+        return out
+
+
+def write_staging(
+    con: duckdb.DuckDBPyConnection,
+    staged: StagedExports,
+    *,
+    run_id: str,
+    mode: str,
+    as_of: datetime,
+    started_at: datetime,
+) -> None:
+    """Replace the staging tables with this run's reading, in one transaction."""
+    files = pl.DataFrame(
+        [
+            {**{k: v for k, v in asdict(f).items() if k != "notes"}, "notes": list(f.notes)}
+            for f in staged.files
+        ],
+        schema={
+            "channel": pl.Utf8, "source_file": pl.Utf8, "file_hash": pl.Utf8, "size_bytes": pl.Int64,
+            "state": pl.Utf8, "rows_read": pl.Int64, "events": pl.Int64, "quarantined": pl.Int64,
+            "skipped": pl.Int64, "notes": pl.List(pl.Utf8),
+        },
+    )
+    run = pl.DataFrame(
+        {
+            "run_id": [run_id], "mode": [mode], "as_of": [as_of], "started_at": [started_at],
+            "ignored": [staged.ignored], "step_seconds": [json.dumps(staged.seconds)],
+        },
+        schema={
+            "run_id": pl.Utf8, "mode": pl.Utf8, "as_of": pl.Datetime("us"), "started_at": pl.Datetime("us"),
+            "ignored": pl.List(pl.Utf8), "step_seconds": pl.Utf8,
+        },
+    )
+    frames = {
+        "stg_consent_events": staged.events,
+        "stg_quarantine": staged.quarantine,
+        "stg_skipped": staged.skipped.rename({"quarantine_id": "skipped_id"}),
+        "stg_source_files": files,
+        "stg_run": run,
+    }
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table, frame in frames.items():
+            con.register("frame", frame)
+            con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM frame")
+            con.unregister("frame")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def staged_file_stats(con: duckdb.DuckDBPyConnection) -> list[FileStats]:
+    rows = con.execute(
+        "SELECT channel, source_file, file_hash, size_bytes, state, rows_read, events, quarantined, skipped, notes "
+        "FROM stg_source_files ORDER BY channel, source_file"
+    ).fetchall()
+    return [FileStats(*r[:9], notes=list(r[9] or [])) for r in rows]
+
+
+def _touched_contacts_sql(full: bool) -> str:
+    if full:
+        return "SELECT DISTINCT phone_e164 FROM consent_events"
+    # New events, plus contacts whose status can change with time alone:
+    # a pending request may expire, a consent may pass its validity, and a
+    # future-dated opt-in may stop being in the future.
+    return """
+        SELECT phone_e164 FROM stg_consent_events
+        UNION SELECT phone_e164 FROM consent_status WHERE status = 'pending'
+        UNION SELECT phone_e164 FROM consent_status WHERE status = 'opted_in' AND $validity
+        UNION SELECT phone_e164 FROM consent_violations WHERE rule = 'future_date'
+    """
+
+
+def publish(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    policy: Policy,
+    full: bool = False,
+) -> dict:
+    """Append the staged run to the ledger and recompute affected statuses, atomically.
+
+    Returns the run summary written to `runs`.
+    """
+    run_id, mode, as_of, started_at, ignored, step_seconds = con.execute(
+        "SELECT run_id, mode, as_of, started_at, ignored, step_seconds FROM stg_run"
+    ).fetchone()
+    seconds = json.loads(step_seconds)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        t0 = time.perf_counter()
+        new_events = con.execute(
+            """
+            INSERT INTO consent_events
+            SELECT * EXCLUDE (rank) FROM (
+                SELECT s.*, row_number() OVER (PARTITION BY s.event_id ORDER BY s.source_file, s.source_line, s.source_pointer) AS rank
+                FROM stg_consent_events s ANTI JOIN consent_events e USING (event_id)
+            ) WHERE rank = 1
+            """
+        ).fetchone()[0]
+        con.execute("INSERT OR IGNORE INTO quarantine SELECT * FROM stg_quarantine")
+        con.execute("INSERT OR IGNORE INTO skipped_items SELECT * FROM stg_skipped")
+        per_file_new = dict(
+            con.execute(
+                "SELECT source_file, count(*) FROM consent_events WHERE run_id = ? GROUP BY source_file", [run_id]
+            ).fetchall()
+        )
+        # A changed file (same name, new content): which events of its earlier versions it no longer holds.
+        removed = dict(
+            con.execute(
+                """
+                SELECT f.source_file, count(e.event_id)
+                FROM stg_source_files f
+                JOIN consent_events e ON e.source_file = f.source_file AND e.channel = f.channel AND e.file_hash <> f.file_hash
+                WHERE f.state = 'new'
+                  AND e.event_id NOT IN (SELECT event_id FROM stg_consent_events WHERE source_file = f.source_file)
+                GROUP BY f.source_file
+                """
+            ).fetchall()
+        )
+        con.execute(
+            """
+            INSERT INTO source_files
+            SELECT channel, source_file, file_hash, size_bytes, $run_id, $run_id, rows_read, events,
+                   NULL, quarantined, skipped, NULL, notes
+            FROM stg_source_files WHERE state <> 'unsupported'
+            ON CONFLICT (channel, source_file, file_hash) DO UPDATE SET last_seen_run = excluded.last_seen_run
+            """,
+            {"run_id": run_id},
+        )
+        for source_file, count in per_file_new.items():
+            con.execute(
+                "UPDATE source_files SET new_events = ? WHERE source_file = ? AND first_seen_run = ?",
+                [count, source_file, run_id],
+            )
+        for source_file, count in removed.items():
+            con.execute(
+                "UPDATE source_files SET events_no_longer_in_file = ?, "
+                "notes = list_append(notes, 'content changed: ' || ? || ' earlier events no longer in the file') "
+                "WHERE source_file = ? AND first_seen_run = ?",
+                [count, count, source_file, run_id],
+            )
+        seconds["ledger"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        touched_sql = _touched_contacts_sql(full).replace(
+            "$validity", "TRUE" if policy.consent_validity_days is not None else "FALSE"
+        )
+        con.execute(f"CREATE OR REPLACE TEMP TABLE touched AS {touched_sql}")
+        history = con.execute(
+            f"SELECT {', '.join(INPUT_COLUMNS)} FROM consent_events WHERE phone_e164 IN (SELECT phone_e164 FROM touched)"
+        ).pl()
+        statuses, violations = reconcile(history, policy, as_of)
+        if full:
+            con.execute("DELETE FROM consent_status")
+            con.execute("DELETE FROM consent_violations")
+        else:
+            con.execute("DELETE FROM consent_status WHERE phone_e164 IN (SELECT phone_e164 FROM touched)")
+            con.execute("DELETE FROM consent_violations WHERE phone_e164 IN (SELECT phone_e164 FROM touched)")
+        con.register("new_statuses", statuses.select(list(STATUS_SCHEMA)))
+        con.register("new_violations", violations.select(list(VIOLATION_SCHEMA)))
+        con.execute("INSERT INTO consent_status SELECT * FROM new_statuses")
+        con.execute("INSERT INTO consent_violations SELECT * FROM new_violations")
+        con.unregister("new_statuses")
+        con.unregister("new_violations")
+        contacts = con.execute("SELECT count(*) FROM touched").fetchone()[0]
+        seconds["reconcile"] = time.perf_counter() - t0
+
+        per_channel = {
+            channel: dict(zip(("files_seen", "files_read", "rows_read", "events", "quarantined", "skipped"), counts))
+            for channel, *counts in con.execute(
+                """
+                SELECT channel, count(*), count(*) FILTER (WHERE state = 'new'), sum(rows_read), sum(events),
+                       sum(quarantined), sum(skipped)
+                FROM stg_source_files GROUP BY channel ORDER BY channel
+                """
+            ).fetchall()
+        }
+        for channel, count in con.execute(
+            "SELECT channel, count(*) FROM consent_events WHERE run_id = ? GROUP BY channel", [run_id]
+        ).fetchall():
+            per_channel.setdefault(channel, {})["new_events"] = count
+        totals = {
+            key: sum(int(c.get(key) or 0) for c in per_channel.values())
+            for key in ("files_seen", "files_read", "rows_read", "events", "quarantined", "skipped")
+        }
+        summary = {
+            "run_id": run_id,
+            "mode": mode,
+            "as_of": as_of.isoformat(sep=" "),
+            **totals,
+            "new_events": int(new_events),
+            "contacts_reconciled": int(contacts),
+            "per_channel": per_channel,
+            "ignored": list(ignored or []),
+            "step_seconds": seconds,
+        }
+        con.execute(
+            """
+            INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, now()::TIMESTAMP, NULL, 'published', ?, ?, ?, ?, ?, ?, ?, ?, [], ?, ?)
+            """,
+            [
+                run_id, mode, as_of, started_at, totals["files_seen"], totals["files_read"], totals["rows_read"],
+                totals["events"], int(new_events), totals["quarantined"], totals["skipped"], int(contacts),
+                json.dumps(per_channel), json.dumps(seconds),
+            ],
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return summary
+
+
+def finish_run(con: duckdb.DuckDBPyConnection, run_id: str, status: str, checks_failed: list[str]) -> None:
+    con.execute(
+        "UPDATE runs SET finished_at = now()::TIMESTAMP, status = ?, checks_failed = ? WHERE run_id = ?",
+        [status, checks_failed, run_id],
+    )

@@ -1,0 +1,61 @@
+"""What every staged opt-in must carry before it can count as consent.
+
+Guards the opt-in rows (`opt_in`, `opt_in_confirm`) of `stg_consent_events`.
+A failure here never blocks the run's opt-outs: the state machine already
+refuses an opt-in without method or date; this suite makes the run fail so
+the export gets fixed.
+"""
+
+from __future__ import annotations
+
+import great_expectations as gx
+import polars as pl
+
+from consent.events import EVENT_TYPES
+from consent.policy import Policy
+
+E164 = r"^\+[1-9][0-9]{6,14}$"
+
+
+def rows_to_validate(staged_events: pl.DataFrame, policy: Policy) -> pl.DataFrame:
+    """Opt-ins that claim consent by themselves (a double opt-in's click is checked at confirmation)."""
+    claims = pl.col("event_type").is_in(["opt_in", "opt_in_confirm"]) & ~pl.col("channel").is_in(
+        policy.double_opt_in_channels
+    )
+    columns = ["event_type", "channel", "phone_e164", "consent_method", "occurred_at", "notice_version", "source_file", "source_line"]
+    return staged_events.filter(claims).select(columns)
+
+
+def build_suite() -> gx.ExpectationSuite:
+    return gx.ExpectationSuite(
+        name="staged_opt_ins",
+        expectations=[
+            gx.expectations.ExpectColumnValuesToNotBeNull(
+                column="consent_method",
+                description="Every opt-in records how the person consented (checkbox, typed form, ...).",
+                meta={"severity": "error"},
+            ),
+            gx.expectations.ExpectColumnValuesToNotBeNull(
+                column="occurred_at",
+                description="Every opt-in records when the person consented.",
+                meta={"severity": "error"},
+            ),
+            gx.expectations.ExpectColumnValuesToBeInSet(
+                column="event_type",
+                value_set=list(EVENT_TYPES),
+                description="Event types come from the known set.",
+                meta={"severity": "error"},
+            ),
+            gx.expectations.ExpectColumnValuesToMatchRegex(
+                column="phone_e164",
+                regex=E164,
+                description="Phone numbers are normalised to E.164.",
+                meta={"severity": "error"},
+            ),
+            gx.expectations.ExpectColumnValuesToNotBeNull(
+                column="notice_version",
+                description="Every opt-in names the consent notice the person saw.",
+                meta={"severity": "warn"},
+            ),
+        ],
+    )

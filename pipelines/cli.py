@@ -1,0 +1,214 @@
+"""`consent`: run the nightly job in-process and read the warehouse.
+
+Exit codes: 0 success; 1 the run failed or an ERROR-severity check failed
+(opt-outs are published all the same); 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from consent.policy import ConfigError, load_channels, load_policy
+from pipelines.resources import (
+    DEFAULT_EXPORTS,
+    DEFAULT_WAREHOUSE,
+    ConsentSettings,
+    WarehouseLocked,
+    WarehouseResource,
+    parse_as_of,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, no traceback
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="consent", description="WhatsApp consent warehouse.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="ingest new exports, publish the ledger, reconcile consent status")
+    run.add_argument("--exports", default=DEFAULT_EXPORTS, help="exports folder (one subfolder per channel)")
+    run.add_argument("--warehouse", default=DEFAULT_WAREHOUSE, help="DuckDB warehouse file")
+    run.add_argument("--as-of", dest="as_of", help="fix 'now' (ISO 8601, UTC if no offset)")
+    run.add_argument("--policy", help="policy YAML (default: policy.yaml in the exports folder, if any)")
+    run.add_argument("--full", action="store_true", help="rebuild every status from the ledger")
+    run.add_argument("--workers", type=int, default=1, help="processes for phone normalisation")
+    run.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for another run's lock")
+    runs = sub.add_parser("runs", help="print the last runs")
+    runs.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
+    runs.add_argument("--limit", type=int, default=10)
+    return parser
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _validate_inputs(args) -> None:
+    exports = Path(args.exports)
+    if not exports.is_dir():
+        raise UsageError(f"exports folder not found: {exports}")
+    policy = Path(args.policy) if args.policy else exports / "policy.yaml"
+    if args.policy and not policy.exists():
+        raise UsageError(f"policy file not found: {policy}")
+    load_policy(policy)
+    load_channels(exports)
+    try:
+        parse_as_of(args.as_of)
+    except ValueError as exc:
+        raise UsageError(f"--as-of: not an ISO 8601 timestamp: {args.as_of!r}") from exc
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+
+
+def command_run(args) -> int:
+    _validate_inputs(args)
+    # Dagster is imported only when a run starts: `consent --help` stays fast.
+    from pipelines.definitions import build_definitions
+    from pipelines.progress import set_console
+
+    warehouse = WarehouseResource(path=args.warehouse, lock_timeout_seconds=args.lock_timeout)
+    settings = ConsentSettings(
+        exports_dir=str(args.exports), policy_file=args.policy, as_of=args.as_of, full=args.full, workers=args.workers
+    )
+    defs = build_definitions({"warehouse": warehouse, "settings": settings})
+    set_console(_stderr)
+    try:
+        result = defs.resolve_job_def("consent_job").execute_in_process(
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+        )
+    finally:
+        set_console(None)
+
+    if not result.success:
+        for event in result.get_step_failure_events():
+            error = event.step_failure_data.error
+            message = _root_message(error)
+            print(f"consent run: step {event.step_key} failed: {message}", file=sys.stderr)
+        with warehouse.connect() as con:
+            from consent.warehouse import finish_run
+
+            finish_run(con, result.run_id, "failed", ["run failed"])
+        return EXIT_FAILED
+
+    evaluations = result.get_asset_check_evaluations()
+    failed_errors = [e for e in evaluations if not e.passed and e.severity.value == "ERROR"]
+    failed_warnings = [e for e in evaluations if not e.passed and e.severity.value != "ERROR"]
+    with warehouse.connect() as con:
+        from consent.warehouse import finish_run
+
+        finish_run(
+            con, result.run_id, "failed" if failed_errors else "succeeded",
+            [e.check_name for e in failed_errors],
+        )
+        _print_summary(con, result.run_id)
+    for label, items in (("FAILED (error)", failed_errors), ("warning", failed_warnings)):
+        for e in items:
+            print(f"check {label}: {e.asset_key.to_user_string()}.{e.check_name}")
+            for key, value in e.metadata.items():
+                if key.startswith(("error:", "warn:")) or key in ("violations", "files_not_conserved"):
+                    print(f"    {key}: {_short(value.value)}")
+    if failed_errors:
+        print("run FAILED: an ERROR check failed; opt-outs of this run are published, "
+              "opt-ins without evidence are not opted in.")
+        return EXIT_FAILED
+    print("run succeeded")
+    return EXIT_OK
+
+
+def _root_message(error) -> str:
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip().splitlines()[-1] if error.message else "unknown error"
+
+
+def _short(value, limit: int = 400) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _print_summary(con, run_id: str) -> None:
+    row = con.execute(
+        "SELECT mode, as_of, per_channel, new_events, contacts_reconciled FROM runs WHERE run_id = ?", [run_id]
+    ).fetchone()
+    mode, as_of, per_channel, new_events, contacts = row
+    per_channel = json.loads(per_channel)
+    print(f"run {run_id[:8]} ({mode}, as of {as_of} UTC)")
+    header = ("channel", "files", "read", "rows read", "events", "new", "quarantined", "skipped")
+    lines = [header]
+    for channel, c in per_channel.items():
+        lines.append((channel, c.get("files_seen", 0), c.get("files_read", 0), c.get("rows_read") or 0,
+                      c.get("events") or 0, c.get("new_events", 0), c.get("quarantined") or 0, c.get("skipped") or 0))
+    totals = ["total"] + [sum(int(l[i]) for l in lines[1:]) for i in range(1, len(header))]
+    lines.append(tuple(totals))
+    print(_table(lines))
+    print(f"new events: {new_events}; contacts reconciled: {contacts}")
+    for channel, source_file, notes in con.execute(
+        "SELECT channel, source_file, notes FROM stg_source_files WHERE len(notes) > 0 ORDER BY ALL"
+    ).fetchall():
+        for note in notes:
+            print(f"note: {source_file}: {note}")
+    for (ignored,) in con.execute("SELECT unnest(ignored) FROM stg_run").fetchall():
+        print(f"note: ignored {ignored}")
+    statuses = con.execute(
+        "SELECT purpose, status, count(*) FROM consent_status GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    if statuses:
+        print("consent status (all contacts):")
+        print(_table([("purpose", "status", "contacts"), *statuses]))
+
+
+def _table(rows) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(str(v).ljust(w) if i == 0 or not str(v).lstrip("-").isdigit() else str(v).rjust(w)
+                  for i, (v, w) in enumerate(zip(r, widths)))
+        for r in rows
+    )
+
+
+def command_runs(args) -> int:
+    warehouse = WarehouseResource(path=args.warehouse)
+    try:
+        with warehouse.connect(read_only=True) as con:
+            rows = con.execute(
+                """
+                SELECT left(run_id, 8), mode, strftime(as_of, '%Y-%m-%d %H:%M'), status, files_read, rows_read,
+                       new_events, quarantined, round(epoch(finished_at - started_at), 1), array_to_string(checks_failed, ',')
+                FROM runs ORDER BY published_at DESC LIMIT ?
+                """,
+                [args.limit],
+            ).fetchall()
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from exc
+    print(_table([("run", "mode", "as of", "status", "files", "rows", "new events", "quarantined", "seconds", "failed checks"),
+                  *[tuple("" if v is None else v for v in r) for r in rows]]))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        handler = {"run": command_run, "runs": command_runs}[args.command]
+        return handler(args)
+    except (UsageError, ConfigError) as exc:
+        print(f"consent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except WarehouseLocked as exc:
+        print(f"consent: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
