@@ -31,7 +31,7 @@ _POSSIBILITY_REASONS = {
     ValidationResult.TOO_SHORT: "too short",
     ValidationResult.TOO_LONG: "too long",
     ValidationResult.INVALID_LENGTH: "invalid length",
-    ValidationResult.IS_POSSIBLE_LOCAL_ONLY: "local number without area code",
+    ValidationResult.IS_POSSIBLE_LOCAL_ONLY: "too short (local number only)",
 }
 # Spreadsheets turn long digit strings into floats: 4.47911E+11 or 447911123456.0.
 # The trailing digits are lost, so such a value is refused, never guessed.

@@ -105,4 +105,6 @@ def validate(frame: pl.DataFrame, build_suite: Callable[[], object], name: str) 
 
 
 def _plain(value):
-    return value.item() if hasattr(value, "item") else value
+    value = value.item() if hasattr(value, "item") else value
+    # pandas turns integer columns with nulls into floats: give line numbers back as integers.
+    return int(value) if isinstance(value, float) and value.is_integer() else value

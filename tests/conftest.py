@@ -1,0 +1,42 @@
+"""Shared fixtures: a copy of the fixture exports and a warehouse file per test."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+AS_OF = "2026-11-10T00:00:00Z"
+
+
+@pytest.fixture
+def exports(tmp_path: Path) -> Path:
+    target = tmp_path / "exports"
+    shutil.copytree(FIXTURES / "exports", target)
+    return target
+
+
+@pytest.fixture
+def warehouse_path(tmp_path: Path) -> Path:
+    return tmp_path / "wh" / "consent.duckdb"
+
+
+def query(path: Path, sql: str, params=None) -> list[tuple]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def run_cli(exports: Path, warehouse: Path, *extra: str, as_of: str = AS_OF) -> int:
+    from pipelines.cli import main
+
+    return main(["run", "--exports", str(exports), "--warehouse", str(warehouse), "--as-of", as_of, *extra])
+
+
+def statuses(path: Path) -> dict[tuple[str, str], str]:
+    return {(p, purpose): s for p, purpose, s in query(path, "SELECT phone_e164, purpose, status FROM consent_status")}

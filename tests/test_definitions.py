@@ -1,0 +1,66 @@
+"""The whole Definitions loads; generic top-level modules come from this repository."""
+
+from pathlib import Path
+
+import dagster as dg
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_top_level_modules_import_from_this_repository():
+    import assets
+    import consent
+    import expectations
+    import pipelines
+
+    for module in (assets, consent, expectations, pipelines):
+        assert Path(module.__file__).resolve().is_relative_to(REPO), module.__file__
+
+
+def test_domain_code_imports_no_dagster():
+    for path in (REPO / "consent").rglob("*.py"):
+        assert "dagster" not in path.read_text(), path
+
+
+def test_definitions_hold_the_assets_checks_and_job():
+    from pipelines.definitions import defs
+
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {
+        "stg_consent_events", "consent_events", "quarantine", "skipped_items", "source_files",
+        "consent_status", "consent_violations", "runs",
+    }
+    checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
+    assert checks == {"staged_opt_ins_have_evidence", "opted_in_rows_have_evidence", "rows_conserved", "no_error_violations"}
+    assert defs.resolve_job_def("consent_job").name == "consent_job"
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey("consent_status")).group_name == "warehouse"
+    assert graph.get(dg.AssetKey("stg_consent_events")).group_name == "staging"
+
+
+def test_check_reports_failing_rows_by_lineage_not_by_number():
+    import polars as pl
+
+    from expectations import staged_opt_ins
+    from expectations.runner import validate
+    from consent.policy import Policy
+
+    staged = pl.DataFrame(
+        {
+            "event_type": ["opt_in", "opt_in", "opt_out"],
+            "channel": ["web_form"] * 3,
+            "phone_e164": ["+4915112345678", "+447400123456", "+12015550123"],
+            "consent_method": ["checkbox", None, None],
+            "occurred_at": [None, None, None],
+            "notice_version": ["v1", "v1", None],
+            "source_file": ["web_form/a.csv"] * 3,
+            "source_line": [2, 3, 4],
+        },
+        schema_overrides={"occurred_at": pl.Datetime("us")},
+    )
+    outcome = validate(staged_opt_ins.rows_to_validate(staged, Policy()), staged_opt_ins.build_suite, "staged_opt_ins")
+    failed = {r.column: r for r in outcome.errors}
+    assert set(failed) == {"consent_method", "occurred_at"}
+    assert failed["consent_method"].failing_rows == [{"source_file": "web_form/a.csv", "source_line": 3}]
+    assert failed["occurred_at"].unexpected_count == 2  # the opt-out is not an opt-in
+    assert "+44" not in repr(outcome)

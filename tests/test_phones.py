@@ -1,0 +1,59 @@
+import pytest
+
+from consent.phones import normalise, normalise_many, wa_id_to_raw
+
+
+@pytest.mark.parametrize(
+    ("raw", "hint", "e164"),
+    [
+        ("+4915112345678", None, "+4915112345678"),  # E.164
+        ("+49 151 1234 5678", None, "+4915112345678"),  # international with spaces
+        ("0151 12345678", "DE", "+4915112345678"),  # national with hint
+        ("(0151) 123-45678", "de", "+4915112345678"),  # brackets, dashes, lower-case hint
+        ("004915112345678", None, "+4915112345678"),  # 00 prefix
+        ("07400 123456", "GB", "+447400123456"),
+        ("(201) 555-0123", "US", "+12015550123"),
+        ("+55 11 96123-4567", None, "+5511961234567"),
+        ("+91 81234 56789", None, "+918123456789"),
+        ("+4915112345678", "FR", "+4915112345678"),  # a "+" number ignores the hint
+    ],
+)
+def test_spellings_of_one_number_become_one_e164_key(raw, hint, e164):
+    result = normalise(raw, hint)
+    assert result.phone_e164 == e164
+    assert result.invalid_reason is None
+
+
+def test_wa_id_without_plus_is_the_same_contact_as_its_e164_spelling():
+    assert normalise(wa_id_to_raw("4915112345678")).phone_e164 == normalise("0151 12345678", "DE").phone_e164
+
+
+def test_region_and_type_are_derived():
+    result = normalise("+447400123456")
+    assert (result.phone_region, result.phone_type) == ("GB", "mobile")
+
+
+@pytest.mark.parametrize(
+    ("raw", "hint", "reason"),
+    [
+        ("", None, "missing phone number"),
+        ("   ", "DE", "missing phone number"),
+        ("+4912", None, "too short"),
+        ("12345", "DE", "invalid phone number"),
+        ("4.47911E+11", None, "spreadsheet"),
+        ("447911123456.0", None, "spreadsheet"),
+        ("call me", None, "letters"),
+        ("0151 12345678", None, "without a country hint"),
+        ("+999 123 456", None, "invalid country code"),
+        ("+49 151 1234 5678 9999 9999", None, "too long"),
+    ],
+)
+def test_invalid_numbers_are_refused_with_a_reason(raw, hint, reason):
+    result = normalise(raw, hint)
+    assert result.phone_e164 is None
+    assert reason in result.invalid_reason
+
+
+def test_parallel_normalisation_gives_the_same_results_as_serial():
+    pairs = [(f"+49151{n:08d}", None) for n in range(200)] + [("0151 12345678", "DE"), ("bad", None)]
+    assert normalise_many(pairs, workers=2, parallel_threshold=10) == normalise_many(pairs, workers=1)

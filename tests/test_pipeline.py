@@ -1,0 +1,189 @@
+"""End to end through the CLI and Dagster, on a DuckDB file per test."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import AS_OF, query, run_cli, statuses
+
+
+def test_fixture_run_decides_every_contact_by_the_rules(exports, warehouse_path, capsys):
+    assert run_cli(exports, warehouse_path) == 0
+    got = statuses(warehouse_path)
+    assert got[("+4915201234567", "marketing")] == "opted_in"  # valid web form opt-in (notice missing: warning)
+    assert got[("+4915112345678", "marketing")] == "opted_out"  # failed send, error 131050
+    assert got[("+4915112345678", "utility")] == "opted_out"  # preference centre
+    assert got[("+447400123456", "marketing")] == "opted_out"  # " Stop. " keyword
+    assert got[("+447400123456", "utility")] == "opted_out"  # keyword covers all purposes
+    assert got[("+12015550123", "marketing")] == "no_consent"  # pre-ticked box
+    assert got[("+33612345678", "marketing")] == "expired"  # bought list; DOI request never confirmed
+    assert got[("+5511961234567", "marketing")] == "opted_out"  # DOI confirmed, then "Stop promotions"
+    assert got[("+918123456789", "marketing")] == "opted_out"  # resume without earlier opt-in
+    out = capsys.readouterr().out
+    assert "web_form" in out and "whatsapp" in out and "run succeeded" in out
+
+
+def test_every_file_conserves_its_rows(exports, warehouse_path):
+    run_cli(exports, warehouse_path)
+    files = query(warehouse_path, "SELECT source_file, rows_read, events, quarantined, skipped FROM source_files")
+    assert len(files) == 5
+    for source_file, rows_read, events, quarantined, skipped in files:
+        assert rows_read == events + quarantined + skipped, source_file
+    counts = {f[0]: f[1:] for f in files}
+    assert counts["web_form/signups_2026-11-01.csv"] == (8, 5, 3, 0)
+    assert counts["whatsapp/webhooks_2026-11-03.json"] == (5, 4, 0, 1)
+    assert counts["whatsapp/webhooks_2026-11-04.jsonl"] == (5, 3, 2, 0)
+    ledger = query(warehouse_path, "SELECT count(*) FROM consent_events")[0][0]
+    quarantine = query(warehouse_path, "SELECT count(*) FROM quarantine")[0][0]
+    # 16 events read, one of them a redelivered webhook: 15 in the ledger.
+    assert (ledger, quarantine) == (15, 5)
+
+
+def _tables(path: Path) -> dict[str, list]:
+    return {
+        "events": query(path, "SELECT * EXCLUDE (run_id, ingested_at) FROM consent_events ORDER BY event_id"),
+        "quarantine": query(path, "SELECT * EXCLUDE (run_id, ingested_at) FROM quarantine ORDER BY quarantine_id"),
+        "status": query(path, "SELECT * FROM consent_status ORDER BY ALL"),
+        "violations": query(path, "SELECT * FROM consent_violations ORDER BY ALL"),
+    }
+
+
+def test_second_run_over_unchanged_exports_reads_nothing_and_changes_nothing(exports, warehouse_path):
+    run_cli(exports, warehouse_path)
+    before = _tables(warehouse_path)
+    assert run_cli(exports, warehouse_path) == 0
+    assert _tables(warehouse_path) == before
+    last = query(warehouse_path, "SELECT files_read, rows_read, new_events FROM runs ORDER BY published_at DESC LIMIT 1")
+    assert last == [(0, 0, 0)]
+
+
+def test_same_file_under_another_name_adds_nothing(exports, warehouse_path):
+    run_cli(exports, warehouse_path)
+    before = _tables(warehouse_path)
+    shutil.copy(exports / "web_form" / "signups_2026-11-01.csv", exports / "web_form" / "signups_copy.csv")
+    # The same rows re-exported in another column order are the same events too.
+    lines = (exports / "preference_center" / "optouts.csv").read_text().splitlines()
+    reordered = [",".join(reversed(line.split(","))) for line in lines]
+    (exports / "preference_center" / "optouts_reexport.csv").write_text("\n".join(reordered) + "\n")
+    assert run_cli(exports, warehouse_path) == 0
+    assert _tables(warehouse_path)["events"] == before["events"]
+    assert _tables(warehouse_path)["status"] == before["status"]
+
+
+def test_file_order_does_not_matter(tmp_path, exports):
+    """Ingesting the channels one by one, in two different orders, gives one warehouse."""
+    folders = sorted(p.name for p in exports.iterdir() if p.is_dir())
+    results = []
+    for order in (folders, folders[::-1]):
+        staged = tmp_path / f"staged_{len(results)}"
+        staged.mkdir()
+        warehouse = tmp_path / f"wh_{len(results)}.duckdb"
+        for folder in order:
+            shutil.copytree(exports / folder, staged / folder)
+            assert run_cli(staged, warehouse) == 0
+        results.append(_tables(warehouse))
+    assert results[0]["status"] == results[1]["status"]
+    assert results[0]["violations"] == results[1]["violations"]
+
+
+def test_full_rebuild_equals_incremental_runs(tmp_path, exports):
+    incremental = tmp_path / "incremental.duckdb"
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    for folder in sorted(p.name for p in exports.iterdir() if p.is_dir()):
+        shutil.copytree(exports / folder, staged / folder)
+        run_cli(staged, incremental, as_of="2026-11-05T00:00:00Z")
+    run_cli(staged, incremental)  # later clock: the pending request expires
+    before = _tables(incremental)
+    assert run_cli(staged, incremental, "--full") == 0
+    assert _tables(incremental) == before
+
+
+def test_changed_file_is_read_again_and_removed_events_are_reported(exports, warehouse_path):
+    run_cli(exports, warehouse_path)
+    path = exports / "web_form" / "signups_2026-11-01.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:2] + lines[3:]) + "\n")  # drop the second data row
+    assert run_cli(exports, warehouse_path) == 0
+    rows = query(
+        warehouse_path,
+        "SELECT events_no_longer_in_file, notes FROM source_files WHERE source_file = ? ORDER BY first_seen_run",
+        ["web_form/signups_2026-11-01.csv"],
+    )
+    changed = [r for r in rows if r[0]]
+    assert changed and changed[0][0] == 1
+    assert any("content changed" in n for n in changed[0][1])
+
+
+def test_missing_consent_dates_fail_the_run_but_opt_outs_still_apply(exports, warehouse_path, capsys):
+    (exports / "in_app").mkdir()
+    (exports / "in_app" / "app_optins.csv").write_text(
+        "phone,event_type,purposes,occurred_at,consent_method,notice_version\n"
+        "+4915201234568,opt_in,marketing,,in_app_prompt,app-v1\n"
+        "+4915201234569,opt_in,marketing,,in_app_prompt,app-v1\n"
+        "+4915201234570,opt_in,marketing,2026-11-02T10:00:00Z,in_app_prompt,app-v1\n"
+    )
+    code = run_cli(exports, warehouse_path)
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "run FAILED" in out
+    # The summary names the channel, the file and how many rows failed.
+    assert "in_app/app_optins.csv" in out and '"unexpected_count": 2' in out
+    got = statuses(warehouse_path)
+    assert got[("+4915201234568", "marketing")] == "no_consent"
+    assert got[("+4915201234569", "marketing")] == "no_consent"
+    assert got[("+4915201234570", "marketing")] == "opted_in"
+    assert got[("+447400123456", "marketing")] == "opted_out"  # the same run's opt-outs are published
+    assert query(warehouse_path, "SELECT status, checks_failed FROM runs")[0][0] == "failed"
+
+
+def test_missing_consent_method_fails_the_check(exports, warehouse_path, capsys):
+    (exports / "in_app").mkdir()
+    (exports / "in_app" / "app_optins.csv").write_text(
+        "phone,event_type,purposes,occurred_at\n+4915201234568,opt_in,marketing,2026-11-02T10:00:00Z\n"
+    )
+    assert run_cli(exports, warehouse_path) == 1
+    out = capsys.readouterr().out
+    assert "Every opt-in records how the person consented" in out and "in_app/app_optins.csv" in out
+    assert statuses(warehouse_path)[("+4915201234568", "marketing")] == "no_consent"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--exports", "/nonexistent/exports"], "exports folder not found"),
+        (["run", "--as-of", "yesterday"], "--as-of"),
+        (["run", "--bogus"], "unrecognized arguments"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(args, message, capsys, tmp_path):
+    from pipelines.cli import main
+
+    if "--exports" not in args and args[0] == "run":
+        args = args + ["--exports", str(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_unreadable_config_exits_2(exports, warehouse_path, capsys):
+    (exports / "channels.yaml").write_text("channels:\n  web_form:\n    timezone: Mars/Olympus\n")
+    assert run_cli(exports, warehouse_path) == 2
+    assert "unknown time zone" in capsys.readouterr().err
+    (exports / "channels.yaml").write_text("channels: [unclosed\n")
+    assert run_cli(exports, warehouse_path) == 2
+
+
+def test_cli_entry_point_runs_in_a_subprocess(exports, warehouse_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", "--exports", str(exports), "--warehouse", str(warehouse_path), "--as-of", AS_OF],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "total" in done.stdout
+    assert "+4915112345678" not in done.stdout + done.stderr  # no raw numbers in the summary or progress
