@@ -6,9 +6,12 @@ An ERROR failure fails the run (CLI exit 1) after the opt-outs are published.
 """
 
 
+from pathlib import Path
+
 import dagster as dg
 
 from assets.staging import stg_consent_events
+from expectations import consent_events as consent_events_suite
 from expectations import consent_status as consent_status_suite
 from expectations import staged_opt_ins as staged_opt_ins_suite
 from expectations.runner import SuiteOutcome, validate
@@ -32,20 +35,36 @@ def suite_check_result(outcome: SuiteOutcome) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=not failed, severity=severity, metadata=metadata)
 
 
+def docs_dir(warehouse: WarehouseResource, context: dg.AssetCheckExecutionContext) -> Path:
+    """GX Data Docs of a run: `<warehouse folder>/data_docs/<run id>/index.html`."""
+    return Path(warehouse.path).resolve().parent / "data_docs" / context.run.run_id
+
+
 @dg.asset_check(asset=stg_consent_events, description="GX suite `staged_opt_ins`: every opt-in carries a consent method and date (ERROR), a known event type and an E.164 number (ERROR), a notice version (WARN).")
-def staged_opt_ins_have_evidence(warehouse: WarehouseResource, settings: ConsentSettings) -> dg.AssetCheckResult:
+def staged_opt_ins_have_evidence(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, settings: ConsentSettings
+) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
         staged = con.execute("SELECT * FROM stg_consent_events").pl()
     frame = staged_opt_ins_suite.rows_to_validate(staged, settings.load_policy())
-    return suite_check_result(validate(frame, staged_opt_ins_suite.build_suite, "staged_opt_ins"))
+    outcome = validate(frame, staged_opt_ins_suite.build_suite, "staged_opt_ins", docs_dir(warehouse, context))
+    return suite_check_result(outcome)
+
+
+@dg.asset_check(asset="consent_events", description="GX suite `consent_events` on the events this run appended: unique event_id, known event types and sources, E.164 numbers, lineage present (ERROR).")
+def ledger_rows_are_well_formed(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect() as con:
+        new_events = con.execute("SELECT * FROM consent_events WHERE run_id = ?", [context.run.run_id]).pl()
+    frame = consent_events_suite.rows_to_validate(new_events)
+    return suite_check_result(validate(frame, consent_events_suite.build_suite, "consent_events", docs_dir(warehouse, context)))
 
 
 @dg.asset_check(asset="consent_status", description="GX suite `consent_status`: every opted_in row carries method, date, channel and lineage (ERROR); statuses known; one row per contact and purpose.")
-def opted_in_rows_have_evidence(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+def opted_in_rows_have_evidence(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
         status = con.execute("SELECT * FROM consent_status").pl()
     frame = consent_status_suite.rows_to_validate(status)
-    return suite_check_result(validate(frame, consent_status_suite.build_suite, "consent_status"))
+    return suite_check_result(validate(frame, consent_status_suite.build_suite, "consent_status", docs_dir(warehouse, context)))
 
 
 @dg.asset_check(asset="source_files", description="Nothing lost: for every file read in this run, rows read = events + quarantined + skipped.")
@@ -96,4 +115,10 @@ def no_error_violations(context: dg.AssetCheckExecutionContext, warehouse: Wareh
     )
 
 
-CHECKS = [staged_opt_ins_have_evidence, opted_in_rows_have_evidence, rows_conserved, no_error_violations]
+CHECKS = [
+    staged_opt_ins_have_evidence,
+    ledger_rows_are_well_formed,
+    opted_in_rows_have_evidence,
+    rows_conserved,
+    no_error_violations,
+]

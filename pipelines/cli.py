@@ -119,6 +119,9 @@ def command_run(args) -> int:
             for key, value in e.metadata.items():
                 if key.startswith(("error:", "warn:")) or key in ("violations", "files_not_conserved"):
                     print(f"    {key}: {_short(value.value)}")
+    docs = Path(args.warehouse).resolve().parent / "data_docs" / result.run_id / "index.html"
+    if docs.exists():
+        print(f"data docs: {docs}")
     if failed_errors:
         print("run FAILED: an ERROR check failed; opt-outs of this run are published, "
               "opt-ins without evidence are not opted in.")

@@ -31,7 +31,10 @@ def test_definitions_hold_the_assets_checks_and_job():
         "consent_status", "consent_violations", "runs",
     }
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
-    assert checks == {"staged_opt_ins_have_evidence", "opted_in_rows_have_evidence", "rows_conserved", "no_error_violations"}
+    assert checks == {
+        "staged_opt_ins_have_evidence", "ledger_rows_are_well_formed", "opted_in_rows_have_evidence",
+        "rows_conserved", "no_error_violations",
+    }
     assert defs.resolve_job_def("consent_job").name == "consent_job"
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey("consent_status")).group_name == "warehouse"
@@ -49,7 +52,7 @@ def test_check_reports_failing_rows_by_lineage_not_by_number():
         {
             "event_type": ["opt_in", "opt_in", "opt_out"],
             "channel": ["web_form"] * 3,
-            "phone_e164": ["+4915112345678", "+447400123456", "+12015550123"],
+            "phone_e164": ["+4915112345678", "+447400123456", "4471"],
             "consent_method": ["checkbox", None, None],
             "occurred_at": [None, None, None],
             "notice_version": ["v1", "v1", None],
@@ -60,7 +63,7 @@ def test_check_reports_failing_rows_by_lineage_not_by_number():
     )
     outcome = validate(staged_opt_ins.rows_to_validate(staged, Policy()), staged_opt_ins.build_suite, "staged_opt_ins")
     failed = {r.column: r for r in outcome.errors}
-    assert set(failed) == {"consent_method", "occurred_at"}
+    assert set(failed) == {"consent_method", "occurred_at"}  # the bad number is on the opt-out row
     assert failed["consent_method"].failing_rows == [{"source_file": "web_form/a.csv", "source_line": 3}]
     assert failed["occurred_at"].unexpected_count == 2  # the opt-out is not an opt-in
     assert "+44" not in repr(outcome)
