@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pipelines.resources import (
     DEFAULT_EXPORTS,
     DEFAULT_WAREHOUSE,
     ConsentSettings,
+    WarehouseKeyError,
     WarehouseLocked,
     WarehouseResource,
     parse_as_of,
@@ -50,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warehouse(path: str, lock_timeout: float = 30.0) -> WarehouseResource:
+    """The warehouse, with the key from CONSENT_WAREHOUSE_KEY; warns once when there is none."""
+    key = os.environ.get("CONSENT_WAREHOUSE_KEY") or None
+    if key is None:
+        print("consent: warning: CONSENT_WAREHOUSE_KEY is not set; the warehouse is not encrypted", file=sys.stderr)
+    return WarehouseResource(path=path, lock_timeout_seconds=lock_timeout, encryption_key=key)
+
+
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -77,7 +87,7 @@ def command_run(args) -> int:
     from pipelines.definitions import build_definitions
     from pipelines.progress import set_console
 
-    warehouse = WarehouseResource(path=args.warehouse, lock_timeout_seconds=args.lock_timeout)
+    warehouse = _warehouse(args.warehouse, args.lock_timeout)
     settings = ConsentSettings(
         exports_dir=str(args.exports), policy_file=args.policy, as_of=args.as_of, full=args.full, workers=args.workers
     )
@@ -182,7 +192,7 @@ def _table(rows) -> str:
 
 
 def command_runs(args) -> int:
-    warehouse = WarehouseResource(path=args.warehouse)
+    warehouse = _warehouse(args.warehouse)
     try:
         with warehouse.connect(read_only=True) as con:
             rows = con.execute(
@@ -205,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         handler = {"run": command_run, "runs": command_runs}[args.command]
         return handler(args)
-    except (UsageError, ConfigError) as exc:
+    except (UsageError, ConfigError, WarehouseKeyError) as exc:
         print(f"consent: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except WarehouseLocked as exc:

@@ -29,39 +29,85 @@ class WarehouseLocked(Exception):
     """Another process holds the warehouse's write lock for longer than the timeout."""
 
 
+class WarehouseKeyError(Exception):
+    """The warehouse is encrypted and no key, or the wrong key, was given."""
+
+
+def _extension_directory() -> str | None:
+    """The DuckDB extensions shipped by the `duckdb-ext-*` registry packages; nothing downloads."""
+    try:
+        import duckdb_ext
+    except ImportError:
+        return None
+    return str(Path(next(iter(duckdb_ext.__path__))) / "extensions")
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB consent warehouse file."""
+    """The DuckDB consent warehouse file, encrypted (AES-GCM) when a key is given."""
 
     path: str = DEFAULT_WAREHOUSE
     lock_timeout_seconds: float = 30.0
+    # From CONSENT_WAREHOUSE_KEY; never in run config or the repository.
+    encryption_key: Optional[str] = None
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.encryption_key)
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection; waits up to `lock_timeout_seconds` for another writer."""
+        """A connection with the warehouse attached as the default catalog.
+
+        Waits up to `lock_timeout_seconds` while another process writes.
+        """
         path = Path(self.path)
         if read_only and not path.exists():
             raise FileNotFoundError(f"no warehouse at {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
+        config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+        extensions = _extension_directory()
+        if extensions:
+            config["extension_directory"] = extensions
+        con = duckdb.connect(":memory:", config=config)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            options = ["READ_ONLY"] if read_only else []
+            if self.encryption_key:
+                # DuckDB 1.4 writes encrypted files only with httpfs's crypto module loaded.
+                con.execute("LOAD httpfs")
+                options.append(f"ENCRYPTION_KEY {_sql_text(self.encryption_key)}")
+            attach = f"ATTACH {_sql_text(str(path))} AS warehouse" + (f" ({', '.join(options)})" if options else "")
+            self._attach(con, attach, path)
+            con.execute("USE warehouse")
+            if not read_only:
+                ensure_schema(con)
+            yield con
+        finally:
+            con.close()
+
+    def _attach(self, con: duckdb.DuckDBPyConnection, attach: str, path: Path) -> None:
         deadline = time.monotonic() + self.lock_timeout_seconds
         while True:
             try:
-                con = duckdb.connect(str(path), read_only=read_only)
-                break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
+                con.execute(attach)
+                return
+            except duckdb.Error as exc:
+                message = str(exc)
+                lowered = message.lower()
+                if "encrypt" in lowered or "key" in lowered and "wrong" in lowered:
+                    hint = "set CONSENT_WAREHOUSE_KEY" if not self.encryption_key else "check CONSENT_WAREHOUSE_KEY"
+                    raise WarehouseKeyError(f"cannot open the warehouse {path}: it is encrypted ({hint})") from exc
+                if "lock" not in lowered:
                     raise
                 if time.monotonic() >= deadline:
                     raise WarehouseLocked(
                         f"the warehouse {path} is locked by another run; waited {self.lock_timeout_seconds:g} s"
                     ) from exc
                 time.sleep(0.2)
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            if not read_only:
-                ensure_schema(con)
-            yield con
-        finally:
-            con.close()
 
 
 class ConsentSettings(dg.ConfigurableResource):
@@ -105,7 +151,8 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     """The one place that decides paths: environment variables, else defaults."""
     warehouse = dg.EnvVar("CONSENT_WAREHOUSE") if os.environ.get("CONSENT_WAREHOUSE") else DEFAULT_WAREHOUSE
     exports = dg.EnvVar("CONSENT_EXPORTS") if os.environ.get("CONSENT_EXPORTS") else DEFAULT_EXPORTS
+    key = dg.EnvVar("CONSENT_WAREHOUSE_KEY") if os.environ.get("CONSENT_WAREHOUSE_KEY") else None
     return {
-        "warehouse": WarehouseResource(path=warehouse),
+        "warehouse": WarehouseResource(path=warehouse, encryption_key=key),
         "settings": ConsentSettings(exports_dir=exports),
     }
