@@ -427,3 +427,29 @@ def finish_run(con: duckdb.DuckDBPyConnection, run_id: str, status: str, checks_
         "UPDATE runs SET finished_at = now()::TIMESTAMP, status = ?, checks_failed = ? WHERE run_id = ?",
         [status, checks_failed, run_id],
     )
+
+
+def run_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
+    """The run's row of `runs` with its file notes: counts and names only, no phone numbers."""
+    row = con.execute(
+        "SELECT run_id, mode, as_of, status, files_seen, files_read, rows_read, events, new_events, quarantined, "
+        "skipped, contacts_reconciled, checks_failed, per_channel, step_seconds FROM runs WHERE run_id = ?",
+        [run_id],
+    ).fetchone()
+    if row is None:
+        return {"run_id": run_id, "status": "failed", "published": False}
+    keys = ("run_id", "mode", "as_of", "status", "files_seen", "files_read", "rows_read", "events", "new_events",
+            "quarantined", "skipped", "contacts_reconciled", "checks_failed", "per_channel", "step_seconds")
+    summary = dict(zip(keys, row))
+    summary["as_of"] = str(summary["as_of"])
+    summary["per_channel"] = json.loads(summary["per_channel"] or "{}")
+    summary["step_seconds"] = json.loads(summary["step_seconds"] or "{}")
+    summary["published"] = True
+    summary["file_notes"] = [
+        {"channel": c, "source_file": f, "notes": list(n)}
+        for c, f, n in con.execute(
+            "SELECT channel, source_file, notes FROM source_files WHERE last_seen_run = ? AND len(notes) > 0 ORDER BY ALL",
+            [run_id],
+        ).fetchall()
+    ]
+    return summary

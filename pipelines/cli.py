@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from consent.policy import ConfigError, load_channels, load_policy
+from pipelines.alerts import failed_checks, raise_alert
 from pipelines.resources import (
     DEFAULT_EXPORTS,
     DEFAULT_WAREHOUSE,
@@ -46,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--full", action="store_true", help="rebuild every status from the ledger")
     run.add_argument("--workers", type=int, default=1, help="processes for phone normalisation")
     run.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for another run's lock")
+    run.add_argument(
+        "--alert-command", default=os.environ.get("CONSENT_ALERT_COMMAND"),
+        help="command given the run summary as JSON on stdin when the run or an ERROR check fails",
+    )
     runs = sub.add_parser("runs", help="print the last runs")
     runs.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
     runs.add_argument("--limit", type=int, default=10)
@@ -89,7 +94,8 @@ def command_run(args) -> int:
 
     warehouse = _warehouse(args.warehouse, args.lock_timeout)
     settings = ConsentSettings(
-        exports_dir=str(args.exports), policy_file=args.policy, as_of=args.as_of, full=args.full, workers=args.workers
+        exports_dir=str(args.exports), policy_file=args.policy, as_of=args.as_of, full=args.full,
+        workers=args.workers, alert_command=args.alert_command,
     )
     defs = build_definitions({"warehouse": warehouse, "settings": settings})
     set_console(_stderr)
@@ -102,27 +108,23 @@ def command_run(args) -> int:
         set_console(None)
 
     if not result.success:
+        reasons = []
         for event in result.get_step_failure_events():
-            error = event.step_failure_data.error
-            message = _root_message(error)
-            print(f"consent run: step {event.step_key} failed: {message}", file=sys.stderr)
-        with warehouse.connect() as con:
-            from consent.warehouse import finish_run
-
-            finish_run(con, result.run_id, "failed", ["run failed"])
+            reasons.append(f"step {event.step_key} failed: {_root_message(event.step_failure_data.error)}")
+            print(f"consent run: {reasons[-1]}", file=sys.stderr)
+        summary = _finish(warehouse, result.run_id, "failed", ["run failed"])
+        summary.update(status="failed", reason="; ".join(reasons))
+        alert = raise_alert(summary, warehouse.path, args.alert_command)
+        print(f"consent run: alert written to {alert}", file=sys.stderr)
         return EXIT_FAILED
 
     evaluations = result.get_asset_check_evaluations()
-    failed_errors = [e for e in evaluations if not e.passed and e.severity.value == "ERROR"]
+    failed_errors = [e for e in evaluations if not e.passed and e.severity.value == "ERROR"]  # as failed_checks()
     failed_warnings = [e for e in evaluations if not e.passed and e.severity.value != "ERROR"]
-    with warehouse.connect() as con:
-        from consent.warehouse import finish_run
-
-        finish_run(
-            con, result.run_id, "failed" if failed_errors else "succeeded",
-            [e.check_name for e in failed_errors],
-        )
-        _print_summary(con, result.run_id)
+    summary = _finish(
+        warehouse, result.run_id, "failed" if failed_errors else "succeeded", [e.check_name for e in failed_errors]
+    )
+    _print_summary(warehouse, result.run_id)
     for label, items in (("FAILED (error)", failed_errors), ("warning", failed_warnings)):
         for e in items:
             print(f"check {label}: {e.asset_key.to_user_string()}.{e.check_name}")
@@ -133,11 +135,26 @@ def command_run(args) -> int:
     if docs.exists():
         print(f"data docs: {docs}")
     if failed_errors:
+        summary["failed_checks"] = failed_checks(evaluations)
+        alert = raise_alert(summary, warehouse.path, args.alert_command)
+        print(f"alert written to {alert}")
         print("run FAILED: an ERROR check failed; opt-outs of this run are published, "
               "opt-ins without evidence are not opted in.")
         return EXIT_FAILED
     print("run succeeded")
     return EXIT_OK
+
+
+def _finish(warehouse: WarehouseResource, run_id: str, status: str, checks_failed: list[str]) -> dict:
+    """Record the outcome in `runs` and return the run's summary (for alerts)."""
+    from consent.warehouse import finish_run, run_summary
+
+    try:
+        with warehouse.connect() as con:
+            finish_run(con, run_id, status, checks_failed)
+            return run_summary(con, run_id)
+    except (WarehouseLocked, WarehouseKeyError) as exc:
+        return {"run_id": run_id, "published": False, "warehouse_error": str(exc)}
 
 
 def _root_message(error) -> str:
@@ -151,7 +168,12 @@ def _short(value, limit: int = 400) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def _print_summary(con, run_id: str) -> None:
+def _print_summary(warehouse: WarehouseResource, run_id: str) -> None:
+    with warehouse.connect(read_only=True) as con:
+        _print_run(con, run_id)
+
+
+def _print_run(con, run_id: str) -> None:
     row = con.execute(
         "SELECT mode, as_of, per_channel, new_events, contacts_reconciled FROM runs WHERE run_id = ?", [run_id]
     ).fetchone()

@@ -31,8 +31,9 @@ class ProgressReporter:
         if done < total and now - self.last.get(step, 0.0) < self.every:
             return
         self.last[step] = now
-        rate = done / (now - start) if now > start else 0.0
-        line = f"{step}: {done:,}/{total:,} ({rate:,.0f}/s)"
+        line = f"{step}: {done:,}/{total:,}"
+        if now > start:
+            line += f" ({done / (now - start):,.0f}/s)"
         self.log.info(line)
         if _console is not None:
             _console(line)

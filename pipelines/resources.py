@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional
@@ -121,6 +122,8 @@ class ConsentSettings(dg.ConfigurableResource):
     full: bool = False
     # Worker processes for phone normalisation of large batches.
     workers: int = 1
+    # Called with the run summary as JSON on stdin when a run or an ERROR check fails.
+    alert_command: Optional[str] = None
 
     @property
     def exports_path(self) -> Path:
@@ -147,12 +150,37 @@ def parse_as_of(value: str | None) -> datetime:
     return parsed
 
 
-def resources_from_env() -> dict[str, dg.ConfigurableResource]:
-    """The one place that decides paths: environment variables, else defaults."""
-    warehouse = dg.EnvVar("CONSENT_WAREHOUSE") if os.environ.get("CONSENT_WAREHOUSE") else DEFAULT_WAREHOUSE
-    exports = dg.EnvVar("CONSENT_EXPORTS") if os.environ.get("CONSENT_EXPORTS") else DEFAULT_EXPORTS
-    key = dg.EnvVar("CONSENT_WAREHOUSE_KEY") if os.environ.get("CONSENT_WAREHOUSE_KEY") else None
+@dataclass(frozen=True)
+class Environment:
+    """Everything the deployment decides, read from the environment in this one place."""
+
+    warehouse: str | dg.EnvVar
+    exports: str | dg.EnvVar
+    encryption_key: dg.EnvVar | None
+    alert_command: dg.EnvVar | None
+    nightly_cron: str
+    nightly_timezone: str
+    sensor_interval_seconds: int
+
+
+def environment() -> Environment:
+    def var(name: str, default):
+        return dg.EnvVar(name) if os.environ.get(name) else default
+
+    return Environment(
+        warehouse=var("CONSENT_WAREHOUSE", DEFAULT_WAREHOUSE),
+        exports=var("CONSENT_EXPORTS", DEFAULT_EXPORTS),
+        encryption_key=var("CONSENT_WAREHOUSE_KEY", None),
+        alert_command=var("CONSENT_ALERT_COMMAND", None),
+        nightly_cron=os.environ.get("CONSENT_NIGHTLY_CRON", "0 2 * * *"),
+        nightly_timezone=os.environ.get("CONSENT_NIGHTLY_TIMEZONE", "UTC"),
+        sensor_interval_seconds=int(os.environ.get("CONSENT_SENSOR_INTERVAL_SECONDS", "60")),
+    )
+
+
+def resources_from_env(env: Environment | None = None) -> dict[str, dg.ConfigurableResource]:
+    env = env or environment()
     return {
-        "warehouse": WarehouseResource(path=warehouse, encryption_key=key),
-        "settings": ConsentSettings(exports_dir=exports),
+        "warehouse": WarehouseResource(path=env.warehouse, encryption_key=env.encryption_key),
+        "settings": ConsentSettings(exports_dir=env.exports, alert_command=env.alert_command),
     }

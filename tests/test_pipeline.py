@@ -186,4 +186,5 @@ def test_cli_entry_point_runs_in_a_subprocess(exports, warehouse_path):
     )
     assert done.returncode == 0, done.stderr
     assert "total" in done.stdout
+    assert "reading files: 5/5" in done.stderr and "building events: 22/22" in done.stderr  # progress with rate
     assert "+4915112345678" not in done.stdout + done.stderr  # no raw numbers in the summary or progress

@@ -1,0 +1,50 @@
+"""Alerting: a failed run or a failed ERROR check writes the run summary to
+`<warehouse folder>/alerts/` and calls a configurable hook command with the
+summary as JSON on standard input. The summary holds counts, file names,
+lines and check names: never a phone number.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+log = logging.getLogger(__name__)
+HOOK_TIMEOUT_SECONDS = 60
+
+
+def failed_checks(evaluations) -> list[dict]:
+    """Failed ERROR-severity checks among Dagster asset check evaluations."""
+    return [
+        {
+            "check": f"{e.asset_key.to_user_string()}.{e.check_name}",
+            "metadata": {k: v.value for k, v in e.metadata.items()},
+        }
+        for e in evaluations
+        if not e.passed and e.severity.value == "ERROR"
+    ]
+
+
+def raise_alert(summary: dict, warehouse_path: str, command: str | None) -> Path:
+    """Write the summary under alerts/ and call the hook; never raises for a failing hook."""
+    folder = Path(warehouse_path).resolve().parent / "alerts"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = folder / f"{stamp}-{str(summary.get('run_id', 'run'))[:8]}.json"
+    body = json.dumps(summary, indent=2, default=str)
+    path.write_text(body, encoding="utf-8")
+    if command:
+        try:
+            done = subprocess.run(
+                shlex.split(command), input=body, text=True, capture_output=True, timeout=HOOK_TIMEOUT_SECONDS
+            )
+            if done.returncode != 0:
+                log.warning("alert hook exited %s", done.returncode)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("alert hook could not run: %s", exc)
+    return path

@@ -1,0 +1,104 @@
+"""Sensors: a run per batch of new or changed export files, and alerts on failure."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from consent.warehouse import run_summary
+from pipelines.alerts import failed_checks, raise_alert
+from pipelines.jobs import consent_job
+from pipelines.resources import ConsentSettings, WarehouseResource
+
+# A file must be this old before a run starts, so half-written exports are not read.
+SETTLE_SECONDS = 30
+
+
+def export_fingerprints(exports_dir: Path) -> dict[str, list[int]]:
+    """(size, mtime) of every file in a channel folder: cheap; the run itself compares content hashes."""
+    out: dict[str, list[int]] = {}
+    if not exports_dir.is_dir():
+        return out
+    for path in sorted(exports_dir.glob("*/**/*")):
+        if path.is_file() and not path.name.startswith("."):
+            stat = path.stat()
+            out[path.relative_to(exports_dir).as_posix()] = [stat.st_size, stat.st_mtime_ns]
+    return out
+
+
+def new_or_changed(previous: dict[str, list[int]], current: dict[str, list[int]], now: float, settle: float) -> list[str]:
+    """Files added or changed since the cursor and quiet for `settle` seconds."""
+    return sorted(
+        name for name, stamp in current.items()
+        if previous.get(name) != stamp and now - stamp[1] / 1e9 >= settle
+    )
+
+
+def build_new_exports_sensor(interval_seconds: int = 60) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="new_exports_sensor",
+        job=consent_job,
+        minimum_interval_seconds=interval_seconds,
+        description="Starts one run per batch of new or changed files in the exports folder (cursor: file sizes and times).",
+        default_status=dg.DefaultSensorStatus.STOPPED,
+    )
+    def new_exports_sensor(context: dg.SensorEvaluationContext, settings: ConsentSettings):
+        previous = json.loads(context.cursor) if context.cursor else {}
+        current = export_fingerprints(settings.exports_path)
+        changed = new_or_changed(previous, current, time.time(), SETTLE_SECONDS)
+        if not changed:
+            return dg.SkipReason("no new or changed export files")
+        # Only settled files move the cursor: unsettled ones are looked at again next time.
+        cursor = dict(previous)
+        for name in changed:
+            cursor[name] = current[name]
+        context.update_cursor(json.dumps(cursor, sort_keys=True))
+        return dg.RunRequest(
+            run_key="exports-" + hashlib.sha256(json.dumps(cursor, sort_keys=True).encode()).hexdigest()[:16],
+            tags={"consent/new_files": str(len(changed))},
+        )
+
+    return new_exports_sensor
+
+
+@dg.run_failure_sensor(
+    name="alert_on_failed_run",
+    monitored_jobs=[consent_job],
+    description="A failed run writes its summary to <warehouse>/alerts/ and calls the alert hook.",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def alert_on_failed_run(context: dg.RunFailureSensorContext, warehouse: WarehouseResource, settings: ConsentSettings):
+    summary = _summary(warehouse, context.dagster_run.run_id)
+    summary.update(status="failed", reason=context.failure_event.message or "run failed")
+    raise_alert(summary, warehouse.path, settings.alert_command)
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    name="alert_on_failed_checks",
+    monitored_jobs=[consent_job],
+    description="A run whose ERROR check failed writes its summary to <warehouse>/alerts/ and calls the alert hook.",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def alert_on_failed_checks(context: dg.RunStatusSensorContext, warehouse: WarehouseResource, settings: ConsentSettings):
+    records = context.instance.get_records_for_run(
+        context.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in records]
+    failed = failed_checks(evaluations)
+    if failed:
+        summary = _summary(warehouse, context.dagster_run.run_id)
+        summary.update(status="failed", failed_checks=failed)
+        raise_alert(summary, warehouse.path, settings.alert_command)
+
+
+def _summary(warehouse: WarehouseResource, run_id: str) -> dict:
+    try:
+        with warehouse.connect(read_only=True) as con:
+            return run_summary(con, run_id)
+    except Exception as exc:  # the alert must go out even when the warehouse cannot be read
+        return {"run_id": run_id, "published": False, "warehouse_error": type(exc).__name__}

@@ -1,0 +1,165 @@
+"""Nightly operation: schedule, new-file sensor, incremental runs, cache, alerts, run history."""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from tests.conftest import query, run_cli
+
+
+def test_schedule_and_sensors_are_in_the_definitions_with_the_configured_cron(monkeypatch):
+    from pipelines.definitions import build_definitions
+
+    monkeypatch.setenv("CONSENT_NIGHTLY_CRON", "30 3 * * *")
+    monkeypatch.setenv("CONSENT_NIGHTLY_TIMEZONE", "Europe/Berlin")
+    defs = build_definitions()
+    schedule = defs.resolve_schedule_def("consent_schedule")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 3 * * *", "Europe/Berlin")
+    assert schedule.job_name == "consent_job"
+    assert {s.name for s in defs.sensors} == {"new_exports_sensor", "alert_on_failed_run", "alert_on_failed_checks"}
+
+
+def test_default_schedule_is_two_in_the_morning_utc():
+    from pipelines.definitions import defs
+
+    schedule = defs.resolve_schedule_def("consent_schedule")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 2 * * *", "UTC")
+
+
+def test_sensor_requests_one_run_per_batch_of_new_or_changed_files(exports):
+    from pipelines.resources import ConsentSettings
+    from pipelines.sensors import build_new_exports_sensor
+
+    old = time.time() - 3600
+    for path in exports.rglob("*"):
+        if path.is_file():
+            os.utime(path, (old, old))
+    sensor = build_new_exports_sensor()
+    settings = ConsentSettings(exports_dir=str(exports))
+
+    context = dg.build_sensor_context(resources={"settings": settings})
+    first = sensor(context)
+    assert isinstance(first, dg.RunRequest)  # five files, one run
+    assert first.tags["consent/new_files"] == "5"
+
+    context = dg.build_sensor_context(cursor=context.cursor, resources={"settings": settings})
+    assert isinstance(sensor(context), dg.SkipReason)  # nothing new
+
+    new_file = exports / "web_form" / "more.csv"
+    new_file.write_text("phone,event_type\n+4915112345678,opt_out\n")
+    os.utime(new_file, (old, old))
+    context = dg.build_sensor_context(cursor=context.cursor, resources={"settings": settings})
+    again = sensor(context)
+    assert isinstance(again, dg.RunRequest) and again.tags["consent/new_files"] == "1"
+
+    fresh = exports / "web_form" / "being_written.csv"
+    fresh.write_text("phone,event_type\n")  # just written: waits until it settles
+    context = dg.build_sensor_context(cursor=context.cursor, resources={"settings": settings})
+    assert isinstance(sensor(context), dg.SkipReason)
+
+
+def test_adding_one_file_processes_only_its_rows(exports, warehouse_path):
+    run_cli(exports, warehouse_path)
+    (exports / "web_form" / "late.csv").write_text(
+        "phone,event_type,purposes,occurred_at,consent_method,notice_version\n"
+        "+4915201234571,opt_in,marketing,2026-11-05T10:00:00Z,checkbox,web-v3\n"
+    )
+    run_cli(exports, warehouse_path)
+    last = query(warehouse_path, "SELECT files_read, rows_read, new_events, contacts_reconciled FROM runs ORDER BY published_at DESC LIMIT 1")
+    assert last == [(1, 1, 1, 1)]
+
+
+def test_phone_numbers_seen_before_are_not_parsed_again(exports, warehouse_path):
+    run_cli(exports, warehouse_path)
+    cached = query(warehouse_path, "SELECT count(*) FROM phone_cache")[0][0]
+    assert cached > 0
+    (exports / "web_form" / "again.csv").write_text("phone,event_type\n+49 151 1234 5678,opt_out\n")
+    run_cli(exports, warehouse_path)
+    seconds = json.loads(query(warehouse_path, "SELECT step_seconds FROM runs ORDER BY published_at DESC LIMIT 1")[0][0])
+    assert (seconds["phone_cache_hits"], seconds["phone_cache_misses"]) == (1, 0)
+
+
+def test_new_phonenumbers_metadata_version_invalidates_the_cache(exports, warehouse_path, monkeypatch):
+    import consent.warehouse
+
+    run_cli(exports, warehouse_path)
+    monkeypatch.setattr(consent.warehouse, "METADATA_VERSION", "99.0.0")
+    (exports / "web_form" / "again.csv").write_text("phone,event_type\n+49 151 1234 5678,opt_out\n")
+    run_cli(exports, warehouse_path)
+    seconds = json.loads(query(warehouse_path, "SELECT step_seconds FROM runs ORDER BY published_at DESC LIMIT 1")[0][0])
+    assert (seconds["phone_cache_hits"], seconds["phone_cache_misses"]) == (0, 1)
+
+
+def test_failing_run_calls_the_alert_hook_and_writes_the_summary(exports, warehouse_path, tmp_path, capsys):
+    (exports / "in_app").mkdir()
+    (exports / "in_app" / "undated.csv").write_text(
+        "phone,event_type,purposes,consent_method\n+4915201234568,opt_in,marketing,in_app_prompt\n"
+    )
+    received = tmp_path / "hook_input.json"
+    hook = f"{sys.executable} -c \"import sys; open({str(received)!r}, 'w').write(sys.stdin.read())\""
+    assert run_cli(exports, warehouse_path, "--alert-command", hook) == 1
+    summary = json.loads(received.read_text())
+    assert summary["status"] == "failed"
+    assert any(c["check"].endswith("staged_opt_ins_have_evidence") for c in summary["failed_checks"])
+    assert summary["per_channel"]["in_app"]["rows_read"] == 1
+    alerts = list((warehouse_path.parent / "alerts").glob("*.json"))
+    assert len(alerts) == 1 and json.loads(alerts[0].read_text())["run_id"] == summary["run_id"]
+    assert "4915201234568" not in received.read_text()
+
+
+def test_successful_run_raises_no_alert(exports, warehouse_path, tmp_path):
+    received = tmp_path / "hook_input.json"
+    hook = f"{sys.executable} -c \"open({str(received)!r}, 'w').write('called')\""
+    assert run_cli(exports, warehouse_path, "--alert-command", hook) == 0
+    assert not received.exists()
+    assert not (warehouse_path.parent / "alerts").exists()
+
+
+def test_runs_command_prints_the_history(exports, warehouse_path, capsys):
+    from pipelines.cli import main
+
+    run_cli(exports, warehouse_path)
+    run_cli(exports, warehouse_path)
+    capsys.readouterr()
+    assert main(["runs", "--warehouse", str(warehouse_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[:4] == ["run", "mode", "as", "of"]
+    assert len(lines) == 3 and all("succeeded" in line for line in lines[1:])
+
+
+def test_scheduled_run_with_a_failed_error_check_raises_an_alert(exports, warehouse_path, tmp_path):
+    """The sensor path (runs started by the schedule or the UI), on a real Dagster instance."""
+    from pipelines.definitions import build_definitions
+    from pipelines.resources import ConsentSettings, WarehouseResource
+    from pipelines.sensors import alert_on_failed_checks
+
+    (exports / "in_app").mkdir()
+    (exports / "in_app" / "undated.csv").write_text(
+        "phone,event_type,purposes,consent_method\n+4915201234568,opt_in,marketing,in_app_prompt\n"
+    )
+    received = tmp_path / "hook_input.json"
+    resources = {
+        "warehouse": WarehouseResource(path=str(warehouse_path)),
+        "settings": ConsentSettings(
+            exports_dir=str(exports), as_of="2026-11-10T00:00:00Z",
+            alert_command=f"{sys.executable} -c \"import sys; open({str(received)!r}, 'w').write(sys.stdin.read())\"",
+        ),
+    }
+    with dg.instance_for_test() as instance:
+        result = build_definitions(resources).resolve_job_def("consent_job").execute_in_process(instance=instance)
+        assert result.success  # checks do not fail the Dagster run; the sensor alerts
+        context = dg.build_run_status_sensor_context(
+            sensor_name="alert_on_failed_checks",
+            dagster_event=result.get_run_success_event(),
+            dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(result.run_id),
+            resources=resources,
+        )
+        alert_on_failed_checks(context)
+    summary = json.loads(received.read_text())
+    assert summary["run_id"] == result.run_id
+    assert [c["check"] for c in summary["failed_checks"]][0].endswith("staged_opt_ins_have_evidence")
