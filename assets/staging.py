@@ -28,7 +28,7 @@ def stg_consent_events(
     as_of = settings.run_clock()
     progress = ProgressReporter(context.log)
     with warehouse.connect() as con:
-        cache = PhoneCache(con, workers=settings.workers)
+        cache = PhoneCache(con, workers=settings.workers, progress=progress)
         staged = stage_exports(
             settings.exports_path,
             policy=policy,

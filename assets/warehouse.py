@@ -5,6 +5,7 @@ import dagster as dg
 
 from assets.staging import stg_consent_events
 from consent.warehouse import publish
+from pipelines.progress import ProgressReporter
 from pipelines.resources import ConsentSettings, WarehouseResource
 
 PUBLISHED = {
@@ -31,7 +32,7 @@ def published_warehouse(
     """Appends the staged run to the ledger and reconciles affected contacts, in one transaction."""
     policy = settings.load_policy()
     with warehouse.connect() as con:
-        summary = publish(con, policy=policy, full=settings.full)
+        summary = publish(con, policy=policy, full=settings.full, progress=ProgressReporter(context.log))
         counts = {
             name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in PUBLISHED
         }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
@@ -125,15 +125,25 @@ def normalise_many(
     pairs: Iterable[tuple[str, str | None]],
     workers: int = 1,
     parallel_threshold: int = 50_000,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> list[NormalisedPhone]:
     """Normalise distinct pairs, in `workers` processes when there are many."""
     pairs = list(pairs)
-    if workers <= 1 or len(pairs) < parallel_threshold:
-        return _normalise_chunk(pairs)
-    size = -(-len(pairs) // (workers * 4))
-    chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+    chunk_size = 20_000 if workers <= 1 else max(1_000, -(-len(pairs) // (workers * 8)))
+    chunks = [pairs[i : i + chunk_size] for i in range(0, len(pairs), chunk_size)]
     out: list[NormalisedPhone] = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for part in pool.map(_normalise_chunk, chunks):
+    if workers <= 1 or len(pairs) < parallel_threshold:
+        results = map(_normalise_chunk, chunks)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(_normalise_chunk, chunks)
+    try:
+        for part in results:
             out.extend(part)
+            if progress:
+                progress("normalising numbers", len(out), len(pairs))
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return out

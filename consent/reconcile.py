@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import groupby
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import polars as pl
 
@@ -281,16 +281,24 @@ def _events(rows: Iterable[tuple]) -> Iterator[Event]:
     return (Event(*row) for row in rows)
 
 
-def reconcile(events: pl.DataFrame, policy: Policy, as_of: datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
+def reconcile(
+    events: pl.DataFrame,
+    policy: Policy,
+    as_of: datetime,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """consent_status and consent_violations rows for every contact in `events`.
 
     `events` holds the complete history of each contact it mentions.
     """
     machine = ConsentStateMachine(policy, as_of)
     ordered = events.select(INPUT_COLUMNS).sort("phone_e164")
+    contacts = ordered["phone_e164"].n_unique() if progress else 0
     statuses: list[tuple] = []
     violations: list[tuple] = []
-    for phone, group in groupby(_events(ordered.iter_rows()), key=lambda e: e.phone_e164):
+    for done, (phone, group) in enumerate(groupby(_events(ordered.iter_rows()), key=lambda e: e.phone_e164), start=1):
+        if progress and (done % 10_000 == 0 or done == contacts):
+            progress("reconciling contacts", done, contacts)
         result = machine.run(list(group))
         for purpose, s in result.states.items():
             ev, out, by = s.evidence, s.opt_out_event, s.decided_by

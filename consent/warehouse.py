@@ -16,7 +16,7 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
-from consent.ingest import FileStats, Pair, StagedExports
+from consent.ingest import FileStats, Pair, Progress, StagedExports
 from consent.phones import METADATA_VERSION, NormalisedPhone, normalise_many
 from consent.policy import Policy
 from consent.reconcile import INPUT_COLUMNS, STATUS_SCHEMA, VIOLATION_SCHEMA, reconcile
@@ -137,6 +137,7 @@ CREATE TABLE IF NOT EXISTS runs (
     skipped BIGINT,
     contacts_reconciled BIGINT,
     checks_failed VARCHAR[],
+    check_outcomes JSON,
     per_channel JSON,
     step_seconds JSON
 );
@@ -161,9 +162,10 @@ class PhoneCache:
     brings a new metadata version, so every pair is parsed afresh once.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, workers: int = 1):
+    def __init__(self, con: duckdb.DuckDBPyConnection, workers: int = 1, progress: Progress | None = None):
         self.con = con
         self.workers = workers
+        self.progress = progress
         self.hits = 0
         self.misses = 0
 
@@ -189,7 +191,7 @@ class PhoneCache:
             out[(raw, hint or None)] = NormalisedPhone(raw, hint or None, e164, region, kind, reason)
         missing = [p for p in pairs if p not in out]
         self.hits, self.misses = len(out), len(missing)
-        fresh = normalise_many(missing, workers=self.workers)
+        fresh = normalise_many(missing, workers=self.workers, progress=self.progress)
         for pair, result in zip(missing, fresh):
             out[pair] = result
         if fresh:
@@ -287,6 +289,7 @@ def publish(
     *,
     policy: Policy,
     full: bool = False,
+    progress: Progress | None = None,
 ) -> dict:
     """Append the staged run to the ledger and recompute affected statuses, atomically.
 
@@ -360,7 +363,7 @@ def publish(
         history = con.execute(
             f"SELECT {', '.join(INPUT_COLUMNS)} FROM consent_events WHERE phone_e164 IN (SELECT phone_e164 FROM touched)"
         ).pl()
-        statuses, violations = reconcile(history, policy, as_of)
+        statuses, violations = reconcile(history, policy, as_of, progress=progress)
         if full:
             con.execute("DELETE FROM consent_status")
             con.execute("DELETE FROM consent_violations")
@@ -407,7 +410,7 @@ def publish(
         }
         con.execute(
             """
-            INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, now()::TIMESTAMP, NULL, 'published', ?, ?, ?, ?, ?, ?, ?, ?, [], ?, ?)
+            INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, now()::TIMESTAMP, NULL, 'published', ?, ?, ?, ?, ?, ?, ?, ?, [], NULL, ?, ?)
             """,
             [
                 run_id, mode, as_of, started_at, totals["files_seen"], totals["files_read"], totals["rows_read"],
@@ -422,10 +425,12 @@ def publish(
     return summary
 
 
-def finish_run(con: duckdb.DuckDBPyConnection, run_id: str, status: str, checks_failed: list[str]) -> None:
+def finish_run(
+    con: duckdb.DuckDBPyConnection, run_id: str, status: str, checks_failed: list[str], check_outcomes: dict | None = None
+) -> None:
     con.execute(
-        "UPDATE runs SET finished_at = now()::TIMESTAMP, status = ?, checks_failed = ? WHERE run_id = ?",
-        [status, checks_failed, run_id],
+        "UPDATE runs SET finished_at = now()::TIMESTAMP, status = ?, checks_failed = ?, check_outcomes = ? WHERE run_id = ?",
+        [status, checks_failed, json.dumps(check_outcomes or {}), run_id],
     )
 
 

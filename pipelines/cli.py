@@ -121,8 +121,13 @@ def command_run(args) -> int:
     evaluations = result.get_asset_check_evaluations()
     failed_errors = [e for e in evaluations if not e.passed and e.severity.value == "ERROR"]  # as failed_checks()
     failed_warnings = [e for e in evaluations if not e.passed and e.severity.value != "ERROR"]
+    outcomes = {
+        f"{e.asset_key.to_user_string()}.{e.check_name}": {"passed": e.passed, "severity": e.severity.value}
+        for e in evaluations
+    }
     summary = _finish(
-        warehouse, result.run_id, "failed" if failed_errors else "succeeded", [e.check_name for e in failed_errors]
+        warehouse, result.run_id, "failed" if failed_errors else "succeeded",
+        [e.check_name for e in failed_errors], outcomes,
     )
     _print_summary(warehouse, result.run_id)
     for label, items in (("FAILED (error)", failed_errors), ("warning", failed_warnings)):
@@ -145,13 +150,15 @@ def command_run(args) -> int:
     return EXIT_OK
 
 
-def _finish(warehouse: WarehouseResource, run_id: str, status: str, checks_failed: list[str]) -> dict:
+def _finish(
+    warehouse: WarehouseResource, run_id: str, status: str, checks_failed: list[str], outcomes: dict | None = None
+) -> dict:
     """Record the outcome in `runs` and return the run's summary (for alerts)."""
     from consent.warehouse import finish_run, run_summary
 
     try:
         with warehouse.connect() as con:
-            finish_run(con, run_id, status, checks_failed)
+            finish_run(con, run_id, status, checks_failed, outcomes)
             return run_summary(con, run_id)
     except (WarehouseLocked, WarehouseKeyError) as exc:
         return {"run_id": run_id, "published": False, "warehouse_error": str(exc)}
