@@ -1,12 +1,9 @@
 """Staging layer: this run's exports, read and normalised, not yet published."""
 
 
-from datetime import datetime, timezone
-
 import dagster as dg
 
-from consent.ingest import stage_exports
-from consent.warehouse import PhoneCache, known_files, write_staging
+from consent.warehouse import stage_run
 from pipelines.progress import ProgressReporter
 from pipelines.resources import ConsentSettings, WarehouseResource
 
@@ -22,29 +19,17 @@ def stg_consent_events(
     files this run has not seen before (by content hash), with phone numbers
     normalised through the warehouse's cache. Written to the `stg_*` tables,
     which each run replaces; nothing published changes here."""
-    started_at = datetime.now(timezone.utc).replace(tzinfo=None)
-    policy = settings.load_policy()
-    channels = settings.load_channels()
-    as_of = settings.run_clock()
-    progress = ProgressReporter(context.log)
-    with warehouse.connect() as con:
-        cache = PhoneCache(con, workers=settings.workers, progress=progress)
-        staged = stage_exports(
-            settings.exports_path,
-            policy=policy,
-            channels=channels,
-            known_hashes=known_files(con),
-            resolve_phones=cache.resolve,
-            ingested_at=as_of,
-            run_id=context.run_id,
-            progress=progress,
-        )
-        staged.seconds["phone_cache_hits"] = cache.hits
-        staged.seconds["phone_cache_misses"] = cache.misses
-        write_staging(
-            con, staged, run_id=context.run_id, mode="full" if settings.full else "incremental",
-            as_of=as_of, started_at=started_at,
-        )
+    staged = stage_run(
+        warehouse.connect,
+        settings.exports_path,
+        policy=settings.load_policy(),
+        channels=settings.load_channels(),
+        as_of=settings.run_clock(),
+        run_id=context.run_id,
+        mode="full" if settings.full else "incremental",
+        workers=settings.workers,
+        progress=ProgressReporter(context.log),
+    )
     new_files = [f for f in staged.files if f.state == "new"]
     for f in staged.files:
         for note in f.notes:
@@ -57,8 +42,8 @@ def stg_consent_events(
             "events": staged.events.height,
             "quarantined": staged.quarantine.height,
             "skipped": staged.skipped.height,
-            "phone_cache_hits": cache.hits,
-            "phone_cache_misses": cache.misses,
+            "phone_cache_hits": staged.seconds["phone_cache_hits"],
+            "phone_cache_misses": staged.seconds["phone_cache_misses"],
             "files": dg.MetadataValue.md(
                 "| channel | file | rows | events | quarantined | skipped |\n|---|---|---|---|---|---|\n"
                 + "\n".join(

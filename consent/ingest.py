@@ -26,6 +26,7 @@ from consent.events import (
     build_events,
     phone_key,
 )
+from consent.faults import crash_point
 from consent.phones import NormalisedPhone
 from consent.policy import ChannelsFile, Policy
 
@@ -139,6 +140,7 @@ def stage_exports(
         if progress:
             progress("reading files", number, len(found))
     seconds["read"] = time.perf_counter() - started
+    crash_point("after_reading")
 
     started = time.perf_counter()
     pairs: set[Pair] = set()
@@ -148,6 +150,7 @@ def stage_exports(
                 pairs.add(phone_key(row, ctx))
     resolved = resolve_phones(sorted(pairs, key=lambda p: (p[0], p[1] or "")))
     seconds["normalise"] = time.perf_counter() - started
+    crash_point("after_normalising")
 
     started = time.perf_counter()
     frames: dict[str, list[pl.DataFrame]] = {"events": [], "quarantine": [], "skipped": []}

@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, ContextManager
 
 import duckdb
 import polars as pl
 
-from consent.ingest import FileStats, Pair, Progress, StagedExports
+from consent.faults import crash_point
+from consent.ingest import FileStats, Pair, Progress, StagedExports, stage_exports
 from consent.phones import METADATA_VERSION, NormalisedPhone, normalise_many
-from consent.policy import Policy
+from consent.policy import ChannelsFile, Policy
 from consent.reconcile import INPUT_COLUMNS, STATUS_SCHEMA, VIOLATION_SCHEMA, reconcile
 
 EVENT_COLUMNS_DDL = """
@@ -162,8 +165,14 @@ class PhoneCache:
     brings a new metadata version, so every pair is parsed afresh once.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, workers: int = 1, progress: Progress | None = None):
-        self.con = con
+    def __init__(
+        self,
+        connect: Callable[[], ContextManager[duckdb.DuckDBPyConnection]],
+        workers: int = 1,
+        progress: Progress | None = None,
+    ):
+        # A connection only while reading or writing the cache: parsing holds no lock.
+        self.connect = connect
         self.workers = workers
         self.progress = progress
         self.hits = 0
@@ -176,16 +185,16 @@ class PhoneCache:
             {"phone_raw": [p[0] for p in pairs], "country_hint": [p[1] or "" for p in pairs]},
             schema={"phone_raw": pl.Utf8, "country_hint": pl.Utf8},
         )
-        self.con.register("wanted_pairs", wanted)
-        cached = self.con.execute(
-            """
-            SELECT c.phone_raw, c.country_hint, c.phone_e164, c.phone_region, c.phone_type, c.invalid_reason
-            FROM phone_cache c JOIN wanted_pairs w USING (phone_raw, country_hint)
-            WHERE c.metadata_version = ?
-            """,
-            [METADATA_VERSION],
-        ).fetchall()
-        self.con.unregister("wanted_pairs")
+        with self.connect() as con:
+            con.register("wanted_pairs", wanted)
+            cached = con.execute(
+                """
+                SELECT c.phone_raw, c.country_hint, c.phone_e164, c.phone_region, c.phone_type, c.invalid_reason
+                FROM phone_cache c JOIN wanted_pairs w USING (phone_raw, country_hint)
+                WHERE c.metadata_version = ?
+                """,
+                [METADATA_VERSION],
+            ).fetchall()
         out: dict[Pair, NormalisedPhone] = {}
         for raw, hint, e164, region, kind, reason in cached:
             out[(raw, hint or None)] = NormalisedPhone(raw, hint or None, e164, region, kind, reason)
@@ -206,9 +215,9 @@ class PhoneCache:
                     "invalid_reason": [r.invalid_reason for r in fresh],
                 }
             )
-            self.con.register("fresh_phones", frame)
-            self.con.execute("INSERT OR IGNORE INTO phone_cache SELECT * FROM fresh_phones")
-            self.con.unregister("fresh_phones")
+            with self.connect() as con:
+                con.register("fresh_phones", frame)
+                con.execute("INSERT OR IGNORE INTO phone_cache SELECT * FROM fresh_phones")
         return out
 
 
@@ -260,6 +269,45 @@ def write_staging(
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    crash_point("after_staging")
+
+
+def stage_run(
+    connect: Callable[[], ContextManager[duckdb.DuckDBPyConnection]],
+    exports_dir: Path,
+    *,
+    policy: Policy,
+    channels: ChannelsFile,
+    as_of: datetime,
+    run_id: str,
+    mode: str = "incremental",
+    workers: int = 1,
+    progress: Progress | None = None,
+) -> StagedExports:
+    """Read the exports not seen before into the `stg_*` tables (the first half of a run).
+
+    Holds a warehouse connection only to look up known files and cached
+    numbers and to write the staging tables: reading and parsing hold no lock.
+    """
+    started_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    with connect() as con:
+        known = known_files(con)
+    cache = PhoneCache(connect, workers=workers, progress=progress)
+    staged = stage_exports(
+        exports_dir,
+        policy=policy,
+        channels=channels,
+        known_hashes=known,
+        resolve_phones=cache.resolve,
+        ingested_at=as_of,
+        run_id=run_id,
+        progress=progress,
+    )
+    staged.seconds["phone_cache_hits"] = cache.hits
+    staged.seconds["phone_cache_misses"] = cache.misses
+    with connect() as con:
+        write_staging(con, staged, run_id=run_id, mode=mode, as_of=as_of, started_at=started_at)
+    return staged
 
 
 def staged_file_stats(con: duckdb.DuckDBPyConnection) -> list[FileStats]:
@@ -354,6 +402,7 @@ def publish(
                 [count, count, source_file, run_id],
             )
         seconds["ledger"] = time.perf_counter() - t0
+        crash_point("publish_after_ledger")
 
         t0 = time.perf_counter()
         touched_sql = _touched_contacts_sql(full).replace(
@@ -378,6 +427,7 @@ def publish(
         con.unregister("new_violations")
         contacts = con.execute("SELECT count(*) FROM touched").fetchone()[0]
         seconds["reconcile"] = time.perf_counter() - t0
+        crash_point("publish_after_status")
 
         per_channel = {
             channel: dict(zip(("files_seen", "files_read", "rows_read", "events", "quarantined", "skipped"), counts))
@@ -422,6 +472,7 @@ def publish(
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    crash_point("after_publish")
     return summary
 
 

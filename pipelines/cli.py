@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
         "--alert-command", default=os.environ.get("CONSENT_ALERT_COMMAND"),
         help="command given the run summary as JSON on stdin when the run or an ERROR check fails",
     )
+    sql = sub.add_parser("sql", help="run read-only SQL against the warehouse")
+    sql.add_argument("query", help="one SQL statement")
+    sql.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait while a run writes")
     runs = sub.add_parser("runs", help="print the last runs")
     runs.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
     runs.add_argument("--limit", type=int, default=10)
@@ -239,10 +244,49 @@ def command_runs(args) -> int:
     return EXIT_OK
 
 
+def read_only_query(warehouse: WarehouseResource, query: str) -> tuple[list[str], list[tuple]]:
+    """Columns and rows of one statement on a read-only connection with no file access."""
+    import duckdb
+
+    with warehouse.connect(read_only=True) as con:
+        # Read-only attach refuses writes to the warehouse; this refuses COPY TO,
+        # ATTACH and reading other files, and locks the settings.
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        try:
+            cursor = con.execute(query)
+        except duckdb.Error as exc:
+            message = str(exc).splitlines()[0]
+            if any(word in message.lower() for word in ("read-only", "read only", "permission", "external access")):
+                raise UsageError(f"refused: the warehouse is read-only here; only queries run ({message})") from exc
+            raise UsageError(f"SQL error: {message}") from exc
+        if cursor.description is None:
+            return [], []
+        return [d[0] for d in cursor.description], cursor.fetchall()
+
+
+def command_sql(args) -> int:
+    try:
+        columns, rows = read_only_query(_warehouse(args.warehouse, args.lock_timeout), args.query)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.format == "json":
+        print(json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1))
+    elif args.format == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    elif columns:
+        print(_table([tuple(columns), *[tuple("" if v is None else v for v in r) for r in rows]]))
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        handler = {"run": command_run, "runs": command_runs}[args.command]
+        handler = {"run": command_run, "runs": command_runs, "sql": command_sql}[args.command]
         return handler(args)
     except (UsageError, ConfigError, WarehouseKeyError) as exc:
         print(f"consent: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ encryption are decided here once.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from typing import Iterator, Optional
 
 import dagster as dg
 import duckdb
+from pydantic import PrivateAttr
 
 from consent.policy import ChannelsFile, Policy, load_channels, load_policy
 from consent.warehouse import ensure_schema
@@ -32,6 +34,39 @@ class WarehouseLocked(Exception):
 
 class WarehouseKeyError(Exception):
     """The warehouse is encrypted and no key, or the wrong key, was given."""
+
+
+class RunLock:
+    """An exclusive lock on `<warehouse>.runlock` held for a whole run (fcntl, released if the process dies)."""
+
+    def __init__(self, warehouse: Path, timeout_seconds: float):
+        self.path = warehouse.with_name(warehouse.name + ".runlock")
+        self.timeout = timeout_seconds
+        self.handle = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.handle = handle
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.close()
+                    raise WarehouseLocked(
+                        f"another run is writing the warehouse {self.path.with_suffix('')}; "
+                        f"waited {self.timeout:g} s (see --lock-timeout)"
+                    ) from None
+                time.sleep(0.2)
+
+    def release(self) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
 
 
 def _extension_directory() -> str | None:
@@ -54,6 +89,20 @@ class WarehouseResource(dg.ConfigurableResource):
     lock_timeout_seconds: float = 30.0
     # From CONSENT_WAREHOUSE_KEY; never in run config or the repository.
     encryption_key: Optional[str] = None
+
+    _run_lock: Optional[RunLock] = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # A run (not a sensor) holds the run lock from its first step to its last, so
+        # two runs never interleave their staging and publishing.
+        if context.dagster_run is not None:
+            self._run_lock = RunLock(Path(self.path), self.lock_timeout_seconds)
+            self._run_lock.acquire()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._run_lock is not None:
+            self._run_lock.release()
+            self._run_lock = None
 
     @property
     def encrypted(self) -> bool:

@@ -152,14 +152,14 @@ def test_scheduled_run_with_a_failed_error_check_raises_an_alert(exports, wareho
     with dg.instance_for_test() as instance:
         result = build_definitions(resources).resolve_job_def("consent_job").execute_in_process(instance=instance)
         assert result.success  # checks do not fail the Dagster run; the sensor alerts
-        context = dg.build_run_status_sensor_context(
+        with dg.build_run_status_sensor_context(
             sensor_name="alert_on_failed_checks",
             dagster_event=result.get_run_success_event(),
             dagster_instance=instance,
             dagster_run=instance.get_run_by_id(result.run_id),
             resources=resources,
-        )
-        alert_on_failed_checks(context)
+        ) as context:
+            alert_on_failed_checks(context)
     summary = json.loads(received.read_text())
     assert summary["run_id"] == result.run_id
     assert [c["check"] for c in summary["failed_checks"]][0].endswith("staged_opt_ins_have_evidence")
