@@ -56,6 +56,7 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     "file_hash": pl.Utf8,
     "ingested_at": pl.Datetime("us"),
     "run_id": pl.Utf8,
+    "warnings": pl.List(pl.Utf8),
 }
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "quarantine_id": pl.Utf8,
@@ -146,6 +147,13 @@ def parse_purposes(value: str | None, known: Iterable[str]) -> list[str]:
     return purposes
 
 
+def _acquisition_source(value: str | None) -> str:
+    source = (_text(value) or "organic").lower()
+    if source not in ACQUISITION_SOURCES:
+        raise RowError(f"unknown acquisition source {source[:40]!r}")
+    return source
+
+
 def _text(value: str | None) -> str | None:
     if value is None:
         return None
@@ -230,10 +238,21 @@ def build_events(
             phone = phones[key]
             if not phone.is_valid:
                 raise RowError(phone.invalid_reason or "invalid phone number")
-            occurred_at = row.occurred_at or parse_timestamp(f.get("occurred_at"), tz, ctx.date_format)
-            source = (_text(f.get("acquisition_source")) or "organic").lower()
-            if source not in ACQUISITION_SOURCES:
-                raise RowError(f"unknown acquisition source {source[:40]!r}")
+            warnings: list[str] = []
+
+            def field(parse, default):
+                # An opt-out with a valid number always applies (rules, section 4): a field
+                # it cannot read becomes a warning and the safe default, never a lost opt-out.
+                try:
+                    return parse()
+                except RowError as exc:
+                    if event_type != "opt_out":
+                        raise
+                    warnings.append(f"{exc}: ignored")
+                    return default
+
+            occurred_at = row.occurred_at or field(lambda: parse_timestamp(f.get("occurred_at"), tz, ctx.date_format), None)
+            source = field(lambda: _acquisition_source(f.get("acquisition_source")), "organic")
             event = {
                 "event_id": event_id(ctx.channel, row.identity),
                 "channel": ctx.channel,
@@ -243,12 +262,12 @@ def build_events(
                 "phone_e164": phone.phone_e164,
                 "phone_region": phone.phone_region,
                 "phone_type": phone.phone_type,
-                "purposes": parse_purposes(f.get("purposes"), purposes),
+                "purposes": field(lambda: parse_purposes(f.get("purposes"), purposes), []),
                 "occurred_at": occurred_at,
                 "consent_method": (_text(f.get("consent_method")) or "").lower() or None,
                 "notice_version": _text(f.get("notice_version")),
-                "checkbox_pre_ticked": parse_bool(f.get("checkbox_pre_ticked")),
-                "bundled_with_terms": parse_bool(f.get("bundled_with_terms")),
+                "checkbox_pre_ticked": field(lambda: parse_bool(f.get("checkbox_pre_ticked")), None),
+                "bundled_with_terms": field(lambda: parse_bool(f.get("bundled_with_terms")), None),
                 "acquisition_source": source,
                 "evidence_ref": _text(f.get("evidence_ref")),
                 "source_file": ctx.source_file,
@@ -257,6 +276,7 @@ def build_events(
                 "file_hash": ctx.file_hash,
                 "ingested_at": ingested_at,
                 "run_id": run_id,
+                "warnings": warnings,
             }
         except RowError as exc:
             reject(row, str(exc), quarantine)

@@ -46,7 +46,8 @@ EVENT_COLUMNS_DDL = """
     source_pointer VARCHAR,
     file_hash VARCHAR NOT NULL,
     ingested_at TIMESTAMP NOT NULL,
-    run_id VARCHAR NOT NULL
+    run_id VARCHAR NOT NULL,
+    warnings VARCHAR[]
 """
 REJECT_COLUMNS_DDL = """
     quarantine_id VARCHAR NOT NULL,

@@ -113,10 +113,9 @@ def command_run(args) -> int:
         set_console(None)
 
     if not result.success:
-        reasons = []
-        for event in result.get_step_failure_events():
-            reasons.append(f"step {event.step_key} failed: {_root_message(event.step_failure_data.error)}")
-            print(f"consent run: {reasons[-1]}", file=sys.stderr)
+        reasons = _failure_messages(result)
+        for reason in reasons:
+            print(f"consent run: {reason}", file=sys.stderr)
         summary = _finish(warehouse, result.run_id, "failed", ["run failed"])
         summary.update(status="failed", reason="; ".join(reasons))
         alert = raise_alert(summary, warehouse.path, args.alert_command)
@@ -167,6 +166,20 @@ def _finish(
             return run_summary(con, run_id)
     except (WarehouseLocked, WarehouseKeyError) as exc:
         return {"run_id": run_id, "published": False, "warehouse_error": str(exc)}
+
+
+def _failure_messages(result) -> list[str]:
+    """One line per error of a failed run (step failures, resource set-up failures), deduplicated."""
+    messages: list[str] = []
+    for event in result.all_events:
+        error = getattr(event.event_specific_data, "error", None)
+        if error is None:
+            continue
+        where = f"step {event.step_key} failed: " if event.step_key else ""
+        message = where + _root_message(error)
+        if message not in messages:
+            messages.append(message)
+    return messages or ["run failed"]
 
 
 def _root_message(error) -> str:
