@@ -22,5 +22,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest tests/test_fuzz.py
+
 clean:
 	rm -rf $(VENV) warehouse .pytest_cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -185,7 +186,8 @@ def _failure_messages(result) -> list[str]:
 def _root_message(error) -> str:
     while error.cause is not None:
         error = error.cause
-    return error.message.strip().splitlines()[-1] if error.message else "unknown error"
+    line = error.message.strip().splitlines()[-1] if error.message else "unknown error"
+    return re.sub(r"^[\w.]+(Error|Exception|Locked): ", "", line)
 
 
 def _short(value, limit: int = 400) -> str:

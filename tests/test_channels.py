@@ -190,3 +190,9 @@ def test_unknown_message_type_is_still_an_inbound_message():
 def test_malformed_json_file_is_one_quarantined_row():
     read = read_webhooks(b'{"object": "whatsapp_business_account", "entry": [', ctx(channel="whatsapp"), Policy(), ".json")
     assert len(read.rows) == 1 and read.rows[0].error.startswith("malformed JSON file")
+
+
+def test_webhook_item_with_fields_of_the_wrong_type_is_quarantined():
+    payload = b'{"object":"whatsapp_business_account","entry":[{"changes":[{"value":{"messages":[{"from":"4915112345678","id":"wamid.W","type":"text","text":"STOP"}]}}]}]}'
+    read = read_webhooks(payload, ctx(channel="whatsapp"), Policy(), ".json")
+    assert [r.error for r in read.rows] == ["malformed webhook item in messages"]

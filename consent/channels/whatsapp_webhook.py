@@ -190,7 +190,10 @@ def read_webhooks(data: bytes, ctx: FileContext, policy: Policy, suffix: str) ->
                         if not isinstance(item, dict):
                             rows.append(SourceRow(line=line, raw=raw_json(item)[:4096], identity="", pointer=pointer, error=f"malformed webhook item in {key}"))
                             continue
-                        rows.append(read_item(item, line, pointer))
+                        try:
+                            rows.append(read_item(item, line, pointer))
+                        except (AttributeError, TypeError, ValueError):  # a field of the wrong JSON type
+                            rows.append(SourceRow(line=line, raw=raw_json(item)[:4096], identity="", pointer=pointer, error=f"malformed webhook item in {key}"))
         if len(rows) == before:
             rows.append(
                 SourceRow(line=line, raw=raw_json(payload)[:4096], identity="", skip_reason="webhook payload without messages, statuses or user preferences")

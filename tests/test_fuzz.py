@@ -1,0 +1,70 @@
+"""Fuzz targets for the CSV and webhook adapters (hypothesis).
+
+`make test` runs them briefly; `make fuzz` runs them long
+(FUZZ_EXAMPLES=20000). Whatever the bytes, an adapter must not raise, and
+every row it reports must end as an event, a quarantine row or a skipped item.
+"""
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consent.channels.csv_export import read_csv
+from consent.channels.whatsapp_webhook import read_webhooks
+from consent.events import FileContext, build_events, phone_key
+from consent.phones import normalise
+from consent.policy import ChannelConfig, Policy
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SEEDS = [p.read_bytes() for p in sorted((FIXTURES / "exports").rglob("*.*"))] + [
+    p.read_bytes() for p in sorted((FIXTURES / "bad_exports").rglob("*.*")) if p.stat().st_size < 5000
+]
+FUZZ = settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@st.composite
+def mutated(draw):
+    """A seed export with bytes flipped, inserted, deleted or truncated, or plain random bytes."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.binary(max_size=400))
+    data = bytearray(draw(st.sampled_from(SEEDS)))
+    for _ in range(draw(st.integers(1, 6))):
+        if not data:
+            break
+        at = draw(st.integers(0, len(data) - 1))
+        action = draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
+        if action == "flip":
+            data[at] = draw(st.integers(0, 255))
+        elif action == "insert":
+            data[at:at] = draw(st.sampled_from([b'"', b",", b"\n", b"\r\n", b"\x00", b"{", b"]", b";", b"\xff\xfe", "é".encode()]))
+        elif action == "delete":
+            del data[at : at + draw(st.integers(1, 20))]
+        else:
+            del data[at:]
+    return bytes(data)
+
+
+def conserved(rows, ctx) -> None:
+    phones = {phone_key(r, ctx): normalise(*phone_key(r, ctx)) for r in rows if r.error is None and r.skip_reason is None}
+    built = build_events(rows, ctx, phones, ["marketing", "utility"], datetime(2026, 11, 10), "fuzz")
+    assert built.events.height + built.quarantine.height + built.skipped.height == len(rows)
+
+
+@FUZZ
+@given(mutated())
+def test_fuzz_csv_adapter_never_raises_and_conserves_rows(data):
+    ctx = FileContext(channel="web_form", source_file="web_form/fuzz.csv", file_hash="f")
+    conserved(read_csv(data, ctx, ChannelConfig()).rows, ctx)
+
+
+@FUZZ
+@given(mutated(), st.sampled_from([".json", ".jsonl"]))
+def test_fuzz_webhook_adapter_never_raises_and_conserves_rows(data, suffix):
+    ctx = FileContext(channel="whatsapp", source_file="whatsapp/fuzz" + suffix, file_hash="f")
+    conserved(read_webhooks(data, ctx, Policy(), suffix).rows, ctx)
