@@ -32,7 +32,9 @@ def published_warehouse(
     """Appends the staged run to the ledger and reconciles affected contacts, in one transaction."""
     policy = settings.load_policy()
     with warehouse.connect() as con:
-        summary = publish(con, policy=policy, full=settings.full, progress=ProgressReporter(context.log))
+        summary = publish(
+            con, policy=policy, salt=warehouse.salt(), full=settings.full, progress=ProgressReporter(context.log)
+        )
         counts = {
             name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in PUBLISHED
         }

@@ -71,6 +71,9 @@ class Policy(BaseModel):
     )
     # Missing notice is a warning only; set true to refuse such opt-ins.
     require_notice_version: bool = False
+    # Retention (rules, section 8): raw export rows, and evidence after consent ends.
+    raw_retention_days: float = 90
+    evidence_retention_years: float = 5
 
     @field_validator("purposes")
     @classmethod

@@ -20,6 +20,7 @@ import polars as pl
 
 from consent.faults import crash_point
 from consent.ingest import FileStats, Pair, Progress, StagedExports, stage_exports
+from consent.privacy import PRIVACY_DDL, suppress_staged
 from consent.phones import METADATA_VERSION, NormalisedPhone, normalise_many
 from consent.policy import ChannelsFile, Policy
 from consent.reconcile import INPUT_COLUMNS, STATUS_SCHEMA, VIOLATION_SCHEMA, reconcile
@@ -142,6 +143,7 @@ CREATE TABLE IF NOT EXISTS runs (
     contacts_reconciled BIGINT,
     checks_failed VARCHAR[],
     check_outcomes JSON,
+    retention JSON,
     per_channel JSON,
     step_seconds JSON
 );
@@ -152,6 +154,7 @@ STAGING_TABLES = ("stg_consent_events", "stg_quarantine", "stg_skipped", "stg_so
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SCHEMA_DDL)
+    con.execute(PRIVACY_DDL)
 
 
 def known_files(con: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
@@ -337,6 +340,7 @@ def publish(
     con: duckdb.DuckDBPyConnection,
     *,
     policy: Policy,
+    salt: str,
     full: bool = False,
     progress: Progress | None = None,
 ) -> dict:
@@ -351,6 +355,8 @@ def publish(
     con.execute("BEGIN TRANSACTION")
     try:
         t0 = time.perf_counter()
+        # Erased numbers stay out unless a new consent dated after the erasure arrives.
+        suppressed = suppress_staged(con, salt)
         new_events = con.execute(
             """
             INSERT INTO consent_events
@@ -455,13 +461,14 @@ def publish(
             **totals,
             "new_events": int(new_events),
             "contacts_reconciled": int(contacts),
+            "suppressed_events": int(suppressed),
             "per_channel": per_channel,
             "ignored": list(ignored or []),
             "step_seconds": seconds,
         }
         con.execute(
             """
-            INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, now()::TIMESTAMP, NULL, 'published', ?, ?, ?, ?, ?, ?, ?, ?, [], NULL, ?, ?)
+            INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, now()::TIMESTAMP, NULL, 'published', ?, ?, ?, ?, ?, ?, ?, ?, [], NULL, NULL, ?, ?)
             """,
             [
                 run_id, mode, as_of, started_at, totals["files_seen"], totals["files_read"], totals["rows_read"],

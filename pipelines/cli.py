@@ -57,6 +57,18 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sql.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait while a run writes")
+    erase = sub.add_parser("erase", help="erase a number everywhere (GDPR Art. 17), keeping a salted hash")
+    erase.add_argument("number", help="the number in any spelling")
+    erase.add_argument("--country", help="ISO 3166 region for a national spelling")
+    erase.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
+    erase.add_argument("--exports", default=DEFAULT_EXPORTS, help="exports folder to list files still holding the number")
+    erase.add_argument("--reason", default="erasure request (GDPR Art. 17)")
+    erase.add_argument("--lock-timeout", type=float, default=30.0)
+    access = sub.add_parser("access", help="write every event, status and evidence of a number as JSON (GDPR Art. 15)")
+    access.add_argument("number", help="the number in any spelling")
+    access.add_argument("--country", help="ISO 3166 region for a national spelling")
+    access.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
+    access.add_argument("--out", help="JSON file to write (default: access_<hash>.json in the warehouse folder)")
     runs = sub.add_parser("runs", help="print the last runs")
     runs.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
     runs.add_argument("--limit", type=int, default=10)
@@ -298,10 +310,74 @@ def command_sql(args) -> int:
     return EXIT_OK
 
 
+def _contact(number: str, country: str | None) -> str:
+    from consent.phones import normalise, wa_id_to_raw
+
+    result = normalise(wa_id_to_raw(number) if number.strip().isdigit() and not country else number, country)
+    if not result.is_valid:
+        raise UsageError(f"not a valid phone number: {result.invalid_reason}")
+    return result.phone_e164
+
+
+def command_erase(args) -> int:
+    from datetime import datetime, timezone
+
+    from consent.privacy import erase, files_containing
+    from pipelines.resources import RunLock
+
+    phone = _contact(args.number, args.country)
+    warehouse = _warehouse(args.warehouse, args.lock_timeout)
+    if not Path(args.warehouse).exists():
+        raise UsageError(f"no warehouse at {args.warehouse}")
+    lock = RunLock(Path(args.warehouse), args.lock_timeout)
+    lock.acquire()  # no run may publish while the number is being erased
+    try:
+        with warehouse.connect() as con:
+            report = erase(con, phone, warehouse.salt(), datetime.now(timezone.utc).replace(tzinfo=None), args.reason)
+        # Deleted rows can linger in freed blocks: rewrite the file so no byte of the number is left.
+        warehouse.compact()
+        # Access reports this tool wrote for the number are files the warehouse keeps too.
+        for old_report in Path(args.warehouse).resolve().parent.glob(f"access_{report.phone_hash[:12]}.json"):
+            old_report.unlink()
+    finally:
+        lock.release()
+    report.files_still_containing = files_containing(Path(args.exports), phone)
+    print(f"erased contact {report.phone_hash} (salted hash, now on the suppression list)")
+    for key, value in report.__dict__.items():
+        if key not in ("phone_hash", "files_still_containing"):
+            print(f"  {key.replace('_', ' ')}: {value}")
+    if report.files_still_containing:
+        print("export files outside the warehouse that still contain the number (delete or redact them):")
+        for name in report.files_still_containing:
+            print(f"  {Path(args.exports) / name}")
+    return EXIT_OK
+
+
+def command_access(args) -> int:
+    from consent.privacy import access_report, phone_hash
+
+    phone = _contact(args.number, args.country)
+    warehouse = _warehouse(args.warehouse)
+    try:
+        with warehouse.connect(read_only=True) as con:
+            report = access_report(con, phone, warehouse.salt())
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from exc
+    out = Path(args.out) if args.out else Path(args.warehouse).resolve().parent / f"access_{phone_hash(phone, warehouse.salt())[:12]}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    print(f"wrote {out}: {len(report['consent_events'])} events, {len(report['consent_status'])} statuses, "
+          f"{len(report['consent_violations'])} violations, {len(report['quarantine'])} quarantined rows")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        handler = {"run": command_run, "runs": command_runs, "sql": command_sql}[args.command]
+        handler = {
+            "run": command_run, "runs": command_runs, "sql": command_sql,
+            "erase": command_erase, "access": command_access,
+        }[args.command]
         return handler(args)
     except (UsageError, ConfigError, WarehouseKeyError) as exc:
         print(f"consent: {exc}", file=sys.stderr)

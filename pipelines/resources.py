@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import secrets
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,6 +90,9 @@ class WarehouseResource(dg.ConfigurableResource):
     lock_timeout_seconds: float = 30.0
     # From CONSENT_WAREHOUSE_KEY; never in run config or the repository.
     encryption_key: Optional[str] = None
+    # Salt of the phone hashes (suppression list, marts), from CONSENT_HASH_SALT; when unset, a
+    # random salt kept in `<warehouse folder>/.hash_salt` (never in the repository). Keep it stable.
+    hash_salt: Optional[str] = None
 
     _run_lock: Optional[RunLock] = PrivateAttr(default=None)
 
@@ -107,6 +111,30 @@ class WarehouseResource(dg.ConfigurableResource):
     @property
     def encrypted(self) -> bool:
         return bool(self.encryption_key)
+
+    def salt(self) -> str:
+        if self.hash_salt:
+            return self.hash_salt
+        path = Path(self.path).resolve().parent / ".hash_salt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+                handle.write(secrets.token_hex(32))
+        except FileExistsError:
+            pass
+        return path.read_text().strip()
+
+    def compact(self) -> None:
+        """Rewrite the database into a fresh file, so deleted rows leave no bytes behind."""
+        path = Path(self.path)
+        fresh = path.with_name(path.name + ".compacting")
+        fresh.unlink(missing_ok=True)
+        with self.connect() as con:
+            options = f" (ENCRYPTION_KEY {_sql_text(self.encryption_key)})" if self.encryption_key else ""
+            con.execute(f"ATTACH {_sql_text(str(fresh))} AS fresh{options}")
+            con.execute("COPY FROM DATABASE warehouse TO fresh")
+            con.execute("DETACH fresh")
+        os.replace(fresh, path)
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -207,6 +235,7 @@ class Environment:
     exports: str | dg.EnvVar
     encryption_key: dg.EnvVar | None
     alert_command: dg.EnvVar | None
+    hash_salt: dg.EnvVar | None
     nightly_cron: str
     nightly_timezone: str
     sensor_interval_seconds: int
@@ -221,6 +250,7 @@ def environment() -> Environment:
         exports=var("CONSENT_EXPORTS", DEFAULT_EXPORTS),
         encryption_key=var("CONSENT_WAREHOUSE_KEY", None),
         alert_command=var("CONSENT_ALERT_COMMAND", None),
+        hash_salt=var("CONSENT_HASH_SALT", None),
         nightly_cron=os.environ.get("CONSENT_NIGHTLY_CRON", "0 2 * * *"),
         nightly_timezone=os.environ.get("CONSENT_NIGHTLY_TIMEZONE", "UTC"),
         sensor_interval_seconds=int(os.environ.get("CONSENT_SENSOR_INTERVAL_SECONDS", "60")),
@@ -230,6 +260,6 @@ def environment() -> Environment:
 def resources_from_env(env: Environment | None = None) -> dict[str, dg.ConfigurableResource]:
     env = env or environment()
     return {
-        "warehouse": WarehouseResource(path=env.warehouse, encryption_key=env.encryption_key),
+        "warehouse": WarehouseResource(path=env.warehouse, encryption_key=env.encryption_key, hash_salt=env.hash_salt),
         "settings": ConsentSettings(exports_dir=env.exports, alert_command=env.alert_command),
     }

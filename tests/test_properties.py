@@ -87,7 +87,7 @@ def run_plain(exports: Path, con: duckdb.DuckDBPyConnection, run_id: str, full: 
 
     staged = stage_run(connect, exports, policy=Policy(), channels=ChannelsFile(), as_of=AS_OF, run_id=run_id,
                        mode="full" if full else "incremental")
-    publish(con, policy=Policy(), full=full)
+    publish(con, policy=Policy(), salt="test-salt", full=full)
     return staged
 
 
