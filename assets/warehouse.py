@@ -16,6 +16,7 @@ PUBLISHED = {
     "source_files": "The file registry: path, content hash, size, first and last run, and counts per file.",
     "consent_status": "One row per contact and purpose: status, sendable, and the evidence that decided it.",
     "consent_violations": "Every opt-in refused as consent (or warned about), with the rule and lineage.",
+    "consent_status_history": "Every status change per contact and purpose, as intervals (valid_from, valid_to).",
     "runs": "One row per run: mode, clock, counts per channel, step durations, failed checks.",
 }
 

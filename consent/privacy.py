@@ -94,6 +94,7 @@ def erase(con: duckdb.DuckDBPyConnection, phone_e164: str, salt: str, erased_at:
         _delete(con, "consent_events", "phone_e164 = $phone", params)
         report.statuses_removed = _delete(con, "consent_status", "phone_e164 = $phone", params)
         report.violations_removed = _delete(con, "consent_violations", "phone_e164 = $phone", params)
+        _delete(con, "consent_status_history", "phone_e164 = $phone", params)
         report.quarantine_removed = _delete(con, "quarantine", _digits_match_sql("raw_row"), params)
         report.skipped_removed = _delete(con, "skipped_items", _digits_match_sql("raw_row"), params)
         report.cache_entries_removed = _delete(
@@ -216,6 +217,9 @@ def access_report(con: duckdb.DuckDBPyConnection, phone_e164: str, salt: str) ->
             params,
         ),
         "consent_violations": rows("SELECT * FROM consent_violations WHERE phone_e164 = $phone ORDER BY ALL", params),
+        "consent_status_history": rows(
+            "SELECT * FROM consent_status_history WHERE phone_e164 = $phone ORDER BY purpose, valid_from", params
+        ),
         "quarantine": rows(f"SELECT * FROM quarantine WHERE {_digits_match_sql('raw_row')} ORDER BY ALL", digits),
         "erased_events": rows("SELECT * FROM erased_events WHERE phone_hash = $hash ORDER BY ALL", {"hash": hashed}),
         "suppressed": rows("SELECT * FROM suppression_list WHERE phone_hash = $hash", {"hash": hashed}),
@@ -262,7 +266,7 @@ def purge_retention(
         )
         contacts = con.execute("SELECT count(*) FROM ended").fetchone()[0]
         events = con.execute("DELETE FROM consent_events WHERE phone_e164 IN (SELECT phone_e164 FROM ended)").fetchone()[0]
-        for table in ("consent_status", "consent_violations"):
+        for table in ("consent_status", "consent_violations", "consent_status_history"):
             con.execute(f"DELETE FROM {table} WHERE phone_e164 IN (SELECT phone_e164 FROM ended)")
         con.execute("COMMIT")
     except BaseException:

@@ -49,6 +49,17 @@ STATUS_SCHEMA: dict[str, pl.DataType] = {
     "opt_out_event_id": pl.Utf8,
     "decided_by_event_id": pl.Utf8,
 }
+HISTORY_SCHEMA: dict[str, pl.DataType] = {
+    "phone_e164": pl.Utf8,
+    "purpose": pl.Utf8,
+    "status": pl.Utf8,
+    "valid_from": pl.Datetime("us"),
+    "valid_to": pl.Datetime("us"),
+    "decided_by_event_id": pl.Utf8,
+    "consent_event_id": pl.Utf8,
+    "consent_method": pl.Utf8,
+    "consent_at": pl.Datetime("us"),
+}
 VIOLATION_SCHEMA: dict[str, pl.DataType] = {
     "event_id": pl.Utf8,
     "rule": pl.Utf8,
@@ -103,6 +114,9 @@ class Evidence:
     source_line: int
 
 
+_KEEP = object()
+
+
 @dataclass(slots=True)
 class PurposeState:
     status: str = "no_consent"
@@ -113,6 +127,16 @@ class PurposeState:
     opted_out_at: datetime | None = None
     opt_out_event: Event | None = None
     pending_request: Event | None = None
+    # (status, since, deciding event id, consent evidence) at every change, in time order.
+    history: list[tuple] = field(default_factory=list)
+
+    def move(self, status: str, since: datetime, decided_by: Event | None = None, evidence=_KEEP) -> None:
+        self.status, self.since = status, since
+        if decided_by is not None:
+            self.decided_by = decided_by
+        if evidence is not _KEEP:
+            self.evidence = evidence
+        self.history.append((status, since, self.decided_by.event_id if self.decided_by else None, self.evidence))
 
 
 @dataclass
@@ -175,8 +199,9 @@ class ConsentStateMachine:
         for event in sorted(events, key=Event.sort_key):
             handler = getattr(self, f"_on_{event.event_type}", None)
             if handler is not None:
+                self._advance(result, event.effective_at)
                 handler(result, event)
-        self._close(result)
+        self._advance(result, self.as_of)
         return result
 
     def _targets(self, result: ContactResult, event: Event) -> list[str]:
@@ -192,8 +217,8 @@ class ConsentStateMachine:
         return ok
 
     def _grant(self, state: PurposeState, event: Event, evidence: Evidence) -> None:
-        state.status, state.since, state.decided_by = "opted_in", event.effective_at, event
-        state.evidence = state.last_valid_consent = evidence
+        state.move("opted_in", event.effective_at, event, evidence)
+        state.last_valid_consent = evidence
         state.pending_request = None
 
     # -- event handlers ---------------------------------------------------
@@ -218,7 +243,7 @@ class ConsentStateMachine:
             state = result.states[purpose]
             state.pending_request = event
             if state.status != "opted_in":
-                state.status, state.since, state.decided_by, state.evidence = "pending", event.effective_at, event, None
+                state.move("pending", event.effective_at, event, None)
 
     def _on_opt_in_confirm(self, result: ContactResult, event: Event) -> None:
         if event.channel not in self.doi_channels:
@@ -239,8 +264,8 @@ class ConsentStateMachine:
             if event.effective_at - request.effective_at > self.window:
                 self._violate(result, event, "confirmation_outside_window", True)
                 state.pending_request = None
-                if state.status != "opted_in":
-                    state.status, state.since, state.decided_by = "expired", event.effective_at, event
+                if state.status not in ("opted_in", "expired"):
+                    state.move("expired", request.effective_at + self.window, request)
                 continue
             evidence = Evidence(
                 event.event_id, event.channel, "double_opt_in", event.occurred_at,
@@ -253,7 +278,7 @@ class ConsentStateMachine:
     def _on_opt_out(self, result: ContactResult, event: Event) -> None:
         for purpose in self._targets(result, event):
             state = result.states[purpose]
-            state.status, state.since, state.decided_by, state.evidence = "opted_out", event.effective_at, event, None
+            state.move("opted_out", event.effective_at, event, None)
             state.opted_out_at, state.opt_out_event = event.effective_at, event
             state.pending_request = None
 
@@ -263,18 +288,19 @@ class ConsentStateMachine:
             prior = state.last_valid_consent
             # START / resume restore only a valid opt-in given before the opt-out.
             if state.status == "opted_out" and prior is not None and prior.consent_at <= state.opted_out_at:
-                state.status, state.since, state.decided_by, state.evidence = "opted_in", event.effective_at, event, prior
+                state.move("opted_in", event.effective_at, event, prior)
 
-    def _close(self, result: ContactResult) -> None:
+    def _advance(self, result: ContactResult, moment: datetime) -> None:
+        """Apply what time alone changes up to `moment`: unconfirmed requests and old consents expire."""
         for state in result.states.values():
-            if state.status == "pending" and self.as_of - state.pending_request.effective_at > self.window:
-                state.status, state.since = "expired", state.pending_request.effective_at + self.window
+            if state.status == "pending" and moment - state.pending_request.effective_at > self.window:
+                state.move("expired", max(state.since, state.pending_request.effective_at + self.window))
             elif (
                 state.status == "opted_in"
                 and self.validity is not None
-                and self.as_of - state.evidence.consent_at > self.validity
+                and moment - state.evidence.consent_at > self.validity
             ):
-                state.status, state.since = "expired", state.evidence.consent_at + self.validity
+                state.move("expired", max(state.since, state.evidence.consent_at + self.validity))
 
 
 def _events(rows: Iterable[tuple]) -> Iterator[Event]:
@@ -286,8 +312,8 @@ def reconcile(
     policy: Policy,
     as_of: datetime,
     progress: Callable[[str, int, int], None] | None = None,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """consent_status and consent_violations rows for every contact in `events`.
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """consent_status, consent_violations and consent_status_history rows for every contact in `events`.
 
     `events` holds the complete history of each contact it mentions.
     """
@@ -296,6 +322,7 @@ def reconcile(
     contacts = ordered["phone_e164"].n_unique() if progress else 0
     statuses: list[tuple] = []
     violations: list[tuple] = []
+    history: list[tuple] = []
     for done, (phone, group) in enumerate(groupby(_events(ordered.iter_rows()), key=lambda e: e.phone_e164), start=1):
         if progress and (done % 10_000 == 0 or done == contacts):
             progress("reconciling contacts", done, contacts)
@@ -319,6 +346,13 @@ def reconcile(
                     by.event_id if by else None,
                 )
             )
+            for n, (status, since, decided_by, evidence) in enumerate(s.history):
+                until = s.history[n + 1][1] if n + 1 < len(s.history) else None
+                history.append(
+                    (phone, purpose, status, since, until, decided_by,
+                     evidence.event_id if evidence else None, evidence.consent_method if evidence else None,
+                     evidence.consent_at if evidence else None)
+                )
         for v in result.violations:
             e = v.event
             violations.append(
@@ -329,4 +363,5 @@ def reconcile(
     violation_df = pl.DataFrame(violations, schema=VIOLATION_SCHEMA, orient="row").unique(
         subset=["event_id", "rule"], keep="first", maintain_order=True
     )
-    return status_df, violation_df
+    history_df = pl.DataFrame(history, schema=HISTORY_SCHEMA, orient="row")
+    return status_df, violation_df, history_df

@@ -23,7 +23,7 @@ from consent.ingest import FileStats, Pair, Progress, StagedExports, stage_expor
 from consent.privacy import PRIVACY_DDL, suppress_staged
 from consent.phones import METADATA_VERSION, NormalisedPhone, normalise_many
 from consent.policy import ChannelsFile, Policy
-from consent.reconcile import INPUT_COLUMNS, STATUS_SCHEMA, VIOLATION_SCHEMA, reconcile
+from consent.reconcile import HISTORY_SCHEMA, INPUT_COLUMNS, STATUS_SCHEMA, VIOLATION_SCHEMA, reconcile
 
 EVENT_COLUMNS_DDL = """
     event_id VARCHAR NOT NULL,
@@ -84,6 +84,17 @@ CREATE TABLE IF NOT EXISTS consent_status (
     opt_out_event_id VARCHAR,
     decided_by_event_id VARCHAR,
     PRIMARY KEY (phone_e164, purpose)
+);
+CREATE TABLE IF NOT EXISTS consent_status_history (
+    phone_e164 VARCHAR NOT NULL,
+    purpose VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    valid_from TIMESTAMP NOT NULL,
+    valid_to TIMESTAMP,
+    decided_by_event_id VARCHAR,
+    consent_event_id VARCHAR,
+    consent_method VARCHAR,
+    consent_at TIMESTAMP
 );
 CREATE TABLE IF NOT EXISTS consent_violations (
     event_id VARCHAR NOT NULL,
@@ -419,19 +430,17 @@ def publish(
         history = con.execute(
             f"SELECT {', '.join(INPUT_COLUMNS)} FROM consent_events WHERE phone_e164 IN (SELECT phone_e164 FROM touched)"
         ).pl()
-        statuses, violations = reconcile(history, policy, as_of, progress=progress)
-        if full:
-            con.execute("DELETE FROM consent_status")
-            con.execute("DELETE FROM consent_violations")
-        else:
-            con.execute("DELETE FROM consent_status WHERE phone_e164 IN (SELECT phone_e164 FROM touched)")
-            con.execute("DELETE FROM consent_violations WHERE phone_e164 IN (SELECT phone_e164 FROM touched)")
-        con.register("new_statuses", statuses.select(list(STATUS_SCHEMA)))
-        con.register("new_violations", violations.select(list(VIOLATION_SCHEMA)))
-        con.execute("INSERT INTO consent_status SELECT * FROM new_statuses")
-        con.execute("INSERT INTO consent_violations SELECT * FROM new_violations")
-        con.unregister("new_statuses")
-        con.unregister("new_violations")
+        statuses, violations, transitions = reconcile(history, policy, as_of, progress=progress)
+        for table, frame, schema in (
+            ("consent_status", statuses, STATUS_SCHEMA),
+            ("consent_violations", violations, VIOLATION_SCHEMA),
+            ("consent_status_history", transitions, HISTORY_SCHEMA),
+        ):
+            where = "" if full else " WHERE phone_e164 IN (SELECT phone_e164 FROM touched)"
+            con.execute(f"DELETE FROM {table}{where}")
+            con.register("derived", frame.select(list(schema)))
+            con.execute(f"INSERT INTO {table} SELECT * FROM derived")
+            con.unregister("derived")
         contacts = con.execute("SELECT count(*) FROM touched").fetchone()[0]
         seconds["reconcile"] = time.perf_counter() - t0
         crash_point("publish_after_status")

@@ -46,6 +46,7 @@ def _tables(path: Path) -> dict[str, list]:
         "quarantine": query(path, "SELECT * EXCLUDE (run_id, ingested_at) FROM quarantine ORDER BY quarantine_id"),
         "status": query(path, "SELECT * FROM consent_status ORDER BY ALL"),
         "violations": query(path, "SELECT * FROM consent_violations ORDER BY ALL"),
+        "history": query(path, "SELECT * FROM consent_status_history ORDER BY ALL"),
     }
 
 

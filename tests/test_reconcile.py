@@ -45,7 +45,7 @@ def frame(events):
 
 
 def decide(events, policy=None, as_of=AS_OF):
-    status, violations = reconcile(frame(events), policy or Policy(), as_of)
+    status, violations, _ = reconcile(frame(events), policy or Policy(), as_of)
     rows = {r["purpose"]: r for r in status.filter(pl.col("phone_e164") == PHONE).iter_rows(named=True)}
     return rows, {(v["event_id"], v["rule"]) for v in violations.iter_rows(named=True)}
 
@@ -250,8 +250,8 @@ def histories(draw):
 
 
 def _snapshot(events):
-    status_df, violations = reconcile(frame(events), Policy(), AS_OF)
-    return status_df.sort("phone_e164", "purpose").rows(), sorted(violations.rows())
+    status_df, violations, history = reconcile(frame(events), Policy(), AS_OF)
+    return status_df.sort("phone_e164", "purpose").rows(), sorted(violations.rows()), sorted(history.rows(), key=repr)
 
 
 @settings(max_examples=150, deadline=None)
@@ -268,6 +268,22 @@ def test_property_no_contact_is_opted_in_without_evidence():
     for _ in range(200):
         events = [ev(rng.choice([None, 0, 5, 50]), rng.choice(EVENT_KINDS), channel=rng.choice(["web_form", "sms_link"]),
                      consent_method=rng.choice([None, "checkbox"])) for _ in range(rng.randint(1, 6))]
-        status_df, _ = reconcile(frame(events), Policy(), AS_OF)
+        status_df, _, _ = reconcile(frame(events), Policy(), AS_OF)
         opted_in = status_df.filter(pl.col("status") == "opted_in")
         assert opted_in.select(["consent_method", "consent_at", "channel", "event_id", "source_file"]).null_count().sum_horizontal().item() == 0
+
+
+def test_status_history_records_every_change_with_its_interval():
+    _, _, history = reconcile(frame([ev(0, "opt_in"), ev(10, "opt_out"), ev(20, "opt_in")]), Policy(), AS_OF)
+    rows = history.filter(pl.col("purpose") == "marketing").sort("valid_from").select("status", "valid_from", "valid_to").rows()
+    assert rows == [
+        ("opted_in", T0, T0 + timedelta(hours=10)),
+        ("opted_out", T0 + timedelta(hours=10), T0 + timedelta(hours=20)),
+        ("opted_in", T0 + timedelta(hours=20), None),
+    ]
+
+
+def test_section6_validity_expiry_happens_in_time_not_only_at_the_end():
+    _, _, history = reconcile(frame([ev(0, "opt_in"), ev(24 * 10, "inbound_message", purposes=())]), Policy(consent_validity_days=5), AS_OF)
+    rows = history.filter(pl.col("purpose") == "marketing").sort("valid_from").select("status", "valid_from").rows()
+    assert rows == [("opted_in", T0), ("expired", T0 + timedelta(days=5))]

@@ -106,6 +106,7 @@ PUBLISHED = {
     "quarantine": "SELECT * EXCLUDE (run_id, ingested_at) FROM quarantine ORDER BY quarantine_id",
     "consent_status": "SELECT * FROM consent_status ORDER BY ALL",
     "consent_violations": "SELECT * FROM consent_violations ORDER BY ALL",
+    "consent_status_history": "SELECT * FROM consent_status_history ORDER BY ALL",
     "source_files": "SELECT channel, source_file, file_hash, rows_read, events, quarantined, skipped FROM source_files ORDER BY ALL",
 }
 
