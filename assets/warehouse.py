@@ -13,6 +13,7 @@ PUBLISHED = {
     "(source_file, source_line) and a deterministic event_id.",
     "quarantine": "Every input row that could not become an event, with its raw content and the reason.",
     "skipped_items": "Webhook items that are not consent events (e.g. delivery statuses), counted and kept.",
+    "message_statuses": "Every WhatsApp message status (sent, delivered, read, failed): what the business sent, to whom, when.",
     "source_files": "The file registry: path, content hash, size, first and last run, and counts per file.",
     "consent_status": "One row per contact and purpose: status, sendable, and the evidence that decided it.",
     "consent_violations": "Every opt-in refused as consent (or warned about), with the rule and lineage.",

@@ -71,6 +71,19 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "run_id": pl.Utf8,
 }
 SKIPPED_SCHEMA = QUARANTINE_SCHEMA
+SEND_SCHEMA: dict[str, pl.DataType] = {
+    "message_id": pl.Utf8,
+    "status": pl.Utf8,
+    "status_at": pl.Datetime("us"),
+    "recipient_e164": pl.Utf8,
+    "pricing_category": pl.Utf8,
+    "error_codes": pl.List(pl.Int64),
+    "source_file": pl.Utf8,
+    "source_line": pl.Int64,
+    "source_pointer": pl.Utf8,
+    "ingested_at": pl.Datetime("us"),
+    "run_id": pl.Utf8,
+}
 
 
 class RowError(ValueError):
@@ -97,6 +110,12 @@ class SourceRow:
     error: str | None = None
     # Already-UTC timestamps (webhooks) bypass text date parsing.
     occurred_at: datetime | None = None
+    # A WhatsApp message status: what the business sent, to whom, when (send audit).
+    send: dict | None = None
+
+    @property
+    def needs_phone(self) -> bool:
+        return self.error is None and (self.skip_reason is None or self.send is not None)
 
 
 def event_id(channel: str, identity: str) -> str:
@@ -184,6 +203,7 @@ class BuiltBatch:
     events: pl.DataFrame
     quarantine: pl.DataFrame
     skipped: pl.DataFrame
+    sends: pl.DataFrame
 
 
 def build_events(
@@ -202,6 +222,7 @@ def build_events(
     events: list[dict] = []
     quarantine: list[dict] = []
     skipped: list[dict] = []
+    sends: list[dict] = []
 
     def reject(row: SourceRow, reason: str, into: list[dict]) -> None:
         into.append(
@@ -220,6 +241,14 @@ def build_events(
         )
 
     for row in rows:
+        if row.send is not None and row.error is None:
+            recipient = phones[phone_key(row, ctx)]
+            if recipient.is_valid and row.send.get("message_id"):
+                sends.append(
+                    {**row.send, "status_at": row.occurred_at, "recipient_e164": recipient.phone_e164,
+                     "source_file": ctx.source_file, "source_line": row.line, "source_pointer": row.pointer,
+                     "ingested_at": ingested_at, "run_id": run_id}
+                )
         if row.skip_reason is not None:
             reject(row, row.skip_reason, skipped)
             continue
@@ -287,6 +316,7 @@ def build_events(
         events=pl.DataFrame(events, schema=EVENT_SCHEMA),
         quarantine=pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA),
         skipped=pl.DataFrame(skipped, schema=SKIPPED_SCHEMA),
+        sends=pl.DataFrame(sends, schema=SEND_SCHEMA),
     )
 
 

@@ -21,6 +21,7 @@ from consent.channels import adapter_for
 from consent.events import (
     EVENT_SCHEMA,
     QUARANTINE_SCHEMA,
+    SEND_SCHEMA,
     SKIPPED_SCHEMA,
     FileContext,
     build_events,
@@ -68,6 +69,7 @@ class StagedExports:
     events: pl.DataFrame
     quarantine: pl.DataFrame
     skipped: pl.DataFrame
+    sends: pl.DataFrame
     files: list[FileStats]
     ignored: list[str]
     seconds: dict[str, float]
@@ -146,14 +148,14 @@ def stage_exports(
     pairs: set[Pair] = set()
     for _, ctx, rows in reads:
         for row in rows:
-            if row.error is None and row.skip_reason is None:
+            if row.needs_phone:
                 pairs.add(phone_key(row, ctx))
     resolved = resolve_phones(sorted(pairs, key=lambda p: (p[0], p[1] or "")))
     seconds["normalise"] = time.perf_counter() - started
     crash_point("after_normalising")
 
     started = time.perf_counter()
-    frames: dict[str, list[pl.DataFrame]] = {"events": [], "quarantine": [], "skipped": []}
+    frames: dict[str, list[pl.DataFrame]] = {"events": [], "quarantine": [], "skipped": [], "sends": []}
     done = 0
     total = sum(len(rows) for _, _, rows in reads)
     for stat, ctx, rows in reads:
@@ -162,6 +164,7 @@ def stage_exports(
         frames["events"].append(built.events)
         frames["quarantine"].append(built.quarantine)
         frames["skipped"].append(built.skipped)
+        frames["sends"].append(built.sends)
         done += len(rows)
         if progress:
             progress("building events", done, total)
@@ -171,6 +174,7 @@ def stage_exports(
         events=_concat(frames["events"], EVENT_SCHEMA),
         quarantine=_concat(frames["quarantine"], QUARANTINE_SCHEMA),
         skipped=_concat(frames["skipped"], SKIPPED_SCHEMA),
+        sends=_concat(frames["sends"], SEND_SCHEMA),
         files=stats,
         ignored=ignored,
         seconds=seconds,

@@ -95,6 +95,7 @@ def erase(con: duckdb.DuckDBPyConnection, phone_e164: str, salt: str, erased_at:
         report.statuses_removed = _delete(con, "consent_status", "phone_e164 = $phone", params)
         report.violations_removed = _delete(con, "consent_violations", "phone_e164 = $phone", params)
         _delete(con, "consent_status_history", "phone_e164 = $phone", params)
+        _delete(con, "message_statuses", "recipient_e164 = $phone", params)
         report.quarantine_removed = _delete(con, "quarantine", _digits_match_sql("raw_row"), params)
         report.skipped_removed = _delete(con, "skipped_items", _digits_match_sql("raw_row"), params)
         report.cache_entries_removed = _delete(
@@ -104,6 +105,7 @@ def erase(con: duckdb.DuckDBPyConnection, phone_e164: str, salt: str, erased_at:
             ("stg_consent_events", "phone_e164 = $phone"),
             ("stg_quarantine", _digits_match_sql("raw_row")),
             ("stg_skipped", _digits_match_sql("raw_row")),
+            ("stg_message_statuses", "recipient_e164 = $phone"),
         ):
             if _exists(con, table):
                 report.staging_rows_removed += _delete(con, table, condition, params)
@@ -268,6 +270,7 @@ def purge_retention(
         events = con.execute("DELETE FROM consent_events WHERE phone_e164 IN (SELECT phone_e164 FROM ended)").fetchone()[0]
         for table in ("consent_status", "consent_violations", "consent_status_history"):
             con.execute(f"DELETE FROM {table} WHERE phone_e164 IN (SELECT phone_e164 FROM ended)")
+        con.execute("DELETE FROM message_statuses WHERE recipient_e164 IN (SELECT phone_e164 FROM ended)")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -126,6 +126,20 @@ CREATE TABLE IF NOT EXISTS source_files (
     notes VARCHAR[],
     PRIMARY KEY (channel, source_file, file_hash)
 );
+CREATE TABLE IF NOT EXISTS message_statuses (
+    message_id VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    status_at TIMESTAMP,
+    recipient_e164 VARCHAR NOT NULL,
+    pricing_category VARCHAR,
+    error_codes BIGINT[],
+    source_file VARCHAR NOT NULL,
+    source_line BIGINT,
+    source_pointer VARCHAR,
+    ingested_at TIMESTAMP NOT NULL,
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (message_id, status)
+);
 CREATE TABLE IF NOT EXISTS phone_cache (
     phone_raw VARCHAR NOT NULL,
     country_hint VARCHAR NOT NULL,
@@ -160,7 +174,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 """
 
-STAGING_TABLES = ("stg_consent_events", "stg_quarantine", "stg_skipped", "stg_source_files", "stg_run")
+STAGING_TABLES = ("stg_consent_events", "stg_quarantine", "stg_skipped", "stg_message_statuses", "stg_source_files", "stg_run")
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -271,6 +285,7 @@ def write_staging(
         "stg_consent_events": staged.events,
         "stg_quarantine": staged.quarantine,
         "stg_skipped": staged.skipped.rename({"quarantine_id": "skipped_id"}),
+        "stg_message_statuses": staged.sends,
         "stg_source_files": files,
         "stg_run": run,
     }
@@ -379,6 +394,15 @@ def publish(
         ).fetchone()[0]
         con.execute("INSERT OR IGNORE INTO quarantine SELECT * FROM stg_quarantine")
         con.execute("INSERT OR IGNORE INTO skipped_items SELECT * FROM stg_skipped")
+        con.execute(
+            """
+            INSERT OR IGNORE INTO message_statuses
+            SELECT * EXCLUDE (rank) FROM (
+                SELECT *, row_number() OVER (PARTITION BY message_id, status ORDER BY source_file, source_line) AS rank
+                FROM stg_message_statuses
+            ) WHERE rank = 1
+            """
+        )
         per_file_new = dict(
             con.execute(
                 "SELECT source_file, count(*) FROM consent_events WHERE run_id = ? GROUP BY source_file", [run_id]

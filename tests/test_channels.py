@@ -20,7 +20,7 @@ def ctx(channel="web_form", source_file=None, **kw) -> FileContext:
 
 
 def build(rows, context):
-    phones = {phone_key(r, context): normalise(*phone_key(r, context)) for r in rows if r.error is None and r.skip_reason is None}
+    phones = {phone_key(r, context): normalise(*phone_key(r, context)) for r in rows if r.needs_phone}
     return build_events(rows, context, phones, ["marketing", "utility"], NOW, "run-1")
 
 

@@ -28,7 +28,7 @@ def test_definitions_hold_the_assets_checks_and_job():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
         "stg_consent_events", "consent_events", "quarantine", "skipped_items", "source_files",
-        "consent_status", "consent_violations", "consent_status_history", "runs", "retention_purge",
+        "consent_status", "consent_violations", "consent_status_history", "runs", "retention_purge", "message_statuses",
     }
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert checks == {

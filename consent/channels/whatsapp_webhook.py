@@ -135,6 +135,13 @@ class _ItemReader:
             },
             pointer=pointer,
             occurred_at=_timestamp(status.get("timestamp")),
+            # Every status is also a record of a business-sent message, for the send audit.
+            send={
+                "message_id": str(status.get("id") or ""),
+                "status": state,
+                "pricing_category": str((status.get("pricing") or {}).get("category") or "") or None,
+                "error_codes": sorted(int(c) for c in codes if str(c).isdigit()),
+            },
         )
         if not (state == "failed" and (MARKETING_OPT_OUT_ERROR in codes or str(MARKETING_OPT_OUT_ERROR) in codes)):
             row.skip_reason = f"message status {state!r} is not a consent event"
