@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 EXPORTS ?= sample_exports
 WAREHOUSE ?= warehouse/consent.duckdb
 
-.PHONY: run test install fuzz clean
+.PHONY: run test install fuzz browser clean
 
 install: $(STAMP)
 
@@ -18,12 +18,18 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/consent run --exports $(EXPORTS) --warehouse $(WAREHOUSE)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest tests/test_fuzz.py
+
+# The dashboard test drives headless Chromium (Debian's package); without it that one test is skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
+	  echo "chromium could not be installed: the dashboard browser test will be skipped"
 
 clean:
 	rm -rf $(VENV) warehouse .pytest_cache

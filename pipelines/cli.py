@@ -18,6 +18,7 @@ from pipelines.alerts import failed_checks, raise_alert
 from pipelines.resources import (
     DEFAULT_EXPORTS,
     DEFAULT_WAREHOUSE,
+    REPO_ROOT,
     ConsentSettings,
     WarehouseKeyError,
     WarehouseLocked,
@@ -69,6 +70,18 @@ def _parser() -> argparse.ArgumentParser:
     access.add_argument("--country", help="ISO 3166 region for a national spelling")
     access.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
     access.add_argument("--out", help="JSON file to write (default: access_<hash>.json in the warehouse folder)")
+    audit = sub.add_parser("audit", help="run a canned audit (audits/*.sql); without NAME, list them")
+    audit.add_argument("name", nargs="?", help="audit name, e.g. evidence, violations")
+    audit.add_argument("args", nargs="*", help="the audit's arguments (e.g. a NUMBER)")
+    audit.add_argument("--country", help="ISO 3166 region for a national spelling of NUMBER")
+    audit.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
+    audit.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    export = sub.add_parser("export", help="write the sendable list of a purpose, or the suppression list")
+    export.add_argument("--purpose", help="purpose of the sendable list (or filter of the suppression list)")
+    export.add_argument("--suppression", action="store_true", help="numbers opted out (for upload to a provider)")
+    export.add_argument("--format", choices=("txt", "csv", "json"), help="default: txt (one E.164 per line); csv for --suppression")
+    export.add_argument("--out", help="file to write (default: standard output)")
+    export.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
     runs = sub.add_parser("runs", help="print the last runs")
     runs.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
     runs.add_argument("--limit", type=int, default=10)
@@ -147,6 +160,9 @@ def command_run(args) -> int:
         [e.check_name for e in failed_errors], outcomes,
     )
     _print_summary(warehouse, result.run_id)
+    dashboard = _refresh_dashboard(warehouse)
+    if dashboard:
+        print(f"dashboard: {dashboard}")
     for label, items in (("FAILED (error)", failed_errors), ("warning", failed_warnings)):
         for e in items:
             print(f"check {label}: {e.asset_key.to_user_string()}.{e.check_name}")
@@ -179,6 +195,18 @@ def _finish(
             return run_summary(con, run_id)
     except (WarehouseLocked, WarehouseKeyError) as exc:
         return {"run_id": run_id, "published": False, "warehouse_error": str(exc)}
+
+
+def _refresh_dashboard(warehouse: WarehouseResource) -> Path | None:
+    """Re-render the dashboard now that the run's check outcomes are recorded."""
+    from consent.dashboard import render_dashboard
+
+    out = Path(warehouse.path).resolve().parent / "dashboard.html"
+    if not out.exists():
+        return None
+    with warehouse.connect() as con:
+        render_dashboard(con, out)
+    return out
 
 
 def _failure_messages(result) -> list[str]:
@@ -271,17 +299,18 @@ def command_runs(args) -> int:
     return EXIT_OK
 
 
-def read_only_query(warehouse: WarehouseResource, query: str) -> tuple[list[str], list[tuple]]:
+def read_only_query(warehouse: WarehouseResource, query: str, params: dict | None = None) -> tuple[list[str], list[tuple]]:
     """Columns and rows of one statement on a read-only connection with no file access."""
     import duckdb
 
+    params = {k: v for k, v in (params or {}).items() if f"${k}" in query}
     with warehouse.connect(read_only=True) as con:
         # Read-only attach refuses writes to the warehouse; this refuses COPY TO,
         # ATTACH and reading other files, and locks the settings.
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         try:
-            cursor = con.execute(query)
+            cursor = con.execute(query, params) if params else con.execute(query)
         except duckdb.Error as exc:
             message = str(exc).splitlines()[0]
             if any(word in message.lower() for word in ("read-only", "read only", "permission", "external access")):
@@ -297,16 +326,87 @@ def command_sql(args) -> int:
         columns, rows = read_only_query(_warehouse(args.warehouse, args.lock_timeout), args.query)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from exc
-    if args.format == "json":
-        print(json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1))
-    elif args.format == "csv":
+    _print_rows(columns, rows, args.format)
+    return EXIT_OK
+
+
+def _print_rows(columns: list[str], rows: list[tuple], fmt: str, out=None) -> None:
+    out = out or sys.stdout
+    if fmt == "json":
+        print(json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1), file=out)
+    elif fmt == "csv":
         import csv
 
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(out)
         writer.writerow(columns)
         writer.writerows(rows)
+    elif fmt == "txt":
+        for row in rows:
+            print(row[0], file=out)
     elif columns:
-        print(_table([tuple(columns), *[tuple("" if v is None else v for v in r) for r in rows]]))
+        print(_table([tuple(columns), *[tuple("" if v is None else v for v in r) for r in rows]]), file=out)
+
+
+AUDITS = REPO_ROOT / "audits"
+
+
+def _audit_header(path: Path) -> tuple[str, list[str]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    purpose = lines[0].split(":", 1)[1].strip() if lines and ":" in lines[0] else ""
+    args = next((l.split(":", 1)[1].split() for l in lines[1:3] if l.startswith("-- args:")), [])
+    return purpose, args
+
+
+def command_audit(args) -> int:
+    available = {p.stem: p for p in sorted(AUDITS.glob("*.sql"))}
+    if args.name in (None, "list"):
+        for name, path in available.items():
+            purpose, needed = _audit_header(path)
+            print(f"{name} {' '.join(needed)}".ljust(36) + purpose)
+        return EXIT_OK
+    if args.name not in available:
+        raise UsageError(f"unknown audit {args.name!r}; available: {', '.join(available)}")
+    purpose, needed = _audit_header(available[args.name])
+    if len(args.args) != len(needed):
+        raise UsageError(f"audit {args.name} takes {' '.join(needed) or 'no arguments'}")
+    warehouse = _warehouse(args.warehouse)
+    params = {"salt": warehouse.salt()}
+    for name, value in zip(needed, args.args):
+        params["phone" if name == "NUMBER" else name.lower()] = _contact(value, args.country) if name == "NUMBER" else value
+    try:
+        columns, rows = read_only_query(warehouse, available[args.name].read_text(encoding="utf-8"), params)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.format == "table":
+        print(f"# {args.name}: {purpose} ({len(rows)} rows)")
+    _print_rows(columns, rows, args.format)
+    return EXIT_OK
+
+
+def command_export(args) -> int:
+    warehouse = _warehouse(args.warehouse)
+    if args.suppression:
+        where = "status = 'opted_out'" + (" AND purpose = $purpose" if args.purpose else "")
+        query = f"SELECT phone_e164, purpose, opted_out_at, opt_out_channel FROM consent_status WHERE {where} ORDER BY ALL"
+    else:
+        if not args.purpose:
+            raise UsageError("export needs --purpose (the sendable list) or --suppression")
+        query = "SELECT phone_e164 FROM consent_status WHERE purpose = $purpose AND sendable ORDER BY phone_e164"
+    try:
+        columns, rows = read_only_query(warehouse, query, {"purpose": args.purpose})
+        erased = read_only_query(warehouse, "SELECT count(*) FROM suppression_list")[1][0][0] if args.suppression else 0
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from exc
+    fmt = args.format or ("csv" if args.suppression else "txt")
+    if args.out:
+        with open(args.out, "w", encoding="utf-8", newline="") as handle:
+            _print_rows(columns, rows, fmt, handle)
+        print(f"wrote {len(rows)} numbers to {args.out}", file=sys.stderr)
+    else:
+        _print_rows(columns, rows, fmt)
+    if erased:
+        print(f"note: {erased} erased numbers are on the suppression list as salted hashes only; "
+              "they are kept out of every import and cannot be exported", file=sys.stderr)
     return EXIT_OK
 
 
@@ -376,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         handler = {
             "run": command_run, "runs": command_runs, "sql": command_sql,
-            "erase": command_erase, "access": command_access,
+            "erase": command_erase, "access": command_access, "audit": command_audit, "export": command_export,
         }[args.command]
         return handler(args)
     except (UsageError, ConfigError, WarehouseKeyError) as exc:

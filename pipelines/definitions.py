@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.checks import CHECKS
+from assets.marts import MART_ASSETS, compliance_dashboard
 from assets.privacy import retention_purge
 from assets.staging import stg_consent_events
 from assets.warehouse import published_warehouse
@@ -17,7 +18,7 @@ from pipelines.sensors import alert_on_failed_checks, alert_on_failed_run, build
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     env = environment()
     return dg.Definitions(
-        assets=[stg_consent_events, published_warehouse, retention_purge],
+        assets=[stg_consent_events, published_warehouse, retention_purge, *MART_ASSETS, compliance_dashboard],
         asset_checks=CHECKS,
         jobs=[consent_job],
         schedules=[nightly_schedule(env.nightly_cron, env.nightly_timezone)],

@@ -4,7 +4,7 @@ import dagster as dg
 
 consent_job = dg.define_asset_job(
     "consent_job",
-    selection=dg.AssetSelection.groups("staging", "warehouse", "privacy"),
-    description="Read new exports, publish the ledger, reconcile consent status, apply retention; in-process.",
+    selection=dg.AssetSelection.groups("staging", "warehouse", "privacy", "marts"),
+    description="Read new exports, publish the ledger, reconcile consent status, apply retention, build marts and the dashboard; in-process.",
     executor_def=dg.in_process_executor,
 )

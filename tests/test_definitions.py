@@ -29,6 +29,8 @@ def test_definitions_hold_the_assets_checks_and_job():
     assert keys == {
         "stg_consent_events", "consent_events", "quarantine", "skipped_items", "source_files",
         "consent_status", "consent_violations", "consent_status_history", "runs", "retention_purge", "message_statuses",
+        "consent_daily", "consent_coverage", "quarantine_summary", "violations_summary", "send_audit",
+        "compliance_dashboard",
     }
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert checks == {

@@ -1,0 +1,63 @@
+-- consent_daily: per day, channel and purpose: opt-ins, opt-outs, confirmations, net change, sendable audience.
+-- Built from consent_status_history, so a day's figures are what the rules decided, not raw event counts.
+WITH transitions AS (
+    SELECT
+        h.purpose,
+        h.status,
+        h.valid_from,
+        h.valid_to,
+        h.consent_method,
+        coalesce(decided.channel, 'unknown') AS decided_channel,
+        coalesce(consent.channel, decided.channel, 'unknown') AS consent_channel
+    FROM consent_status_history AS h
+    LEFT JOIN consent_events AS decided ON decided.event_id = h.decided_by_event_id
+    LEFT JOIN consent_events AS consent ON consent.event_id = h.consent_event_id
+),
+
+changes AS (
+    SELECT
+        CAST(valid_from AS DATE) AS day,
+        decided_channel AS channel,
+        purpose,
+        count(*) FILTER (WHERE status = 'opted_in') AS opt_ins,
+        count(*) FILTER (WHERE status = 'opted_out') AS opt_outs,
+        count(*) FILTER (WHERE status = 'opted_in' AND consent_method = 'double_opt_in') AS confirmations
+    FROM transitions
+    GROUP BY ALL
+),
+
+days AS (
+    SELECT CAST(range AS DATE) AS day
+    FROM range(
+        (SELECT coalesce(min(CAST(valid_from AS DATE)), current_date) FROM consent_status_history),
+        (SELECT coalesce(max(as_of), current_date)::DATE FROM runs) + INTERVAL 1 DAY,
+        INTERVAL 1 DAY
+    )
+),
+
+audience AS (
+    -- contacts opted in at the end of each day, by the channel of their consent
+    SELECT d.day, t.consent_channel AS channel, t.purpose, count(*) AS sendable_audience
+    FROM days AS d
+    JOIN transitions AS t
+        ON t.status = 'opted_in'
+        AND t.valid_from < d.day + INTERVAL 1 DAY
+        AND (t.valid_to IS NULL OR t.valid_to >= d.day + INTERVAL 1 DAY)
+    GROUP BY ALL
+),
+
+final AS (
+    SELECT
+        day,
+        channel,
+        purpose,
+        coalesce(c.opt_ins, 0) AS opt_ins,
+        coalesce(c.opt_outs, 0) AS opt_outs,
+        coalesce(c.confirmations, 0) AS confirmations,
+        coalesce(c.opt_ins, 0) - coalesce(c.opt_outs, 0) AS net_change,
+        coalesce(a.sendable_audience, 0) AS sendable_audience
+    FROM changes AS c
+    FULL JOIN audience AS a USING (day, channel, purpose)
+)
+
+SELECT * FROM final ORDER BY day, channel, purpose

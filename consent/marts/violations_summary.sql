@@ -1,0 +1,12 @@
+-- violations_summary: opt-ins refused or warned about, per day of the opt-in, channel, rule and severity.
+SELECT
+    CAST(coalesce(v.occurred_at, e.ingested_at) AS DATE) AS day,
+    v.channel,
+    v.rule,
+    v.severity,
+    count(*) AS opt_ins,
+    count(*) FILTER (WHERE v.refused) AS refused
+FROM consent_violations AS v
+LEFT JOIN consent_events AS e USING (event_id)
+GROUP BY ALL
+ORDER BY day, v.channel, v.rule

@@ -1,0 +1,170 @@
+"""Marts, canned audits, exports and the dashboard on the fixture exports, with known answers."""
+
+import datetime as dt
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES, query, run_cli
+
+D = dt.date
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("marts")
+    exports = root / "exports"
+    shutil.copytree(FIXTURES / "exports", exports)
+    shutil.copy(FIXTURES / "sends" / "whatsapp" / "statuses_2026-11-06.jsonl", exports / "whatsapp")
+    path = root / "wh" / "consent.duckdb"
+    assert run_cli(exports, path) == 0
+    return path
+
+
+def daily(path, day, channel, purpose):
+    rows = query(path, "SELECT opt_ins, opt_outs, confirmations, net_change, sendable_audience FROM consent_daily "
+                       "WHERE day = ? AND channel = ? AND purpose = ?", [day, channel, purpose])
+    return rows[0] if rows else None
+
+
+def test_consent_daily_counts_what_the_rules_decided(warehouse):
+    assert daily(warehouse, D(2026, 11, 1), "web_form", "marketing") == (3, 0, 0, 3, 3)  # DE, GB, DE2; not the pre-ticked or bought
+    assert daily(warehouse, D(2026, 11, 1), "web_form", "utility") == (1, 0, 0, 1, 1)
+    assert daily(warehouse, D(2026, 11, 2), "email_link", "marketing") == (1, 0, 1, 1, 1)  # double opt-in confirmed
+    assert daily(warehouse, D(2026, 11, 3), "whatsapp", "marketing")[:2] == (0, 3)  # STOP, 131050, user_preferences
+    assert daily(warehouse, D(2026, 11, 3), "preference_center", "utility")[:2] == (0, 1)
+    assert daily(warehouse, D(2026, 11, 10), "web_form", "marketing")[4] == 1  # only DE2 still sendable
+    assert daily(warehouse, D(2026, 11, 10), "email_link", "marketing") is None  # BR opted out on 11-04
+
+
+def test_consent_coverage(warehouse):
+    rows = query(warehouse, "SELECT channel, purpose, opted_in_contacts, with_method, with_notice, complete, complete_share FROM consent_coverage")
+    assert rows == [("web_form", "marketing", 1, 1, 0, 0, 0.0)]  # DE2's opt-in names no notice
+
+
+def test_quarantine_and_violation_summaries(warehouse):
+    reasons = dict(query(warehouse, "SELECT reason, sum(rows) FROM quarantine_summary GROUP BY ALL"))
+    assert reasons["unknown event type '…'"] == 1 and reasons["unreadable date '…'"] == 1
+    assert reasons["not a WhatsApp Business webhook payload"] == 1
+    assert sum(reasons.values()) == query(warehouse, "SELECT count(*) FROM quarantine")[0][0]
+    rules = {(r[0], r[1]): r[2] for r in query(warehouse, "SELECT channel, rule, sum(opt_ins) FROM violations_summary GROUP BY ALL")}
+    assert rules == {("web_form", "pre_ticked_checkbox"): 1, ("web_form", "non_organic_source"): 1,
+                     ("web_form", "missing_notice_version"): 1}
+
+
+def test_send_audit_checks_each_message_against_consent_at_send_time(warehouse):
+    rows = {r[0]: r[1:] for r in query(warehouse, "SELECT message_id, category, status_at_send, finding FROM send_audit")}
+    assert rows["wamid.SEND-DE2"] == ("marketing", "opted_in", "ok")
+    assert rows["wamid.SEND-GB"] == ("marketing", "opted_out", "sent_after_opt_out")
+    delivered_to_fr = [k for k, v in rows.items() if v[0] == "utility"]
+    assert [rows[k] for k in delivered_to_fr] == [("utility", "no_consent", "sent_without_consent")]
+    assert [v[2] for v in rows.values()].count("not_checked") == 1  # the failed send has no pricing category
+    hashes = [h for (h,) in query(warehouse, "SELECT recipient_hash FROM send_audit")]
+    assert all(len(h) == 32 and not h.startswith("+") for h in hashes)
+
+
+def test_marts_hold_no_raw_numbers(warehouse):
+    for mart in ("consent_daily", "consent_coverage", "quarantine_summary", "violations_summary", "send_audit"):
+        text = json.dumps(query(warehouse, f"SELECT * FROM {mart}"), default=str)
+        assert "+49" not in text and "15112345678" not in text and "7400123456" not in text, mart
+
+
+def audit(warehouse, *args, fmt="json"):
+    from pipelines.cli import main
+    import io
+    import contextlib
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["audit", *args, "--warehouse", str(warehouse), "--format", fmt])
+    return code, out.getvalue()
+
+
+def test_audit_evidence_of_one_number_in_any_spelling(warehouse):
+    code, out = audit(warehouse, "evidence", "07400 123456", "--country", "GB")
+    rows = json.loads(out)
+    assert code == 0
+    assert {r["what"] for r in rows if r["kind"] == "event"} == {"opt_in", "opt_out"}
+    assert {(r["purposes"], r["what"]) for r in rows if r["kind"] == "status"} == {("marketing", "opted_out"), ("utility", "opted_out")}
+    assert all(r["source_file"] and r["source_line"] for r in rows if r["kind"] == "event")
+
+
+def test_audit_opted_in_without_evidence_is_empty(warehouse):
+    assert json.loads(audit(warehouse, "opted-in-without-evidence")[1]) == []
+
+
+def test_audit_violations_and_sends_without_consent(warehouse):
+    violations = json.loads(audit(warehouse, "violations")[1])
+    assert {v["rule"] for v in violations} == {"pre_ticked_checkbox", "non_organic_source", "missing_notice_version"}
+    assert all("phone" not in key for v in violations for key in v)
+    sends = json.loads(audit(warehouse, "sends-without-consent")[1])
+    assert sorted(s["finding"] for s in sends) == ["sent_after_opt_out", "sent_without_consent"]
+
+
+def test_audit_opt_outs_honoured_shows_the_first_message_after_each_opt_out(warehouse):
+    rows = json.loads(audit(warehouse, "opt-outs-honoured")[1])
+    broken = [r for r in rows if not r["honoured"]]
+    assert [(r["purpose"], r["first_message_id"]) for r in broken] == [("marketing", "wamid.SEND-GB")]
+    assert len(rows) == 6 and sum(r["honoured"] for r in rows) == 5
+
+
+def test_audit_list_and_unknown_audit(warehouse, capsys):
+    code, out = audit(warehouse, fmt="table")
+    assert code == 0 and "evidence NUMBER" in out and "opt-outs-honoured" in out
+    from pipelines.cli import main
+
+    assert main(["audit", "nope", "--warehouse", str(warehouse)]) == 2
+    assert "unknown audit 'nope'" in capsys.readouterr().err
+
+
+def test_sql_is_read_only(warehouse, capsys):
+    from pipelines.cli import main
+
+    for statement in ("DELETE FROM consent_status", "DROP TABLE consent_events", "UPDATE consent_status SET status = 'opted_in'",
+                      "COPY consent_status TO 'leak.csv'", "ATTACH 'other.duckdb' AS other"):
+        assert main(["sql", statement, "--warehouse", str(warehouse)]) == 2, statement
+        assert "refused" in capsys.readouterr().err
+    assert query(warehouse, "SELECT count(*) FROM consent_status")[0][0] == 14
+    assert main(["sql", "SELECT count(*) AS n FROM consent_events", "--warehouse", str(warehouse), "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["n", "15"]  # message statuses are not consent events
+
+
+def test_export_sendable_list_and_suppression_list(warehouse, tmp_path, capsys):
+    from pipelines.cli import main
+
+    assert main(["export", "--purpose", "marketing", "--warehouse", str(warehouse)]) == 0
+    assert capsys.readouterr().out.split() == ["+4915201234567"]
+    out = tmp_path / "suppression.csv"
+    assert main(["export", "--suppression", "--warehouse", str(warehouse), "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "phone_e164,purpose,opted_out_at,opt_out_channel" and len(lines) == 7
+    assert main(["export", "--warehouse", str(warehouse)]) == 2
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_dashboard_renders_offline_without_errors_or_numbers(warehouse, tmp_path):
+    dashboard = warehouse.parent / "dashboard.html"
+    text = dashboard.read_text()
+    assert "<script src=" not in text and '<link href="http' not in text  # plotly.js is inlined: opens offline
+    assert "15112345678" not in text and "+44" not in text
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (make test installs Debian's chromium where apt-get is available)")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,2400", "--virtual-time-budget=8000",
+             "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", dashboard.as_uri()], capture_output=True, text=True, timeout=180)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert dom.stdout.count('class="main-svg"') >= 5  # every Plotly chart drew its SVG
+    console_errors = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
+    assert console_errors == []
+    screenshot = tmp_path / "dashboard.png"
+    shot = subprocess.run([browser, *flags, f"--screenshot={screenshot}", dashboard.as_uri()], capture_output=True, text=True, timeout=180)
+    assert shot.returncode == 0 and screenshot.stat().st_size > 50_000
