@@ -13,6 +13,7 @@ import dagster as dg
 from assets.staging import stg_consent_events
 from expectations import consent_events as consent_events_suite
 from expectations import consent_status as consent_status_suite
+from expectations import opt_in_notices as opt_in_notices_suite
 from expectations import staged_opt_ins as staged_opt_ins_suite
 from expectations.runner import SuiteOutcome, validate
 from pipelines.resources import ConsentSettings, WarehouseResource
@@ -65,6 +66,31 @@ def opted_in_rows_have_evidence(context: dg.AssetCheckExecutionContext, warehous
         status = con.execute("SELECT * FROM consent_status").pl()
     frame = consent_status_suite.rows_to_validate(status)
     return suite_check_result(validate(frame, consent_status_suite.build_suite, "consent_status", docs_dir(warehouse, context)))
+
+
+@dg.asset_check(asset="consent_notices", description="GX suite `opt_in_notices` on this run's opt-ins: the notice exists, was valid at the opt-in, names the business, mentions WhatsApp, states the purposes claimed, says how to opt out (severity per policy, WARN by default).")
+def opt_in_notices_meet_policy(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, settings: ConsentSettings
+) -> dg.AssetCheckResult:
+    with warehouse.connect() as con:
+        frame = con.execute(opt_in_notices_suite.ROWS_SQL, {"run_id": context.run.run_id}).pl()
+    suite = opt_in_notices_suite.suite_for(settings.load_policy())
+    return suite_check_result(validate(frame, suite, "opt_in_notices", docs_dir(warehouse, context)))
+
+
+@dg.asset_check(asset="consent_notices", description="Evidence does not change after the fact: a notice version already registered may not come back with other content (ERROR).")
+def notices_unchanged(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect() as con:
+        refused = con.execute("SELECT source_file, reason FROM stg_notices_refused ORDER BY ALL").fetchall()
+        registered = con.execute("SELECT count(*) FROM consent_notices").fetchone()[0]
+    return dg.AssetCheckResult(
+        passed=not refused,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "notices_registered": dg.MetadataValue.int(int(registered)),
+            "notices_refused": dg.MetadataValue.json([{"source_file": f, "reason": r} for f, r in refused]),
+        },
+    )
 
 
 @dg.asset_check(asset="source_files", description="Nothing lost: for every file read in this run, rows read = events + quarantined + skipped.")
@@ -121,4 +147,6 @@ CHECKS = [
     opted_in_rows_have_evidence,
     rows_conserved,
     no_error_violations,
+    opt_in_notices_meet_policy,
+    notices_unchanged,
 ]

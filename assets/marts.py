@@ -11,7 +11,7 @@ from pipelines.resources import WarehouseResource
 PUBLISHED_DEPS = [
     published_warehouse.keys_by_output_name[name]
     for name in ("consent_events", "consent_status", "consent_status_history", "consent_violations", "quarantine",
-                 "message_statuses", "runs")
+                 "message_statuses", "consent_notices", "runs")
 ]
 
 

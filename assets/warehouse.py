@@ -18,6 +18,7 @@ PUBLISHED = {
     "consent_status": "One row per contact and purpose: status, sendable, and the evidence that decided it.",
     "consent_violations": "Every opt-in refused as consent (or warned about), with the rule and lineage.",
     "consent_status_history": "Every status change per contact and purpose, as intervals (valid_from, valid_to).",
+    "consent_notices": "The registry of consent notices (append-only): the exact text people saw, business, purposes, validity.",
     "runs": "One row per run: mode, clock, counts per channel, step durations, failed checks.",
 }
 

@@ -9,11 +9,13 @@ WITH events AS (
         array_to_string(e.purposes, ';') AS purposes,
         e.consent_method,
         e.notice_version,
+        n.notice_text,
         e.evidence_ref,
         e.source_file,
         e.source_line,
         e.event_id
     FROM consent_events AS e
+    LEFT JOIN consent_notices AS n USING (notice_version)
     WHERE e.phone_e164 = $phone
 ),
 
@@ -26,11 +28,13 @@ statuses AS (
         s.purpose AS purposes,
         s.consent_method,
         s.notice_version,
+        n.notice_text,
         NULL AS evidence_ref,
         s.source_file,
         s.source_line,
         s.event_id
     FROM consent_status AS s
+    LEFT JOIN consent_notices AS n USING (notice_version)
     WHERE s.phone_e164 = $phone
 )
 

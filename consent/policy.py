@@ -67,6 +67,10 @@ class Policy(BaseModel):
             "confirmation_without_request": "warn",
             "confirmation_outside_window": "warn",
             "missing_notice_version": "warn",
+            "notice_unknown": "warn",
+            "notice_not_valid_at_opt_in": "warn",
+            "notice_deficient": "warn",
+            "notice_does_not_cover_purpose": "warn",
         }
     )
     # Missing notice is a warning only; set true to refuse such opt-ins.

@@ -15,10 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import groupby
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Mapping
 
 import polars as pl
 
+from consent.notices import NoticeTerms
 from consent.policy import Policy
 
 STATUSES = ("opted_in", "opted_out", "pending", "expired", "no_consent")
@@ -156,9 +157,11 @@ class ContactResult:
 class ConsentStateMachine:
     """Applies one contact's events in time order, per purpose."""
 
-    def __init__(self, policy: Policy, as_of: datetime):
+    def __init__(self, policy: Policy, as_of: datetime, notices: Mapping[str, NoticeTerms] | None = None):
         self.policy = policy
         self.as_of = as_of
+        # The notices registry; empty means no registry is kept and notice rules do not apply.
+        self.notices = notices or {}
         self.window = timedelta(days=policy.confirmation_window_days)
         self.validity = None if policy.consent_validity_days is None else timedelta(days=policy.consent_validity_days)
         self.future_limit = as_of + timedelta(minutes=policy.clock_skew_minutes)
@@ -189,7 +192,29 @@ class ConsentStateMachine:
             broken.append(("missing_purposes", True))
         if not event.notice_version:
             broken.append(("missing_notice_version", self.policy.require_notice_version))
+        elif self.notices:
+            notice = self.notices.get(event.notice_version)
+            if notice is None:
+                broken.append(("notice_unknown", False))
+            else:
+                if event.occurred_at is not None and (
+                    (notice.valid_from is not None and event.occurred_at < notice.valid_from)
+                    or (notice.valid_until is not None and event.occurred_at >= notice.valid_until)
+                ):
+                    broken.append(("notice_not_valid_at_opt_in", False))
+                if notice.deficiencies:
+                    broken.append(("notice_deficient", False))
         return broken
+
+    def _covered(self, result: ContactResult, event: Event, purposes: list[str], notice_version: str | None) -> list[str]:
+        """The purposes the notice shown actually asks for: consent is granted for those only."""
+        notice = self.notices.get(notice_version or "")
+        if notice is None:
+            return purposes
+        uncovered = [p for p in purposes if p not in notice.purposes]
+        if uncovered:
+            self._violate(result, event, "notice_does_not_cover_purpose", True)
+        return [p for p in purposes if p in notice.purposes]
 
     def _violate(self, result: ContactResult, event: Event, rule: str, refused: bool) -> None:
         result.violations.append(Violation(event, rule, self.policy.severity(rule), refused))
@@ -233,7 +258,7 @@ class ConsentStateMachine:
             event.event_id, event.channel, event.consent_method, event.occurred_at,
             event.notice_version, event.source_file, event.source_line,
         )
-        for purpose in self._targets(result, event):
+        for purpose in self._covered(result, event, self._targets(result, event), event.notice_version):
             self._grant(result.states[purpose], event, evidence)
 
     def _on_opt_in_request(self, result: ContactResult, event: Event) -> None:
@@ -267,9 +292,12 @@ class ConsentStateMachine:
                 if state.status not in ("opted_in", "expired"):
                     state.move("expired", request.effective_at + self.window, request)
                 continue
+            notice_version = event.notice_version or request.notice_version
+            if not self._covered(result, event, [purpose], notice_version):
+                continue
             evidence = Evidence(
                 event.event_id, event.channel, "double_opt_in", event.occurred_at,
-                event.notice_version or request.notice_version, event.source_file, event.source_line,
+                notice_version, event.source_file, event.source_line,
             )
             self._grant(state, event, evidence)
         if not matched:
@@ -312,12 +340,13 @@ def reconcile(
     policy: Policy,
     as_of: datetime,
     progress: Callable[[str, int, int], None] | None = None,
+    notices: Mapping[str, NoticeTerms] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """consent_status, consent_violations and consent_status_history rows for every contact in `events`.
 
     `events` holds the complete history of each contact it mentions.
     """
-    machine = ConsentStateMachine(policy, as_of)
+    machine = ConsentStateMachine(policy, as_of, notices)
     ordered = events.select(INPUT_COLUMNS).sort("phone_e164")
     contacts = ordered["phone_e164"].n_unique() if progress else 0
     statuses: list[tuple] = []

@@ -20,6 +20,7 @@ import polars as pl
 
 from consent.faults import crash_point
 from consent.ingest import FileStats, Pair, Progress, StagedExports, stage_exports
+from consent.notices import NoticeFolder, read_notices, terms_from_rows
 from consent.privacy import PRIVACY_DDL, suppress_staged
 from consent.phones import METADATA_VERSION, NormalisedPhone, normalise_many
 from consent.policy import ChannelsFile, Policy
@@ -140,6 +141,25 @@ CREATE TABLE IF NOT EXISTS message_statuses (
     run_id VARCHAR NOT NULL,
     PRIMARY KEY (message_id, status)
 );
+CREATE TABLE IF NOT EXISTS consent_notices (
+    notice_version VARCHAR PRIMARY KEY,
+    notice_text VARCHAR NOT NULL,
+    business_name VARCHAR,
+    channels VARCHAR[],
+    purposes VARCHAR[],
+    frequency VARCHAR,
+    opt_out_instructions VARCHAR,
+    privacy_policy_url VARCHAR,
+    valid_from TIMESTAMP,
+    valid_until TIMESTAMP,
+    names_business BOOLEAN,
+    mentions_whatsapp BOOLEAN,
+    says_how_to_opt_out BOOLEAN,
+    content_hash VARCHAR NOT NULL,
+    source_file VARCHAR,
+    loaded_at TIMESTAMP NOT NULL,
+    run_id VARCHAR NOT NULL
+);
 CREATE TABLE IF NOT EXISTS phone_cache (
     phone_raw VARCHAR NOT NULL,
     country_hint VARCHAR NOT NULL,
@@ -254,6 +274,7 @@ def write_staging(
     con: duckdb.DuckDBPyConnection,
     staged: StagedExports,
     *,
+    notices: NoticeFolder | None = None,
     run_id: str,
     mode: str,
     as_of: datetime,
@@ -286,6 +307,10 @@ def write_staging(
         "stg_quarantine": staged.quarantine,
         "stg_skipped": staged.skipped.rename({"quarantine_id": "skipped_id"}),
         "stg_message_statuses": staged.sends,
+        "stg_notices": (notices or NoticeFolder([], [])).frame(),
+        "stg_notices_refused": pl.DataFrame(
+            (notices or NoticeFolder([], [])).refused, schema={"source_file": pl.Utf8, "reason": pl.Utf8}, orient="row"
+        ),
         "stg_source_files": files,
         "stg_run": run,
     }
@@ -335,8 +360,9 @@ def stage_run(
     )
     staged.seconds["phone_cache_hits"] = cache.hits
     staged.seconds["phone_cache_misses"] = cache.misses
+    notices = read_notices(exports_dir)
     with connect() as con:
-        write_staging(con, staged, run_id=run_id, mode=mode, as_of=as_of, started_at=started_at)
+        write_staging(con, staged, notices=notices, run_id=run_id, mode=mode, as_of=as_of, started_at=started_at)
     return staged
 
 
@@ -359,6 +385,9 @@ def _touched_contacts_sql(full: bool) -> str:
         UNION SELECT phone_e164 FROM consent_status WHERE status = 'pending'
         UNION SELECT phone_e164 FROM consent_status WHERE status = 'opted_in' AND $validity
         UNION SELECT phone_e164 FROM consent_violations WHERE rule = 'future_date'
+        -- a notice registered now changes how earlier opt-ins that name it are judged
+        UNION SELECT phone_e164 FROM consent_events
+              WHERE notice_version IN (SELECT notice_version FROM consent_notices WHERE run_id = $run_id)
     """
 
 
@@ -446,15 +475,37 @@ def publish(
         seconds["ledger"] = time.perf_counter() - t0
         crash_point("publish_after_ledger")
 
+        # The notices registry is append-only: a changed version is refused, never overwritten.
+        con.execute(
+            """
+            INSERT INTO stg_notices_refused
+            SELECT s.source_file, 'version ' || s.notice_version || ' is already registered with other content '
+                   || '(from ' || n.source_file || '); evidence must not change after the fact'
+            FROM stg_notices s JOIN consent_notices n USING (notice_version)
+            WHERE s.content_hash <> n.content_hash
+            """
+        )
+        con.execute(
+            "INSERT INTO consent_notices SELECT s.*, $as_of, $run_id FROM stg_notices s ANTI JOIN consent_notices USING (notice_version)",
+            {"as_of": as_of, "run_id": run_id},
+        )
+        new_notices = con.execute("SELECT notice_version FROM consent_notices WHERE run_id = ?", [run_id]).fetchall()
+        notices = terms_from_rows(
+            con.execute(
+                "SELECT notice_version, purposes, valid_from, valid_until, names_business, mentions_whatsapp, "
+                "says_how_to_opt_out FROM consent_notices"
+            ).fetchall()
+        )
+
         t0 = time.perf_counter()
         touched_sql = _touched_contacts_sql(full).replace(
             "$validity", "TRUE" if policy.consent_validity_days is not None else "FALSE"
         )
-        con.execute(f"CREATE OR REPLACE TEMP TABLE touched AS {touched_sql}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE touched AS {touched_sql}", {"run_id": run_id} if "$run_id" in touched_sql else {})
         history = con.execute(
             f"SELECT {', '.join(INPUT_COLUMNS)} FROM consent_events WHERE phone_e164 IN (SELECT phone_e164 FROM touched)"
         ).pl()
-        statuses, violations, transitions = reconcile(history, policy, as_of, progress=progress)
+        statuses, violations, transitions = reconcile(history, policy, as_of, progress=progress, notices=notices)
         for table, frame, schema in (
             ("consent_status", statuses, STATUS_SCHEMA),
             ("consent_violations", violations, VIOLATION_SCHEMA),
@@ -495,6 +546,11 @@ def publish(
             "new_events": int(new_events),
             "contacts_reconciled": int(contacts),
             "suppressed_events": int(suppressed),
+            "new_notices": [v for (v,) in new_notices],
+            "notices_refused": [
+                {"source_file": f, "reason": r}
+                for f, r in con.execute("SELECT source_file, reason FROM stg_notices_refused ORDER BY ALL").fetchall()
+            ],
             "per_channel": per_channel,
             "ignored": list(ignored or []),
             "step_seconds": seconds,

@@ -167,7 +167,7 @@ def command_run(args) -> int:
         for e in items:
             print(f"check {label}: {e.asset_key.to_user_string()}.{e.check_name}")
             for key, value in e.metadata.items():
-                if key.startswith(("error:", "warn:")) or key in ("violations", "files_not_conserved"):
+                if key.startswith(("error:", "warn:")) or key in ("violations", "files_not_conserved", "notices_refused"):
                     print(f"    {key}: {_short(value.value)}")
     docs = Path(args.warehouse).resolve().parent / "data_docs" / result.run_id / "index.html"
     if docs.exists():

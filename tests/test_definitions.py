@@ -30,12 +30,12 @@ def test_definitions_hold_the_assets_checks_and_job():
         "stg_consent_events", "consent_events", "quarantine", "skipped_items", "source_files",
         "consent_status", "consent_violations", "consent_status_history", "runs", "retention_purge", "message_statuses",
         "consent_daily", "consent_coverage", "quarantine_summary", "violations_summary", "send_audit",
-        "compliance_dashboard",
+        "compliance_dashboard", "consent_notices", "notice_usage",
     }
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert checks == {
         "staged_opt_ins_have_evidence", "ledger_rows_are_well_formed", "opted_in_rows_have_evidence",
-        "rows_conserved", "no_error_violations",
+        "rows_conserved", "no_error_violations", "opt_in_notices_meet_policy", "notices_unchanged",
     }
     assert defs.resolve_job_def("consent_job").name == "consent_job"
     graph = defs.resolve_asset_graph()

@@ -1,0 +1,27 @@
+-- notice_usage: opt-ins per notice version, and whether their notice is ok, missing, not in the registry, deficient or not valid at the opt-in.
+WITH opt_ins AS (
+    SELECT e.notice_version, e.channel, e.occurred_at
+    FROM consent_events AS e
+    WHERE e.event_type IN ('opt_in', 'opt_in_confirm')
+),
+
+judged AS (
+    SELECT
+        o.notice_version,
+        o.channel,
+        CASE
+            WHEN o.notice_version IS NULL THEN 'missing'
+            WHEN n.notice_version IS NULL THEN 'not in registry'
+            WHEN NOT (n.names_business AND n.mentions_whatsapp AND n.says_how_to_opt_out) THEN 'deficient'
+            WHEN (n.valid_from IS NOT NULL AND o.occurred_at < n.valid_from)
+              OR (n.valid_until IS NOT NULL AND o.occurred_at >= n.valid_until) THEN 'not valid at opt-in'
+            ELSE 'ok'
+        END AS notice_state
+    FROM opt_ins AS o
+    LEFT JOIN consent_notices AS n USING (notice_version)
+)
+
+SELECT notice_version, channel, notice_state, count(*) AS opt_ins
+FROM judged
+GROUP BY ALL
+ORDER BY notice_version NULLS FIRST, channel

@@ -1,0 +1,196 @@
+"""The registry of consent notices: what people were told when they opted in.
+
+`notices/` in the exports folder holds one file per version: YAML
+(`*.yaml`/`*.yml`, the text under `text:`) or Markdown with YAML front matter
+(`*.md`, the text is the body). Each names its `version`, the `business_name`,
+the `channels` where it is shown, the `purposes` it asks for, the stated
+`frequency`, `opt_out_instructions`, `privacy_policy_url`, `valid_from` and
+`valid_until`. Evidence must not change after the fact: a version already in
+the warehouse whose text or fields change is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, time, timezone
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+NOTICE_SCHEMA: dict[str, pl.DataType] = {
+    "notice_version": pl.Utf8,
+    "notice_text": pl.Utf8,
+    "business_name": pl.Utf8,
+    "channels": pl.List(pl.Utf8),
+    "purposes": pl.List(pl.Utf8),
+    "frequency": pl.Utf8,
+    "opt_out_instructions": pl.Utf8,
+    "privacy_policy_url": pl.Utf8,
+    "valid_from": pl.Datetime("us"),
+    "valid_until": pl.Datetime("us"),
+    "names_business": pl.Boolean,
+    "mentions_whatsapp": pl.Boolean,
+    "says_how_to_opt_out": pl.Boolean,
+    "content_hash": pl.Utf8,
+    "source_file": pl.Utf8,
+}
+_OPT_OUT_WORDS = re.compile(r"\b(stop|unsubscribe|opt[\s-]?out|cancel|revoke)\b", re.IGNORECASE)
+
+
+@dataclass
+class Notice:
+    notice_version: str
+    notice_text: str
+    business_name: str | None
+    channels: list[str]
+    purposes: list[str]
+    frequency: str | None
+    opt_out_instructions: str | None
+    privacy_policy_url: str | None
+    valid_from: datetime | None
+    valid_until: datetime | None
+    source_file: str
+    names_business: bool = field(init=False)
+    mentions_whatsapp: bool = field(init=False)
+    says_how_to_opt_out: bool = field(init=False)
+    content_hash: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        text = self.notice_text or ""
+        # What WhatsApp's policy and the rules ask the text itself to say.
+        self.names_business = bool(self.business_name) and self.business_name.lower() in text.lower()
+        self.mentions_whatsapp = "whatsapp" in text.lower()
+        self.says_how_to_opt_out = bool(_OPT_OUT_WORDS.search(text + " " + (self.opt_out_instructions or "")))
+        evidence = {k: v for k, v in asdict(self).items() if k not in ("source_file", "content_hash")}
+        self.content_hash = hashlib.sha256(json.dumps(evidence, sort_keys=True, default=str).encode()).hexdigest()
+
+    @property
+    def deficiencies(self) -> tuple[str, ...]:
+        return deficiencies(self.names_business, self.mentions_whatsapp, self.says_how_to_opt_out)
+
+
+def deficiencies(names_business: bool, mentions_whatsapp: bool, says_how_to_opt_out: bool) -> tuple[str, ...]:
+    return tuple(
+        label for label, ok in (
+            ("does not name the business", names_business),
+            ("does not mention WhatsApp", mentions_whatsapp),
+            ("does not say how to opt out", says_how_to_opt_out),
+        ) if not ok
+    )
+
+
+@dataclass
+class NoticeFolder:
+    notices: list[Notice]
+    refused: list[tuple[str, str]]  # (file, reason)
+
+    def frame(self) -> pl.DataFrame:
+        rows = [{k: getattr(n, k) for k in NOTICE_SCHEMA} for n in self.notices]
+        return pl.DataFrame(rows, schema=NOTICE_SCHEMA)
+
+
+def _moment(value) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, date):
+        parsed = datetime.combine(value, time.min)
+    else:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+def _list(value) -> list[str]:
+    if value in (None, ""):
+        return []
+    items = value if isinstance(value, list) else str(value).replace(";", ",").split(",")
+    return sorted({str(i).strip().lower() for i in items if str(i).strip()})
+
+
+def parse_notice(path: Path, relative: str) -> Notice:
+    raw = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() == ".md":
+        match = re.match(r"^---\s*\n(.*?)\n---\s*\n?(.*)$", raw, re.DOTALL)
+        if not match:
+            raise ValueError("Markdown notice without YAML front matter (--- ... ---)")
+        meta = yaml.safe_load(match.group(1)) or {}
+        text = match.group(2).strip()
+    else:
+        meta = yaml.safe_load(raw) or {}
+        text = str(meta.get("text") or "").strip()
+    if not isinstance(meta, dict):
+        raise ValueError("expected a mapping of fields")
+    version = str(meta.get("version") or "").strip()
+    if not version:
+        raise ValueError("missing 'version'")
+    if not text:
+        raise ValueError("missing the text shown to people")
+    unknown = set(meta) - {"version", "text", "business_name", "channels", "purposes", "frequency",
+                           "opt_out_instructions", "privacy_policy_url", "valid_from", "valid_until"}
+    if unknown:
+        raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
+    return Notice(
+        notice_version=version,
+        notice_text=text,
+        business_name=(str(meta["business_name"]).strip() if meta.get("business_name") else None),
+        channels=_list(meta.get("channels")),
+        purposes=_list(meta.get("purposes")),
+        frequency=(str(meta["frequency"]) if meta.get("frequency") else None),
+        opt_out_instructions=(str(meta["opt_out_instructions"]) if meta.get("opt_out_instructions") else None),
+        privacy_policy_url=(str(meta["privacy_policy_url"]) if meta.get("privacy_policy_url") else None),
+        valid_from=_moment(meta.get("valid_from")),
+        valid_until=_moment(meta.get("valid_until")),
+        source_file=relative,
+    )
+
+
+def read_notices(exports_dir: Path) -> NoticeFolder:
+    folder = exports_dir / "notices"
+    notices: list[Notice] = []
+    refused: list[tuple[str, str]] = []
+    seen: dict[str, Notice] = {}
+    if not folder.is_dir():
+        return NoticeFolder(notices, refused)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        relative = path.relative_to(exports_dir).as_posix()
+        if path.suffix.lower() not in (".yaml", ".yml", ".md"):
+            refused.append((relative, f"unsupported notice file type {path.suffix or '(none)'}"))
+            continue
+        try:
+            notice = parse_notice(path, relative)
+        except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+            refused.append((relative, f"unreadable notice: {str(exc).splitlines()[0]}"))
+            continue
+        twin = seen.get(notice.notice_version)
+        if twin is not None:
+            if twin.content_hash != notice.content_hash:
+                refused.append((relative, f"version {notice.notice_version!r} is also defined, differently, in {twin.source_file}"))
+            continue
+        seen[notice.notice_version] = notice
+        notices.append(notice)
+    return NoticeFolder(notices, refused)
+
+
+@dataclass(frozen=True)
+class NoticeTerms:
+    """What the state machine needs to know of a notice."""
+
+    purposes: frozenset[str]
+    valid_from: datetime | None
+    valid_until: datetime | None
+    deficiencies: tuple[str, ...]
+
+
+def terms_from_rows(rows: list[tuple]) -> dict[str, NoticeTerms]:
+    """(version, purposes, valid_from, valid_until, names_business, mentions_whatsapp, says_how_to_opt_out) rows."""
+    return {
+        version: NoticeTerms(frozenset(purposes or []), valid_from, valid_until, deficiencies(names, whatsapp, opt_out))
+        for version, purposes, valid_from, valid_until, names, whatsapp, opt_out in rows
+    }

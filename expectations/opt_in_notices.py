@@ -1,0 +1,65 @@
+"""What the notice behind each opt-in must prove (the notices registry).
+
+Guards this run's opt-ins that name a notice, once a registry is kept
+(`notices/` in the exports folder). Severity per expectation comes from the
+policy (`rule_severity`), WARN by default. The state machine applies the same
+rules: consent is granted only for purposes the notice states.
+"""
+
+from __future__ import annotations
+
+import great_expectations as gx
+import polars as pl
+
+from consent.policy import Policy
+
+# expectation column -> (policy rule, what a reviewer reads)
+RULES = {
+    "notice_known": ("notice_unknown", "Every opt-in's notice_version exists in the notices registry."),
+    "notice_valid_at_opt_in": ("notice_not_valid_at_opt_in", "The notice was valid when the person opted in."),
+    "notice_names_business": ("notice_deficient", "The notice names the business."),
+    "notice_mentions_whatsapp": ("notice_deficient", "The notice says the consent covers WhatsApp messages."),
+    "notice_covers_purposes": ("notice_does_not_cover_purpose", "The notice states every purpose the opt-in claims."),
+    "notice_says_how_to_opt_out": ("notice_deficient", "The notice says how to opt out."),
+}
+
+ROWS_SQL = """
+SELECT
+    e.source_file,
+    e.source_line,
+    n.notice_version IS NOT NULL AS notice_known,
+    coalesce(
+        (n.valid_from IS NULL OR e.occurred_at >= n.valid_from) AND (n.valid_until IS NULL OR e.occurred_at < n.valid_until),
+        n.notice_version IS NULL
+    ) AS notice_valid_at_opt_in,
+    coalesce(n.names_business, TRUE) AS notice_names_business,
+    coalesce(n.mentions_whatsapp, TRUE) AS notice_mentions_whatsapp,
+    coalesce(len(list_filter(e.purposes, p -> NOT list_contains(n.purposes, p))) = 0, TRUE) AS notice_covers_purposes,
+    coalesce(n.says_how_to_opt_out, TRUE) AS notice_says_how_to_opt_out
+FROM consent_events AS e
+LEFT JOIN consent_notices AS n USING (notice_version)
+WHERE e.run_id = $run_id
+  AND e.event_type IN ('opt_in', 'opt_in_request', 'opt_in_confirm')
+  AND e.notice_version IS NOT NULL
+  AND (SELECT count(*) FROM consent_notices) > 0
+"""
+
+
+def rows_to_validate(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame
+
+
+def suite_for(policy: Policy):
+    def build_suite() -> gx.ExpectationSuite:
+        return gx.ExpectationSuite(
+            name="opt_in_notices",
+            expectations=[
+                gx.expectations.ExpectColumnValuesToBeInSet(
+                    column=column, value_set=[True], description=text,
+                    meta={"severity": policy.severity(rule), "rule": rule},
+                )
+                for column, (rule, text) in RULES.items()
+            ],
+        )
+
+    return build_suite
