@@ -114,7 +114,40 @@ def generate(out: Path, events: int, seed: int) -> dict[str, int]:
         written[channel] = len(channel_rows)
     write_webhooks(out / "whatsapp", webhook_items, rng)
     written["whatsapp"] = len(webhook_items)
+    written["notices"] = write_notices(out / "notices")
     return written
+
+
+def write_notices(folder: Path) -> int:
+    """The consent texts the sample opt-ins name, with a few flaws on purpose:
+    in_app-v1 asks for marketing only, support-v2 does not say how to opt out,
+    and qr_code-v2 is missing from the registry."""
+    folder.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for channel in ("web_form", "in_app", "qr_code", "support", "email_link", "sms_link", "preference_center"):
+        for version, valid_from in (("v1", "2026-08-01"), ("v2", "2026-09-01")):
+            name = f"{channel}-{version}"
+            if name == "qr_code-v2":
+                continue
+            purposes = ["marketing"] if name == "in_app-v1" else ["marketing", "utility"]
+            opt_out = "" if name == "support-v2" else " Reply STOP at any time to opt out."
+            text = (f"Yes, Acme Shoes may send me {' and '.join(purposes)} messages on WhatsApp, "
+                    f"up to 4 a month.{opt_out}")
+            (folder / f"{name}.yaml").write_text(
+                f"version: {name}\nbusiness_name: Acme Shoes\nchannels: [{channel}]\npurposes: [{', '.join(purposes)}]\n"
+                f"frequency: up to 4 messages a month\nprivacy_policy_url: https://acme.example/privacy\n"
+                f"valid_from: {valid_from}\ntext: \"{text}\"\n",
+                encoding="utf-8",
+            )
+            count += 1
+    (folder / "typeform-2026-09.md").write_text(
+        "---\nversion: typeform-2026-09\nbusiness_name: Acme Shoes\nchannels: [typeform_signups]\n"
+        "purposes: [marketing]\nfrequency: weekly\nvalid_from: 2026-09-01\n---\n"
+        "I agree that Acme Shoes may send me offers on WhatsApp every week. "
+        "I can unsubscribe at any time by replying STOP.\n",
+        encoding="utf-8",
+    )
+    return count + 1
 
 
 def csv_row(rng, channel, phone, hint, moment, i, event_type=None) -> list[str]:

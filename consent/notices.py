@@ -54,10 +54,10 @@ class Notice:
     valid_from: datetime | None
     valid_until: datetime | None
     source_file: str
-    names_business: bool = field(init=False)
-    mentions_whatsapp: bool = field(init=False)
-    says_how_to_opt_out: bool = field(init=False)
-    content_hash: str = field(init=False)
+    names_business: bool = field(init=False, default=False)
+    mentions_whatsapp: bool = field(init=False, default=False)
+    says_how_to_opt_out: bool = field(init=False, default=False)
+    content_hash: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         text = self.notice_text or ""
