@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -100,7 +100,7 @@ class SourceRow:
     """
 
     line: int
-    raw: str
+    raw: str | None
     identity: str
     fields: dict[str, str | None] = field(default_factory=dict)
     pointer: str | None = None
@@ -112,6 +112,15 @@ class SourceRow:
     occurred_at: datetime | None = None
     # A WhatsApp message status: what the business sent, to whom, when (send audit).
     send: dict | None = None
+    # CSV rows keep their cells; the raw JSON is built only if the row is rejected.
+    header: list[str] | None = None
+    record: list[str] | None = None
+
+    @property
+    def raw_text(self) -> str:
+        if self.raw is not None:
+            return self.raw
+        return raw_json(dict(zip(self.header or [], self.record or [])))
 
     @property
     def needs_phone(self) -> bool:
@@ -164,6 +173,26 @@ def parse_purposes(value: str | None, known: Iterable[str]) -> list[str]:
     if unknown:
         raise RowError(f"unknown purpose {unknown[0]!r}")
     return purposes
+
+
+def _memo(parse: Callable[[str | None], object]) -> Callable[[str | None], object]:
+    """`parse` with its results (and its RowErrors) remembered per value."""
+    cache: dict = {}
+
+    def call(value):
+        try:
+            ok, result = cache[value]
+        except KeyError:
+            try:
+                ok, result = True, parse(value)
+            except RowError as exc:
+                ok, result = False, str(exc)
+            cache[value] = (ok, result)
+        if ok:
+            return result
+        raise RowError(result)
+
+    return call
 
 
 def _acquisition_source(value: str | None) -> str:
@@ -219,6 +248,11 @@ def build_events(
     `phones` holds the normalisation of every (raw, hint) pair of the rows.
     """
     tz = ZoneInfo(ctx.timezone)
+    # Exports repeat the same dates, purposes and flags many times: parse each value once.
+    read_timestamp = _memo(lambda value: parse_timestamp(value, tz, ctx.date_format))
+    read_purposes = _memo(lambda value: tuple(parse_purposes(value, purposes)))
+    read_bool = _memo(parse_bool)
+    read_source = _memo(_acquisition_source)
     events: list[dict] = []
     quarantine: list[dict] = []
     skipped: list[dict] = []
@@ -233,7 +267,7 @@ def build_events(
                 "source_line": row.line,
                 "source_pointer": row.pointer,
                 "file_hash": ctx.file_hash,
-                "raw_row": row.raw,
+                "raw_row": row.raw_text,
                 "reason": reason,
                 "ingested_at": ingested_at,
                 "run_id": run_id,
@@ -280,8 +314,8 @@ def build_events(
                     warnings.append(f"{exc}: ignored")
                     return default
 
-            occurred_at = row.occurred_at or field(lambda: parse_timestamp(f.get("occurred_at"), tz, ctx.date_format), None)
-            source = field(lambda: _acquisition_source(f.get("acquisition_source")), "organic")
+            occurred_at = row.occurred_at or field(lambda: read_timestamp(f.get("occurred_at")), None)
+            source = field(lambda: read_source(f.get("acquisition_source")), "organic")
             event = {
                 "event_id": event_id(ctx.channel, row.identity),
                 "channel": ctx.channel,
@@ -291,12 +325,12 @@ def build_events(
                 "phone_e164": phone.phone_e164,
                 "phone_region": phone.phone_region,
                 "phone_type": phone.phone_type,
-                "purposes": field(lambda: parse_purposes(f.get("purposes"), purposes), []),
+                "purposes": list(field(lambda: read_purposes(f.get("purposes")), ())),
                 "occurred_at": occurred_at,
                 "consent_method": (_text(f.get("consent_method")) or "").lower() or None,
                 "notice_version": _text(f.get("notice_version")),
-                "checkbox_pre_ticked": field(lambda: parse_bool(f.get("checkbox_pre_ticked")), None),
-                "bundled_with_terms": field(lambda: parse_bool(f.get("bundled_with_terms")), None),
+                "checkbox_pre_ticked": field(lambda: read_bool(f.get("checkbox_pre_ticked")), None),
+                "bundled_with_terms": field(lambda: read_bool(f.get("bundled_with_terms")), None),
                 "acquisition_source": source,
                 "evidence_ref": _text(f.get("evidence_ref")),
                 "source_file": ctx.source_file,

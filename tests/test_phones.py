@@ -57,3 +57,25 @@ def test_invalid_numbers_are_refused_with_a_reason(raw, hint, reason):
 def test_parallel_normalisation_gives_the_same_results_as_serial():
     pairs = [(f"+49151{n:08d}", None) for n in range(200)] + [("0151 12345678", "DE"), ("bad", None)]
     assert normalise_many(pairs, workers=2, parallel_threshold=10) == normalise_many(pairs, workers=1)
+
+
+def test_batch_normalisation_equals_one_by_one_on_generated_exports(tmp_path):
+    """Spellings sharing a parse key are parsed once: the results must not change."""
+    import csv
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, str(repo / "bench" / "generate.py"), str(tmp_path), "--events", "3000", "--seed", "5"],
+                   check=True, capture_output=True)
+    pairs = set()
+    for path in tmp_path.glob("*/*.csv"):
+        for row in csv.DictReader(path.open(encoding="utf-8")):
+            phone = row.get("phone") or row.get("WhatsApp number") or ""
+            pairs.add((phone, (row.get("country") or row.get("Country") or None)))
+    extra = [("(+49) 151 1234 5678", None), ("(+49) 151 1234 5678", "DE"), ("0 049 151 12345678", "DE"),
+             ("+49 (0)151 1234 5678", None), (" 0049151 12345678 ", "fr"), ("0151/1234-5678", "de")]
+    pairs = sorted(pairs | set(extra), key=lambda p: (p[0], p[1] or ""))
+    assert len(pairs) > 500
+    assert normalise_many(pairs) == [normalise(raw, hint) for raw, hint in pairs]

@@ -79,6 +79,11 @@ def read_csv(data: bytes, ctx: FileContext, config: ChannelConfig) -> FileRead:
         notes.append(refusal)
 
     rows: list[SourceRow] = []
+    # Content, not position, identifies a row: cells joined in column-name order, so
+    # re-ordered or renamed exports add nothing.
+    identity_order = sorted(range(len(header)), key=lambda i: header[i])
+    identity_names = [header[i] + "\x1f" for i in identity_order]
+    columns = [(i, canonical, config.values.get(canonical)) for i, canonical in enumerate(canonical_of) if canonical]
     previous_end = reader.line_num
     while True:
         start = previous_end + 1
@@ -96,33 +101,26 @@ def read_csv(data: bytes, ctx: FileContext, config: ChannelConfig) -> FileRead:
         previous_end = reader.line_num
         if not record or all(not v.strip() for v in record):
             continue  # blank lines are not rows
-        raw = raw_json(dict(zip(header, record)) if len(record) == len(header) else record)
-        if refusal:
-            rows.append(SourceRow(line=start, raw=raw, identity="", error=refusal))
-            continue
-        if len(record) != len(header):
-            rows.append(
-                SourceRow(line=start, raw=raw, identity="", error=f"ragged row: {len(record)} fields, header has {len(header)}")
-            )
+        if refusal or len(record) != len(header):
+            raw = raw_json(dict(zip(header, record)) if len(record) == len(header) else record)
+            reason = refusal or f"ragged row: {len(record)} fields, header has {len(header)}"
+            rows.append(SourceRow(line=start, raw=raw, identity="", error=reason))
             continue
         if any(len(v) > MAX_FIELD_CHARS for v in record):
-            rows.append(SourceRow(line=start, raw=raw[:MAX_FIELD_CHARS], identity="", error=f"field longer than {MAX_FIELD_CHARS} characters"))
+            raw = raw_json(dict(zip(header, record)))[:MAX_FIELD_CHARS]
+            rows.append(SourceRow(line=start, raw=raw, identity="", error=f"field longer than {MAX_FIELD_CHARS} characters"))
             continue
         fields: dict[str, str | None] = {}
-        for canonical, value in zip(canonical_of, record):
-            if canonical is None:
-                continue
-            value = value.strip()
-            mapped = config.values.get(canonical)
+        for i, canonical, mapped in columns:
+            value = record[i].strip()
             if mapped and value in mapped:
                 value = mapped[value]
             fields[canonical] = value
         for canonical, default in config.defaults.items():
             if not fields.get(canonical):
                 fields[canonical] = default
-        # Content, not position, identifies a row: re-ordered or renamed exports add nothing.
-        identity = raw_json(sorted(zip(header, record)))
-        rows.append(SourceRow(line=start, raw=raw, identity=identity, fields=fields))
+        identity = "\x1e".join(name + record[i] for name, i in zip(identity_names, identity_order))
+        rows.append(SourceRow(line=start, raw=None, identity=identity, fields=fields, header=header, record=record))
     if not rows and not refusal:
         notes.append("header only")
     return FileRead(rows=rows, notes=notes)

@@ -1,0 +1,137 @@
+"""Side-by-side benchmark: the naive script, `consent run`, and a DuckDB scan floor.
+
+    .venv/bin/python bench/benchmark.py                 # N = 100k and 1M
+    .venv/bin/python bench/benchmark.py --sizes 100000  # one size
+    .venv/bin/python bench/benchmark.py --with-10m      # adds N = 10M (slow: hours for the naive script)
+
+For each N it generates synthetic exports once (bench/data/N, reused), then in
+one run times, each in a fresh process: (a) `bench/naive.py`, (b) `consent
+run` on a fresh warehouse, (c) DuckDB reading the same files (the floor), and
+(d) an incremental night adding 1% new events to (b)'s warehouse. It prints
+wall time, rows per second, peak memory (max RSS of the measured process and
+its workers), and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+PYTHON = sys.executable
+CONSENT = str(Path(PYTHON).with_name("consent"))
+AS_OF = "2026-11-26T00:00:00Z"
+
+MEASURE = r"""
+import json, resource, subprocess, sys, time
+started = time.perf_counter()
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+wall = time.perf_counter() - started
+peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"wall": wall, "peak_mb": peak_kb / 1024, "code": done.returncode, "stderr": done.stderr[-600:]}))
+"""
+
+FLOOR = """
+import sys, duckdb
+root = sys.argv[1]
+con = duckdb.connect()
+rows = con.execute(f"SELECT count(*) FROM read_csv('{root}/*/*.csv', union_by_name=true, all_varchar=true, ignore_errors=true, filename=true)").fetchone()[0]
+rows += con.execute(f"SELECT count(*) FROM read_json_auto('{root}/whatsapp/*.json*', format='auto', ignore_errors=true, maximum_object_size=100000000)").fetchone()[0]
+print(rows)
+"""
+
+
+def measure(command: list[str], env: dict | None = None) -> dict:
+    done = subprocess.run([PYTHON, "-c", MEASURE, *command], capture_output=True, text=True, env=env)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["code"] not in (0, 1):
+        raise SystemExit(f"{command[0]} failed ({result['code']}): {result['stderr']}")
+    return result
+
+
+def exports_for(n: int) -> Path:
+    folder = BENCH / "data" / f"events_{n}"
+    if not (folder / ".complete").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"generating {n:,} events into {folder} ...", flush=True)
+        subprocess.run([PYTHON, str(BENCH / "generate.py"), str(folder), "--events", str(n), "--seed", "1"], check=True,
+                       stdout=subprocess.DEVNULL)
+        (folder / ".complete").write_text("")
+    return folder
+
+
+def one_percent_more(exports: Path, n: int, work: Path) -> Path:
+    """A copy of the exports with 1% new events in new files (the next night)."""
+    night = work / "night2"
+    shutil.rmtree(night, ignore_errors=True)
+    shutil.copytree(exports, night, ignore=shutil.ignore_patterns(".complete"))
+    extra = work / "extra"
+    shutil.rmtree(extra, ignore_errors=True)
+    subprocess.run([PYTHON, str(BENCH / "generate.py"), str(extra), "--events", str(max(100, n // 100)), "--seed", "2"],
+                   check=True, stdout=subprocess.DEVNULL)
+    for channel in (p for p in extra.iterdir() if p.is_dir() and p.name != "notices"):
+        for file in channel.iterdir():
+            shutil.copy(file, night / channel.name / f"night2_{file.name}")
+    return night
+
+
+def row(name: str, result: dict, n: int) -> dict:
+    return {"approach": name, "seconds": result["wall"], "rows_per_s": n / result["wall"], "peak_mb": result["peak_mb"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--with-10m", action="store_true")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--skip-naive", action="store_true", help="time only consent run and the floor")
+    args = parser.parse_args()
+    sizes = args.sizes + ([10_000_000] if args.with_10m else [])
+    work = BENCH / "work"
+    work.mkdir(exist_ok=True)
+    summary = []
+    for n in sizes:
+        exports = exports_for(n)
+        results = []
+        if not args.skip_naive:
+            results.append(row("a naive script", measure([PYTHON, str(BENCH / "naive.py"), str(exports), str(work / "naive.duckdb")]), n))
+            (work / "naive.duckdb").unlink(missing_ok=True)
+        warehouse = work / f"consent_{n}.duckdb"
+        for stale in work.glob(f"consent_{n}.duckdb*"):
+            stale.unlink()
+        shutil.rmtree(work / "data_docs", ignore_errors=True)
+        full = measure([CONSENT, "run", "--exports", str(exports), "--warehouse", str(warehouse), "--as-of", AS_OF,
+                        "--workers", str(args.workers)])
+        results.append(row("b consent run (full)", full, n))
+        results.append(row("c duckdb scan floor", measure([PYTHON, "-c", FLOOR, str(exports)]), n))
+        night = one_percent_more(exports, n, work)
+        incremental = measure([CONSENT, "run", "--exports", str(night), "--warehouse", str(warehouse), "--as-of", AS_OF,
+                               "--workers", str(args.workers)])
+        results.append(row("d consent run (+1% night)", incremental, max(100, n // 100)))
+        print(f"\nN = {n:,} events")
+        print(f"{'approach':28} {'seconds':>9} {'rows/s':>11} {'peak MB':>9}")
+        for r in results:
+            print(f"{r['approach']:28} {r['seconds']:9.1f} {r['rows_per_s']:11,.0f} {r['peak_mb']:9.0f}")
+        by = {r["approach"][0]: r for r in results}
+        if "a" in by:
+            print(f"naive / consent run: {by['a']['seconds'] / by['b']['seconds']:.1f}x faster, "
+                  f"peak memory {by['b']['peak_mb'] / by['a']['peak_mb']:.2f}x of naive")
+        print(f"consent run / floor: {by['b']['seconds'] / by['c']['seconds']:.1f}x")
+        print(f"incremental night / full run: {by['d']['seconds'] / by['b']['seconds']:.1%}")
+        summary.append({"n": n, **{r["approach"]: r for r in results}})
+    if len(summary) > 1:
+        first, last = summary[0], summary[-1]
+        key = "b consent run (full)"
+        print(f"\nscaling: {last['n'] // first['n']}x the events took {last[key]['seconds'] / first[key]['seconds']:.1f}x the time")
+    (work / "last_results.json").write_text(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
