@@ -27,7 +27,7 @@ first_after AS (
         ON s.recipient_e164 = o.phone_e164
         AND s.category = o.purpose
         AND s.sent_at > o.opted_out_at
-        AND (o.valid_to IS NULL OR s.sent_at < o.valid_to)
+        AND s.sent_at < coalesce(o.valid_to, TIMESTAMP '9999-12-31')
     GROUP BY ALL
 )
 

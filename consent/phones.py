@@ -144,7 +144,7 @@ def _normalise_chunk(pairs: Sequence[tuple[str, str | None]]) -> list[Normalised
 def normalise_many(
     pairs: Iterable[tuple[str, str | None]],
     workers: int = 1,
-    parallel_threshold: int = 50_000,
+    parallel_threshold: int = 20_000,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[NormalisedPhone]:
     """Normalise distinct pairs, in `workers` processes when there are many.

@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--as-of", dest="as_of", help="fix 'now' (ISO 8601, UTC if no offset)")
     run.add_argument("--policy", help="policy YAML (default: policy.yaml in the exports folder, if any)")
     run.add_argument("--full", action="store_true", help="rebuild every status from the ledger")
-    run.add_argument("--workers", type=int, default=1, help="processes for phone normalisation")
+    run.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes for phone normalisation (default: up to 2)")
     run.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for another run's lock")
     run.add_argument(
         "--alert-command", default=os.environ.get("CONSENT_ALERT_COMMAND"),

@@ -42,7 +42,7 @@ audience AS (
     JOIN transitions AS t
         ON t.status = 'opted_in'
         AND t.valid_from < d.day + INTERVAL 1 DAY
-        AND (t.valid_to IS NULL OR t.valid_to >= d.day + INTERVAL 1 DAY)
+        AND coalesce(t.valid_to, TIMESTAMP '9999-12-31') >= d.day + INTERVAL 1 DAY
     GROUP BY ALL
 ),
 

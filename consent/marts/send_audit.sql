@@ -12,16 +12,22 @@ WITH sends AS (
     GROUP BY ALL
 ),
 
+purposes AS (
+    SELECT DISTINCT purpose FROM consent_status
+),
+
 checked AS (
     SELECT
         s.*,
-        h.status AS status_at_send
+        h.status AS status_at_send,
+        p.purpose IS NOT NULL AS is_purpose
     FROM sends AS s
     LEFT JOIN consent_status_history AS h
         ON h.phone_e164 = s.recipient_e164
         AND h.purpose = s.category
         AND h.valid_from < s.sent_at  -- the status before the send (a 131050 failure is itself an opt-out)
-        AND (h.valid_to IS NULL OR h.valid_to > s.sent_at)
+        AND coalesce(h.valid_to, TIMESTAMP '9999-12-31') > s.sent_at
+    LEFT JOIN purposes AS p ON p.purpose = s.category
 ),
 
 final AS (
@@ -34,7 +40,7 @@ final AS (
         refused_by_whatsapp,
         coalesce(status_at_send, 'no_consent') AS status_at_send,
         CASE
-            WHEN category IS NULL OR category NOT IN (SELECT DISTINCT purpose FROM consent_status) THEN 'not_checked'
+            WHEN NOT is_purpose THEN 'not_checked'
             WHEN status_at_send = 'opted_in' THEN 'ok'
             WHEN status_at_send = 'opted_out' THEN 'sent_after_opt_out'
             ELSE 'sent_without_consent'
