@@ -17,6 +17,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from consent.db import table_exists
+
 STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 0; background: #f5f6f8; color: #1d2330; }
 header { background: #123c35; color: #fff; padding: 18px 32px; }
@@ -39,12 +41,6 @@ th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid #eceef2; }
 def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:
     cursor = con.execute(sql)
     return [d[0] for d in cursor.description], cursor.fetchall()
-
-
-def _exists(con, table: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND database_name = current_database()", [table]
-    ).fetchone()[0])
 
 
 def _figure(fig: go.Figure, height: int = 320) -> str:
@@ -81,7 +77,7 @@ def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path) -> int:
     refused = con.execute("SELECT count(DISTINCT event_id) FROM consent_violations WHERE refused").fetchone()[0]
     findings = (
         con.execute("SELECT count(*) FROM send_audit WHERE finding IN ('sent_without_consent', 'sent_after_opt_out')").fetchone()[0]
-        if _exists(con, "send_audit") else 0
+        if table_exists(con, "send_audit") else 0
     )
     last_run = con.execute(
         "SELECT run_id, status, as_of, checks_failed, check_outcomes FROM runs ORDER BY published_at DESC LIMIT 1"
@@ -139,7 +135,7 @@ def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path) -> int:
     charts.append(_section("Consent rule violations", _figure(fig, 60 + 28 * max(3, len(rules)))))
 
     # -- notices (when the registry is loaded) ------------------------------------------------------
-    if _exists(con, "notice_usage"):
+    if table_exists(con, "notice_usage"):
         _, notices = _rows(con, "SELECT coalesce(notice_version, '(none)'), notice_state, sum(opt_ins) FROM notice_usage GROUP BY ALL ORDER BY 1")
         fig = go.Figure()
         for state in sorted({r[1] for r in notices}):
@@ -162,7 +158,7 @@ def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path) -> int:
     parts.append(_section("Failed checks of the last run", checks_html))
 
     # -- send audit -----------------------------------------------------------------------------------
-    if _exists(con, "send_audit"):
+    if table_exists(con, "send_audit"):
         summary = _rows(con, "SELECT category, finding, count(*) AS messages FROM send_audit GROUP BY ALL ORDER BY ALL")
         details = _rows(
             con,

@@ -18,6 +18,8 @@ from pathlib import Path
 import duckdb
 import phonenumbers
 
+from consent.db import table_exists, transaction
+
 ERASED_REASON = "erased number (GDPR Art. 17): event not re-imported"
 
 PRIVACY_DDL = """
@@ -80,8 +82,7 @@ def erase(con: duckdb.DuckDBPyConnection, phone_e164: str, salt: str, erased_at:
     hashed = phone_hash(phone_e164, salt)
     params = {"phone": phone_e164, "digits": number_digits(phone_e164)}
     report = ErasureReport(phone_hash=hashed)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         report.events_tombstoned = _run(
             con,
             """
@@ -107,15 +108,11 @@ def erase(con: duckdb.DuckDBPyConnection, phone_e164: str, salt: str, erased_at:
             ("stg_skipped", _digits_match_sql("raw_row")),
             ("stg_message_statuses", "recipient_e164 = $phone"),
         ):
-            if _exists(con, table):
+            if table_exists(con, table):
                 report.staging_rows_removed += _delete(con, table, condition, params)
         con.execute(
             "INSERT OR REPLACE INTO suppression_list VALUES (?, ?, ?)", [hashed, erased_at, reason]
         )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return report
 
 
@@ -126,14 +123,6 @@ def _run(con, sql: str, params: dict):
 
 def _delete(con, table: str, condition: str, params: dict) -> int:
     return _run(con, f"DELETE FROM {table} WHERE {condition}", params).fetchone()[0]
-
-
-def _exists(con, table: str) -> bool:
-    return bool(
-        con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND database_name = current_database()", [table]
-        ).fetchone()[0]
-    )
 
 
 def files_containing(exports_dir: Path, phone_e164: str) -> list[str]:
@@ -246,8 +235,7 @@ def purge_retention(
     """
     raw_cutoff = as_of - timedelta(days=raw_retention_days)
     evidence_cutoff = as_of - timedelta(days=365.25 * evidence_retention_years)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         raw = 0
         for table in ("quarantine", "skipped_items"):
             raw += con.execute(
@@ -271,8 +259,4 @@ def purge_retention(
         for table in ("consent_status", "consent_violations", "consent_status_history"):
             con.execute(f"DELETE FROM {table} WHERE phone_e164 IN (SELECT phone_e164 FROM ended)")
         con.execute("DELETE FROM message_statuses WHERE recipient_e164 IN (SELECT phone_e164 FROM ended)")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return RetentionReport(raw_rows_cleared=raw, contacts_purged=contacts, events_purged=events)

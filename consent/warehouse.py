@@ -18,6 +18,7 @@ from typing import Callable, ContextManager
 import duckdb
 import polars as pl
 
+from consent.db import transaction
 from consent.faults import crash_point
 from consent.ingest import FileStats, Pair, Progress, StagedExports, stage_exports
 from consent.notices import NoticeFolder, read_notices, terms_from_rows
@@ -314,16 +315,11 @@ def write_staging(
         "stg_source_files": files,
         "stg_run": run,
     }
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         for table, frame in frames.items():
             con.register("frame", frame)
             con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM frame")
             con.unregister("frame")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     crash_point("after_staging")
 
 
@@ -407,8 +403,7 @@ def publish(
         "SELECT run_id, mode, as_of, started_at, ignored, step_seconds FROM stg_run"
     ).fetchone()
     seconds = json.loads(step_seconds)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         t0 = time.perf_counter()
         # Erased numbers stay out unless a new consent dated after the erasure arrives.
         suppressed = suppress_staged(con, salt)
@@ -565,10 +560,6 @@ def publish(
                 json.dumps(per_channel), json.dumps(seconds),
             ],
         )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     crash_point("after_publish")
     return summary
 
