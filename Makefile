@@ -19,8 +19,8 @@ run: $(STAMP)
 	$(BIN)/consent run --exports $(EXPORTS) --warehouse $(WAREHOUSE)
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest
 	$(BIN)/dagster definitions validate -w workspace.yaml
+	$(BIN)/python -m pytest
 
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest tests/test_fuzz.py

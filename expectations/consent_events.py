@@ -6,7 +6,7 @@ import great_expectations as gx
 import polars as pl
 
 from consent.events import ACQUISITION_SOURCES, EVENT_TYPES
-from expectations.staged_opt_ins import phone_is_e164
+from expectations.staged_opt_ins import expect_e164, phone_is_e164
 
 
 def rows_to_validate(new_events: pl.DataFrame) -> pl.DataFrame:
@@ -33,10 +33,7 @@ def build_suite() -> gx.ExpectationSuite:
                 column="acquisition_source", value_set=list(ACQUISITION_SOURCES),
                 description="Acquisition sources come from the known set.", meta={"severity": "error"},
             ),
-            gx.expectations.ExpectColumnValuesToBeInSet(
-                column="phone_is_e164", value_set=[True],
-                description="Phone numbers are normalised to E.164.", meta={"severity": "error"},
-            ),
+            expect_e164(),
             *[
                 gx.expectations.ExpectColumnValuesToNotBeNull(
                     column=column, description=f"Every event keeps its lineage ({column}).", meta={"severity": "error"}

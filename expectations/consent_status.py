@@ -11,7 +11,7 @@ import great_expectations as gx
 import polars as pl
 
 from consent.reconcile import STATUSES
-from expectations.staged_opt_ins import phone_is_e164
+from expectations.staged_opt_ins import expect_e164, phone_is_e164
 
 EVIDENCE = [
     ("consent_method", "how the person consented"),
@@ -49,10 +49,7 @@ def build_suite() -> gx.ExpectationSuite:
                 column="status", value_set=list(STATUSES),
                 description="Statuses come from the known set.", meta={"severity": "error"},
             ),
-            gx.expectations.ExpectColumnValuesToBeInSet(
-                column="phone_is_e164", value_set=[True],
-                description="Phone numbers are normalised to E.164.", meta={"severity": "error"},
-            ),
+            expect_e164(),
             gx.expectations.ExpectCompoundColumnsToBeUnique(
                 column_list=["contact_key", "purpose"],
                 description="One row per contact and purpose.", meta={"severity": "error"},
