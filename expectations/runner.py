@@ -121,8 +121,7 @@ def validate(
         rows = (r.result or {}).get("unexpected_index_list") or []
         lineage = [
             {c: _plain(pandas_frame.iloc[i][c]) for c in LINEAGE_COLUMNS if c in pandas_frame.columns}
-            for i in rows[:MAX_LINEAGE_ROWS]
-            if isinstance(i, int)
+            for i in sorted(i for i in rows if isinstance(i, int))[:MAX_LINEAGE_ROWS]
         ]
         outcomes.append(
             ExpectationOutcome(
