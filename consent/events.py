@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
@@ -357,7 +357,3 @@ def build_events(
 
 def raw_json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
-
-
-def future_limit(as_of: datetime, skew_minutes: float) -> datetime:
-    return as_of + timedelta(minutes=skew_minutes)

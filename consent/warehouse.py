@@ -20,7 +20,7 @@ import polars as pl
 
 from consent.db import transaction
 from consent.faults import crash_point
-from consent.ingest import FileStats, Pair, Progress, StagedExports, stage_exports
+from consent.ingest import Pair, Progress, StagedExports, stage_exports
 from consent.notices import NoticeFolder, read_notices, terms_from_rows
 from consent.privacy import PRIVACY_DDL, suppress_staged
 from consent.phones import METADATA_VERSION, NormalisedPhone, normalise_many
@@ -195,7 +195,6 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 """
 
-STAGING_TABLES = ("stg_consent_events", "stg_quarantine", "stg_skipped", "stg_message_statuses", "stg_source_files", "stg_run")
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -360,14 +359,6 @@ def stage_run(
     with connect() as con:
         write_staging(con, staged, notices=notices, run_id=run_id, mode=mode, as_of=as_of, started_at=started_at)
     return staged
-
-
-def staged_file_stats(con: duckdb.DuckDBPyConnection) -> list[FileStats]:
-    rows = con.execute(
-        "SELECT channel, source_file, file_hash, size_bytes, state, rows_read, events, quarantined, skipped, notes "
-        "FROM stg_source_files ORDER BY channel, source_file"
-    ).fetchall()
-    return [FileStats(*r[:9], notes=list(r[9] or [])) for r in rows]
 
 
 def _touched_contacts_sql(full: bool) -> str:

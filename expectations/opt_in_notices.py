@@ -9,8 +9,6 @@ rules: consent is granted only for purposes the notice states.
 from __future__ import annotations
 
 import great_expectations as gx
-import polars as pl
-
 from consent.policy import Policy
 
 # expectation column -> (policy rule, what a reviewer reads)
@@ -43,10 +41,6 @@ WHERE e.run_id = $run_id
   AND e.notice_version IS NOT NULL
   AND (SELECT count(*) FROM consent_notices) > 0
 """
-
-
-def rows_to_validate(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame
 
 
 def suite_for(policy: Policy):
