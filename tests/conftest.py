@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import duckdb
 import pytest
+from hypothesis import settings
+
+# CI runs the property and fuzz tests on a fixed seed, so a red build is reproducible;
+# locally every run explores new examples.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 AS_OF = "2026-11-10T00:00:00Z"
