@@ -18,6 +18,11 @@ log = logging.getLogger(__name__)
 HOOK_TIMEOUT_SECONDS = 60
 
 
+def is_failed_error(evaluation) -> bool:
+    """A check that did not pass with ERROR severity: it fails the run."""
+    return not evaluation.passed and evaluation.severity.value == "ERROR"
+
+
 def failed_checks(evaluations) -> list[dict]:
     """Failed ERROR-severity checks among Dagster asset check evaluations."""
     return [
@@ -26,7 +31,7 @@ def failed_checks(evaluations) -> list[dict]:
             "metadata": {k: v.value for k, v in e.metadata.items()},
         }
         for e in evaluations
-        if not e.passed and e.severity.value == "ERROR"
+        if is_failed_error(e)
     ]
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from consent.policy import ConfigError, load_channels, load_policy
-from pipelines.alerts import failed_checks, raise_alert
+from pipelines.alerts import failed_checks, is_failed_error, raise_alert
 from pipelines.resources import (
     DEFAULT_EXPORTS,
     DEFAULT_WAREHOUSE,
@@ -149,8 +149,8 @@ def command_run(args) -> int:
         return EXIT_FAILED
 
     evaluations = result.get_asset_check_evaluations()
-    failed_errors = [e for e in evaluations if not e.passed and e.severity.value == "ERROR"]  # as failed_checks()
-    failed_warnings = [e for e in evaluations if not e.passed and e.severity.value != "ERROR"]
+    failed_errors = [e for e in evaluations if is_failed_error(e)]
+    failed_warnings = [e for e in evaluations if not e.passed and not is_failed_error(e)]
     outcomes = {
         f"{e.asset_key.to_user_string()}.{e.check_name}": {"passed": e.passed, "severity": e.severity.value}
         for e in evaluations
