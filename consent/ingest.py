@@ -18,22 +18,21 @@ from typing import Callable, Iterable
 import polars as pl
 
 from consent.channels import adapter_for
+from consent.columnar import build_file, phone_pairs
 from consent.events import (
     EVENT_SCHEMA,
     QUARANTINE_SCHEMA,
     SEND_SCHEMA,
     SKIPPED_SCHEMA,
     FileContext,
-    build_events,
-    phone_key,
 )
 from consent.faults import crash_point
-from consent.phones import NormalisedPhone
+from consent.phones import PhoneBook
 from consent.policy import ChannelsFile, Policy
 
 CONFIG_FILES = {"channels.yaml", "policy.yaml"}
 Pair = tuple[str, str | None]
-PhoneResolver = Callable[[list[Pair]], dict[Pair, NormalisedPhone]]
+PhoneResolver = Callable[[list[Pair]], PhoneBook]
 Progress = Callable[[str, int, int], None]
 
 
@@ -136,9 +135,9 @@ def stage_exports(
                 date_format=config.date_format,
             )
             read = adapter(export.path.read_bytes(), ctx, config, policy)
-            stat.rows_read = len(read.rows)
+            stat.rows_read = read.row_count
             stat.notes.extend(read.notes)
-            reads.append((stat, ctx, read.rows))
+            reads.append((stat, ctx, read))
         if progress:
             progress("reading files", number, len(found))
     seconds["read"] = time.perf_counter() - started
@@ -146,10 +145,8 @@ def stage_exports(
 
     started = time.perf_counter()
     pairs: set[Pair] = set()
-    for _, ctx, rows in reads:
-        for row in rows:
-            if row.needs_phone:
-                pairs.add(phone_key(row, ctx))
+    for _, ctx, read in reads:
+        pairs.update(phone_pairs(read, ctx))
     resolved = resolve_phones(sorted(pairs, key=lambda p: (p[0], p[1] or "")))
     seconds["normalise"] = time.perf_counter() - started
     crash_point("after_normalising")
@@ -157,15 +154,15 @@ def stage_exports(
     started = time.perf_counter()
     frames: dict[str, list[pl.DataFrame]] = {"events": [], "quarantine": [], "skipped": [], "sends": []}
     done = 0
-    total = sum(len(rows) for _, _, rows in reads)
-    for stat, ctx, rows in reads:
-        built = build_events(rows, ctx, resolved, policy.purposes, ingested_at, run_id)
+    total = sum(read.row_count for _, _, read in reads)
+    for stat, ctx, read in reads:
+        built = build_file(read, ctx, resolved, policy.purposes, ingested_at, run_id)
         stat.events, stat.quarantined, stat.skipped = built.events.height, built.quarantine.height, built.skipped.height
         frames["events"].append(built.events)
         frames["quarantine"].append(built.quarantine)
         frames["skipped"].append(built.skipped)
         frames["sends"].append(built.sends)
-        done += len(rows)
+        done += read.row_count
         if progress:
             progress("building events", done, total)
     seconds["build"] = time.perf_counter() - started

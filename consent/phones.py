@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import phonenumbers
+import polars as pl
 from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
 
 # Without the pattern cache a global mix of numbers parses ~10x slower.
@@ -196,3 +197,63 @@ def _normalise_distinct(
         if pool is not None:
             pool.shutdown()
     return out
+
+
+PHONE_BOOK_SCHEMA: dict[str, pl.DataType] = {
+    "phone_raw": pl.Utf8,
+    "country_hint": pl.Utf8,  # "" when there is no hint, so the pair is a plain join key
+    "phone_e164": pl.Utf8,
+    "phone_region": pl.Utf8,
+    "phone_type": pl.Utf8,
+    "invalid_reason": pl.Utf8,
+}
+
+
+class PhoneBook(Mapping):
+    """The normalisation of every (raw, hint) pair of a run.
+
+    A frame for column-wise joins (`frame`) and a mapping for row-wise code
+    (`book[(raw, hint)]`). A pair that is not in the book is normalised on
+    first use, so a lookup never fails.
+    """
+
+    def __init__(self, frame: pl.DataFrame):
+        self.frame = frame.select(list(PHONE_BOOK_SCHEMA))
+        self._index: dict[tuple[str, str | None], NormalisedPhone] | None = None
+
+    @classmethod
+    def from_results(cls, results: Sequence[NormalisedPhone]) -> "PhoneBook":
+        columns = {name: [] for name in PHONE_BOOK_SCHEMA}
+        for r in results:
+            columns["phone_raw"].append(r.phone_raw)
+            columns["country_hint"].append(r.country_hint or "")
+            columns["phone_e164"].append(r.phone_e164)
+            columns["phone_region"].append(r.phone_region)
+            columns["phone_type"].append(r.phone_type)
+            columns["invalid_reason"].append(r.invalid_reason)
+        return cls(pl.DataFrame(columns, schema=PHONE_BOOK_SCHEMA))
+
+    @classmethod
+    def of_pairs(cls, pairs: Iterable[tuple[str, str | None]], workers: int = 1) -> "PhoneBook":
+        return cls.from_results(normalise_many(sorted(set(pairs), key=lambda p: (p[0], p[1] or "")), workers=workers))
+
+    def _lookup(self) -> dict[tuple[str, str | None], NormalisedPhone]:
+        if self._index is None:
+            self._index = {
+                (raw, hint or None): NormalisedPhone(raw, hint or None, e164, region, kind, reason)
+                for raw, hint, e164, region, kind, reason in self.frame.iter_rows()
+            }
+        return self._index
+
+    def __getitem__(self, pair: tuple[str, str | None]) -> NormalisedPhone:
+        index = self._lookup()
+        found = index.get(pair)
+        if found is None:
+            found = index[pair] = normalise(*pair)
+        return found
+
+    def __iter__(self) -> Iterator[tuple[str, str | None]]:
+        return iter(self._lookup())
+
+    def __len__(self) -> int:
+        return self.frame.height

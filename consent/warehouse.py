@@ -23,7 +23,7 @@ from consent.faults import crash_point
 from consent.ingest import Pair, Progress, StagedExports, stage_exports
 from consent.notices import NoticeFolder, read_notices, terms_from_rows
 from consent.privacy import PRIVACY_DDL, suppress_staged
-from consent.phones import METADATA_VERSION, NormalisedPhone, normalise_many
+from consent.phones import METADATA_VERSION, PHONE_BOOK_SCHEMA, PhoneBook, normalise_many
 from consent.policy import ChannelsFile, Policy
 from consent.reconcile import HISTORY_SCHEMA, INPUT_COLUMNS, STATUS_SCHEMA, VIOLATION_SCHEMA, reconcile
 
@@ -227,13 +227,13 @@ class PhoneCache:
         self.hits = 0
         self.misses = 0
 
-    def resolve(self, pairs: list[Pair]) -> dict[Pair, NormalisedPhone]:
-        if not pairs:
-            return {}
+    def resolve(self, pairs: list[Pair]) -> PhoneBook:
         wanted = pl.DataFrame(
             {"phone_raw": [p[0] for p in pairs], "country_hint": [p[1] or "" for p in pairs]},
             schema={"phone_raw": pl.Utf8, "country_hint": pl.Utf8},
         )
+        if not pairs:
+            return PhoneBook(pl.DataFrame(schema=PHONE_BOOK_SCHEMA))
         with self.connect() as con:
             con.register("wanted_pairs", wanted)
             cached = con.execute(
@@ -243,31 +243,20 @@ class PhoneCache:
                 WHERE c.metadata_version = ?
                 """,
                 [METADATA_VERSION],
-            ).fetchall()
-        out: dict[Pair, NormalisedPhone] = {}
-        for raw, hint, e164, region, kind, reason in cached:
-            out[(raw, hint or None)] = NormalisedPhone(raw, hint or None, e164, region, kind, reason)
-        missing = [p for p in pairs if p not in out]
-        self.hits, self.misses = len(out), len(missing)
-        fresh = normalise_many(missing, workers=self.workers, progress=self.progress)
-        for pair, result in zip(missing, fresh):
-            out[pair] = result
-        if fresh:
-            frame = pl.DataFrame(
-                {
-                    "phone_raw": [p[0] for p in missing],
-                    "country_hint": [p[1] or "" for p in missing],
-                    "metadata_version": [METADATA_VERSION] * len(missing),
-                    "phone_e164": [r.phone_e164 for r in fresh],
-                    "phone_region": [r.phone_region for r in fresh],
-                    "phone_type": [r.phone_type for r in fresh],
-                    "invalid_reason": [r.invalid_reason for r in fresh],
-                }
-            )
+            ).pl()
+            con.unregister("wanted_pairs")
+        missing = wanted.join(cached, on=["phone_raw", "country_hint"], how="anti", maintain_order="left")
+        missing_pairs = [(raw, hint or None) for raw, hint in missing.iter_rows()]
+        self.hits, self.misses = cached.height, len(missing_pairs)
+        fresh = PhoneBook.from_results(normalise_many(missing_pairs, workers=self.workers, progress=self.progress)).frame
+        if fresh.height:
             with self.connect() as con:
-                con.register("fresh_phones", frame)
-                con.execute("INSERT OR IGNORE INTO phone_cache SELECT * FROM fresh_phones")
-        return out
+                con.register("fresh_phones", fresh.with_columns(metadata_version=pl.lit(METADATA_VERSION)))
+                con.execute(
+                    "INSERT OR IGNORE INTO phone_cache BY NAME SELECT * FROM fresh_phones"
+                )
+                con.unregister("fresh_phones")
+        return PhoneBook(pl.concat([cached.cast(PHONE_BOOK_SCHEMA), fresh], how="vertical"))
 
 
 def write_staging(

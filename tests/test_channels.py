@@ -7,8 +7,9 @@ import pytest
 
 from consent.channels.csv_export import read_csv
 from consent.channels.whatsapp_webhook import read_webhooks
+from consent.columnar import build_file, phone_pairs
 from consent.events import FileContext, build_events, phone_key
-from consent.phones import normalise
+from consent.phones import PhoneBook, normalise
 from consent.policy import ChannelConfig, Policy
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exports"
@@ -27,12 +28,13 @@ def build(rows, context):
 def csv_batch(data: bytes, config=None, context=None):
     context = context or ctx()
     read = read_csv(data, context, config or ChannelConfig())
-    return read, build(read.rows, context)
+    phones = PhoneBook.of_pairs(phone_pairs(read, context))
+    return read, build_file(read, context, phones, ["marketing", "utility"], NOW, "run-1")
 
 
 def test_canonical_csv_rows_become_events_or_quarantine_with_reasons():
     read, batch = csv_batch((FIXTURES / "web_form" / "signups_2026-11-01.csv").read_bytes())
-    assert len(read.rows) == 8
+    assert read.row_count == 8
     assert batch.events.height + batch.quarantine.height == 8
     reasons = sorted(batch.quarantine["reason"].to_list())
     assert any("spreadsheet" in r for r in reasons)
@@ -87,7 +89,7 @@ def test_latin1_and_utf16_files_are_decoded_with_a_note():
 
 
 def test_empty_and_header_only_files_have_no_rows():
-    assert csv_batch(b"")[0].rows == [] and csv_batch(b"")[0].notes == ["empty file"]
+    assert csv_batch(b"")[0].row_count == 0 and csv_batch(b"")[0].notes == ["empty file"]
     assert csv_batch(b"phone,event_type\n")[0].notes == ["header only"]
 
 

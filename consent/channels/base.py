@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from consent.events import SourceRow
+
+if TYPE_CHECKING:
+    from consent.channels.csv_export import CsvTable
 
 
 @dataclass
 class FileRead:
-    """The rows of one file (every row, good or bad) and file-level notes."""
+    """The rows of one file (every row, good or bad) and file-level notes.
+
+    `rows` are read one by one (webhook items; CSV rows that are malformed);
+    `table` holds a CSV file's well-formed rows column by column.
+    """
 
     rows: list[SourceRow]
     notes: list[str] = field(default_factory=list)
+    table: CsvTable | None = None
+
+    @property
+    def row_count(self) -> int:
+        return len(self.rows) + (self.table.height if self.table is not None else 0)
+
+    def all_rows(self) -> list[SourceRow]:
+        """Every row as a `SourceRow`, in file order."""
+        if self.table is None:
+            return list(self.rows)
+        return sorted([*self.rows, *self.table.source_rows()], key=lambda r: (r.line, r.pointer or ""))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import io
 
+import polars as pl
+
 from consent.channels.base import FileRead
 from consent.events import CANONICAL_CSV_COLUMNS, REQUIRED_CSV_COLUMNS, FileContext, SourceRow, raw_json
 from consent.policy import ChannelConfig
@@ -79,11 +81,8 @@ def read_csv(data: bytes, ctx: FileContext, config: ChannelConfig) -> FileRead:
         notes.append(refusal)
 
     rows: list[SourceRow] = []
-    # Content, not position, identifies a row: cells joined in column-name order, so
-    # re-ordered or renamed exports add nothing.
-    identity_order = sorted(range(len(header)), key=lambda i: header[i])
-    identity_names = [header[i] + "\x1f" for i in identity_order]
-    columns = [(i, canonical, config.values.get(canonical)) for i, canonical in enumerate(canonical_of) if canonical]
+    records: list[list[str]] = []
+    lines: list[int] = []
     previous_end = reader.line_num
     while True:
         start = previous_end + 1
@@ -106,21 +105,75 @@ def read_csv(data: bytes, ctx: FileContext, config: ChannelConfig) -> FileRead:
             reason = refusal or f"ragged row: {len(record)} fields, header has {len(header)}"
             rows.append(SourceRow(line=start, raw=raw, identity="", error=reason))
             continue
-        if any(len(v) > MAX_FIELD_CHARS for v in record):
+        if max(map(len, record)) > MAX_FIELD_CHARS:
             raw = raw_json(dict(zip(header, record)))[:MAX_FIELD_CHARS]
             rows.append(SourceRow(line=start, raw=raw, identity="", error=f"field longer than {MAX_FIELD_CHARS} characters"))
             continue
-        fields: dict[str, str | None] = {}
-        for i, canonical, mapped in columns:
-            value = record[i].strip()
-            if mapped and value in mapped:
-                value = mapped[value]
-            fields[canonical] = value
-        for canonical, default in config.defaults.items():
-            if not fields.get(canonical):
-                fields[canonical] = default
-        identity = "\x1e".join(name + record[i] for name, i in zip(identity_names, identity_order))
-        rows.append(SourceRow(line=start, raw=None, identity=identity, fields=fields, header=header, record=record))
-    if not rows and not refusal:
+        records.append(record)
+        lines.append(start)
+    if not rows and not records and not refusal:
         notes.append("header only")
-    return FileRead(rows=rows, notes=notes)
+    table = CsvTable.of_records(header, canonical_of, config, records, lines)
+    return FileRead(rows=rows, notes=notes, table=table)
+
+
+class CsvTable:
+    """The well-formed rows of a CSV file, column by column (cells as read).
+
+    The column-wise builder (`consent.columnar`) reads `cells`; `source_rows`
+    gives the same rows one by one, as every other adapter does.
+    """
+
+    def __init__(self, header: list[str], canonical_of: list[str | None], config: ChannelConfig, cells: pl.DataFrame):
+        self.header = header
+        self.canonical_of = canonical_of
+        self.config = config
+        self.cells = cells  # columns c0..cN in header order, and line
+
+    @classmethod
+    def of_records(cls, header, canonical_of, config, records: list[list[str]], lines: list[int]) -> "CsvTable":
+        columns = list(zip(*records)) if records else [() for _ in header]
+        cells = pl.DataFrame(
+            {**{f"c{i}": pl.Series(column, dtype=pl.Utf8) for i, column in enumerate(columns)}, "line": pl.Series(lines, dtype=pl.Int64)}
+        )
+        return cls(header, canonical_of, config, cells)
+
+    @property
+    def height(self) -> int:
+        return self.cells.height
+
+    def column_of(self, canonical: str) -> int | None:
+        """The header position a canonical field is read from (the last one, if several map onto it)."""
+        found = None
+        for i, name in enumerate(self.canonical_of):
+            if name == canonical:
+                found = i
+        return found
+
+    def identity_order(self) -> list[int]:
+        # Content, not position, identifies a row: cells joined in column-name order, so
+        # re-ordered or renamed exports add nothing.
+        return sorted(range(len(self.header)), key=lambda i: self.header[i])
+
+    def source_rows(self, positions: list[int] | None = None) -> list[SourceRow]:
+        """The rows (all, or those at `positions`) as `SourceRow`s."""
+        frame = self.cells if positions is None else self.cells[positions]
+        n = len(self.header)
+        order = self.identity_order()
+        names = [self.header[i] + "\x1f" for i in order]
+        columns = [(i, canonical, self.config.values.get(canonical)) for i, canonical in enumerate(self.canonical_of) if canonical]
+        out = []
+        for values in frame.iter_rows():
+            record, line = list(values[:n]), values[n]
+            fields: dict[str, str | None] = {}
+            for i, canonical, mapped in columns:
+                value = record[i].strip()
+                if mapped and value in mapped:
+                    value = mapped[value]
+                fields[canonical] = value
+            for canonical, default in self.config.defaults.items():
+                if not fields.get(canonical):
+                    fields[canonical] = default
+            identity = "\x1e".join(name + record[i] for name, i in zip(names, order))
+            out.append(SourceRow(line=line, raw=None, identity=identity, fields=fields, header=self.header, record=record))
+        return out
