@@ -128,7 +128,8 @@ def build_file(
     if table is not None and table.height:
         fast, slow_positions = _build_table(table, ctx, phones, purposes, ingested_at, run_id)
         rows.extend(table.source_rows(slow_positions))
-    built = build_events(rows, ctx, phones, purposes, ingested_at, run_id)
+    lookup = phones.subset({phone_key(row, ctx) for row in rows if row.needs_phone})
+    built = build_events(rows, ctx, lookup, purposes, ingested_at, run_id)
     if table is None:
         return built
     in_file_order = ("source_line", "source_pointer")

@@ -195,6 +195,18 @@ def _memo(parse: Callable[[str | None], object]) -> Callable[[str | None], objec
     return call
 
 
+def _lenient(parse, value, default, event_type: str, warnings: list[str]):
+    """`parse(value)`; for an opt-out, a field it cannot read becomes a warning and the
+    safe default, never a lost opt-out (rules, section 4). Other events raise."""
+    try:
+        return parse(value)
+    except RowError as exc:
+        if event_type != "opt_out":
+            raise
+        warnings.append(f"{exc}: ignored")
+        return default
+
+
 def _acquisition_source(value: str | None) -> str:
     source = (_text(value) or "organic").lower()
     if source not in ACQUISITION_SOURCES:
@@ -302,20 +314,8 @@ def build_events(
             if not phone.is_valid:
                 raise RowError(phone.invalid_reason or "invalid phone number")
             warnings: list[str] = []
-
-            def field(parse, default):
-                # An opt-out with a valid number always applies (rules, section 4): a field
-                # it cannot read becomes a warning and the safe default, never a lost opt-out.
-                try:
-                    return parse()
-                except RowError as exc:
-                    if event_type != "opt_out":
-                        raise
-                    warnings.append(f"{exc}: ignored")
-                    return default
-
-            occurred_at = row.occurred_at or field(lambda: read_timestamp(f.get("occurred_at")), None)
-            source = field(lambda: read_source(f.get("acquisition_source")), "organic")
+            occurred_at = row.occurred_at or _lenient(read_timestamp, f.get("occurred_at"), None, event_type, warnings)
+            source = _lenient(read_source, f.get("acquisition_source"), "organic", event_type, warnings)
             # one tuple in EVENT_SCHEMA order (building a frame from tuples is cheaper than from dicts)
             event = (
                 event_id(ctx.channel, row.identity),  # event_id
@@ -326,12 +326,12 @@ def build_events(
                 phone.phone_e164,  # phone_e164
                 phone.phone_region,  # phone_region
                 phone.phone_type,  # phone_type
-                list(field(lambda: read_purposes(f.get("purposes")), ())),  # purposes
+                list(_lenient(read_purposes, f.get("purposes"), (), event_type, warnings)),  # purposes
                 occurred_at,  # occurred_at
                 (_text(f.get("consent_method")) or "").lower() or None,  # consent_method
                 _text(f.get("notice_version")),  # notice_version
-                field(lambda: read_bool(f.get("checkbox_pre_ticked")), None),  # checkbox_pre_ticked
-                field(lambda: read_bool(f.get("bundled_with_terms")), None),  # bundled_with_terms
+                _lenient(read_bool, f.get("checkbox_pre_ticked"), None, event_type, warnings),  # checkbox_pre_ticked
+                _lenient(read_bool, f.get("bundled_with_terms"), None, event_type, warnings),  # bundled_with_terms
                 source,  # acquisition_source
                 _text(f.get("evidence_ref")),  # evidence_ref
                 ctx.source_file,  # source_file

@@ -155,14 +155,15 @@ def stage_exports(
     frames: dict[str, list[pl.DataFrame]] = {"events": [], "quarantine": [], "skipped": [], "sends": []}
     done = 0
     total = sum(read.row_count for _, _, read in reads)
-    for stat, ctx, read in reads:
+    for n, (stat, ctx, read) in enumerate(reads):
         built = build_file(read, ctx, resolved, policy.purposes, ingested_at, run_id)
+        reads[n] = (stat, ctx, None)  # a file's rows are not needed once built
         stat.events, stat.quarantined, stat.skipped = built.events.height, built.quarantine.height, built.skipped.height
         frames["events"].append(built.events)
         frames["quarantine"].append(built.quarantine)
         frames["skipped"].append(built.skipped)
         frames["sends"].append(built.sends)
-        done += read.row_count
+        done += stat.rows_read
         if progress:
             progress("building events", done, total)
     seconds["build"] = time.perf_counter() - started

@@ -8,6 +8,7 @@ processes (parsing is CPU-bound Python, threads do not help).
 
 from __future__ import annotations
 
+import gc
 import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -150,27 +151,64 @@ def normalise_many(
     parallel_threshold: int = 20_000,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[NormalisedPhone]:
-    """Normalise distinct pairs, in `workers` processes when there are many.
+    """Normalise pairs, in `workers` processes when there are many: the same
+    results as `normalise` on each pair (a test compares them)."""
+    frame = normalise_frame(pairs, workers, parallel_threshold, progress)
+    return [
+        NormalisedPhone(raw, hint or None, e164, region, kind, reason)
+        for raw, hint, e164, region, kind, reason in frame.iter_rows()
+    ]
 
-    Spellings with one parse key are parsed once; the results are the same as
-    `normalise` on each pair (a test compares them on generated exports).
+
+def normalise_frame(
+    pairs: Iterable[tuple[str, str | None]],
+    workers: int = 1,
+    parallel_threshold: int = 20_000,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> pl.DataFrame:
+    """`normalise_many` as a frame (PHONE_BOOK_SCHEMA, in the order of `pairs`).
+
+    Spellings with one parse key are parsed once; each pair then takes its
+    key's result by a join, not a Python loop.
     """
     pairs = list(pairs)
-    keys = [parse_key(raw, hint) for raw, hint in pairs]
-    unique = sorted({k for k in keys if k is not None}, key=lambda k: (k[0], k[1] or ""))
-    parsed = dict(zip(unique, _normalise_distinct(unique, workers, parallel_threshold, progress)))
-    out = []
-    for (raw, hint), key in zip(pairs, keys):
-        hint_text = (hint or "").strip().upper() or None
+    keys: list[tuple[str, str]] = []
+    distinct: dict[tuple[str, str | None], None] = {}
+    single: list[tuple[str, NormalisedPhone]] = []
+    for n, (raw, hint) in enumerate(pairs):
+        key = parse_key(raw, hint)
         if key is None:
-            out.append(normalise(raw, hint))
-            continue
-        result = parsed[key]
-        if result.is_valid:
-            out.append(NormalisedPhone(raw, hint_text, result.phone_e164, result.phone_region, result.phone_type, None))
+            # Read on its own; a NUL-prefixed key cannot collide with a parse key.
+            own = f"\x00{n}"
+            single.append((own, normalise(raw, hint)))
+            keys.append((own, ""))
         else:
-            out.append(_invalid(raw, hint_text, result.invalid_reason or "invalid phone number"))
-    return out
+            distinct[key] = None
+            keys.append((key[0], key[1] or ""))
+    unique = sorted(distinct, key=lambda k: (k[0], k[1] or ""))
+    parsed = _normalise_distinct(unique, workers, parallel_threshold, progress)
+    by_key = pl.DataFrame(
+        {
+            "key_raw": [k[0] for k in unique] + [own for own, _ in single],
+            "key_hint": [k[1] or "" for k in unique] + [""] * len(single),
+            "phone_e164": [r.phone_e164 for r in parsed] + [r.phone_e164 for _, r in single],
+            "phone_region": [r.phone_region for r in parsed] + [r.phone_region for _, r in single],
+            "phone_type": [r.phone_type for r in parsed] + [r.phone_type for _, r in single],
+            "invalid_reason": [None if r.is_valid else (r.invalid_reason or "invalid phone number") for r in parsed]
+            + [r.invalid_reason for _, r in single],
+        },
+        schema={"key_raw": pl.Utf8, "key_hint": pl.Utf8, **{c: pl.Utf8 for c in list(PHONE_BOOK_SCHEMA)[2:]}},
+    )
+    wanted = pl.DataFrame(
+        {
+            "phone_raw": [raw for raw, _ in pairs],
+            "country_hint": [(hint or "").strip().upper() for _, hint in pairs],
+            "key_raw": [k[0] for k in keys],
+            "key_hint": [k[1] for k in keys],
+        },
+        schema={"phone_raw": pl.Utf8, "country_hint": pl.Utf8, "key_raw": pl.Utf8, "key_hint": pl.Utf8},
+    )
+    return wanted.join(by_key, on=["key_raw", "key_hint"], how="left", maintain_order="left").select(list(PHONE_BOOK_SCHEMA))
 
 
 def _normalise_distinct(
@@ -186,6 +224,9 @@ def _normalise_distinct(
         results = map(_normalise_chunk, chunks)
         pool = None
     else:
+        # Forked workers inherit the caller's heap (a large run holds millions of
+        # objects); frozen, the workers' garbage collector does not walk (and copy) it.
+        gc.freeze()
         pool = ProcessPoolExecutor(max_workers=workers)
         results = pool.map(_normalise_chunk, chunks)
     try:
@@ -196,6 +237,7 @@ def _normalise_distinct(
     finally:
         if pool is not None:
             pool.shutdown()
+            gc.unfreeze()
     return out
 
 
@@ -207,6 +249,19 @@ PHONE_BOOK_SCHEMA: dict[str, pl.DataType] = {
     "phone_type": pl.Utf8,
     "invalid_reason": pl.Utf8,
 }
+
+
+def _index(frame: pl.DataFrame) -> dict[tuple[str, str | None], NormalisedPhone]:
+    return {
+        (raw, hint or None): NormalisedPhone(raw, hint or None, e164, region, kind, reason)
+        for raw, hint, e164, region, kind, reason in frame.iter_rows()
+    }
+
+
+class _Lookup(dict):
+    def __missing__(self, pair: tuple[str, str | None]) -> NormalisedPhone:
+        found = self[pair] = normalise(*pair)
+        return found
 
 
 class PhoneBook(Mapping):
@@ -222,28 +277,20 @@ class PhoneBook(Mapping):
         self._index: dict[tuple[str, str | None], NormalisedPhone] | None = None
 
     @classmethod
-    def from_results(cls, results: Sequence[NormalisedPhone]) -> "PhoneBook":
-        columns = {name: [] for name in PHONE_BOOK_SCHEMA}
-        for r in results:
-            columns["phone_raw"].append(r.phone_raw)
-            columns["country_hint"].append(r.country_hint or "")
-            columns["phone_e164"].append(r.phone_e164)
-            columns["phone_region"].append(r.phone_region)
-            columns["phone_type"].append(r.phone_type)
-            columns["invalid_reason"].append(r.invalid_reason)
-        return cls(pl.DataFrame(columns, schema=PHONE_BOOK_SCHEMA))
-
-    @classmethod
     def of_pairs(cls, pairs: Iterable[tuple[str, str | None]], workers: int = 1) -> "PhoneBook":
-        return cls.from_results(normalise_many(sorted(set(pairs), key=lambda p: (p[0], p[1] or "")), workers=workers))
+        return cls(normalise_frame(sorted(set(pairs), key=lambda p: (p[0], p[1] or "")), workers=workers))
 
     def _lookup(self) -> dict[tuple[str, str | None], NormalisedPhone]:
         if self._index is None:
-            self._index = {
-                (raw, hint or None): NormalisedPhone(raw, hint or None, e164, region, kind, reason)
-                for raw, hint, e164, region, kind, reason in self.frame.iter_rows()
-            }
+            self._index = _index(self.frame)
         return self._index
+
+    def subset(self, pairs: Iterable[tuple[str, str | None]]) -> Mapping[tuple[str, str | None], NormalisedPhone]:
+        """A mapping of just these pairs (cheaper than the whole book when few rows are read one by one)."""
+        wanted = pl.DataFrame(
+            [(raw, hint or "") for raw, hint in pairs], schema={"phone_raw": pl.Utf8, "country_hint": pl.Utf8}, orient="row"
+        )
+        return _Lookup(_index(self.frame.join(wanted, on=["phone_raw", "country_hint"], how="semi")))
 
     def __getitem__(self, pair: tuple[str, str | None]) -> NormalisedPhone:
         index = self._lookup()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from itertools import groupby
+from itertools import count, groupby
 from typing import Callable, Iterable, Iterator, Mapping
 
 import polars as pl
@@ -331,8 +331,9 @@ class ConsentStateMachine:
                 state.move("expired", max(state.since, state.evidence.consent_at + self.validity))
 
 
-def _events(rows: Iterable[tuple]) -> Iterator[Event]:
-    return (Event(*row) for row in rows)
+def _events(frame: pl.DataFrame) -> Iterator[Event]:
+    # Column lists zipped into rows: cheaper than iter_rows on a wide frame.
+    return map(Event, *(frame.get_column(c).to_list() for c in INPUT_COLUMNS))
 
 
 def reconcile(
@@ -341,18 +342,53 @@ def reconcile(
     as_of: datetime,
     progress: Callable[[str, int, int], None] | None = None,
     notices: Mapping[str, NoticeTerms] | None = None,
+    chunk_events: int = 100_000,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """consent_status, consent_violations and consent_status_history rows for every contact in `events`.
 
-    `events` holds the complete history of each contact it mentions.
+    `events` holds the complete history of each contact it mentions. Contacts
+    are reconciled in ranges of about `chunk_events` events, so only one
+    range is ever held as Python objects.
     """
     machine = ConsentStateMachine(policy, as_of, notices)
-    ordered = events.select(INPUT_COLUMNS).sort("phone_e164")
+    ordered = events.select(INPUT_COLUMNS).sort("phone_e164", maintain_order=True)
     contacts = ordered["phone_e164"].n_unique() if progress else 0
+    done = count(1)
+    parts = [
+        _reconcile_sorted(chunk, machine, progress, contacts, done)
+        for chunk in _contact_ranges(ordered, max(1, -(-ordered.height // chunk_events)))
+    ]
+    if not parts:
+        parts = [_reconcile_sorted(ordered, machine, progress, contacts, done)]
+    statuses, violations, history = (pl.concat([p[i] for p in parts], how="vertical") for i in range(3))
+    return statuses, violations, history
+
+
+def _contact_ranges(ordered: pl.DataFrame, parts: int) -> list[pl.DataFrame]:
+    """Slices of a frame sorted by phone_e164, cut only between two contacts."""
+    phones = ordered.get_column("phone_e164")
+    cuts = [0]
+    for k in range(1, parts):
+        at = max(cuts[-1], ordered.height * k // parts)
+        while 0 < at < ordered.height and phones[at] == phones[at - 1]:
+            at += 1
+        cuts.append(at)
+    cuts.append(ordered.height)
+    return [ordered.slice(a, b - a) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+def _reconcile_sorted(
+    ordered: pl.DataFrame,
+    machine: "ConsentStateMachine",
+    progress: Callable[[str, int, int], None] | None,
+    contacts: int,
+    counter: Iterator[int],
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     statuses: list[tuple] = []
     violations: list[tuple] = []
     history: list[tuple] = []
-    for done, (phone, group) in enumerate(groupby(_events(ordered.iter_rows()), key=lambda e: e.phone_e164), start=1):
+    for phone, group in groupby(_events(ordered), key=lambda e: e.phone_e164):
+        done = next(counter)
         if progress and (done % 10_000 == 0 or done == contacts):
             progress("reconciling contacts", done, contacts)
         result = machine.run(list(group))

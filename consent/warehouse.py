@@ -23,7 +23,7 @@ from consent.faults import crash_point
 from consent.ingest import Pair, Progress, StagedExports, stage_exports
 from consent.notices import NoticeFolder, read_notices, terms_from_rows
 from consent.privacy import PRIVACY_DDL, suppress_staged
-from consent.phones import METADATA_VERSION, PHONE_BOOK_SCHEMA, PhoneBook, normalise_many
+from consent.phones import METADATA_VERSION, PHONE_BOOK_SCHEMA, PhoneBook, normalise_frame
 from consent.policy import ChannelsFile, Policy
 from consent.reconcile import HISTORY_SCHEMA, INPUT_COLUMNS, STATUS_SCHEMA, VIOLATION_SCHEMA, reconcile
 
@@ -248,7 +248,7 @@ class PhoneCache:
         missing = wanted.join(cached, on=["phone_raw", "country_hint"], how="anti", maintain_order="left")
         missing_pairs = [(raw, hint or None) for raw, hint in missing.iter_rows()]
         self.hits, self.misses = cached.height, len(missing_pairs)
-        fresh = PhoneBook.from_results(normalise_many(missing_pairs, workers=self.workers, progress=self.progress)).frame
+        fresh = normalise_frame(missing_pairs, workers=self.workers, progress=self.progress)
         if fresh.height:
             with self.connect() as con:
                 con.register("fresh_phones", fresh.with_columns(metadata_version=pl.lit(METADATA_VERSION)))
