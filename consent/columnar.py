@@ -13,7 +13,6 @@ holds the two paths equal on mutated exports.
 
 from __future__ import annotations
 
-import sys
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -21,7 +20,7 @@ import duckdb
 import polars as pl
 
 from consent.channels.base import FileRead
-from consent.channels.csv_export import CsvTable
+from consent.channels.csv_export import PY_WHITESPACE, CsvTable
 from consent.events import (
     CANONICAL_CSV_COLUMNS,
     EVENT_SCHEMA,
@@ -41,8 +40,6 @@ from consent.events import (
 )
 from consent.phones import PhoneBook
 
-# The characters Python's str.strip() removes (it strips more than Rust's whitespace).
-PY_WHITESPACE = "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
 _ASCII = r"^[\x00-\x7f]*$"
 
 

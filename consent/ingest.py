@@ -26,6 +26,7 @@ from consent.events import (
     SKIPPED_SCHEMA,
     FileContext,
 )
+from consent.bulk import bulk_phase
 from consent.faults import crash_point
 from consent.phones import PhoneBook
 from consent.policy import ChannelsFile, Policy
@@ -98,6 +99,7 @@ def discover(exports_dir: Path) -> tuple[list[ExportFile], list[str]]:
     return files, ignored
 
 
+@bulk_phase()
 def stage_exports(
     exports_dir: Path,
     *,

@@ -19,6 +19,7 @@ import duckdb
 import polars as pl
 
 from consent.db import transaction
+from consent.bulk import bulk_phase
 from consent.faults import crash_point
 from consent.ingest import Pair, Progress, StagedExports, stage_exports
 from consent.notices import NoticeFolder, read_notices, terms_from_rows
@@ -367,6 +368,7 @@ def _touched_contacts_sql(full: bool) -> str:
     """
 
 
+@bulk_phase()
 def publish(
     con: duckdb.DuckDBPyConnection,
     *,

@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-import orjson
-
 from consent.channels.base import FileRead
 from consent.events import FileContext, SourceRow, raw_json
 from consent.phones import wa_id_to_raw
@@ -42,16 +40,6 @@ def _timestamp(value: object) -> datetime | None:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None)
 
 
-def _loads(text: str) -> object:
-    """`json.loads`, through orjson when it can (several times faster on large
-    files). orjson accepts a subset of what `json` accepts and gives the same
-    values; on anything it refuses, `json` decides (and words the error)."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
-
-
 def _payloads(data: bytes, suffix: str) -> list[tuple[int, object, str | None]]:
     """(line or payload number, payload, error) for each payload in the file."""
     try:
@@ -64,14 +52,14 @@ def _payloads(data: bytes, suffix: str) -> list[tuple[int, object, str | None]]:
             if not line.strip():
                 continue
             try:
-                out.append((number, _loads(line), None))
+                out.append((number, json.loads(line), None))
             except json.JSONDecodeError as exc:
                 out.append((number, line, f"malformed JSON line: {exc.msg}"))
         return out
     if not text.strip():
         return []
     try:
-        document = _loads(text)
+        document = json.loads(text)
     except json.JSONDecodeError as exc:
         return [(1, text, f"malformed JSON file: {exc.msg} at line {exc.lineno}")]
     payloads = document if isinstance(document, list) else [document]
