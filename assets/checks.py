@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.staging import stg_consent_events
+from consent.db import table_exists
 from expectations import consent_events as consent_events_suite
 from expectations import consent_status as consent_status_suite
 from expectations import opt_in_notices as opt_in_notices_suite
@@ -46,7 +47,7 @@ def staged_opt_ins_have_evidence(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, settings: ConsentSettings
 ) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
-        staged = con.execute("SELECT * FROM stg_consent_events").pl()
+        staged = con.execute(f"SELECT {', '.join(staged_opt_ins_suite.SOURCE_COLUMNS)} FROM stg_consent_events").pl()
     frame = staged_opt_ins_suite.rows_to_validate(staged, settings.load_policy())
     outcome = validate(frame, staged_opt_ins_suite.build_suite, "staged_opt_ins", docs_dir(warehouse, context))
     return suite_check_result(outcome)
@@ -55,15 +56,20 @@ def staged_opt_ins_have_evidence(
 @dg.asset_check(asset="consent_events", description="GX suite `consent_events` on the events this run appended: unique event_id, known event types and sources, E.164 numbers, lineage present (ERROR).")
 def ledger_rows_are_well_formed(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
-        new_events = con.execute("SELECT * FROM consent_events WHERE run_id = ?", [context.run.run_id]).pl()
+        new_events = con.execute(
+            f"SELECT {', '.join(consent_events_suite.SOURCE_COLUMNS)} FROM consent_events WHERE run_id = ?",
+            [context.run.run_id],
+        ).pl()
     frame = consent_events_suite.rows_to_validate(new_events)
     return suite_check_result(validate(frame, consent_events_suite.build_suite, "consent_events", docs_dir(warehouse, context)))
 
 
-@dg.asset_check(asset="consent_status", description="GX suite `consent_status`: every opted_in row carries method, date, channel and lineage (ERROR); statuses known; one row per contact and purpose.")
+@dg.asset_check(asset="consent_status", description="GX suite `consent_status` on the rows this run decided: every opted_in row carries method, date, channel and lineage (ERROR); statuses known; one row per contact and purpose.")
 def opted_in_rows_have_evidence(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
-        status = con.execute("SELECT * FROM consent_status").pl()
+        # The rows this run decided (every row on a full run); the others were validated when written.
+        decided = " WHERE phone_e164 IN (SELECT phone_e164 FROM stg_touched)" if table_exists(con, "stg_touched") else ""
+        status = con.execute(f"SELECT * FROM consent_status{decided}").pl()
     frame = consent_status_suite.rows_to_validate(status)
     return suite_check_result(validate(frame, consent_status_suite.build_suite, "consent_status", docs_dir(warehouse, context)))
 

@@ -44,6 +44,7 @@ class ExportFile:
     path: Path
     size_bytes: int
     file_hash: str
+    mtime_ns: int = 0
 
 
 @dataclass
@@ -53,6 +54,7 @@ class FileStats:
     file_hash: str
     size_bytes: int
     state: str  # new | unchanged | unsupported
+    mtime_ns: int = 0
     rows_read: int = 0
     events: int = 0
     quarantined: int = 0
@@ -83,8 +85,17 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def discover(exports_dir: Path) -> tuple[list[ExportFile], list[str]]:
-    """Export files (one folder per channel) and what was ignored, sorted."""
+Fingerprint = tuple[str, int, int]  # (source_file, size in bytes, modification time in ns)
+
+
+def discover(exports_dir: Path, fingerprints: dict[Fingerprint, str] | None = None) -> tuple[list[ExportFile], list[str]]:
+    """Export files (one folder per channel) and what was ignored, sorted.
+
+    A file whose path, size and modification time match a fingerprint of an
+    earlier run keeps that run's content hash and is not read again to hash
+    it (exports accumulate: a night should not re-read every old file).
+    """
+    fingerprints = fingerprints or {}
     files: list[ExportFile] = []
     ignored: list[str] = []
     for channel_dir in sorted(p for p in exports_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -92,7 +103,11 @@ def discover(exports_dir: Path) -> tuple[list[ExportFile], list[str]]:
             continue
         for path in sorted(p for p in channel_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
             relative = path.relative_to(exports_dir).as_posix()
-            files.append(ExportFile(channel_dir.name, relative, path, path.stat().st_size, file_hash(path)))
+            stat = path.stat()
+            known = fingerprints.get((relative, stat.st_size, stat.st_mtime_ns))
+            files.append(
+                ExportFile(channel_dir.name, relative, path, stat.st_size, known or file_hash(path), stat.st_mtime_ns)
+            )
     for path in sorted(p for p in exports_dir.iterdir() if p.is_file()):
         if path.name not in CONFIG_FILES and not path.name.startswith("."):
             ignored.append(f"{path.name}: not in a channel folder")
@@ -110,15 +125,16 @@ def stage_exports(
     ingested_at: datetime,
     run_id: str,
     progress: Progress | None = None,
+    fingerprints: dict[Fingerprint, str] | None = None,
 ) -> StagedExports:
     """Read every export not ingested before into canonical frames."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    found, ignored = discover(exports_dir)
+    found, ignored = discover(exports_dir, fingerprints)
     stats: list[FileStats] = []
     reads = []
     for number, export in enumerate(found, start=1):
-        stat = FileStats(export.channel, export.source_file, export.file_hash, export.size_bytes, "new")
+        stat = FileStats(export.channel, export.source_file, export.file_hash, export.size_bytes, "new", export.mtime_ns)
         stats.append(stat)
         adapter = adapter_for(export.path)
         if (export.channel, export.file_hash) in known_hashes:

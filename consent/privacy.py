@@ -104,6 +104,7 @@ def erase(con: duckdb.DuckDBPyConnection, phone_e164: str, salt: str, erased_at:
         )
         for table, condition in (
             ("stg_consent_events", "phone_e164 = $phone"),
+            ("stg_touched", "phone_e164 = $phone"),
             ("stg_quarantine", _digits_match_sql("raw_row")),
             ("stg_skipped", _digits_match_sql("raw_row")),
             ("stg_message_statuses", "recipient_e164 = $phone"),

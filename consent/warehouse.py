@@ -129,6 +129,13 @@ CREATE TABLE IF NOT EXISTS source_files (
     notes VARCHAR[],
     PRIMARY KEY (channel, source_file, file_hash)
 );
+CREATE TABLE IF NOT EXISTS file_fingerprints (
+    source_file VARCHAR NOT NULL,
+    size_bytes BIGINT NOT NULL,
+    mtime_ns BIGINT NOT NULL,
+    file_hash VARCHAR NOT NULL,
+    PRIMARY KEY (source_file, size_bytes, mtime_ns)
+);
 CREATE TABLE IF NOT EXISTS message_statuses (
     message_id VARCHAR NOT NULL,
     status VARCHAR NOT NULL,
@@ -260,6 +267,9 @@ class PhoneCache:
         return PhoneBook(pl.concat([cached.cast(PHONE_BOOK_SCHEMA), fresh], how="vertical"))
 
 
+STAGING_SLICE_ROWS = 250_000
+
+
 def write_staging(
     con: duckdb.DuckDBPyConnection,
     staged: StagedExports,
@@ -278,7 +288,7 @@ def write_staging(
         ],
         schema={
             "channel": pl.Utf8, "source_file": pl.Utf8, "file_hash": pl.Utf8, "size_bytes": pl.Int64,
-            "state": pl.Utf8, "rows_read": pl.Int64, "events": pl.Int64, "quarantined": pl.Int64,
+            "state": pl.Utf8, "mtime_ns": pl.Int64, "rows_read": pl.Int64, "events": pl.Int64, "quarantined": pl.Int64,
             "skipped": pl.Int64, "notes": pl.List(pl.Utf8),
         },
     )
@@ -306,9 +316,14 @@ def write_staging(
     }
     with transaction(con):
         for table, frame in frames.items():
-            con.register("frame", frame)
-            con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM frame")
-            con.unregister("frame")
+            # In slices: each is converted to Arrow on its own, so a large run is never copied whole.
+            for n, part in enumerate(frame.iter_slices(STAGING_SLICE_ROWS) if frame.height else [frame]):
+                con.register("frame", part)
+                if n == 0:
+                    con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM frame")
+                else:
+                    con.execute(f"INSERT INTO {table} SELECT * FROM frame")
+                con.unregister("frame")
     crash_point("after_staging")
 
 
@@ -332,6 +347,11 @@ def stage_run(
     started_at = datetime.now(timezone.utc).replace(tzinfo=None)
     with connect() as con:
         known = known_files(con)
+        # A full run hashes every file again; an incremental one trusts unchanged size and mtime.
+        fingerprints = {} if mode == "full" else {
+            (f, size, mtime): h
+            for f, size, mtime, h in con.execute("SELECT source_file, size_bytes, mtime_ns, file_hash FROM file_fingerprints").fetchall()
+        }
     cache = PhoneCache(connect, workers=workers, progress=progress)
     staged = stage_exports(
         exports_dir,
@@ -342,6 +362,7 @@ def stage_run(
         ingested_at=as_of,
         run_id=run_id,
         progress=progress,
+        fingerprints=fingerprints,
     )
     staged.seconds["phone_cache_hits"] = cache.hits
     staged.seconds["phone_cache_misses"] = cache.misses
@@ -366,6 +387,34 @@ def _touched_contacts_sql(full: bool) -> str:
         UNION SELECT phone_e164 FROM consent_events
               WHERE notice_version IN (SELECT notice_version FROM consent_notices WHERE run_id = $run_id)
     """
+
+
+RECONCILE_RANGE_EVENTS = 250_000
+
+
+def _contact_ranges(con: duckdb.DuckDBPyConnection, events_per_range: int) -> list[tuple[str, str, int]]:
+    """(first number, last number, contacts) of consecutive ranges of touched contacts,
+    each holding about `events_per_range` ledger events (a contact is never split)."""
+    counts = con.execute(
+        """
+        SELECT phone_e164, count(*) FROM consent_events
+        WHERE phone_e164 IN (SELECT phone_e164 FROM stg_touched)
+        GROUP BY phone_e164 ORDER BY phone_e164
+        """
+    ).fetchall()
+    ranges: list[tuple[str, str, int]] = []
+    start, events, contacts = None, 0, 0
+    for phone, n in counts:
+        if start is None:
+            start = phone
+        events += n
+        contacts += 1
+        if events >= events_per_range:
+            ranges.append((start, phone, contacts))
+            start, events, contacts = None, 0, 0
+    if start is not None:
+        ranges.append((start, counts[-1][0], contacts))
+    return ranges
 
 
 @bulk_phase()
@@ -437,6 +486,10 @@ def publish(
             """,
             {"run_id": run_id},
         )
+        con.execute(
+            "INSERT OR REPLACE INTO file_fingerprints "
+            "SELECT source_file, size_bytes, mtime_ns, file_hash FROM stg_source_files WHERE state <> 'unsupported'"
+        )
         for source_file, count in per_file_new.items():
             con.execute(
                 "UPDATE source_files SET new_events = ? WHERE source_file = ? AND first_seen_run = ?",
@@ -478,22 +531,35 @@ def publish(
         touched_sql = _touched_contacts_sql(full).replace(
             "$validity", "TRUE" if policy.consent_validity_days is not None else "FALSE"
         )
-        con.execute(f"CREATE OR REPLACE TEMP TABLE touched AS {touched_sql}", {"run_id": run_id} if "$run_id" in touched_sql else {})
-        history = con.execute(
-            f"SELECT {', '.join(INPUT_COLUMNS)} FROM consent_events WHERE phone_e164 IN (SELECT phone_e164 FROM touched)"
-        ).pl()
-        statuses, violations, transitions = reconcile(history, policy, as_of, progress=progress, notices=notices)
-        for table, frame, schema in (
-            ("consent_status", statuses, STATUS_SCHEMA),
-            ("consent_violations", violations, VIOLATION_SCHEMA),
-            ("consent_status_history", transitions, HISTORY_SCHEMA),
-        ):
-            where = "" if full else " WHERE phone_e164 IN (SELECT phone_e164 FROM touched)"
+        # Kept as a staging table: the status check validates the rows this run decided.
+        con.execute(f"CREATE OR REPLACE TABLE stg_touched AS {touched_sql}", {"run_id": run_id} if "$run_id" in touched_sql else {})
+        where = "" if full else " WHERE phone_e164 IN (SELECT phone_e164 FROM stg_touched)"
+        for table in ("consent_status", "consent_violations", "consent_status_history"):
             con.execute(f"DELETE FROM {table}{where}")
-            con.register("derived", frame.select(list(schema)))
-            con.execute(f"INSERT INTO {table} SELECT * FROM derived")
-            con.unregister("derived")
-        contacts = con.execute("SELECT count(*) FROM touched").fetchone()[0]
+        # Contacts are reconciled in ranges of about RECONCILE_RANGE_EVENTS events (by number),
+        # each read, decided and written before the next: memory holds one range, not the ledger.
+        ranges = _contact_ranges(con, RECONCILE_RANGE_EVENTS)
+        done = 0
+        for low, high, contacts_in_range in ranges:
+            history = con.execute(
+                f"SELECT {', '.join(INPUT_COLUMNS)} FROM consent_events "
+                "WHERE phone_e164 BETWEEN ? AND ? AND phone_e164 IN (SELECT phone_e164 FROM stg_touched)",
+                [low, high],
+            ).pl()
+            derived = reconcile(history, policy, as_of, notices=notices, chunk_events=RECONCILE_RANGE_EVENTS)
+            del history
+            for table, frame, schema in zip(
+                ("consent_status", "consent_violations", "consent_status_history"),
+                derived,
+                (STATUS_SCHEMA, VIOLATION_SCHEMA, HISTORY_SCHEMA),
+            ):
+                con.register("derived", frame.select(list(schema)))
+                con.execute(f"INSERT INTO {table} SELECT * FROM derived")
+                con.unregister("derived")
+            done += contacts_in_range
+            if progress:
+                progress("reconciling contacts", done, sum(r[2] for r in ranges))
+        contacts = con.execute("SELECT count(*) FROM stg_touched").fetchone()[0]
         seconds["reconcile"] = time.perf_counter() - t0
         crash_point("publish_after_status")
 

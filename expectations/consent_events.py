@@ -9,6 +9,10 @@ from consent.events import ACQUISITION_SOURCES, EVENT_TYPES
 from expectations.staged_opt_ins import expect_e164, phone_is_e164
 
 
+# The columns of consent_events the suite reads (the check selects only these).
+SOURCE_COLUMNS = ("event_id", "event_type", "channel", "phone_e164", "acquisition_source", "source_file", "source_line")
+
+
 def rows_to_validate(new_events: pl.DataFrame) -> pl.DataFrame:
     return new_events.select(
         "event_id", "event_type", "channel", phone_is_e164(), "acquisition_source", "source_file", "source_line",

@@ -30,6 +30,12 @@ def expect_e164() -> gx.expectations.Expectation:
     )
 
 
+# The columns of stg_consent_events the suite reads (the check selects only these).
+SOURCE_COLUMNS = (
+    "event_type", "channel", "phone_e164", "consent_method", "occurred_at", "notice_version", "source_file", "source_line",
+)
+
+
 def rows_to_validate(staged_events: pl.DataFrame, policy: Policy) -> pl.DataFrame:
     """Opt-ins that claim consent by themselves (a double opt-in's click is checked at confirmation)."""
     claims = pl.col("event_type").is_in(["opt_in", "opt_in_confirm"]) & ~pl.col("channel").is_in(

@@ -69,3 +69,56 @@ def test_check_reports_failing_rows_by_lineage_not_by_number():
     assert failed["consent_method"].failing_rows == [{"source_file": "web_form/a.csv", "source_line": 3}]
     assert failed["occurred_at"].unexpected_count == 2  # the opt-out is not an opt-in
     assert "+44" not in repr(outcome)
+
+
+def test_status_and_ledger_suites_find_each_broken_row():
+    """The suites run on Arrow-backed pandas frames: conditions, uniqueness and sets still see every bad row."""
+    from datetime import datetime
+
+    import polars as pl
+
+    from expectations import consent_events, consent_status
+    from expectations.runner import validate
+    from consent.reconcile import STATUS_SCHEMA
+
+    at = datetime(2026, 11, 1)
+    status = pl.DataFrame(
+        [
+            ("+4915112345678", "marketing", "opted_in", True, at, "checkbox", at, "web_form", "v1", "e1", "f.csv", 2, None, None, None, "e1"),
+            ("+4915112345678", "marketing", "opted_in", True, at, None, at, "web_form", None, "e2", "f.csv", 3, None, None, None, "e2"),
+            ("+447400123456", "utility", "opted_out", False, at, None, None, None, None, None, None, None, at, "whatsapp", "e3", "e3"),
+            ("4471", "utility", "maybe", False, at, None, None, None, None, None, None, None, None, None, None, None),
+        ],
+        schema=STATUS_SCHEMA,
+        orient="row",
+    )
+    outcome = validate(consent_status.rows_to_validate(status), consent_status.build_suite, "consent_status")
+    failed = {(r.expectation, r.column): r.unexpected_count for r in outcome.results if not r.success}
+    assert failed == {
+        ("expect_column_values_to_not_be_null", "consent_method"): 1,  # only the opted_in row lacking it
+        ("expect_column_values_to_not_be_null", "notice_version"): 1,
+        ("expect_column_values_to_be_in_set", "status"): 1,
+        ("expect_column_values_to_be_in_set", "phone_is_e164"): 1,
+        ("expect_compound_columns_to_be_unique", None): 2,
+    }
+    events = pl.DataFrame(
+        {
+            "event_id": ["a", "a", "b", None],
+            "event_type": ["opt_in", "opt_in", "subscribe", "opt_out"],
+            "channel": ["web_form"] * 4,
+            "phone_e164": ["+4915112345678", "+4915112345678", "+4915112345678", "+12"],
+            "acquisition_source": ["organic", "organic", "bought", "organic"],
+            "source_file": ["f.csv"] * 4,
+            "source_line": [2, 3, 4, None],
+        }
+    )
+    outcome = validate(consent_events.rows_to_validate(events), consent_events.build_suite, "consent_events")
+    failed = {(r.expectation, r.column): r.unexpected_count for r in outcome.results if not r.success}
+    assert failed == {
+        ("expect_column_values_to_not_be_null", "event_id"): 1,
+        ("expect_column_values_to_be_unique", "event_id"): 2,
+        ("expect_column_values_to_be_in_set", "event_type"): 1,
+        ("expect_column_values_to_be_in_set", "acquisition_source"): 1,
+        ("expect_column_values_to_be_in_set", "phone_is_e164"): 1,
+        ("expect_column_values_to_not_be_null", "source_line"): 1,
+    }

@@ -163,3 +163,28 @@ def test_scheduled_run_with_a_failed_error_check_raises_an_alert(exports, wareho
     summary = json.loads(received.read_text())
     assert summary["run_id"] == result.run_id
     assert [c["check"] for c in summary["failed_checks"]][0].endswith("staged_opt_ins_have_evidence")
+
+
+def test_unchanged_files_are_not_hashed_again_but_changed_ones_are(exports, warehouse_path, monkeypatch):
+    """Exports accumulate: a night re-reads only files whose size or modification time changed."""
+    import consent.ingest as ingest
+
+    hashed: list[str] = []
+    real_hash = ingest.file_hash
+    monkeypatch.setattr(ingest, "file_hash", lambda path: hashed.append(path.name) or real_hash(path))
+    assert run_cli(exports, warehouse_path) == 0
+    assert len(hashed) == 5  # first run: every file
+
+    hashed.clear()
+    assert run_cli(exports, warehouse_path) == 0
+    assert hashed == []  # nothing changed: nothing hashed
+
+    changed = next((exports / "web_form").glob("*.csv"))
+    changed.write_text(changed.read_text() + "+447400123456,GB,opt_out,marketing,2026-11-05T10:00:00Z,,,,,,\n")
+    assert run_cli(exports, warehouse_path) == 0
+    assert hashed == [changed.name]
+    assert query(warehouse_path, "SELECT count(*) FROM consent_events WHERE occurred_at = '2026-11-05 10:00:00'") == [(1,)]
+
+    hashed.clear()
+    assert run_cli(exports, warehouse_path, "--full") == 0
+    assert len(hashed) == 5  # a full run trusts no fingerprint

@@ -71,6 +71,9 @@ class _ItemReader:
         self.policy = policy
         self.marketing = policy.whatsapp_marketing_purpose
         self.stop_buttons = {keyword_key(b) for b in policy.stop_promotions_buttons}
+        # Computed once per file, not per message.
+        self.opt_out_keywords = policy.all_opt_out_keywords
+        self.resume_keywords = policy.all_resume_keywords
 
     def message(self, msg: dict, line: int, pointer: str) -> SourceRow:
         msg_id = str(msg.get("id") or "")
@@ -82,15 +85,15 @@ class _ItemReader:
         }
         if kind == "text":
             words = keyword_key(str((msg.get("text") or {}).get("body") or ""))
-            if words in self.policy.all_opt_out_keywords:
+            if words in self.opt_out_keywords:
                 fields.update(event_type="opt_out", consent_method="keyword_reply")
-            elif words in self.policy.all_resume_keywords:
+            elif words in self.resume_keywords:
                 fields.update(event_type="resume", consent_method="keyword_reply")
         elif kind in ("button", "interactive"):
             label = self._reply_label(msg)
             if label in self.stop_buttons:
                 fields.update(event_type="opt_out", purposes=self.marketing, consent_method="whatsapp_button")
-            elif label in self.policy.all_opt_out_keywords:
+            elif label in self.opt_out_keywords:
                 fields.update(event_type="opt_out", consent_method="whatsapp_button")
         elif kind == "system":
             system = msg.get("system") or {}
