@@ -9,7 +9,8 @@ one run times, each in a fresh process: (a) `bench/naive.py`, (b) `consent
 run` on a fresh warehouse, (c) DuckDB reading the same files (the floor), and
 (d) an incremental night adding 1% new events to (b)'s warehouse. It prints
 wall time, rows per second, peak memory (max RSS of the measured process and
-its workers), and the ratios.
+its workers), and the ratios; (e) is the start-up alone (importing the
+pipeline's libraries), the part of every run no data size changes.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ def main() -> None:
                         "--workers", str(args.workers)])
         results.append(row("b consent run (full)", full, n))
         results.append(row("c duckdb scan floor", measure([PYTHON, "-c", FLOOR, str(exports)]), n))
+        # What any run of this stack pays before reading a byte: importing Dagster, GX, Polars, DuckDB.
+        results.append(row("e start-up (imports only)", measure([PYTHON, "-c", "import pipelines.definitions"]), n))
         night = one_percent_more(exports, n, work)
         incremental = measure([CONSENT, "run", "--exports", str(night), "--warehouse", str(warehouse), "--as-of", AS_OF,
                                "--workers", str(args.workers)])
@@ -123,7 +126,8 @@ def main() -> None:
         if "a" in by:
             print(f"naive / consent run: {by['a']['seconds'] / by['b']['seconds']:.1f}x faster, "
                   f"peak memory {by['b']['peak_mb'] / by['a']['peak_mb']:.2f}x of naive")
-        print(f"consent run / floor: {by['b']['seconds'] / by['c']['seconds']:.1f}x")
+        print(f"consent run / floor: {by['b']['seconds'] / by['c']['seconds']:.1f}x; "
+              f"start-up alone: {by['e']['seconds']:.1f} s")
         print(f"incremental night / full run: {by['d']['seconds'] / by['b']['seconds']:.1%}")
         summary.append({"n": n, **{r["approach"]: r for r in results}})
     if len(summary) > 1:

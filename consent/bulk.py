@@ -25,4 +25,3 @@ def bulk_phase() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-            gc.collect()

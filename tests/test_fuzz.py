@@ -133,3 +133,11 @@ def test_column_wise_build_matches_the_reference_on_every_sample_export():
         ctx = FileContext(channel=path.parent.name, source_file=path.name, file_hash="s", timezone=config.timezone,
                           default_region=config.default_region, date_format=config.date_format)
         same_as_row_by_row(same_as_csv_module(path.read_bytes(), ctx, config), ctx)
+
+
+def test_python_whitespace_constant_is_what_str_strip_removes():
+    import sys
+
+    from consent.channels.csv_export import PY_WHITESPACE
+
+    assert PY_WHITESPACE == "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
