@@ -5,7 +5,7 @@ is the reference and handles every case. Most rows of a large export are
 ordinary: a known event type, a valid number, dates and flags that parse.
 `build_file` computes those rows with Polars expressions (every distinct
 date, purpose list or flag parsed once, numbers joined from the phone book,
-ids hashed in DuckDB) and sends every other row (unknown type, bad number,
+ids hashed as the row path hashes them) and sends every other row (unknown type, bad number,
 unreadable field, an opt-out with warnings, non-ASCII text whose case
 mapping could differ) through `build_events` unchanged. A property test
 holds the two paths equal on mutated exports.
@@ -16,7 +16,6 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import duckdb
 import polars as pl
 
 from consent.channels.base import FileRead
@@ -33,6 +32,7 @@ from consent.events import (
     RowError,
     _acquisition_source,
     build_events,
+    event_id,
     parse_bool,
     parse_purposes,
     parse_timestamp,
@@ -59,12 +59,12 @@ def phone_pairs(read: FileRead, ctx: FileContext) -> set[tuple[str, str | None]]
 def _canonical(table: CsvTable, ctx: FileContext, with_identity: bool = False) -> pl.DataFrame:
     """The canonical fields as the CSV adapter defines them: stripped, mapped,
     defaulted; "" where the file has no such column (the row path's None).
-    With `with_identity`, also `id_text`: what `events.event_id` hashes."""
+    With `with_identity`, also `id_text`: the row's identity, as `events.event_id` takes it."""
     exprs = []
     if with_identity:
         # The row's content in column-name order, as `CsvTable.source_rows` joins it.
         cells = [pl.concat_str([pl.lit(table.header[i] + "\x1f"), pl.col(f"c{i}")]) for i in table.identity_order()]
-        exprs.append(pl.concat_str([pl.lit(ctx.channel + "\x1f"), pl.concat_str(cells, separator="\x1e")]).alias("id_text"))
+        exprs.append(pl.concat_str(cells, separator="\x1e").alias("id_text"))
     for canonical in CANONICAL_CSV_COLUMNS:
         position = table.column_of(canonical)
         value = pl.lit("") if position is None else _strip(pl.col(f"c{position}"))
@@ -98,16 +98,6 @@ def _parsed(frame: pl.DataFrame, column: str, parse, dtype: pl.DataType) -> pl.D
         schema={column: pl.Utf8, f"{column}__value": dtype, f"{column}__ok": pl.Boolean},
     )
     return frame.join(lookup, on=column, how="left", maintain_order="left")
-
-
-def _hash_ids(texts: pl.Series) -> pl.Series:
-    """`events.event_id` on many texts at once: sha256 hex, first 32 characters."""
-    con = duckdb.connect()
-    try:
-        frame = pl.DataFrame({"t": texts})
-        return con.execute("SELECT left(sha256(t), 32) AS id FROM frame").pl().get_column("id")
-    finally:
-        con.close()
 
 
 def build_file(
@@ -168,7 +158,8 @@ def _build_table(
     frame = frame.with_columns(ordinary=ordinary.fill_null(False))
     slow = frame.filter(~pl.col("ordinary")).get_column("position").sort().to_list()
     good = frame.filter(pl.col("ordinary"))
-    ids = _hash_ids(good.get_column("id_text"))
+    # The same function as the row-by-row path (hashlib beats DuckDB's sha256 here, Arrow copy included).
+    ids = pl.Series("event_id", [event_id(ctx.channel, text) for text in good.get_column("id_text").to_list()], dtype=pl.Utf8)
 
     def text_or_null(column: str) -> pl.Expr:
         value = _strip(pl.col(column))
