@@ -24,9 +24,6 @@ from consent.events import (
     CANONICAL_CSV_COLUMNS,
     EVENT_SCHEMA,
     EVENT_TYPES,
-    QUARANTINE_SCHEMA,
-    SEND_SCHEMA,
-    SKIPPED_SCHEMA,
     BuiltBatch,
     FileContext,
     RowError,
@@ -51,15 +48,16 @@ def phone_pairs(read: FileRead, ctx: FileContext) -> set[tuple[str, str | None]]
     """Every (raw, region hint) pair the file's rows are normalised by."""
     pairs = {phone_key(row, ctx) for row in read.rows if row.needs_phone}
     if read.table is not None and read.table.height:
-        frame = _canonical(read.table, ctx).select("phone", "hint").unique()
+        frame = _canonical(read.table, ctx).select("phone", "hint").unique().collect()
         pairs.update((raw, hint or None) for raw, hint in frame.iter_rows())
     return pairs
 
 
-def _canonical(table: CsvTable, ctx: FileContext, with_identity: bool = False) -> pl.DataFrame:
+def _canonical(table: CsvTable, ctx: FileContext, with_identity: bool = False) -> pl.LazyFrame:
     """The canonical fields as the CSV adapter defines them: stripped, mapped,
     defaulted; "" where the file has no such column (the row path's None).
-    With `with_identity`, also `id_text`: the row's identity, as `events.event_id` takes it."""
+    With `with_identity`, also `id_text`: the row's identity, as `events.event_id` takes it.
+    Lazy, so a caller that needs two columns computes only those."""
     exprs = []
     if with_identity:
         # The row's content in column-name order, as `CsvTable.source_rows` joins it.
@@ -75,7 +73,7 @@ def _canonical(table: CsvTable, ctx: FileContext, with_identity: bool = False) -
         if default:
             value = pl.when(value == "").then(pl.lit(default)).otherwise(value)
         exprs.append(value.alias(canonical))
-    frame = table.cells.select("line", *exprs)
+    frame = table.cells.lazy().select("line", *exprs)
     # What `phone_key` computes: the stripped country cell, or the channel's default region, upper-cased.
     country = _strip(pl.col("country"))
     hint = pl.when(country != "").then(country).otherwise(pl.lit(ctx.default_region or "")).str.to_uppercase()
@@ -133,7 +131,7 @@ def _build_table(
 ) -> tuple[pl.DataFrame, list[int]]:
     """Events of the ordinary rows, and the positions of the rows left to `build_events`."""
     tz = ZoneInfo(ctx.timezone)
-    frame = _canonical(table, ctx, with_identity=True).with_row_index("position")
+    frame = _canonical(table, ctx, with_identity=True).collect().with_row_index("position")
     frame = frame.with_columns(event_type_lower=_strip(pl.col("event_type")).str.to_lowercase())
     book = phones.frame.rename({"phone_raw": "phone", "country_hint": "hint"})
     frame = frame.join(book, on=["phone", "hint"], how="left", maintain_order="left")
@@ -193,4 +191,4 @@ def _build_table(
     return events.cast(EVENT_SCHEMA), slow
 
 
-__all__ = ["build_file", "phone_pairs", "QUARANTINE_SCHEMA", "SEND_SCHEMA", "SKIPPED_SCHEMA"]
+__all__ = ["build_file", "phone_pairs"]
