@@ -40,6 +40,7 @@ WHERE e.run_id = $run_id
   AND e.event_type IN ('opt_in', 'opt_in_request', 'opt_in_confirm')
   AND e.notice_version IS NOT NULL
   AND (SELECT count(*) FROM consent_notices) > 0
+ORDER BY e.source_file, e.source_line
 """
 
 
