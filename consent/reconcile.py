@@ -342,39 +342,16 @@ def reconcile(
     as_of: datetime,
     progress: Callable[[str, int, int], None] | None = None,
     notices: Mapping[str, NoticeTerms] | None = None,
-    chunk_events: int = 100_000,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """consent_status, consent_violations and consent_status_history rows for every contact in `events`.
 
-    `events` holds the complete history of each contact it mentions. Contacts
-    are reconciled in ranges of about `chunk_events` events, so only one
-    range is ever held as Python objects.
+    `events` holds the complete history of each contact it mentions. (The
+    warehouse bounds memory by calling this on ranges of contacts.)
     """
     machine = ConsentStateMachine(policy, as_of, notices)
     ordered = events.select(INPUT_COLUMNS).sort("phone_e164", maintain_order=True)
     contacts = ordered["phone_e164"].n_unique() if progress else 0
-    done = count(1)
-    parts = [
-        _reconcile_sorted(chunk, machine, progress, contacts, done)
-        for chunk in _contact_ranges(ordered, max(1, -(-ordered.height // chunk_events)))
-    ]
-    if not parts:
-        parts = [_reconcile_sorted(ordered, machine, progress, contacts, done)]
-    statuses, violations, history = (pl.concat([p[i] for p in parts], how="vertical") for i in range(3))
-    return statuses, violations, history
-
-
-def _contact_ranges(ordered: pl.DataFrame, parts: int) -> list[pl.DataFrame]:
-    """Slices of a frame sorted by phone_e164, cut only between two contacts."""
-    phones = ordered.get_column("phone_e164")
-    cuts = [0]
-    for k in range(1, parts):
-        at = max(cuts[-1], ordered.height * k // parts)
-        while 0 < at < ordered.height and phones[at] == phones[at - 1]:
-            at += 1
-        cuts.append(at)
-    cuts.append(ordered.height)
-    return [ordered.slice(a, b - a) for a, b in zip(cuts, cuts[1:]) if b > a]
+    return _reconcile_sorted(ordered, machine, progress, contacts, count(1))
 
 
 def _reconcile_sorted(

@@ -550,7 +550,7 @@ def publish(
                 "WHERE phone_e164 BETWEEN ? AND ? AND phone_e164 IN (SELECT phone_e164 FROM stg_touched)",
                 [low, high],
             ).pl()
-            derived = reconcile(history, policy, as_of, notices=notices, chunk_events=RECONCILE_RANGE_EVENTS)
+            derived = reconcile(history, policy, as_of, notices=notices)
             del history
             for table, frame, schema in zip(
                 ("consent_status", "consent_violations", "consent_status_history"),

@@ -288,20 +288,3 @@ def test_section6_validity_expiry_happens_in_time_not_only_at_the_end():
     rows = history.filter(pl.col("purpose") == "marketing").sort("valid_from").select("status", "valid_from").rows()
     assert rows == [("opted_in", T0), ("expired", T0 + timedelta(days=5))]
 
-
-def test_reconciling_in_ranges_of_contacts_gives_the_same_frames_in_the_same_order():
-    """Large runs reconcile contiguous ranges of contacts one after another; the cut changes nothing."""
-    rng = random.Random(11)
-    events = []
-    for contact in range(300):
-        phone = f"+4915112{contact:06d}"
-        for _ in range(rng.randint(1, 8)):
-            events.append(ev(rng.choice([None, 0, 5, 50, 300]), rng.choice(EVENT_KINDS), phone=phone,
-                             channel=rng.choice(["web_form", "email_link", "whatsapp"]),
-                             purposes=rng.choice([(), ("marketing",), ("marketing", "utility")]),
-                             consent_method=rng.choice([None, "checkbox", "confirmation_link"])))
-    whole = reconcile(frame(events), Policy(), AS_OF)
-    ranges = reconcile(frame(events), Policy(), AS_OF, chunk_events=37)
-    for a, b in zip(whole, ranges):
-        assert a.height > 0
-        assert a.to_dicts() == b.to_dicts()
