@@ -113,7 +113,7 @@ def build_file(
     if table is not None and table.height:
         fast, slow_positions = _build_table(table, ctx, phones, purposes, ingested_at, run_id)
         rows.extend(table.source_rows(slow_positions))
-    lookup = phones.subset({phone_key(row, ctx) for row in rows if row.needs_phone})
+    lookup = phones.lookup({phone_key(row, ctx) for row in rows if row.needs_phone})
     built = build_events(rows, ctx, lookup, purposes, ingested_at, run_id)
     if table is None:
         return built

@@ -172,7 +172,7 @@ def stage_exports(
     started = time.perf_counter()
     frames: dict[str, list[pl.DataFrame]] = {"events": [], "quarantine": [], "skipped": [], "sends": []}
     done = 0
-    total = sum(read.row_count for _, _, read in reads)
+    total = sum(stat.rows_read for stat, _, _ in reads)
     for n, (stat, ctx, read) in enumerate(reads):
         built = build_file(read, ctx, resolved, policy.purposes, ingested_at, run_id)
         reads[n] = (stat, ctx, None)  # a file's rows are not needed once built

@@ -12,7 +12,7 @@ import gc
 import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import phonenumbers
 import polars as pl
@@ -251,56 +251,38 @@ PHONE_BOOK_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def _index(frame: pl.DataFrame) -> dict[tuple[str, str | None], NormalisedPhone]:
-    return {
-        (raw, hint or None): NormalisedPhone(raw, hint or None, e164, region, kind, reason)
-        for raw, hint, e164, region, kind, reason in frame.iter_rows()
-    }
-
-
 class _Lookup(dict):
     def __missing__(self, pair: tuple[str, str | None]) -> NormalisedPhone:
         found = self[pair] = normalise(*pair)
         return found
 
 
-class PhoneBook(Mapping):
+class PhoneBook:
     """The normalisation of every (raw, hint) pair of a run.
 
-    A frame for column-wise joins (`frame`) and a mapping for row-wise code
-    (`book[(raw, hint)]`). A pair that is not in the book is normalised on
-    first use, so a lookup never fails.
+    A frame for column-wise joins (`frame`); `lookup` gives row-wise code a
+    mapping in which a pair not in the book is normalised on first use, so a
+    lookup never fails.
     """
 
     def __init__(self, frame: pl.DataFrame):
         self.frame = frame.select(list(PHONE_BOOK_SCHEMA))
-        self._index: dict[tuple[str, str | None], NormalisedPhone] | None = None
 
     @classmethod
     def of_pairs(cls, pairs: Iterable[tuple[str, str | None]], workers: int = 1) -> "PhoneBook":
         return cls(normalise_frame(sorted(set(pairs), key=lambda p: (p[0], p[1] or "")), workers=workers))
 
-    def _lookup(self) -> dict[tuple[str, str | None], NormalisedPhone]:
-        if self._index is None:
-            self._index = _index(self.frame)
-        return self._index
-
-    def subset(self, pairs: Iterable[tuple[str, str | None]]) -> Mapping[tuple[str, str | None], NormalisedPhone]:
-        """A mapping of just these pairs (cheaper than the whole book when few rows are read one by one)."""
-        wanted = pl.DataFrame(
-            [(raw, hint or "") for raw, hint in pairs], schema={"phone_raw": pl.Utf8, "country_hint": pl.Utf8}, orient="row"
+    def lookup(
+        self, pairs: Iterable[tuple[str, str | None]] | None = None
+    ) -> Mapping[tuple[str, str | None], NormalisedPhone]:
+        """A mapping of these pairs (all when None): cheaper than the whole book when few rows are read one by one."""
+        frame = self.frame
+        if pairs is not None:
+            wanted = pl.DataFrame(
+                [(raw, hint or "") for raw, hint in pairs], schema={"phone_raw": pl.Utf8, "country_hint": pl.Utf8}, orient="row"
+            )
+            frame = frame.join(wanted, on=["phone_raw", "country_hint"], how="semi")
+        return _Lookup(
+            ((raw, hint or None), NormalisedPhone(raw, hint or None, e164, region, kind, reason))
+            for raw, hint, e164, region, kind, reason in frame.iter_rows()
         )
-        return _Lookup(_index(self.frame.join(wanted, on=["phone_raw", "country_hint"], how="semi")))
-
-    def __getitem__(self, pair: tuple[str, str | None]) -> NormalisedPhone:
-        index = self._lookup()
-        found = index.get(pair)
-        if found is None:
-            found = index[pair] = normalise(*pair)
-        return found
-
-    def __iter__(self) -> Iterator[tuple[str, str | None]]:
-        return iter(self._lookup())
-
-    def __len__(self) -> int:
-        return self.frame.height

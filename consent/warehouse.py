@@ -236,12 +236,12 @@ class PhoneCache:
         self.misses = 0
 
     def resolve(self, pairs: list[Pair]) -> PhoneBook:
+        if not pairs:
+            return PhoneBook(pl.DataFrame(schema=PHONE_BOOK_SCHEMA))
         wanted = pl.DataFrame(
             {"phone_raw": [p[0] for p in pairs], "country_hint": [p[1] or "" for p in pairs]},
             schema={"phone_raw": pl.Utf8, "country_hint": pl.Utf8},
         )
-        if not pairs:
-            return PhoneBook(pl.DataFrame(schema=PHONE_BOOK_SCHEMA))
         with self.connect() as con:
             con.register("wanted_pairs", wanted)
             cached = con.execute(

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.conftest import AS_OF, query, run_cli, statuses
+from tests.conftest import AS_OF, query, run_cli
 
 FIXTURE_NUMBERS = ["+4915112345678", "+447400123456", "+12015550123", "+33612345678", "+5511961234567",
                    "+918123456789", "+4915201234567"]

@@ -106,14 +106,9 @@ def read_csv(data: bytes, ctx: FileContext, config: ChannelConfig, plain_path: b
         previous_end = reader.line_num
         if not record or all(not v.strip() for v in record):
             continue  # blank lines are not rows
-        if refusal or len(record) != len(header):
-            raw = raw_json(dict(zip(header, record)) if len(record) == len(header) else record)
-            reason = refusal or f"ragged row: {len(record)} fields, header has {len(header)}"
-            rows.append(SourceRow(line=start, raw=raw, identity="", error=reason))
-            continue
-        if max(map(len, record)) > MAX_FIELD_CHARS:
-            raw = raw_json(dict(zip(header, record)))[:MAX_FIELD_CHARS]
-            rows.append(SourceRow(line=start, raw=raw, identity="", error=f"field longer than {MAX_FIELD_CHARS} characters"))
+        rejected = _rejected(start, header, record, refusal)
+        if rejected is not None:
+            rows.append(rejected)
             continue
         records.append(record)
         lines.append(start)
@@ -129,6 +124,18 @@ PY_WHITESPACE = (
     "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
     "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
+
+
+def _rejected(line: int, header: list[str], record: list[str], refusal: str | None = None) -> SourceRow | None:
+    """The quarantine row of a record that cannot be read (refused file, ragged row, over-long field), else None."""
+    if refusal or len(record) != len(header):
+        raw = raw_json(dict(zip(header, record)) if len(record) == len(header) else record)
+        reason = refusal or f"ragged row: {len(record)} fields, header has {len(header)}"
+        return SourceRow(line=line, raw=raw, identity="", error=reason)
+    if max(map(len, record), default=0) > MAX_FIELD_CHARS:
+        raw = raw_json(dict(zip(header, record)))[:MAX_FIELD_CHARS]
+        return SourceRow(line=line, raw=raw, identity="", error=f"field longer than {MAX_FIELD_CHARS} characters")
+    return None
 
 
 def _is_plain(text: str, delimiter: str) -> bool:
@@ -152,26 +159,17 @@ def _read_plain(text: str, header: list[str], canonical_of: list[str | None], co
     frame = frame.with_columns(
         pl.col("line").cast(pl.Int64),
         cells=pl.col("text").str.split(delimiter),
-    ).with_columns(
-        ragged=pl.col("cells").list.len() != len(header),
-        # a cell can only be too long on a line that is
-        long=pl.col("text").str.len_chars() > MAX_FIELD_CHARS,
+    )
+    # Only a ragged line, or one long enough to hold an over-long cell, can be rejected.
+    suspects = frame.filter(
+        (pl.col("cells").list.len() != len(header)) | (pl.col("text").str.len_chars() > MAX_FIELD_CHARS)
     )
     rows: list[SourceRow] = []
-    suspects = frame.filter(pl.col("ragged") | pl.col("long"))
-    long_lines: list[int] = []
-    for line, line_text, ragged in suspects.select("line", "text", "ragged").iter_rows():
-        record = line_text.split(delimiter)
-        if ragged:
-            reason = f"ragged row: {len(record)} fields, header has {len(header)}"
-            rows.append(SourceRow(line=line, raw=raw_json(record), identity="", error=reason))
-        elif max(map(len, record)) > MAX_FIELD_CHARS:
-            raw = raw_json(dict(zip(header, record)))[:MAX_FIELD_CHARS]
-            rows.append(SourceRow(line=line, raw=raw, identity="", error=f"field longer than {MAX_FIELD_CHARS} characters"))
-        else:
-            continue
-        long_lines.append(line)
-    good = frame.filter(~pl.col("ragged") & ~pl.col("line").is_in(long_lines))
+    for line, line_text in suspects.select("line", "text").iter_rows():
+        rejected = _rejected(line, header, line_text.split(delimiter))
+        if rejected is not None:
+            rows.append(rejected)
+    good = frame.filter(~pl.col("line").is_in([r.line for r in rows]))
     cells = good.select(
         *[pl.col("cells").list.get(i).alias(f"c{i}") for i in range(len(header))],
         "line",
