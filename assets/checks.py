@@ -12,6 +12,7 @@ import dagster as dg
 
 from assets.staging import stg_consent_events
 from consent.db import table_exists
+from consent.rules import RULES
 from expectations import consent_events as consent_events_suite
 from expectations import consent_status as consent_status_suite
 from expectations import opt_in_notices as opt_in_notices_suite
@@ -122,7 +123,13 @@ def rows_conserved(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset="consent_violations", description="Policy: opt-ins of this run refused by a rule whose configured severity is error fail the run; warn rules are reported.")
+@dg.asset_check(
+    asset="consent_violations",
+    description="Policy: opt-ins of this run that break a rule of the registry (consent/rules.py) whose configured "
+    "severity is error fail the run; warn rules are reported. Rules: " + "; ".join(
+        f"{rule.name}: {rule.description}" for rule in RULES.values()
+    ),
+)
 def no_error_violations(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
         rows = con.execute(

@@ -32,7 +32,7 @@ first_after AS (
 )
 
 SELECT
-    left(sha256($salt || phone_e164), 32) AS contact_hash,
+    salted_hash(phone_e164) AS contact_hash,
     purpose,
     opted_out_at,
     first_message_at,

@@ -1,6 +1,6 @@
 -- opted-in-without-evidence: opted_in rows missing method, date, channel or lineage (must be empty)
 SELECT
-    left(sha256($salt || phone_e164), 32) AS contact_hash,
+    salted_hash(phone_e164) AS contact_hash,
     purpose,
     consent_method,
     consent_at,

@@ -8,7 +8,7 @@ SELECT
     v.occurred_at,
     v.source_file,
     v.source_line,
-    left(sha256($salt || v.phone_e164), 32) AS contact_hash,
+    salted_hash(v.phone_e164) AS contact_hash,
     v.event_id
 FROM consent_violations AS v
 ORDER BY v.severity, v.rule, v.source_file, v.source_line

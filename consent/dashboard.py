@@ -80,7 +80,7 @@ def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path) -> int:
         if table_exists(con, "send_audit") else 0
     )
     last_run = con.execute(
-        "SELECT run_id, status, as_of, checks_failed, check_outcomes FROM runs ORDER BY published_at DESC LIMIT 1"
+        "SELECT run_id, status, as_of, checks_failed, check_outcomes FROM runs ORDER BY started_at DESC LIMIT 1"
     ).fetchone()
     tiles += [
         ("opted out (any purpose)", f"{opted_out:,}", ""),

@@ -26,3 +26,10 @@ def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
             "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND database_name = current_database()", [table]
         ).fetchone()[0]
     )
+
+
+def upsert(con: duckdb.DuckDBPyConnection, table: str, row: dict) -> None:
+    """Insert (or replace, by primary key) one row, by column name."""
+    columns = ", ".join(row)
+    values = ", ".join(f"${name}" for name in row)
+    con.execute(f"INSERT OR REPLACE INTO {table} ({columns}) VALUES ({values})", row)

@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from consent.phones import NormalisedPhone
+# The canonical event frame has the ledger's columns (defined once, in consent/schema.py).
+from consent.schema import EVENT_SCHEMA, QUARANTINE_SCHEMA, SEND_SCHEMA, SKIPPED_SCHEMA
 
 EVENT_TYPES = ("opt_in", "opt_in_request", "opt_in_confirm", "opt_out", "resume", "inbound_message")
 OPT_IN_TYPES = ("opt_in", "opt_in_request", "opt_in_confirm")
@@ -31,60 +33,6 @@ REQUIRED_CSV_COLUMNS = ("phone", "event_type")
 
 _TRUE = {"true", "yes", "1", "y", "t"}
 _FALSE = {"false", "no", "0", "n", "f"}
-
-# Column order and types of the canonical event frame (the ledger's columns).
-EVENT_SCHEMA: dict[str, pl.DataType] = {
-    "event_id": pl.Utf8,
-    "channel": pl.Utf8,
-    "event_type": pl.Utf8,
-    "phone_raw": pl.Utf8,
-    "country_hint": pl.Utf8,
-    "phone_e164": pl.Utf8,
-    "phone_region": pl.Utf8,
-    "phone_type": pl.Utf8,
-    "purposes": pl.List(pl.Utf8),
-    "occurred_at": pl.Datetime("us"),
-    "consent_method": pl.Utf8,
-    "notice_version": pl.Utf8,
-    "checkbox_pre_ticked": pl.Boolean,
-    "bundled_with_terms": pl.Boolean,
-    "acquisition_source": pl.Utf8,
-    "evidence_ref": pl.Utf8,
-    "source_file": pl.Utf8,
-    "source_line": pl.Int64,
-    "source_pointer": pl.Utf8,
-    "file_hash": pl.Utf8,
-    "ingested_at": pl.Datetime("us"),
-    "run_id": pl.Utf8,
-    "warnings": pl.List(pl.Utf8),
-}
-QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
-    "quarantine_id": pl.Utf8,
-    "channel": pl.Utf8,
-    "source_file": pl.Utf8,
-    "source_line": pl.Int64,
-    "source_pointer": pl.Utf8,
-    "file_hash": pl.Utf8,
-    "raw_row": pl.Utf8,
-    "reason": pl.Utf8,
-    "ingested_at": pl.Datetime("us"),
-    "run_id": pl.Utf8,
-}
-SKIPPED_SCHEMA = QUARANTINE_SCHEMA
-SEND_SCHEMA: dict[str, pl.DataType] = {
-    "message_id": pl.Utf8,
-    "status": pl.Utf8,
-    "status_at": pl.Datetime("us"),
-    "recipient_e164": pl.Utf8,
-    "pricing_category": pl.Utf8,
-    "error_codes": pl.List(pl.Int64),
-    "source_file": pl.Utf8,
-    "source_line": pl.Int64,
-    "source_pointer": pl.Utf8,
-    "ingested_at": pl.Datetime("us"),
-    "run_id": pl.Utf8,
-}
-
 
 class RowError(ValueError):
     """A field that cannot be read; the row goes to quarantine with this reason."""

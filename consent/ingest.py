@@ -9,6 +9,7 @@ canonical frames. Nothing here writes to the warehouse.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,14 +18,16 @@ from typing import Callable, Iterable
 
 import polars as pl
 
-from consent.channels import adapter_for
+from consent.channels import Adapter, FileRead, adapter_for
 from consent.columnar import build_file, phone_pairs
 from consent.events import (
     EVENT_SCHEMA,
     QUARANTINE_SCHEMA,
     SEND_SCHEMA,
     SKIPPED_SCHEMA,
+    BuiltBatch,
     FileContext,
+    SourceRow,
 )
 from consent.bulk import bulk_phase
 from consent.faults import crash_point
@@ -32,6 +35,7 @@ from consent.phones import PhoneBook
 from consent.policy import ChannelsFile, Policy
 
 CONFIG_FILES = {"channels.yaml", "policy.yaml"}
+_DIGITS = re.compile(r"\d{5,}")
 Pair = tuple[str, str | None]
 PhoneResolver = Callable[[list[Pair]], PhoneBook]
 Progress = Callable[[str, int, int], None]
@@ -152,7 +156,7 @@ def stage_exports(
                 default_region=config.default_region,
                 date_format=config.date_format,
             )
-            read = adapter(export.path.read_bytes(), ctx, config, policy)
+            read = read_file(adapter, export, ctx, config, policy)
             stat.rows_read = read.row_count
             stat.notes.extend(read.notes)
             reads.append((stat, ctx, read))
@@ -174,7 +178,7 @@ def stage_exports(
     done = 0
     total = sum(stat.rows_read for stat, _, _ in reads)
     for n, (stat, ctx, read) in enumerate(reads):
-        built = build_file(read, ctx, resolved, policy.purposes, ingested_at, run_id)
+        built = build_one_file(read, ctx, resolved, policy.purposes, ingested_at, run_id, notes=stat.notes)
         reads[n] = (stat, ctx, None)  # a file's rows are not needed once built
         stat.events, stat.quarantined, stat.skipped = built.events.height, built.quarantine.height, built.skipped.height
         frames["events"].append(built.events)
@@ -195,6 +199,49 @@ def stage_exports(
         ignored=ignored,
         seconds=seconds,
     )
+
+
+# Whatever one file does to its reader, the night goes on: the file becomes one quarantined row.
+FILE_FAILURES = (RecursionError, MemoryError, Exception)
+HEAD_BYTES = 4096
+
+
+def read_file(adapter: Adapter, export: ExportFile, ctx: FileContext, config, policy: Policy) -> FileRead:
+    """The file's rows; a file its adapter cannot read at all is one quarantined row with the reason."""
+    try:
+        read = adapter(export.path.read_bytes(), ctx, config, policy)
+        phone_pairs(read, ctx)  # a row the build could not key would fail the whole batch later
+        return read
+    except FILE_FAILURES as exc:
+        return unreadable_file(export.path, exc, "could not be read")
+
+
+def build_one_file(
+    read: FileRead, ctx: FileContext, resolved: PhoneBook, purposes, ingested_at, run_id, *, notes: list[str]
+) -> BuiltBatch:
+    """Canonical frames of one file; a file whose rows cannot be built is quarantined whole."""
+    try:
+        return build_file(read, ctx, resolved, purposes, ingested_at, run_id)
+    except FILE_FAILURES as exc:
+        failed = unreadable_file(None, exc, "could not be built into events", rows_read=max(read.row_count, 1))
+        notes.extend(failed.notes)
+        return build_file(failed, ctx, resolved, purposes, ingested_at, run_id)
+
+
+def unreadable_file(path: Path | None, exc: BaseException, what: str, rows_read: int = 1) -> FileRead:
+    """One error row for a whole file (its first bytes kept as the raw row, like any quarantined row).
+
+    `rows_read` rows are accounted for: the first carries the reason, the others point to it,
+    so rows read = quarantined still holds for the file."""
+    message = _DIGITS.sub("#", str(exc))[:200]  # an error message must not carry a number
+    reason = f"file {what} ({type(exc).__name__}{': ' + message if message else ''}): nothing of it was ingested"
+    head = None
+    if path is not None:
+        with path.open("rb") as handle:
+            head = handle.read(HEAD_BYTES).decode("utf-8", "replace")
+    rows = [SourceRow(line=1, raw=head, identity="", error=reason)]
+    rows += [SourceRow(line=n, raw=None, identity="", error="file refused: see line 1") for n in range(2, rows_read + 1)]
+    return FileRead(rows=rows, notes=[reason])
 
 
 def _concat(frames: Iterable[pl.DataFrame], schema: dict) -> pl.DataFrame:

@@ -21,23 +21,8 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-NOTICE_SCHEMA: dict[str, pl.DataType] = {
-    "notice_version": pl.Utf8,
-    "notice_text": pl.Utf8,
-    "business_name": pl.Utf8,
-    "channels": pl.List(pl.Utf8),
-    "purposes": pl.List(pl.Utf8),
-    "frequency": pl.Utf8,
-    "opt_out_instructions": pl.Utf8,
-    "privacy_policy_url": pl.Utf8,
-    "valid_from": pl.Datetime("us"),
-    "valid_until": pl.Datetime("us"),
-    "names_business": pl.Boolean,
-    "mentions_whatsapp": pl.Boolean,
-    "says_how_to_opt_out": pl.Boolean,
-    "content_hash": pl.Utf8,
-    "source_file": pl.Utf8,
-}
+from consent.schema import NOTICE_SCHEMA
+
 _OPT_OUT_WORDS = re.compile(r"\b(stop|unsubscribe|opt[\s-]?out|cancel|revoke)\b", re.IGNORECASE)
 
 
@@ -186,6 +171,12 @@ class NoticeTerms:
     valid_from: datetime | None
     valid_until: datetime | None
     deficiencies: tuple[str, ...]
+
+    def valid_at(self, moment: datetime) -> bool:
+        """The notice was in force at `moment` (from `valid_from`, until before `valid_until`)."""
+        return (self.valid_from is None or moment >= self.valid_from) and (
+            self.valid_until is None or moment < self.valid_until
+        )
 
 
 def terms_from_rows(rows: list[tuple]) -> dict[str, NoticeTerms]:

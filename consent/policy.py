@@ -10,13 +10,12 @@ before anything is read.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-Severity = Literal["error", "warn"]
+from consent.rules import RULES, Severity, default_severities
 
 DEFAULT_OPT_OUT_KEYWORDS = [
     "STOP", "STOP ALL", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT",
@@ -51,28 +50,10 @@ class Policy(BaseModel):
     # WhatsApp's own controls (user_preferences, "Stop promotions", error
     # 131050) cover this purpose only.
     whatsapp_marketing_purpose: str = "marketing"
-    # Severity of each rule of consent-rules.md section 3 when violated.
+    # Severity of each rule of the registry (consent/rules.py) when violated.
     # "error" fails the run (CLI exit 1); "warn" is reported only. Either way a
-    # refused opt-in never grants consent.
-    rule_severity: dict[str, Severity] = Field(
-        default_factory=lambda: {
-            "missing_consent_method": "error",
-            "missing_consent_date": "error",
-            "method_not_active": "warn",
-            "future_date": "warn",
-            "pre_ticked_checkbox": "warn",
-            "bundled_with_terms": "warn",
-            "non_organic_source": "warn",
-            "missing_purposes": "warn",
-            "confirmation_without_request": "warn",
-            "confirmation_outside_window": "warn",
-            "missing_notice_version": "warn",
-            "notice_unknown": "warn",
-            "notice_not_valid_at_opt_in": "warn",
-            "notice_deficient": "warn",
-            "notice_does_not_cover_purpose": "warn",
-        }
-    )
+    # refused opt-in never grants consent. Rules not named keep their default.
+    rule_severity: dict[str, Severity] = Field(default_factory=default_severities)
     # Missing notice is a warning only; set true to refuse such opt-ins.
     require_notice_version: bool = False
     # Retention (rules, section 8): raw export rows, and evidence after consent ends.
@@ -86,6 +67,14 @@ class Policy(BaseModel):
             raise ValueError("at least one purpose is required")
         return value
 
+    @field_validator("rule_severity")
+    @classmethod
+    def _known_rules(cls, value: dict[str, Severity]) -> dict[str, Severity]:
+        unknown = sorted(set(value) - set(RULES))
+        if unknown:
+            raise ValueError(f"unknown rule {', '.join(map(repr, unknown))}; known rules: {', '.join(RULES)}")
+        return {**default_severities(), **value}
+
     @property
     def all_opt_out_keywords(self) -> frozenset[str]:
         return frozenset(_keyword_key(k) for k in self.opt_out_keywords + self.opt_out_keyword_translations)
@@ -95,7 +84,12 @@ class Policy(BaseModel):
         return frozenset(_keyword_key(k) for k in self.resume_keywords)
 
     def severity(self, rule: str) -> Severity:
-        return self.rule_severity.get(rule, "error")
+        return self.rule_severity[rule]
+
+    def refuses(self, rule: str) -> bool:
+        """Whether breaking the rule refuses consent (the registry, or the policy where it decides)."""
+        refuses = RULES[rule].refuses
+        return self.require_notice_version if refuses is None else refuses
 
 
 def _keyword_key(text: str) -> str:

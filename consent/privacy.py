@@ -22,36 +22,9 @@ from consent.db import table_exists, transaction
 
 ERASED_REASON = "erased number (GDPR Art. 17): event not re-imported"
 
-PRIVACY_DDL = """
-CREATE TABLE IF NOT EXISTS suppression_list (
-    phone_hash VARCHAR PRIMARY KEY,
-    erased_at TIMESTAMP NOT NULL,
-    reason VARCHAR NOT NULL
-);
-CREATE TABLE IF NOT EXISTS erased_events (
-    event_id VARCHAR PRIMARY KEY,
-    phone_hash VARCHAR NOT NULL,
-    channel VARCHAR,
-    event_type VARCHAR,
-    occurred_at TIMESTAMP,
-    ingested_at TIMESTAMP,
-    erased_at TIMESTAMP NOT NULL,
-    reason VARCHAR NOT NULL
-);
-"""
-
-
 def phone_hash(phone_e164: str, salt: str) -> str:
-    """Salted SHA-256 of the E.164 number; the same as SQL `left(sha256(salt || phone_e164), 32)`."""
+    """Salted SHA-256 of the E.164 number: the Python twin of SQL `salted_hash` (consent/sql/macros.sql)."""
     return hashlib.sha256((salt + phone_e164).encode("utf-8")).hexdigest()[:32]
-
-
-def hash_sql(column: str, salt: str) -> str:
-    return f"left(sha256({_sql_text(salt)} || {column}), 32)"
-
-
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def number_digits(phone_e164: str) -> str:
@@ -145,19 +118,19 @@ def files_containing(exports_dir: Path, phone_e164: str) -> list[str]:
     return found
 
 
-def suppress_staged(con: duckdb.DuckDBPyConnection, salt: str) -> int:
-    """Keep erased numbers out of a new run (call inside the publish transaction).
+def suppress_staged(con: duckdb.DuckDBPyConnection) -> int:
+    """Keep erased numbers out of a new run (call inside the publish transaction, after `use_salt`).
 
     A staged event of a number on the suppression list is dropped, and counted
     as a skipped item without its raw row, unless the same batch or the ledger
     holds an opt-in for that number dated after the erasure (a new consent).
     """
     con.execute(
-        f"""
+        """
         CREATE OR REPLACE TEMP TABLE suppressed AS
         SELECT s.event_id, s.channel, s.source_file, s.source_line, s.source_pointer, s.file_hash, s.ingested_at, s.run_id
         FROM stg_consent_events s
-        JOIN suppression_list p ON p.phone_hash = {hash_sql('s.phone_e164', salt)}
+        JOIN suppression_list p ON p.phone_hash = salted_hash(s.phone_e164)
         WHERE NOT EXISTS (
             SELECT 1 FROM (
                 SELECT phone_e164, event_type, occurred_at FROM stg_consent_events

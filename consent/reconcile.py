@@ -21,6 +21,8 @@ import polars as pl
 
 from consent.notices import NoticeTerms
 from consent.policy import Policy
+from consent.rules import ASSESSED
+from consent.schema import HISTORY_SCHEMA, STATUS_SCHEMA, VIOLATION_SCHEMA
 
 STATUSES = ("opted_in", "opted_out", "pending", "expired", "no_consent")
 _APPLY_RANK = {"opt_in": 0, "opt_in_request": 0, "opt_in_confirm": 0, "resume": 1, "inbound_message": 1, "opt_out": 2}
@@ -31,50 +33,6 @@ INPUT_COLUMNS = (
     "ingested_at", "consent_method", "notice_version", "checkbox_pre_ticked",
     "bundled_with_terms", "acquisition_source", "source_file", "source_line",
 )
-
-STATUS_SCHEMA: dict[str, pl.DataType] = {
-    "phone_e164": pl.Utf8,
-    "purpose": pl.Utf8,
-    "status": pl.Utf8,
-    "sendable": pl.Boolean,
-    "status_since": pl.Datetime("us"),
-    "consent_method": pl.Utf8,
-    "consent_at": pl.Datetime("us"),
-    "channel": pl.Utf8,
-    "notice_version": pl.Utf8,
-    "event_id": pl.Utf8,
-    "source_file": pl.Utf8,
-    "source_line": pl.Int64,
-    "opted_out_at": pl.Datetime("us"),
-    "opt_out_channel": pl.Utf8,
-    "opt_out_event_id": pl.Utf8,
-    "decided_by_event_id": pl.Utf8,
-}
-HISTORY_SCHEMA: dict[str, pl.DataType] = {
-    "phone_e164": pl.Utf8,
-    "purpose": pl.Utf8,
-    "status": pl.Utf8,
-    "valid_from": pl.Datetime("us"),
-    "valid_to": pl.Datetime("us"),
-    "decided_by_event_id": pl.Utf8,
-    "consent_event_id": pl.Utf8,
-    "consent_method": pl.Utf8,
-    "consent_at": pl.Datetime("us"),
-}
-VIOLATION_SCHEMA: dict[str, pl.DataType] = {
-    "event_id": pl.Utf8,
-    "rule": pl.Utf8,
-    "severity": pl.Utf8,
-    "refused": pl.Boolean,
-    "phone_e164": pl.Utf8,
-    "channel": pl.Utf8,
-    "event_type": pl.Utf8,
-    "purposes": pl.List(pl.Utf8),
-    "occurred_at": pl.Datetime("us"),
-    "source_file": pl.Utf8,
-    "source_line": pl.Int64,
-}
-
 
 @dataclass(slots=True)
 class Event:
@@ -168,43 +126,57 @@ class ConsentStateMachine:
         self.doi_channels = set(policy.double_opt_in_channels)
         self.active_methods = set(policy.active_consent_methods)
 
-    # -- what counts as consent (section 3) -------------------------------
+    # -- what counts as consent (section 3): the rule registry -------------
     def assess(self, event: Event, double_opt_in: bool) -> list[tuple[str, bool]]:
-        """(rule, refuses consent) for each rule the opt-in event breaks."""
-        broken: list[tuple[str, bool]] = []
-        if event.occurred_at is None:
-            broken.append(("missing_consent_date", True))
-        elif event.occurred_at > self.future_limit:
-            broken.append(("future_date", True))
+        """(rule, refuses consent) for each registered rule the opt-in event breaks."""
+        return [
+            (rule.name, self.policy.refuses(rule.name))
+            for rule in ASSESSED
+            if getattr(self, f"_breaks_{rule.name}")(event, double_opt_in)
+        ]
+
+    def _breaks_missing_consent_date(self, event: Event, double_opt_in: bool) -> bool:
+        return event.occurred_at is None
+
+    def _breaks_future_date(self, event: Event, double_opt_in: bool) -> bool:
+        return event.occurred_at is not None and event.occurred_at > self.future_limit
+
+    def _breaks_missing_consent_method(self, event: Event, double_opt_in: bool) -> bool:
         # In a double opt-in the method is the confirmation link itself.
-        if not double_opt_in:
-            if not event.consent_method:
-                broken.append(("missing_consent_method", True))
-            elif event.consent_method not in self.active_methods:
-                broken.append(("method_not_active", True))
-        if event.checkbox_pre_ticked:
-            broken.append(("pre_ticked_checkbox", True))
-        if event.bundled_with_terms:
-            broken.append(("bundled_with_terms", True))
-        if (event.acquisition_source or "organic") != "organic":
-            broken.append(("non_organic_source", True))
-        if not event.purposes and event.event_type != "opt_in_confirm":
-            broken.append(("missing_purposes", True))
-        if not event.notice_version:
-            broken.append(("missing_notice_version", self.policy.require_notice_version))
-        elif self.notices:
-            notice = self.notices.get(event.notice_version)
-            if notice is None:
-                broken.append(("notice_unknown", False))
-            else:
-                if event.occurred_at is not None and (
-                    (notice.valid_from is not None and event.occurred_at < notice.valid_from)
-                    or (notice.valid_until is not None and event.occurred_at >= notice.valid_until)
-                ):
-                    broken.append(("notice_not_valid_at_opt_in", False))
-                if notice.deficiencies:
-                    broken.append(("notice_deficient", False))
-        return broken
+        return not double_opt_in and not event.consent_method
+
+    def _breaks_method_not_active(self, event: Event, double_opt_in: bool) -> bool:
+        return not double_opt_in and bool(event.consent_method) and event.consent_method not in self.active_methods
+
+    def _breaks_pre_ticked_checkbox(self, event: Event, double_opt_in: bool) -> bool:
+        return bool(event.checkbox_pre_ticked)
+
+    def _breaks_bundled_with_terms(self, event: Event, double_opt_in: bool) -> bool:
+        return bool(event.bundled_with_terms)
+
+    def _breaks_non_organic_source(self, event: Event, double_opt_in: bool) -> bool:
+        return (event.acquisition_source or "organic") != "organic"
+
+    def _breaks_missing_purposes(self, event: Event, double_opt_in: bool) -> bool:
+        return not event.purposes and event.event_type != "opt_in_confirm"
+
+    def _breaks_missing_notice_version(self, event: Event, double_opt_in: bool) -> bool:
+        return not event.notice_version
+
+    def _notice(self, event: Event) -> NoticeTerms | None:
+        return self.notices.get(event.notice_version) if event.notice_version else None
+
+    def _breaks_notice_unknown(self, event: Event, double_opt_in: bool) -> bool:
+        # Without a registry, notice rules do not apply.
+        return bool(event.notice_version and self.notices) and self._notice(event) is None
+
+    def _breaks_notice_not_valid_at_opt_in(self, event: Event, double_opt_in: bool) -> bool:
+        notice = self._notice(event)
+        return notice is not None and event.occurred_at is not None and not notice.valid_at(event.occurred_at)
+
+    def _breaks_notice_deficient(self, event: Event, double_opt_in: bool) -> bool:
+        notice = self._notice(event)
+        return notice is not None and bool(notice.deficiencies)
 
     def _covered(self, result: ContactResult, event: Event, purposes: list[str], notice_version: str | None) -> list[str]:
         """The purposes the notice shown actually asks for: consent is granted for those only."""
@@ -213,11 +185,11 @@ class ConsentStateMachine:
             return purposes
         uncovered = [p for p in purposes if p not in notice.purposes]
         if uncovered:
-            self._violate(result, event, "notice_does_not_cover_purpose", True)
+            self._violate(result, event, "notice_does_not_cover_purpose")
         return [p for p in purposes if p in notice.purposes]
 
-    def _violate(self, result: ContactResult, event: Event, rule: str, refused: bool) -> None:
-        result.violations.append(Violation(event, rule, self.policy.severity(rule), refused))
+    def _violate(self, result: ContactResult, event: Event, rule: str) -> None:
+        result.violations.append(Violation(event, rule, self.policy.severity(rule), self.policy.refuses(rule)))
 
     def run(self, events: list[Event]) -> ContactResult:
         result = ContactResult(states={p: PurposeState() for p in self.policy.purposes})
@@ -237,7 +209,7 @@ class ConsentStateMachine:
     def _passes(self, result: ContactResult, event: Event, double_opt_in: bool) -> bool:
         ok = True
         for rule, refuses in self.assess(event, double_opt_in):
-            self._violate(result, event, rule, refuses)
+            self._violate(result, event, rule)
             ok = ok and not refuses
         return ok
 
@@ -287,7 +259,7 @@ class ConsentStateMachine:
                 continue
             matched = True
             if event.effective_at - request.effective_at > self.window:
-                self._violate(result, event, "confirmation_outside_window", True)
+                self._violate(result, event, "confirmation_outside_window")
                 state.pending_request = None
                 if state.status not in ("opted_in", "expired"):
                     state.move("expired", request.effective_at + self.window, request)
@@ -301,7 +273,7 @@ class ConsentStateMachine:
             )
             self._grant(state, event, evidence)
         if not matched:
-            self._violate(result, event, "confirmation_without_request", True)
+            self._violate(result, event, "confirmation_without_request")
 
     def _on_opt_out(self, result: ContactResult, event: Event) -> None:
         for purpose in self._targets(result, event):

@@ -10,204 +10,28 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Iterator
 
 import duckdb
 import polars as pl
 
-from consent.db import transaction
+from consent import sql
 from consent.bulk import bulk_phase
+from consent.db import transaction, upsert
 from consent.faults import crash_point
 from consent.ingest import Pair, Progress, StagedExports, stage_exports
-from consent.notices import NoticeFolder, read_notices, terms_from_rows
-from consent.privacy import PRIVACY_DDL, suppress_staged
+from consent.notices import NoticeFolder, NoticeTerms, read_notices, terms_from_rows
 from consent.phones import METADATA_VERSION, PHONE_BOOK_SCHEMA, PhoneBook, normalise_frame
 from consent.policy import ChannelsFile, Policy
-from consent.reconcile import HISTORY_SCHEMA, INPUT_COLUMNS, STATUS_SCHEMA, VIOLATION_SCHEMA, reconcile
-
-EVENT_COLUMNS_DDL = """
-    event_id VARCHAR NOT NULL,
-    channel VARCHAR NOT NULL,
-    event_type VARCHAR NOT NULL,
-    phone_raw VARCHAR,
-    country_hint VARCHAR,
-    phone_e164 VARCHAR NOT NULL,
-    phone_region VARCHAR,
-    phone_type VARCHAR,
-    purposes VARCHAR[],
-    occurred_at TIMESTAMP,
-    consent_method VARCHAR,
-    notice_version VARCHAR,
-    checkbox_pre_ticked BOOLEAN,
-    bundled_with_terms BOOLEAN,
-    acquisition_source VARCHAR,
-    evidence_ref VARCHAR,
-    source_file VARCHAR NOT NULL,
-    source_line BIGINT NOT NULL,
-    source_pointer VARCHAR,
-    file_hash VARCHAR NOT NULL,
-    ingested_at TIMESTAMP NOT NULL,
-    run_id VARCHAR NOT NULL,
-    warnings VARCHAR[]
-"""
-REJECT_COLUMNS_DDL = """
-    quarantine_id VARCHAR NOT NULL,
-    channel VARCHAR NOT NULL,
-    source_file VARCHAR NOT NULL,
-    source_line BIGINT,
-    source_pointer VARCHAR,
-    file_hash VARCHAR NOT NULL,
-    raw_row VARCHAR,
-    reason VARCHAR NOT NULL,
-    ingested_at TIMESTAMP NOT NULL,
-    run_id VARCHAR NOT NULL
-"""
-SCHEMA_DDL = f"""
-CREATE TABLE IF NOT EXISTS consent_events ({EVENT_COLUMNS_DDL}, PRIMARY KEY (event_id));
-CREATE TABLE IF NOT EXISTS quarantine ({REJECT_COLUMNS_DDL}, PRIMARY KEY (quarantine_id));
-CREATE TABLE IF NOT EXISTS skipped_items ({REJECT_COLUMNS_DDL.replace('quarantine_id', 'skipped_id')}, PRIMARY KEY (skipped_id));
-CREATE TABLE IF NOT EXISTS consent_status (
-    phone_e164 VARCHAR NOT NULL,
-    purpose VARCHAR NOT NULL,
-    status VARCHAR NOT NULL,
-    sendable BOOLEAN NOT NULL,
-    status_since TIMESTAMP,
-    consent_method VARCHAR,
-    consent_at TIMESTAMP,
-    channel VARCHAR,
-    notice_version VARCHAR,
-    event_id VARCHAR,
-    source_file VARCHAR,
-    source_line BIGINT,
-    opted_out_at TIMESTAMP,
-    opt_out_channel VARCHAR,
-    opt_out_event_id VARCHAR,
-    decided_by_event_id VARCHAR,
-    PRIMARY KEY (phone_e164, purpose)
-);
-CREATE TABLE IF NOT EXISTS consent_status_history (
-    phone_e164 VARCHAR NOT NULL,
-    purpose VARCHAR NOT NULL,
-    status VARCHAR NOT NULL,
-    valid_from TIMESTAMP NOT NULL,
-    valid_to TIMESTAMP,
-    decided_by_event_id VARCHAR,
-    consent_event_id VARCHAR,
-    consent_method VARCHAR,
-    consent_at TIMESTAMP
-);
-CREATE TABLE IF NOT EXISTS consent_violations (
-    event_id VARCHAR NOT NULL,
-    rule VARCHAR NOT NULL,
-    severity VARCHAR NOT NULL,
-    refused BOOLEAN NOT NULL,
-    phone_e164 VARCHAR NOT NULL,
-    channel VARCHAR,
-    event_type VARCHAR,
-    purposes VARCHAR[],
-    occurred_at TIMESTAMP,
-    source_file VARCHAR,
-    source_line BIGINT,
-    PRIMARY KEY (event_id, rule)
-);
-CREATE TABLE IF NOT EXISTS source_files (
-    channel VARCHAR NOT NULL,
-    source_file VARCHAR NOT NULL,
-    file_hash VARCHAR NOT NULL,
-    size_bytes BIGINT,
-    first_seen_run VARCHAR NOT NULL,
-    last_seen_run VARCHAR NOT NULL,
-    rows_read BIGINT,
-    events BIGINT,
-    new_events BIGINT,
-    quarantined BIGINT,
-    skipped BIGINT,
-    events_no_longer_in_file BIGINT,
-    notes VARCHAR[],
-    PRIMARY KEY (channel, source_file, file_hash)
-);
-CREATE TABLE IF NOT EXISTS file_fingerprints (
-    source_file VARCHAR NOT NULL,
-    size_bytes BIGINT NOT NULL,
-    mtime_ns BIGINT NOT NULL,
-    file_hash VARCHAR NOT NULL,
-    PRIMARY KEY (source_file, size_bytes, mtime_ns)
-);
-CREATE TABLE IF NOT EXISTS message_statuses (
-    message_id VARCHAR NOT NULL,
-    status VARCHAR NOT NULL,
-    status_at TIMESTAMP,
-    recipient_e164 VARCHAR NOT NULL,
-    pricing_category VARCHAR,
-    error_codes BIGINT[],
-    source_file VARCHAR NOT NULL,
-    source_line BIGINT,
-    source_pointer VARCHAR,
-    ingested_at TIMESTAMP NOT NULL,
-    run_id VARCHAR NOT NULL,
-    PRIMARY KEY (message_id, status)
-);
-CREATE TABLE IF NOT EXISTS consent_notices (
-    notice_version VARCHAR PRIMARY KEY,
-    notice_text VARCHAR NOT NULL,
-    business_name VARCHAR,
-    channels VARCHAR[],
-    purposes VARCHAR[],
-    frequency VARCHAR,
-    opt_out_instructions VARCHAR,
-    privacy_policy_url VARCHAR,
-    valid_from TIMESTAMP,
-    valid_until TIMESTAMP,
-    names_business BOOLEAN,
-    mentions_whatsapp BOOLEAN,
-    says_how_to_opt_out BOOLEAN,
-    content_hash VARCHAR NOT NULL,
-    source_file VARCHAR,
-    loaded_at TIMESTAMP NOT NULL,
-    run_id VARCHAR NOT NULL
-);
-CREATE TABLE IF NOT EXISTS phone_cache (
-    phone_raw VARCHAR NOT NULL,
-    country_hint VARCHAR NOT NULL,
-    metadata_version VARCHAR NOT NULL,
-    phone_e164 VARCHAR,
-    phone_region VARCHAR,
-    phone_type VARCHAR,
-    invalid_reason VARCHAR,
-    PRIMARY KEY (phone_raw, country_hint, metadata_version)
-);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id VARCHAR PRIMARY KEY,
-    mode VARCHAR NOT NULL,
-    as_of TIMESTAMP NOT NULL,
-    started_at TIMESTAMP NOT NULL,
-    published_at TIMESTAMP,
-    finished_at TIMESTAMP,
-    status VARCHAR NOT NULL,
-    files_seen BIGINT,
-    files_read BIGINT,
-    rows_read BIGINT,
-    events BIGINT,
-    new_events BIGINT,
-    quarantined BIGINT,
-    skipped BIGINT,
-    contacts_reconciled BIGINT,
-    checks_failed VARCHAR[],
-    check_outcomes JSON,
-    retention JSON,
-    per_channel JSON,
-    step_seconds JSON
-);
-"""
-
-
-
-def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(SCHEMA_DDL)
-    con.execute(PRIVACY_DDL)
+from consent.privacy import suppress_staged
+from consent.reconcile import reconcile
+from consent.rules import TIME_DEPENDENT
+from consent.schema import CONSENT_STATUS, CONSENT_STATUS_HISTORY, CONSENT_VIOLATIONS, RUNS
+from consent.sql import use_salt
 
 
 def known_files(con: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
@@ -372,49 +196,26 @@ def stage_run(
     return staged
 
 
-def _touched_contacts_sql(full: bool) -> str:
-    if full:
-        return "SELECT DISTINCT phone_e164 FROM consent_events"
-    # New events, plus contacts whose status can change with time alone:
-    # a pending request may expire, a consent may pass its validity, and a
-    # future-dated opt-in may stop being in the future.
-    return """
-        SELECT phone_e164 FROM stg_consent_events
-        UNION SELECT phone_e164 FROM consent_status WHERE status = 'pending'
-        UNION SELECT phone_e164 FROM consent_status WHERE status = 'opted_in' AND $validity
-        UNION SELECT phone_e164 FROM consent_violations WHERE rule = 'future_date'
-        -- a notice registered now changes how earlier opt-ins that name it are judged
-        UNION SELECT phone_e164 FROM consent_events
-              WHERE notice_version IN (SELECT notice_version FROM consent_notices WHERE run_id = $run_id)
-    """
-
-
 RECONCILE_RANGE_EVENTS = 250_000
 
 
-def _contact_ranges(con: duckdb.DuckDBPyConnection, events_per_range: int) -> list[tuple[str, str, int]]:
-    """(first number, last number, contacts) of consecutive ranges of touched contacts,
-    each holding about `events_per_range` ledger events (a contact is never split)."""
-    counts = con.execute(
-        """
-        SELECT phone_e164, count(*) FROM consent_events
-        WHERE phone_e164 IN (SELECT phone_e164 FROM stg_touched)
-        GROUP BY phone_e164 ORDER BY phone_e164
-        """
-    ).fetchall()
-    ranges: list[tuple[str, str, int]] = []
-    start, events, contacts = None, 0, 0
-    for phone, n in counts:
-        if start is None:
-            start = phone
-        events += n
-        contacts += 1
-        if events >= events_per_range:
-            ranges.append((start, phone, contacts))
-            start, events, contacts = None, 0, 0
-    if start is not None:
-        ranges.append((start, counts[-1][0], contacts))
-    return ranges
+@dataclass
+class StagedRun:
+    """The run being published, as `stage_run` recorded it in `stg_run`."""
+
+    run_id: str
+    mode: str
+    as_of: datetime
+    started_at: datetime
+    ignored: list[str]
+    seconds: dict[str, float]
+
+    @classmethod
+    def read(cls, con: duckdb.DuckDBPyConnection) -> "StagedRun":
+        run_id, mode, as_of, started_at, ignored, step_seconds = con.execute(
+            "SELECT run_id, mode, as_of, started_at, ignored, step_seconds FROM stg_run"
+        ).fetchone()
+        return cls(run_id, mode, as_of, started_at, list(ignored or []), json.loads(step_seconds))
 
 
 @bulk_phase()
@@ -430,222 +231,125 @@ def publish(
 
     Returns the run summary written to `runs`.
     """
-    run_id, mode, as_of, started_at, ignored, step_seconds = con.execute(
-        "SELECT run_id, mode, as_of, started_at, ignored, step_seconds FROM stg_run"
-    ).fetchone()
-    seconds = json.loads(step_seconds)
+    run = StagedRun.read(con)
     with transaction(con):
-        t0 = time.perf_counter()
-        # Erased numbers stay out unless a new consent dated after the erasure arrives.
-        suppressed = suppress_staged(con, salt)
-        new_events = con.execute(
-            """
-            INSERT INTO consent_events
-            -- one row per new event id: the first by file, line, pointer (an aggregate of row ids,
-            -- not a window sorting whole rows: ~2 s less at 1M events)
-            SELECT s.* FROM stg_consent_events s
-            WHERE s.rowid IN (
-                SELECT arg_min(rowid, (source_file, source_line, source_pointer))
-                FROM stg_consent_events ANTI JOIN consent_events USING (event_id)
-                GROUP BY event_id
-            )
-            """
-        ).fetchone()[0]
-        con.execute("INSERT OR IGNORE INTO quarantine SELECT * FROM stg_quarantine")
-        con.execute("INSERT OR IGNORE INTO skipped_items SELECT * FROM stg_skipped")
-        con.execute(
-            """
-            INSERT OR IGNORE INTO message_statuses
-            SELECT * EXCLUDE (rank) FROM (
-                SELECT *, row_number() OVER (PARTITION BY message_id, status ORDER BY source_file, source_line) AS rank
-                FROM stg_message_statuses
-            ) WHERE rank = 1
-            """
-        )
-        per_file_new = dict(
-            con.execute(
-                "SELECT source_file, count(*) FROM consent_events WHERE run_id = ? GROUP BY source_file", [run_id]
-            ).fetchall()
-        )
-        # A changed file (same name, new content): which events of its earlier versions it no longer holds.
-        removed = dict(
-            con.execute(
-                """
-                SELECT f.source_file, count(e.event_id)
-                FROM stg_source_files f
-                JOIN consent_events e ON e.source_file = f.source_file AND e.channel = f.channel AND e.file_hash <> f.file_hash
-                WHERE f.state = 'new'
-                  AND e.event_id NOT IN (SELECT event_id FROM stg_consent_events WHERE source_file = f.source_file)
-                GROUP BY f.source_file
-                """
-            ).fetchall()
-        )
-        con.execute(
-            """
-            INSERT INTO source_files
-            SELECT channel, source_file, file_hash, size_bytes, $run_id, $run_id, rows_read, events,
-                   NULL, quarantined, skipped, NULL, notes
-            FROM stg_source_files WHERE state <> 'unsupported'
-            ON CONFLICT (channel, source_file, file_hash) DO UPDATE SET last_seen_run = excluded.last_seen_run
-            """,
-            {"run_id": run_id},
-        )
-        con.execute(
-            "INSERT OR REPLACE INTO file_fingerprints "
-            "SELECT source_file, size_bytes, mtime_ns, file_hash FROM stg_source_files WHERE state <> 'unsupported'"
-        )
-        for source_file, count in per_file_new.items():
-            con.execute(
-                "UPDATE source_files SET new_events = ? WHERE source_file = ? AND first_seen_run = ?",
-                [count, source_file, run_id],
-            )
-        for source_file, count in removed.items():
-            con.execute(
-                "UPDATE source_files SET events_no_longer_in_file = ?, "
-                "notes = list_append(notes, 'content changed: ' || ? || ' earlier events no longer in the file') "
-                "WHERE source_file = ? AND first_seen_run = ?",
-                [count, count, source_file, run_id],
-            )
-        seconds["ledger"] = time.perf_counter() - t0
+        use_salt(con, salt)
+        with timed(run.seconds, "ledger"):
+            # Erased numbers stay out unless a new consent dated after the erasure arrives.
+            suppressed = suppress_staged(con)
+            sql.run(con, "append_ledger")
+            sql.run(con, "register_files", {"run_id": run.run_id})
         crash_point("publish_after_ledger")
-
-        # The notices registry is append-only: a changed version is refused, never overwritten.
-        con.execute(
-            """
-            INSERT INTO stg_notices_refused
-            SELECT s.source_file, 'version ' || s.notice_version || ' is already registered with other content '
-                   || '(from ' || n.source_file || '); evidence must not change after the fact'
-            FROM stg_notices s JOIN consent_notices n USING (notice_version)
-            WHERE s.content_hash <> n.content_hash
-            """
-        )
-        con.execute(
-            "INSERT INTO consent_notices SELECT s.*, $as_of, $run_id FROM stg_notices s ANTI JOIN consent_notices USING (notice_version)",
-            {"as_of": as_of, "run_id": run_id},
-        )
-        new_notices = con.execute("SELECT notice_version FROM consent_notices WHERE run_id = ?", [run_id]).fetchall()
-        notices = terms_from_rows(
-            con.execute(
-                "SELECT notice_version, purposes, valid_from, valid_until, names_business, mentions_whatsapp, "
-                "says_how_to_opt_out FROM consent_notices"
-            ).fetchall()
-        )
-
-        t0 = time.perf_counter()
-        touched_sql = _touched_contacts_sql(full).replace(
-            "$validity", "TRUE" if policy.consent_validity_days is not None else "FALSE"
-        )
-        # Kept as a staging table: the status check validates the rows this run decided.
-        con.execute(f"CREATE OR REPLACE TABLE stg_touched AS {touched_sql}", {"run_id": run_id} if "$run_id" in touched_sql else {})
-        where = "" if full else " WHERE phone_e164 IN (SELECT phone_e164 FROM stg_touched)"
-        for table in ("consent_status", "consent_violations", "consent_status_history"):
-            con.execute(f"DELETE FROM {table}{where}")
-        # Contacts are reconciled in ranges of about RECONCILE_RANGE_EVENTS events (by number),
-        # each read, decided and written before the next: memory holds one range, not the ledger.
-        ranges = _contact_ranges(con, RECONCILE_RANGE_EVENTS)
-        done = 0
-        for low, high, contacts_in_range in ranges:
-            history = con.execute(
-                f"SELECT {', '.join(INPUT_COLUMNS)} FROM consent_events "
-                "WHERE phone_e164 BETWEEN ? AND ? AND phone_e164 IN (SELECT phone_e164 FROM stg_touched)",
-                [low, high],
-            ).pl()
-            derived = reconcile(history, policy, as_of, notices=notices)
-            del history
-            for table, frame, schema in zip(
-                ("consent_status", "consent_violations", "consent_status_history"),
-                derived,
-                (STATUS_SCHEMA, VIOLATION_SCHEMA, HISTORY_SCHEMA),
-            ):
-                con.register("derived", frame.select(list(schema)))
-                con.execute(f"INSERT INTO {table} SELECT * FROM derived")
-                con.unregister("derived")
-            done += contacts_in_range
-            if progress:
-                progress("reconciling contacts", done, sum(r[2] for r in ranges))
-        contacts = con.execute("SELECT count(*) FROM stg_touched").fetchone()[0]
-        seconds["reconcile"] = time.perf_counter() - t0
+        notices = register_notices(con, run)
+        with timed(run.seconds, "reconcile"):
+            select_touched_contacts(con, run, policy, full)
+            contacts = reconcile_ranges(con, policy, run.as_of, notices, progress)
         crash_point("publish_after_status")
-
-        per_channel = {
-            channel: dict(zip(("files_seen", "files_read", "rows_read", "events", "quarantined", "skipped"), counts))
-            for channel, *counts in con.execute(
-                """
-                SELECT channel, count(*), count(*) FILTER (WHERE state = 'new'), sum(rows_read), sum(events),
-                       sum(quarantined), sum(skipped)
-                FROM stg_source_files GROUP BY channel ORDER BY channel
-                """
-            ).fetchall()
-        }
-        for channel, count in con.execute(
-            "SELECT channel, count(*) FROM consent_events WHERE run_id = ? GROUP BY channel", [run_id]
-        ).fetchall():
-            per_channel.setdefault(channel, {})["new_events"] = count
-        totals = {
-            key: sum(int(c.get(key) or 0) for c in per_channel.values())
-            for key in ("files_seen", "files_read", "rows_read", "events", "quarantined", "skipped")
-        }
-        summary = {
-            "run_id": run_id,
-            "mode": mode,
-            "as_of": as_of.isoformat(sep=" "),
-            **totals,
-            "new_events": int(new_events),
-            "contacts_reconciled": int(contacts),
-            "suppressed_events": int(suppressed),
-            "new_notices": [v for (v,) in new_notices],
-            "notices_refused": [
-                {"source_file": f, "reason": r}
-                for f, r in con.execute("SELECT source_file, reason FROM stg_notices_refused ORDER BY ALL").fetchall()
-            ],
-            "per_channel": per_channel,
-            "ignored": list(ignored or []),
-            "step_seconds": seconds,
-        }
-        con.execute(
-            """
-            INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, now()::TIMESTAMP, NULL, 'published', ?, ?, ?, ?, ?, ?, ?, ?, [], NULL, NULL, ?, ?)
-            """,
-            [
-                run_id, mode, as_of, started_at, totals["files_seen"], totals["files_read"], totals["rows_read"],
-                totals["events"], int(new_events), totals["quarantined"], totals["skipped"], int(contacts),
-                json.dumps(per_channel), json.dumps(seconds),
-            ],
-        )
+        summary = record_run(con, run, contacts=contacts, suppressed=suppressed)
     crash_point("after_publish")
     return summary
 
 
-def finish_run(
-    con: duckdb.DuckDBPyConnection, run_id: str, status: str, checks_failed: list[str], check_outcomes: dict | None = None
-) -> None:
-    con.execute(
-        "UPDATE runs SET finished_at = now()::TIMESTAMP, status = ?, checks_failed = ?, check_outcomes = ? WHERE run_id = ?",
-        [status, checks_failed, json.dumps(check_outcomes or {}), run_id],
+@contextmanager
+def timed(seconds: dict[str, float], step: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    seconds[step] = time.perf_counter() - started
+
+
+def register_notices(con: duckdb.DuckDBPyConnection, run: StagedRun) -> dict[str, NoticeTerms]:
+    """Add this run's new notice versions to the registry; the terms of every registered notice."""
+    sql.run(con, "register_notices", {"as_of": run.as_of, "run_id": run.run_id})
+    return terms_from_rows(sql.run(con, "notice_terms").fetchall())
+
+
+def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, policy: Policy, full: bool) -> None:
+    """`stg_touched`: the contacts to decide again (new events, or time alone may change them)."""
+    sql.run(
+        con,
+        "touched_contacts",
+        {
+            "full": full,
+            "run_id": run.run_id,
+            "consent_expires": policy.consent_validity_days is not None,
+            "time_dependent_rules": list(TIME_DEPENDENT),
+        },
     )
 
 
-def run_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
-    """The run's row of `runs` with its file notes: counts and names only, no phone numbers."""
-    row = con.execute(
-        "SELECT run_id, mode, as_of, status, files_seen, files_read, rows_read, events, new_events, quarantined, "
-        "skipped, contacts_reconciled, checks_failed, per_channel, step_seconds FROM runs WHERE run_id = ?",
-        [run_id],
-    ).fetchone()
-    if row is None:
-        return {"run_id": run_id, "status": "failed", "published": False}
-    keys = ("run_id", "mode", "as_of", "status", "files_seen", "files_read", "rows_read", "events", "new_events",
-            "quarantined", "skipped", "contacts_reconciled", "checks_failed", "per_channel", "step_seconds")
-    summary = dict(zip(keys, row))
-    summary["as_of"] = str(summary["as_of"])
-    summary["per_channel"] = json.loads(summary["per_channel"] or "{}")
-    summary["step_seconds"] = json.loads(summary["step_seconds"] or "{}")
-    summary["published"] = True
-    summary["file_notes"] = [
-        {"channel": c, "source_file": f, "notes": list(n)}
-        for c, f, n in con.execute(
-            "SELECT channel, source_file, notes FROM source_files WHERE last_seen_run = ? AND len(notes) > 0 ORDER BY ALL",
-            [run_id],
-        ).fetchall()
-    ]
-    return summary
+def reconcile_ranges(
+    con: duckdb.DuckDBPyConnection,
+    policy: Policy,
+    as_of: datetime,
+    notices: dict[str, NoticeTerms],
+    progress: Progress | None = None,
+) -> int:
+    """Decide the touched contacts range by range (each read, decided and written before the
+    next: memory holds one range, not the ledger); the number of contacts decided."""
+    ranges = _contact_ranges(con, RECONCILE_RANGE_EVENTS)
+    total = sum(r[2] for r in ranges)
+    done = 0
+    for low, high, contacts_in_range in ranges:
+        history = sql.run(con, "range_history", {"low": low, "high": high}).pl()
+        derived = reconcile(history, policy, as_of, notices=notices)
+        del history
+        for table, frame in zip((CONSENT_STATUS, CONSENT_VIOLATIONS, CONSENT_STATUS_HISTORY), derived):
+            insert_frame(con, table.name, frame)
+        done += contacts_in_range
+        if progress:
+            progress("reconciling contacts", done, total)
+    return total
+
+
+def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Append a frame to a table by column name."""
+    con.register("frame_to_insert", frame)
+    try:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame_to_insert")
+    finally:
+        con.unregister("frame_to_insert")
+
+
+def _contact_ranges(con: duckdb.DuckDBPyConnection, events_per_range: int) -> list[tuple[str, str, int]]:
+    """(first number, last number, contacts) of consecutive ranges of touched contacts,
+    each holding about `events_per_range` ledger events (a contact is never split)."""
+    ranges: list[tuple[str, str, int]] = []
+    start, last, events, contacts = None, None, 0, 0
+    for phone, n in sql.run(con, "contact_ranges").fetchall():
+        start = start or phone
+        last, events, contacts = phone, events + n, contacts + 1
+        if events >= events_per_range:
+            ranges.append((start, phone, contacts))
+            start, events, contacts = None, 0, 0
+    if start is not None:
+        ranges.append((start, last, contacts))
+    return ranges
+
+
+RUN_COUNTS = ("files_seen", "files_read", "rows_read", "events", "quarantined", "skipped")
+
+
+def record_run(con: duckdb.DuckDBPyConnection, run: StagedRun, *, contacts: int, suppressed: int) -> dict:
+    """The run's row of `runs` (status `published`) and the summary returned to the caller."""
+    cursor = sql.run(con, "run_channels", {"run_id": run.run_id})
+    columns = [d[0] for d in cursor.description]
+    per_channel = {
+        row[0]: {k: v for k, v in zip(columns[1:], row[1:]) if v is not None} for row in cursor.fetchall()
+    }
+    totals = {key: sum(int(c.get(key) or 0) for c in per_channel.values()) for key in RUN_COUNTS}
+    new_events = sum(int(c.get("new_events") or 0) for c in per_channel.values())
+    upsert(con, RUNS.name, {
+        "run_id": run.run_id, "mode": run.mode, "as_of": run.as_of, "started_at": run.started_at,
+        "published_at": datetime.now(timezone.utc).replace(tzinfo=None), "status": "published", **totals,
+        "new_events": new_events, "contacts_reconciled": contacts, "checks_failed": [],
+        "per_channel": json.dumps(per_channel), "step_seconds": json.dumps(run.seconds),
+    })
+    new_notices = con.execute("SELECT notice_version FROM consent_notices WHERE run_id = ?", [run.run_id]).fetchall()
+    refused = con.execute("SELECT source_file, reason FROM stg_notices_refused ORDER BY ALL").fetchall()
+    return {
+        "run_id": run.run_id, "mode": run.mode, "as_of": run.as_of.isoformat(sep=" "), **totals,
+        "new_events": new_events, "contacts_reconciled": contacts, "suppressed_events": int(suppressed),
+        "new_notices": [v for (v,) in new_notices],
+        "notices_refused": [{"source_file": f, "reason": r} for f, r in refused],
+        "per_channel": per_channel, "ignored": run.ignored, "step_seconds": run.seconds,
+    }

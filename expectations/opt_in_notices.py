@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import great_expectations as gx
 from consent.policy import Policy
+from consent.rules import describe
 
-# expectation column -> (policy rule, what a reviewer reads)
+# expectation column -> (rule of the registry, what a reviewer reads: the rule's own
+# description, or for the three parts of notice_deficient, which part)
 RULES = {
-    "notice_known": ("notice_unknown", "Every opt-in's notice_version exists in the notices registry."),
-    "notice_valid_at_opt_in": ("notice_not_valid_at_opt_in", "The notice was valid when the person opted in."),
+    "notice_known": ("notice_unknown", describe("notice_unknown")),
+    "notice_valid_at_opt_in": ("notice_not_valid_at_opt_in", describe("notice_not_valid_at_opt_in")),
     "notice_names_business": ("notice_deficient", "The notice names the business."),
     "notice_mentions_whatsapp": ("notice_deficient", "The notice says the consent covers WhatsApp messages."),
-    "notice_covers_purposes": ("notice_does_not_cover_purpose", "The notice states every purpose the opt-in claims."),
+    "notice_covers_purposes": ("notice_does_not_cover_purpose", describe("notice_does_not_cover_purpose")),
     "notice_says_how_to_opt_out": ("notice_deficient", "The notice says how to opt out."),
 }
 
@@ -26,9 +28,9 @@ SELECT
     e.source_file,
     e.source_line,
     n.notice_version IS NOT NULL AS notice_known,
-    coalesce(
-        (n.valid_from IS NULL OR e.occurred_at >= n.valid_from) AND (n.valid_until IS NULL OR e.occurred_at < n.valid_until),
-        n.notice_version IS NULL
+    -- validity is judged once, by the state machine (rule notice_not_valid_at_opt_in)
+    NOT EXISTS (
+        SELECT 1 FROM consent_violations AS v WHERE v.event_id = e.event_id AND v.rule = 'notice_not_valid_at_opt_in'
     ) AS notice_valid_at_opt_in,
     coalesce(n.names_business, TRUE) AS notice_names_business,
     coalesce(n.mentions_whatsapp, TRUE) AS notice_mentions_whatsapp,

@@ -14,6 +14,7 @@ import polars as pl
 
 from consent.events import EVENT_TYPES
 from consent.policy import Policy
+from consent.rules import describe
 
 E164 = r"^\+[1-9][0-9]{6,14}$"
 
@@ -53,12 +54,12 @@ def build_suite() -> gx.ExpectationSuite:
         expectations=[
             gx.expectations.ExpectColumnValuesToNotBeNull(
                 column="consent_method",
-                description="Every opt-in records how the person consented (consent method).",
+                description=describe("missing_consent_method"),
                 meta={"severity": "error"},
             ),
             gx.expectations.ExpectColumnValuesToNotBeNull(
                 column="occurred_at",
-                description="Every opt-in records when the person consented (consent date).",
+                description=describe("missing_consent_date"),
                 meta={"severity": "error"},
             ),
             gx.expectations.ExpectColumnValuesToBeInSet(
@@ -70,7 +71,7 @@ def build_suite() -> gx.ExpectationSuite:
             expect_e164(),
             gx.expectations.ExpectColumnValuesToNotBeNull(
                 column="notice_version",
-                description="Every opt-in names the consent notice the person saw.",
+                description=describe("missing_notice_version"),
                 meta={"severity": "warn"},
             ),
         ],

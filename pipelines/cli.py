@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from pathlib import Path
 
-from consent.policy import ConfigError, load_channels, load_policy
-from pipelines.alerts import failed_checks, is_failed_error, raise_alert
+from consent.migrations import WarehouseOutdated
+from consent.policy import ConfigError
+from pipelines.alerts import raise_alert
 from pipelines.resources import (
-    DEFAULT_EXPORTS,
-    DEFAULT_WAREHOUSE,
     REPO_ROOT,
     ConsentSettings,
     WarehouseKeyError,
     WarehouseLocked,
     WarehouseResource,
-    parse_as_of,
+    resources_from_env,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -38,97 +36,124 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+WAREHOUSE_HELP = "DuckDB warehouse file (default: CONSENT_WAREHOUSE or warehouse/consent.duckdb)"
+LOCK_HELP = "seconds to wait while another run writes (default: CONSENT_LOCK_TIMEOUT_SECONDS or 30)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="consent", description="WhatsApp consent warehouse.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="ingest new exports, publish the ledger, reconcile consent status")
-    run.add_argument("--exports", default=DEFAULT_EXPORTS, help="exports folder (one subfolder per channel)")
-    run.add_argument("--warehouse", default=DEFAULT_WAREHOUSE, help="DuckDB warehouse file")
+    run.add_argument("--exports", help="exports folder, one subfolder per channel (default: CONSENT_EXPORTS or sample_exports)")
+    run.add_argument("--warehouse", help=WAREHOUSE_HELP)
     run.add_argument("--as-of", dest="as_of", help="fix 'now' (ISO 8601, UTC if no offset)")
-    run.add_argument("--policy", help="policy YAML (default: policy.yaml in the exports folder, if any)")
+    run.add_argument("--policy", help="policy YAML (default: CONSENT_POLICY, or policy.yaml in the exports folder, if any)")
     run.add_argument("--full", action="store_true", help="rebuild every status from the ledger")
-    run.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes for phone normalisation (default: up to 2)")
-    run.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for another run's lock")
+    run.add_argument("--workers", type=int, help="processes for phone normalisation (default: CONSENT_WORKERS or up to 2)")
+    run.add_argument("--lock-timeout", type=float, help=LOCK_HELP)
     run.add_argument(
-        "--alert-command", default=os.environ.get("CONSENT_ALERT_COMMAND"),
-        help="command given the run summary as JSON on stdin when the run or an ERROR check fails",
+        "--alert-command",
+        help="command given the run summary as JSON on stdin when the run or an ERROR check fails (default: CONSENT_ALERT_COMMAND)",
     )
     sql = sub.add_parser("sql", help="run read-only SQL against the warehouse")
     sql.add_argument("query", help="one SQL statement")
-    sql.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
+    sql.add_argument("--warehouse", help=WAREHOUSE_HELP)
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    sql.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait while a run writes")
+    sql.add_argument("--lock-timeout", type=float, help=LOCK_HELP)
     erase = sub.add_parser("erase", help="erase a number everywhere (GDPR Art. 17), keeping a salted hash")
     erase.add_argument("number", help="the number in any spelling")
     erase.add_argument("--country", help="ISO 3166 region for a national spelling")
-    erase.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
-    erase.add_argument("--exports", default=DEFAULT_EXPORTS, help="exports folder to list files still holding the number")
+    erase.add_argument("--warehouse", help=WAREHOUSE_HELP)
+    erase.add_argument("--exports", help="exports folder to list files still holding the number (default: CONSENT_EXPORTS)")
     erase.add_argument("--reason", default="erasure request (GDPR Art. 17)")
-    erase.add_argument("--lock-timeout", type=float, default=30.0)
+    erase.add_argument("--lock-timeout", type=float, help=LOCK_HELP)
     access = sub.add_parser("access", help="write every event, status and evidence of a number as JSON (GDPR Art. 15)")
     access.add_argument("number", help="the number in any spelling")
     access.add_argument("--country", help="ISO 3166 region for a national spelling")
-    access.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
+    access.add_argument("--warehouse", help=WAREHOUSE_HELP)
     access.add_argument("--out", help="JSON file to write (default: access_<hash>.json in the warehouse folder)")
     audit = sub.add_parser("audit", help="run a canned audit (audits/*.sql); without NAME, list them")
     audit.add_argument("name", nargs="?", help="audit name, e.g. evidence, violations")
     audit.add_argument("args", nargs="*", help="the audit's arguments (e.g. a NUMBER)")
     audit.add_argument("--country", help="ISO 3166 region for a national spelling of NUMBER")
-    audit.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
+    audit.add_argument("--warehouse", help=WAREHOUSE_HELP)
     audit.add_argument("--format", choices=("table", "csv", "json"), default="table")
     export = sub.add_parser("export", help="write the sendable list of a purpose, or the suppression list")
     export.add_argument("--purpose", help="purpose of the sendable list (or filter of the suppression list)")
     export.add_argument("--suppression", action="store_true", help="numbers opted out (for upload to a provider)")
     export.add_argument("--format", choices=("txt", "csv", "json"), help="default: txt (one E.164 per line); csv for --suppression")
     export.add_argument("--out", help="file to write (default: standard output)")
-    export.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
+    export.add_argument("--warehouse", help=WAREHOUSE_HELP)
     runs = sub.add_parser("runs", help="print the last runs")
-    runs.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
+    runs.add_argument("--warehouse", help=WAREHOUSE_HELP)
     runs.add_argument("--limit", type=int, default=10)
+    migrate = sub.add_parser("migrate", help="migrate the warehouse to this version's schema, in place")
+    migrate.add_argument("--warehouse", help=WAREHOUSE_HELP)
+    migrate.add_argument("--lock-timeout", type=float, help=LOCK_HELP)
+    sub.add_parser("rules", help="list the consent rules (the registry): severity, refuses consent, time-dependent")
     return parser
 
 
-def _warehouse(path: str, lock_timeout: float = 30.0) -> WarehouseResource:
-    """The warehouse, with the key from CONSENT_WAREHOUSE_KEY; warns once when there is none."""
-    key = os.environ.get("CONSENT_WAREHOUSE_KEY") or None
-    if key is None:
+def _resources(args, warn: bool = True) -> dict:
+    """The same resources every entry point builds (resources_from_env), with this command's flags on top."""
+    flags = vars(args)
+    resources = resources_from_env(
+        {
+            "warehouse": {
+                "path": flags.get("warehouse"), "lock_timeout_seconds": flags.get("lock_timeout"),
+                "alert_command": flags.get("alert_command"),
+            },
+            "settings": {
+                "exports_dir": flags.get("exports"), "policy_file": flags.get("policy"), "as_of": flags.get("as_of"),
+                "full": flags.get("full"), "workers": flags.get("workers"),
+            },
+        },
+        deferred=False,
+    )
+    if warn:
+        _warn_if_unencrypted(resources["warehouse"])
+    return resources
+
+
+def _warn_if_unencrypted(warehouse: WarehouseResource) -> None:
+    if not warehouse.encryption_key:
         print("consent: warning: CONSENT_WAREHOUSE_KEY is not set; the warehouse is not encrypted", file=sys.stderr)
-    return WarehouseResource(path=path, lock_timeout_seconds=lock_timeout, encryption_key=key)
+
+
+def _warehouse(args) -> WarehouseResource:
+    return _resources(args)["warehouse"]
 
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _validate_inputs(args) -> None:
-    exports = Path(args.exports)
+def _validate_inputs(settings: ConsentSettings) -> None:
+    exports = settings.exports_path
     if not exports.is_dir():
         raise UsageError(f"exports folder not found: {exports}")
-    policy = Path(args.policy) if args.policy else exports / "policy.yaml"
-    if args.policy and not policy.exists():
-        raise UsageError(f"policy file not found: {policy}")
-    load_policy(policy)
-    load_channels(exports)
+    if settings.policy_file and not Path(settings.policy_file).exists():
+        raise UsageError(f"policy file not found: {settings.policy_file}")
+    settings.load_policy()
+    settings.load_channels()
     try:
-        parse_as_of(args.as_of)
+        settings.run_clock()
     except ValueError as exc:
-        raise UsageError(f"--as-of: not an ISO 8601 timestamp: {args.as_of!r}") from exc
-    if args.workers < 1:
+        raise UsageError(f"--as-of: not an ISO 8601 timestamp: {settings.as_of!r}") from exc
+    if settings.workers < 1:
         raise UsageError("--workers must be at least 1")
 
 
 def command_run(args) -> int:
-    _validate_inputs(args)
+    """Launch `consent_job` in-process, then print what the run recorded (the job finalises itself)."""
+    resources = _resources(args, warn=False)
+    _validate_inputs(resources["settings"])
+    _warn_if_unencrypted(resources["warehouse"])
     # Dagster is imported only when a run starts: `consent --help` stays fast.
     from pipelines.definitions import build_definitions
     from pipelines.progress import set_console
 
-    warehouse = _warehouse(args.warehouse, args.lock_timeout)
-    settings = ConsentSettings(
-        exports_dir=str(args.exports), policy_file=args.policy, as_of=args.as_of, full=args.full,
-        workers=args.workers, alert_command=args.alert_command,
-    )
-    defs = build_definitions({"warehouse": warehouse, "settings": settings})
+    defs = build_definitions(resources)
     set_console(_stderr)
     try:
         result = defs.resolve_job_def("consent_job").execute_in_process(
@@ -137,97 +162,85 @@ def command_run(args) -> int:
         )
     finally:
         set_console(None)
+    return _report(resources["warehouse"], result)
 
-    if not result.success:
-        reasons = _failure_messages(result)
-        for reason in reasons:
-            print(f"consent run: {reason}", file=sys.stderr)
-        summary = _finish(warehouse, result.run_id, "failed", ["run failed"])
-        summary.update(status="failed", reason="; ".join(reasons))
-        alert = raise_alert(summary, warehouse.path, args.alert_command)
-        print(f"consent run: alert written to {alert}", file=sys.stderr)
-        return EXIT_FAILED
 
-    evaluations = result.get_asset_check_evaluations()
-    failed_errors = [e for e in evaluations if is_failed_error(e)]
-    failed_warnings = [e for e in evaluations if not e.passed and not is_failed_error(e)]
-    outcomes = {
-        f"{e.asset_key.to_user_string()}.{e.check_name}": {"passed": e.passed, "severity": e.severity.value}
-        for e in evaluations
-    }
-    summary = _finish(
-        warehouse, result.run_id, "failed" if failed_errors else "succeeded",
-        [e.check_name for e in failed_errors], outcomes,
-    )
-    _print_summary(warehouse, result.run_id)
-    dashboard = _refresh_dashboard(warehouse)
-    if dashboard:
+def _report(warehouse: WarehouseResource, result) -> int:
+    summary = _recorded(warehouse, result.run_id)
+    if not summary.get("finished"):
+        return _report_unfinished(warehouse, result, summary)
+    for reason in filter(None, (summary.get("failure_reason") or "").split("; ")):
+        print(f"consent run: {reason}", file=sys.stderr)
+    if summary["published"]:
+        _print_summary(warehouse, result.run_id)
+    dashboard = Path(warehouse.path).resolve().parent / "dashboard.html"
+    if dashboard.exists():
         print(f"dashboard: {dashboard}")
-    for label, items in (("FAILED (error)", failed_errors), ("warning", failed_warnings)):
-        for e in items:
-            print(f"check {label}: {e.asset_key.to_user_string()}.{e.check_name}")
-            for key, value in e.metadata.items():
-                if key.startswith(("error:", "warn:")) or key in ("violations", "files_not_conserved", "notices_refused"):
-                    print(f"    {key}: {_short(value.value)}")
-    docs = Path(args.warehouse).resolve().parent / "data_docs" / result.run_id / "index.html"
+    _print_checks(summary["check_outcomes"])
+    docs = Path(warehouse.path).resolve().parent / "data_docs" / result.run_id / "index.html"
     if docs.exists():
         print(f"data docs: {docs}")
-    if failed_errors:
-        summary["failed_checks"] = failed_checks(evaluations)
-        alert = raise_alert(summary, warehouse.path, args.alert_command)
+    if summary["status"] != "failed":
+        print("run succeeded")
+        return EXIT_OK
+    for alert in sorted((Path(warehouse.path).resolve().parent / "alerts").glob(f"*-{result.run_id[:8]}.json")):
         print(f"alert written to {alert}")
+    if summary.get("failure_reason"):
+        print("run FAILED: a step failed; nothing of this run was published past that step.")
+    else:
         print("run FAILED: an ERROR check failed; opt-outs of this run are published, "
               "opt-ins without evidence are not opted in.")
-        return EXIT_FAILED
-    print("run succeeded")
-    return EXIT_OK
+    return EXIT_FAILED
 
 
-def _finish(
-    warehouse: WarehouseResource, run_id: str, status: str, checks_failed: list[str], outcomes: dict | None = None
-) -> dict:
-    """Record the outcome in `runs` and return the run's summary (for alerts)."""
-    from consent.warehouse import finish_run, run_summary
+def _recorded(warehouse: WarehouseResource, run_id: str) -> dict:
+    from consent.runs import run_summary
 
     try:
-        with warehouse.connect() as con:
-            finish_run(con, run_id, status, checks_failed, outcomes)
+        with warehouse.connect(read_only=True) as con:
             return run_summary(con, run_id)
-    except (WarehouseLocked, WarehouseKeyError) as exc:
+    except (FileNotFoundError, WarehouseLocked, WarehouseKeyError, WarehouseOutdated) as exc:
         return {"run_id": run_id, "published": False, "warehouse_error": str(exc)}
 
 
-def _refresh_dashboard(warehouse: WarehouseResource) -> Path | None:
-    """Re-render the dashboard now that the run's check outcomes are recorded."""
-    from consent.dashboard import render_dashboard
+def _report_unfinished(warehouse: WarehouseResource, result, summary: dict) -> int:
+    """The run died before it could record its end (lock, key, schema): say why and alert from here."""
+    reasons = _failure_messages(result)
+    for reason in reasons:
+        print(f"consent run: {reason}", file=sys.stderr)
+    summary.update(status="failed", reason="; ".join(reasons))
+    alert = raise_alert(summary, warehouse.path, warehouse.alert_command)
+    print(f"consent run: alert written to {alert}", file=sys.stderr)
+    return EXIT_FAILED
 
-    out = Path(warehouse.path).resolve().parent / "dashboard.html"
-    if not out.exists():
-        return None
-    with warehouse.connect() as con:
-        render_dashboard(con, out)
-    return out
+
+def _print_checks(outcomes: dict) -> None:
+    """Failed checks as the run recorded them: errors, then warnings, with failing rows' lineage."""
+    failed = [(key, o) for key, o in outcomes.items() if not o["passed"]]
+    for label, severity in (("FAILED (error)", "ERROR"), ("warning", "WARN")):
+        for key, outcome in failed:
+            if outcome["severity"] != severity:
+                continue
+            print(f"check {label}: {key}")
+            for name, value in (outcome.get("metadata") or {}).items():
+                if name.startswith(("error:", "warn:")) or name in ("violations", "files_not_conserved", "notices_refused"):
+                    print(f"    {name}: {_short(value)}")
 
 
 def _failure_messages(result) -> list[str]:
     """One line per error of a failed run (step failures, resource set-up failures), deduplicated."""
+    from pipelines.finalise import root_message
+
     messages: list[str] = []
     for event in result.all_events:
         error = getattr(event.event_specific_data, "error", None)
         if error is None:
             continue
         where = f"step {event.step_key} failed: " if event.step_key else ""
-        message = where + _root_message(error)
+        message = where + root_message(error)
         if message not in messages:
             messages.append(message)
     return messages or ["run failed"]
-
-
-def _root_message(error) -> str:
-    while error.cause is not None:
-        error = error.cause
-    line = error.message.strip().splitlines()[-1] if error.message else "unknown error"
-    return re.sub(r"^[\w.]+(Error|Exception|Locked): ", "", line)
 
 
 def _short(value, limit: int = 400) -> str:
@@ -281,14 +294,14 @@ def _table(rows) -> str:
 
 
 def command_runs(args) -> int:
-    warehouse = _warehouse(args.warehouse)
+    warehouse = _warehouse(args)
     try:
         with warehouse.connect(read_only=True) as con:
             rows = con.execute(
                 """
                 SELECT left(run_id, 8), mode, strftime(as_of, '%Y-%m-%d %H:%M'), status, files_read, rows_read,
                        new_events, quarantined, round(epoch(finished_at - started_at), 1), array_to_string(checks_failed, ',')
-                FROM runs ORDER BY published_at DESC LIMIT ?
+                FROM runs ORDER BY started_at DESC LIMIT ?
                 """,
                 [args.limit],
             ).fetchall()
@@ -323,7 +336,7 @@ def read_only_query(warehouse: WarehouseResource, query: str, params: dict | Non
 
 def command_sql(args) -> int:
     try:
-        columns, rows = read_only_query(_warehouse(args.warehouse, args.lock_timeout), args.query)
+        columns, rows = read_only_query(_warehouse(args), args.query)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from exc
     _print_rows(columns, rows, args.format)
@@ -369,8 +382,8 @@ def command_audit(args) -> int:
     purpose, needed = _audit_header(available[args.name])
     if len(args.args) != len(needed):
         raise UsageError(f"audit {args.name} takes {' '.join(needed) or 'no arguments'}")
-    warehouse = _warehouse(args.warehouse)
-    params = {"salt": warehouse.salt()}
+    warehouse = _warehouse(args)
+    params = {}
     for name, value in zip(needed, args.args):
         params["phone" if name == "NUMBER" else name.lower()] = _contact(value, args.country) if name == "NUMBER" else value
     try:
@@ -384,7 +397,7 @@ def command_audit(args) -> int:
 
 
 def command_export(args) -> int:
-    warehouse = _warehouse(args.warehouse)
+    warehouse = _warehouse(args)
     if args.suppression:
         where = "status = 'opted_out'" + (" AND purpose = $purpose" if args.purpose else "")
         query = f"SELECT phone_e164, purpose, opted_out_at, opt_out_channel FROM consent_status WHERE {where} ORDER BY ALL"
@@ -426,10 +439,11 @@ def command_erase(args) -> int:
     from pipelines.resources import RunLock
 
     phone = _contact(args.number, args.country)
-    warehouse = _warehouse(args.warehouse, args.lock_timeout)
-    if not Path(args.warehouse).exists():
-        raise UsageError(f"no warehouse at {args.warehouse}")
-    lock = RunLock(Path(args.warehouse), args.lock_timeout)
+    resources = _resources(args)
+    warehouse, exports = resources["warehouse"], resources["settings"].exports_path
+    if not Path(warehouse.path).exists():
+        raise UsageError(f"no warehouse at {warehouse.path}")
+    lock = RunLock(Path(warehouse.path), warehouse.lock_timeout_seconds)
     lock.acquire()  # no run may publish while the number is being erased
     try:
         with warehouse.connect() as con:
@@ -437,11 +451,11 @@ def command_erase(args) -> int:
         # Deleted rows can linger in freed blocks: rewrite the file so no byte of the number is left.
         warehouse.compact()
         # Access reports this tool wrote for the number are files the warehouse keeps too.
-        for old_report in Path(args.warehouse).resolve().parent.glob(f"access_{report.phone_hash[:12]}.json"):
+        for old_report in Path(warehouse.path).resolve().parent.glob(f"access_{report.phone_hash[:12]}.json"):
             old_report.unlink()
     finally:
         lock.release()
-    report.files_still_containing = files_containing(Path(args.exports), phone)
+    report.files_still_containing = files_containing(exports, phone)
     print(f"erased contact {report.phone_hash} (salted hash, now on the suppression list)")
     for key, value in report.__dict__.items():
         if key not in ("phone_hash", "files_still_containing"):
@@ -449,7 +463,7 @@ def command_erase(args) -> int:
     if report.files_still_containing:
         print("export files outside the warehouse that still contain the number (delete or redact them):")
         for name in report.files_still_containing:
-            print(f"  {Path(args.exports) / name}")
+            print(f"  {exports / name}")
     return EXIT_OK
 
 
@@ -457,17 +471,40 @@ def command_access(args) -> int:
     from consent.privacy import access_report, phone_hash
 
     phone = _contact(args.number, args.country)
-    warehouse = _warehouse(args.warehouse)
+    warehouse = _warehouse(args)
     try:
         with warehouse.connect(read_only=True) as con:
             report = access_report(con, phone, warehouse.salt())
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from exc
-    out = Path(args.out) if args.out else Path(args.warehouse).resolve().parent / f"access_{phone_hash(phone, warehouse.salt())[:12]}.json"
+    out = Path(args.out) if args.out else Path(warehouse.path).resolve().parent / f"access_{phone_hash(phone, warehouse.salt())[:12]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     print(f"wrote {out}: {len(report['consent_events'])} events, {len(report['consent_status'])} statuses, "
           f"{len(report['consent_violations'])} violations, {len(report['quarantine'])} quarantined rows")
+    return EXIT_OK
+
+
+def command_migrate(args) -> int:
+    from consent.migrations import LATEST, current_version
+
+    warehouse = _warehouse(args)
+    if not Path(warehouse.path).exists():
+        raise UsageError(f"no warehouse at {warehouse.path}")
+    with warehouse.connect() as con:  # a writable connection migrates in place
+        version = current_version(con)
+    print(f"warehouse {warehouse.path}: schema version {version} (this code: {LATEST})")
+    return EXIT_OK
+
+
+def command_rules(args) -> int:
+    from consent.rules import RULES
+
+    rows = [("rule", "default severity", "refuses consent", "time-dependent", "what it means")]
+    for rule in RULES.values():
+        refuses = "policy" if rule.refuses is None else ("yes" if rule.refuses else "no")
+        rows.append((rule.name, rule.severity, refuses, "yes" if rule.time_dependent else "no", rule.description))
+    print(_table(rows))
     return EXIT_OK
 
 
@@ -477,9 +514,10 @@ def main(argv: list[str] | None = None) -> int:
         handler = {
             "run": command_run, "runs": command_runs, "sql": command_sql,
             "erase": command_erase, "access": command_access, "audit": command_audit, "export": command_export,
+            "migrate": command_migrate, "rules": command_rules,
         }[args.command]
         return handler(args)
-    except (UsageError, ConfigError, WarehouseKeyError) as exc:
+    except (UsageError, ConfigError, WarehouseKeyError, WarehouseOutdated) as exc:
         print(f"consent: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except WarehouseLocked as exc:

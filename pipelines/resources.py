@@ -1,8 +1,13 @@
-"""Resources: the one door to the DuckDB warehouse, and the run's settings.
+"""Resources: the one door to the DuckDB warehouse, the run's settings, and where they come from.
 
 Every DuckDB connection the project opens (assets, checks, CLI, audits) comes
-from `WarehouseResource.connect`, so locking, read-only access and (later)
-encryption are decided here once.
+from `WarehouseResource.connect`, so locking, read-only access, encryption,
+the schema version and the hash salt are decided here once.
+
+Every entry point builds its resources with `resources_from_env` (the CLI
+overlays its flags): `dagster dev`, the daemon, `dagster job execute` and
+`consent` read the same environment variables (`SETTINGS`) with the same
+defaults, so a setting means the same thing whichever door a run came in by.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ import dagster as dg
 import duckdb
 from pydantic import PrivateAttr
 
+from consent.migrations import ensure_schema, require_current
 from consent.policy import ChannelsFile, Policy, load_channels, load_policy
-from consent.warehouse import ensure_schema
+from consent.sql import use_salt
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EXPORTS = str(REPO_ROOT / "sample_exports")
 DEFAULT_WAREHOUSE = "warehouse/consent.duckdb"
+DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 
 
 class WarehouseLocked(Exception):
@@ -93,6 +100,8 @@ class WarehouseResource(dg.ConfigurableResource):
     # Salt of the phone hashes (suppression list, marts), from CONSENT_HASH_SALT; when unset, a
     # random salt kept in `<warehouse folder>/.hash_salt` (never in the repository). Keep it stable.
     hash_salt: Optional[str] = None
+    # Called with the run summary as JSON on stdin when a run or an ERROR check fails.
+    alert_command: Optional[str] = None
 
     _run_lock: Optional[RunLock] = PrivateAttr(default=None)
 
@@ -104,7 +113,14 @@ class WarehouseResource(dg.ConfigurableResource):
             self._run_lock.acquire()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._run_lock is not None:
+        """The run's last act, whatever launched it: record how it ended, then release the lock."""
+        if self._run_lock is None:
+            return
+        try:
+            from pipelines.finalise import finalise_run
+
+            finalise_run(self.connect, self.path, context.instance, context.dagster_run.run_id, self.alert_command)
+        finally:
             self._run_lock.release()
             self._run_lock = None
 
@@ -161,8 +177,11 @@ class WarehouseResource(dg.ConfigurableResource):
             attach = f"ATTACH {_sql_text(str(path))} AS warehouse" + (f" ({', '.join(options)})" if options else "")
             self._attach(con, attach, path)
             con.execute("USE warehouse")
-            if not read_only:
+            if read_only:
+                require_current(con)
+            else:
                 ensure_schema(con)
+            use_salt(con, self.salt())
             yield con
         finally:
             con.close()
@@ -198,9 +217,7 @@ class ConsentSettings(dg.ConfigurableResource):
     # Rebuild every status from the ledger instead of only touched contacts.
     full: bool = False
     # Worker processes for phone normalisation of large batches.
-    workers: int = 1
-    # Called with the run summary as JSON on stdin when a run or an ERROR check fails.
-    alert_command: Optional[str] = None
+    workers: int = DEFAULT_WORKERS
 
     @property
     def exports_path(self) -> Path:
@@ -228,38 +245,68 @@ def parse_as_of(value: str | None) -> datetime:
 
 
 @dataclass(frozen=True)
-class Environment:
-    """Everything the deployment decides, read from the environment in this one place."""
+class Setting:
+    resource: str  # resource key
+    field: str  # the resource's field
+    variable: str  # environment variable
+    cast: type = str
 
-    warehouse: str | dg.EnvVar
-    exports: str | dg.EnvVar
-    encryption_key: dg.EnvVar | None
-    alert_command: dg.EnvVar | None
-    hash_salt: dg.EnvVar | None
+
+# Every setting an entry point reads from the environment; unset variables keep the field's default.
+SETTINGS = (
+    Setting("warehouse", "path", "CONSENT_WAREHOUSE"),
+    Setting("warehouse", "encryption_key", "CONSENT_WAREHOUSE_KEY"),
+    Setting("warehouse", "hash_salt", "CONSENT_HASH_SALT"),
+    Setting("warehouse", "alert_command", "CONSENT_ALERT_COMMAND"),
+    Setting("warehouse", "lock_timeout_seconds", "CONSENT_LOCK_TIMEOUT_SECONDS", float),
+    Setting("settings", "exports_dir", "CONSENT_EXPORTS"),
+    Setting("settings", "policy_file", "CONSENT_POLICY"),
+    Setting("settings", "workers", "CONSENT_WORKERS", int),
+)
+RESOURCE_TYPES: dict[str, type[dg.ConfigurableResource]] = {"warehouse": WarehouseResource, "settings": ConsentSettings}
+
+
+def _from_environment(setting: Setting, deferred: bool):
+    if not os.environ.get(setting.variable):
+        return None
+    if not deferred:
+        return setting.cast(os.environ[setting.variable])
+    # Resolved by Dagster when a run starts: secrets never appear in run config or the UI.
+    return {str: dg.EnvVar, int: dg.EnvVar.int, float: dg.EnvVar.float}.get(setting.cast, dg.EnvVar)(setting.variable)
+
+
+def resources_from_env(
+    overrides: dict[str, dict] | None = None, *, deferred: bool = True
+) -> dict[str, dg.ConfigurableResource]:
+    """The `warehouse` and `settings` resources: field defaults, then the environment, then `overrides`
+    (the CLI's flags, `{resource: {field: value}}`; None means "not given").
+
+    `deferred=True` (Definitions) leaves environment values as `dg.EnvVar`s for Dagster to
+    resolve at run time; `deferred=False` (the CLI) reads them now, so the resource can also be
+    used outside a run (erase, access, sql).
+    """
+    fields: dict[str, dict] = {name: {} for name in RESOURCE_TYPES}
+    for setting in SETTINGS:
+        value = _from_environment(setting, deferred)
+        if value is not None:
+            fields[setting.resource][setting.field] = value
+    for resource, given in (overrides or {}).items():
+        fields[resource].update({k: v for k, v in given.items() if v is not None})
+    return {name: RESOURCE_TYPES[name](**values) for name, values in fields.items()}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When the nightly run and the new-file sensor fire (deployment settings, not resources)."""
+
     nightly_cron: str
     nightly_timezone: str
     sensor_interval_seconds: int
 
 
-def environment() -> Environment:
-    def var(name: str, default):
-        return dg.EnvVar(name) if os.environ.get(name) else default
-
-    return Environment(
-        warehouse=var("CONSENT_WAREHOUSE", DEFAULT_WAREHOUSE),
-        exports=var("CONSENT_EXPORTS", DEFAULT_EXPORTS),
-        encryption_key=var("CONSENT_WAREHOUSE_KEY", None),
-        alert_command=var("CONSENT_ALERT_COMMAND", None),
-        hash_salt=var("CONSENT_HASH_SALT", None),
+def schedule_from_env() -> Schedule:
+    return Schedule(
         nightly_cron=os.environ.get("CONSENT_NIGHTLY_CRON", "0 2 * * *"),
         nightly_timezone=os.environ.get("CONSENT_NIGHTLY_TIMEZONE", "UTC"),
         sensor_interval_seconds=int(os.environ.get("CONSENT_SENSOR_INTERVAL_SECONDS", "60")),
     )
-
-
-def resources_from_env(env: Environment | None = None) -> dict[str, dg.ConfigurableResource]:
-    env = env or environment()
-    return {
-        "warehouse": WarehouseResource(path=env.warehouse, encryption_key=env.encryption_key, hash_salt=env.hash_salt),
-        "settings": ConsentSettings(exports_dir=env.exports, alert_command=env.alert_command),
-    }

@@ -1,4 +1,4 @@
-"""Sensors: a run per batch of new or changed export files, and alerts on failure."""
+"""Sensors: a run per batch of new or changed export files, and an alert for runs that died unfinished."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from consent.warehouse import run_summary
-from pipelines.alerts import failed_checks, raise_alert
+from consent.runs import run_summary
+from pipelines.alerts import raise_alert
 from pipelines.jobs import consent_job
 from pipelines.resources import ConsentSettings, WarehouseResource
 
@@ -66,34 +66,18 @@ def build_new_exports_sensor(interval_seconds: int = 60) -> dg.SensorDefinition:
 
 
 @dg.run_failure_sensor(
-    name="alert_on_failed_run",
+    name="alert_on_unfinished_run",
     monitored_jobs=[consent_job],
-    description="A failed run writes its summary to <warehouse>/alerts/ and calls the alert hook.",
+    description="A run finalises itself (runs row, dashboard, alert). This sensor alerts only for a run that "
+    "died before it could: the process was killed, or the warehouse could not be opened or locked.",
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def alert_on_failed_run(context: dg.RunFailureSensorContext, warehouse: WarehouseResource, settings: ConsentSettings):
+def alert_on_unfinished_run(context: dg.RunFailureSensorContext, warehouse: WarehouseResource):
     summary = _summary(warehouse, context.dagster_run.run_id)
+    if summary.get("finished"):
+        return  # the run recorded its end and raised its own alert
     summary.update(status="failed", reason=context.failure_event.message or "run failed")
-    raise_alert(summary, warehouse.path, settings.alert_command)
-
-
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS,
-    name="alert_on_failed_checks",
-    monitored_jobs=[consent_job],
-    description="A run whose ERROR check failed writes its summary to <warehouse>/alerts/ and calls the alert hook.",
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
-def alert_on_failed_checks(context: dg.RunStatusSensorContext, warehouse: WarehouseResource, settings: ConsentSettings):
-    records = context.instance.get_records_for_run(
-        context.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
-    ).records
-    evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in records]
-    failed = failed_checks(evaluations)
-    if failed:
-        summary = _summary(warehouse, context.dagster_run.run_id)
-        summary.update(status="failed", failed_checks=failed)
-        raise_alert(summary, warehouse.path, settings.alert_command)
+    raise_alert(summary, warehouse.path, warehouse.alert_command)
 
 
 def _summary(warehouse: WarehouseResource, run_id: str) -> dict:

@@ -30,6 +30,7 @@ from consent.phones import wa_id_to_raw
 from consent.policy import Policy, keyword_key
 
 MARKETING_OPT_OUT_ERROR = 131050
+TOO_DEEP = "malformed JSON {what}: nested too deeply for the JSON parser"
 
 
 def _timestamp(value: object) -> datetime | None:
@@ -55,6 +56,8 @@ def _payloads(data: bytes, suffix: str) -> list[tuple[int, object, str | None]]:
                 out.append((number, json.loads(line), None))
             except json.JSONDecodeError as exc:
                 out.append((number, line, f"malformed JSON line: {exc.msg}"))
+            except RecursionError:  # the parser's own nesting limit: this line only
+                out.append((number, line[:4096], TOO_DEEP.format(what="line")))
         return out
     if not text.strip():
         return []
@@ -62,6 +65,8 @@ def _payloads(data: bytes, suffix: str) -> list[tuple[int, object, str | None]]:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         return [(1, text, f"malformed JSON file: {exc.msg} at line {exc.lineno}")]
+    except RecursionError:
+        return [(1, text[:4096], TOO_DEEP.format(what="file"))]
     payloads = document if isinstance(document, list) else [document]
     return [(number, payload, None) for number, payload in enumerate(payloads, start=1)]
 

@@ -1,8 +1,13 @@
 -- notice_usage: opt-ins per notice version, and whether their notice is ok, missing, not in the registry, deficient or not valid at the opt-in.
 WITH opt_ins AS (
-    SELECT e.notice_version, e.channel, e.occurred_at
+    SELECT e.event_id, e.notice_version, e.channel
     FROM consent_events AS e
     WHERE e.event_type IN ('opt_in', 'opt_in_confirm')
+),
+
+-- The state machine judged validity (rule notice_not_valid_at_opt_in); the mart reads its verdict.
+not_valid AS (
+    SELECT DISTINCT event_id FROM consent_violations WHERE rule = 'notice_not_valid_at_opt_in'
 ),
 
 judged AS (
@@ -13,12 +18,12 @@ judged AS (
             WHEN o.notice_version IS NULL THEN 'missing'
             WHEN n.notice_version IS NULL THEN 'not in registry'
             WHEN NOT (n.names_business AND n.mentions_whatsapp AND n.says_how_to_opt_out) THEN 'deficient'
-            WHEN (n.valid_from IS NOT NULL AND o.occurred_at < n.valid_from)
-              OR (n.valid_until IS NOT NULL AND o.occurred_at >= n.valid_until) THEN 'not valid at opt-in'
+            WHEN v.event_id IS NOT NULL THEN 'not valid at opt-in'
             ELSE 'ok'
         END AS notice_state
     FROM opt_ins AS o
     LEFT JOIN consent_notices AS n USING (notice_version)
+    LEFT JOIN not_valid AS v USING (event_id)
 )
 
 SELECT notice_version, channel, notice_state, count(*) AS opt_ins

@@ -32,7 +32,7 @@ checked AS (
 
 final AS (
     SELECT
-        left(sha256($salt || recipient_e164), 32) AS recipient_hash,
+        salted_hash(recipient_e164) AS recipient_hash,
         message_id,
         sent_at,
         category,

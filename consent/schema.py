@@ -1,0 +1,201 @@
+"""Every warehouse table's columns, defined once.
+
+The Polars frames the domain builds and the DuckDB DDL the warehouse runs
+both come from the `Table`s here, so a column is added in one place. Writes
+go by column name (`INSERT ... BY NAME`), never by position. Changing a table
+of an existing warehouse also needs a step in `consent/migrations.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+TEXT, INT, BOOL, TIME = pl.Utf8, pl.Int64, pl.Boolean, pl.Datetime("us")
+TEXTS, INTS = pl.List(pl.Utf8), pl.List(pl.Int64)
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: dict[str, pl.DataType]
+    primary_key: tuple[str, ...] = ()
+    not_null: tuple[str, ...] = ()
+    # Columns stored as DuckDB JSON (text on the Polars side).
+    json: tuple[str, ...] = ()
+
+    def column_sql(self, column: str) -> str:
+        sql = f"{column} {'JSON' if column in self.json else duckdb_type(self.columns[column])}"
+        return sql + (" NOT NULL" if column in self.not_null else "")
+
+    def ddl(self) -> str:
+        parts = [self.column_sql(c) for c in self.columns]
+        if self.primary_key:
+            parts.append(f"PRIMARY KEY ({', '.join(self.primary_key)})")
+        return f"CREATE TABLE IF NOT EXISTS {self.name} (\n    " + ",\n    ".join(parts) + "\n)"
+
+    def empty(self) -> pl.DataFrame:
+        return pl.DataFrame(schema=self.columns)
+
+
+def duckdb_type(dtype: pl.DataType) -> str:
+    if isinstance(dtype, pl.List):
+        return duckdb_type(dtype.inner) + "[]"
+    return {pl.Utf8: "VARCHAR", pl.Int64: "BIGINT", pl.Boolean: "BOOLEAN"}.get(dtype) or (
+        "TIMESTAMP" if isinstance(dtype, pl.Datetime) else _unknown(dtype)
+    )
+
+
+def _unknown(dtype: pl.DataType) -> str:
+    raise TypeError(f"no DuckDB type for {dtype}")
+
+
+_REJECT_COLUMNS = {
+    "channel": TEXT, "source_file": TEXT, "source_line": INT, "source_pointer": TEXT, "file_hash": TEXT,
+    "raw_row": TEXT, "reason": TEXT, "ingested_at": TIME, "run_id": TEXT,
+}
+_REJECT_NOT_NULL = ("channel", "source_file", "file_hash", "reason", "ingested_at", "run_id")
+
+CONSENT_EVENTS = Table(
+    "consent_events",
+    {
+        "event_id": TEXT, "channel": TEXT, "event_type": TEXT, "phone_raw": TEXT, "country_hint": TEXT,
+        "phone_e164": TEXT, "phone_region": TEXT, "phone_type": TEXT, "purposes": TEXTS, "occurred_at": TIME,
+        "consent_method": TEXT, "notice_version": TEXT, "checkbox_pre_ticked": BOOL, "bundled_with_terms": BOOL,
+        "acquisition_source": TEXT, "evidence_ref": TEXT, "source_file": TEXT, "source_line": INT,
+        "source_pointer": TEXT, "file_hash": TEXT, "ingested_at": TIME, "run_id": TEXT, "warnings": TEXTS,
+    },
+    primary_key=("event_id",),
+    not_null=("event_id", "channel", "event_type", "phone_e164", "source_file", "source_line", "file_hash",
+              "ingested_at", "run_id"),
+)
+QUARANTINE = Table(
+    "quarantine", {"quarantine_id": TEXT, **_REJECT_COLUMNS},
+    primary_key=("quarantine_id",), not_null=("quarantine_id", *_REJECT_NOT_NULL),
+)
+SKIPPED_ITEMS = Table(
+    "skipped_items", {"skipped_id": TEXT, **_REJECT_COLUMNS},
+    primary_key=("skipped_id",), not_null=("skipped_id", *_REJECT_NOT_NULL),
+)
+CONSENT_STATUS = Table(
+    "consent_status",
+    {
+        "phone_e164": TEXT, "purpose": TEXT, "status": TEXT, "sendable": BOOL, "status_since": TIME,
+        "consent_method": TEXT, "consent_at": TIME, "channel": TEXT, "notice_version": TEXT, "event_id": TEXT,
+        "source_file": TEXT, "source_line": INT, "opted_out_at": TIME, "opt_out_channel": TEXT,
+        "opt_out_event_id": TEXT, "decided_by_event_id": TEXT,
+    },
+    primary_key=("phone_e164", "purpose"),
+    not_null=("phone_e164", "purpose", "status", "sendable"),
+)
+CONSENT_STATUS_HISTORY = Table(
+    "consent_status_history",
+    {
+        "phone_e164": TEXT, "purpose": TEXT, "status": TEXT, "valid_from": TIME, "valid_to": TIME,
+        "decided_by_event_id": TEXT, "consent_event_id": TEXT, "consent_method": TEXT, "consent_at": TIME,
+    },
+    not_null=("phone_e164", "purpose", "status", "valid_from"),
+)
+CONSENT_VIOLATIONS = Table(
+    "consent_violations",
+    {
+        "event_id": TEXT, "rule": TEXT, "severity": TEXT, "refused": BOOL, "phone_e164": TEXT, "channel": TEXT,
+        "event_type": TEXT, "purposes": TEXTS, "occurred_at": TIME, "source_file": TEXT, "source_line": INT,
+    },
+    primary_key=("event_id", "rule"),
+    not_null=("event_id", "rule", "severity", "refused", "phone_e164"),
+)
+SOURCE_FILES = Table(
+    "source_files",
+    {
+        "channel": TEXT, "source_file": TEXT, "file_hash": TEXT, "size_bytes": INT, "first_seen_run": TEXT,
+        "last_seen_run": TEXT, "rows_read": INT, "events": INT, "new_events": INT, "quarantined": INT,
+        "skipped": INT, "events_no_longer_in_file": INT, "notes": TEXTS,
+    },
+    primary_key=("channel", "source_file", "file_hash"),
+    not_null=("channel", "source_file", "file_hash", "first_seen_run", "last_seen_run"),
+)
+FILE_FINGERPRINTS = Table(
+    "file_fingerprints",
+    {"source_file": TEXT, "size_bytes": INT, "mtime_ns": INT, "file_hash": TEXT},
+    primary_key=("source_file", "size_bytes", "mtime_ns"),
+    not_null=("source_file", "size_bytes", "mtime_ns", "file_hash"),
+)
+MESSAGE_STATUSES = Table(
+    "message_statuses",
+    {
+        "message_id": TEXT, "status": TEXT, "status_at": TIME, "recipient_e164": TEXT, "pricing_category": TEXT,
+        "error_codes": INTS, "source_file": TEXT, "source_line": INT, "source_pointer": TEXT, "ingested_at": TIME,
+        "run_id": TEXT,
+    },
+    primary_key=("message_id", "status"),
+    not_null=("message_id", "status", "recipient_e164", "source_file", "ingested_at", "run_id"),
+)
+NOTICE_COLUMNS = {
+    "notice_version": TEXT, "notice_text": TEXT, "business_name": TEXT, "channels": TEXTS, "purposes": TEXTS,
+    "frequency": TEXT, "opt_out_instructions": TEXT, "privacy_policy_url": TEXT, "valid_from": TIME,
+    "valid_until": TIME, "names_business": BOOL, "mentions_whatsapp": BOOL, "says_how_to_opt_out": BOOL,
+    "content_hash": TEXT, "source_file": TEXT,
+}
+CONSENT_NOTICES = Table(
+    "consent_notices",
+    {**NOTICE_COLUMNS, "loaded_at": TIME, "run_id": TEXT},
+    primary_key=("notice_version",),
+    not_null=("notice_text", "content_hash", "loaded_at", "run_id"),
+)
+PHONE_CACHE = Table(
+    "phone_cache",
+    {
+        "phone_raw": TEXT, "country_hint": TEXT, "metadata_version": TEXT, "phone_e164": TEXT,
+        "phone_region": TEXT, "phone_type": TEXT, "invalid_reason": TEXT,
+    },
+    primary_key=("phone_raw", "country_hint", "metadata_version"),
+    not_null=("phone_raw", "country_hint", "metadata_version"),
+)
+RUNS = Table(
+    "runs",
+    {
+        "run_id": TEXT, "mode": TEXT, "as_of": TIME, "started_at": TIME, "published_at": TIME,
+        "finished_at": TIME, "status": TEXT, "files_seen": INT, "files_read": INT, "rows_read": INT, "events": INT,
+        "new_events": INT, "quarantined": INT, "skipped": INT, "contacts_reconciled": INT, "checks_failed": TEXTS,
+        "check_outcomes": TEXT, "retention": TEXT, "per_channel": TEXT, "step_seconds": TEXT,
+        # Schema version 2: why a run failed (a step's error), for `consent runs` and alerts.
+        "failure_reason": TEXT,
+    },
+    primary_key=("run_id",),
+    not_null=("mode", "as_of", "started_at", "status"),
+    json=("check_outcomes", "retention", "per_channel", "step_seconds"),
+)
+SUPPRESSION_LIST = Table(
+    "suppression_list",
+    {"phone_hash": TEXT, "erased_at": TIME, "reason": TEXT},
+    primary_key=("phone_hash",),
+    not_null=("erased_at", "reason"),
+)
+ERASED_EVENTS = Table(
+    "erased_events",
+    {
+        "event_id": TEXT, "phone_hash": TEXT, "channel": TEXT, "event_type": TEXT, "occurred_at": TIME,
+        "ingested_at": TIME, "erased_at": TIME, "reason": TEXT,
+    },
+    primary_key=("event_id",),
+    not_null=("phone_hash", "erased_at", "reason"),
+)
+
+# The published tables, in creation order.
+TABLES: tuple[Table, ...] = (
+    CONSENT_EVENTS, QUARANTINE, SKIPPED_ITEMS, CONSENT_STATUS, CONSENT_STATUS_HISTORY, CONSENT_VIOLATIONS,
+    SOURCE_FILES, FILE_FINGERPRINTS, MESSAGE_STATUSES, CONSENT_NOTICES, PHONE_CACHE, RUNS, SUPPRESSION_LIST,
+    ERASED_EVENTS,
+)
+
+# Frames the domain builds (staging has the ledger's columns; skipped items are read as quarantine rows).
+EVENT_SCHEMA = CONSENT_EVENTS.columns
+QUARANTINE_SCHEMA = QUARANTINE.columns
+SKIPPED_SCHEMA = QUARANTINE_SCHEMA
+SEND_SCHEMA = MESSAGE_STATUSES.columns
+STATUS_SCHEMA = CONSENT_STATUS.columns
+HISTORY_SCHEMA = CONSENT_STATUS_HISTORY.columns
+VIOLATION_SCHEMA = CONSENT_VIOLATIONS.columns
+NOTICE_SCHEMA = NOTICE_COLUMNS

@@ -1,0 +1,50 @@
+"""The warehouse's SQL, one file per step, beside the code that runs it.
+
+`statements(name)` reads `consent/sql/<name>.sql` (split on `;` at the end of
+a line) and `run(con, name, params)` executes each statement with only the
+`$parameters` it uses. `use_salt` defines, once per connection, the
+`salted_hash(value)` macro every mart, audit and privacy query uses
+(`macros.sql`), so the hash expression is written in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+import duckdb
+
+FOLDER = Path(__file__).parent
+_PARAMETER = re.compile(r"\$([A-Za-z_]\w*)")
+
+
+@cache
+def statements(name: str) -> tuple[str, ...]:
+    text = (FOLDER / f"{name}.sql").read_text(encoding="utf-8")
+    parts = re.split(r";[ \t]*(?:--[^\n]*)?\n", text + "\n")
+    return tuple(part.strip() for part in parts if _code(part))
+
+
+def _code(part: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("--") for line in part.splitlines())
+
+
+def bind(sql: str, params: dict | None) -> dict:
+    """The parameters a statement uses (DuckDB refuses extra named parameters)."""
+    used = set(_PARAMETER.findall(sql))
+    return {k: v for k, v in (params or {}).items() if k in used}
+
+
+def run(con: duckdb.DuckDBPyConnection, name: str, params: dict | None = None) -> duckdb.DuckDBPyConnection:
+    """Execute every statement of `<name>.sql`; the cursor of the last one."""
+    cursor = con
+    for sql in statements(name):
+        cursor = con.execute(sql, bind(sql, params))
+    return cursor
+
+
+def use_salt(con: duckdb.DuckDBPyConnection, salt: str) -> None:
+    """Define `salted_hash(value)` on this connection, with the deployment's salt."""
+    con.execute("SET VARIABLE hash_salt = ?", [salt])
+    run(con, "macros")

@@ -1,0 +1,34 @@
+-- register_files: the file registry and the fingerprints learn this run's files; a changed file
+-- (same name, new content) records how many events of its earlier versions it no longer holds.
+
+INSERT INTO source_files BY NAME
+SELECT
+    channel, source_file, file_hash, size_bytes,
+    $run_id AS first_seen_run, $run_id AS last_seen_run,
+    rows_read, events, quarantined, skipped, notes
+FROM stg_source_files
+WHERE state <> 'unsupported'
+ON CONFLICT (channel, source_file, file_hash) DO UPDATE SET last_seen_run = excluded.last_seen_run;
+
+INSERT OR REPLACE INTO file_fingerprints BY NAME
+SELECT source_file, size_bytes, mtime_ns, file_hash FROM stg_source_files WHERE state <> 'unsupported';
+
+UPDATE source_files AS f SET new_events = n.new_events
+FROM (
+    SELECT source_file, count(*) AS new_events FROM consent_events WHERE run_id = $run_id GROUP BY source_file
+) AS n
+WHERE f.source_file = n.source_file AND f.first_seen_run = $run_id;
+
+UPDATE source_files AS f
+SET events_no_longer_in_file = r.removed,
+    notes = list_append(f.notes, 'content changed: ' || r.removed || ' earlier events no longer in the file')
+FROM (
+    SELECT s.source_file, count(e.event_id) AS removed
+    FROM stg_source_files AS s
+    JOIN consent_events AS e
+        ON e.source_file = s.source_file AND e.channel = s.channel AND e.file_hash <> s.file_hash
+    WHERE s.state = 'new'
+      AND e.event_id NOT IN (SELECT event_id FROM stg_consent_events WHERE source_file = s.source_file)
+    GROUP BY s.source_file
+) AS r
+WHERE f.source_file = r.source_file AND f.first_seen_run = $run_id;

@@ -1,0 +1,100 @@
+"""Finalising a run, inside the run: whatever launched it, the warehouse ends the same.
+
+`WarehouseResource` calls `finalise_run` when the run's last step is done
+(its teardown, before the run lock is released), so `consent run`, the
+schedule, the new-file sensor, the UI and `dagster job execute` all finish
+the same way:
+
+1. the check outcomes and failed steps of the run are read from the Dagster
+   instance's event log;
+2. `runs` records the end (`succeeded`, or `failed` when a step failed or an
+   ERROR check failed), the failed checks with their lineage metadata, and
+   the reason of a failed step;
+3. the dashboard is rendered again, so its "last run" panel shows this run's
+   outcome (the dashboard asset runs before the last checks);
+4. a failed run raises its alert (`<warehouse folder>/alerts/`, and the hook).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Callable, ContextManager
+
+import dagster as dg
+import duckdb
+
+from pipelines.alerts import failed_checks, is_failed_error, raise_alert
+
+log = logging.getLogger(__name__)
+
+
+def check_evaluations(instance: dg.DagsterInstance, run_id: str) -> list:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    return [r.event_log_entry.dagster_event.event_specific_data for r in records]
+
+
+def step_failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """One line per failed step: the step and the root error's last line (no traceback)."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    lines = []
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        line = f"step {event.step_key} failed: {root_message(event.event_specific_data.error)}"
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
+def root_message(error) -> str:
+    """The innermost error's last line, without its exception class."""
+    if error is None:
+        return "unknown error"
+    while error.cause is not None:
+        error = error.cause
+    line = error.message.strip().splitlines()[-1] if error.message else "unknown error"
+    return re.sub(r"^[\w.]+(Error|Exception|Locked): ", "", line)
+
+
+def outcomes_of(evaluations: list) -> dict:
+    """Every check's outcome; a failed one keeps its metadata (counts and lineage, never numbers)."""
+    outcomes = {}
+    for e in evaluations:
+        outcome = {"passed": e.passed, "severity": e.severity.value}
+        if not e.passed:
+            outcome["metadata"] = {k: v.value for k, v in e.metadata.items()}
+        outcomes[f"{e.asset_key.to_user_string()}.{e.check_name}"] = outcome
+    return outcomes
+
+
+def finalise_run(
+    connect: Callable[[], ContextManager[duckdb.DuckDBPyConnection]],
+    warehouse_path: str,
+    instance: dg.DagsterInstance,
+    run_id: str,
+    alert_command: str | None,
+) -> dict:
+    """Record the run's end in `runs`, refresh the dashboard, alert on failure; the run summary."""
+    from consent.dashboard import render_dashboard
+    from consent.runs import finish_run, run_summary
+
+    evaluations = check_evaluations(instance, run_id)
+    failures = step_failures(instance, run_id)
+    failed_errors = [e.check_name for e in evaluations if is_failed_error(e)]
+    status = "failed" if failures or failed_errors else "succeeded"
+    with connect() as con:
+        finish_run(
+            con, run_id, status=status, checks_failed=failed_errors or (["run failed"] if failures else []),
+            check_outcomes=outcomes_of(evaluations), failure_reason="; ".join(failures) or None,
+        )
+        summary = run_summary(con, run_id)
+        dashboard = Path(warehouse_path).resolve().parent / "dashboard.html"
+        if dashboard.exists():
+            render_dashboard(con, dashboard)
+    if status == "failed":
+        summary.update(status="failed", failed_checks=failed_checks(evaluations))
+        if failures:
+            summary["reason"] = "; ".join(failures)
+        summary["alert"] = str(raise_alert(summary, warehouse_path, alert_command))
+    return summary
