@@ -40,7 +40,7 @@ def suite_check_result(outcome: SuiteOutcome) -> dg.AssetCheckResult:
 
 def docs_dir(warehouse: WarehouseResource, context: dg.AssetCheckExecutionContext) -> Path:
     """GX Data Docs of a run: `<warehouse folder>/data_docs/<run id>/index.html`."""
-    return Path(warehouse.path).resolve().parent / "data_docs" / context.run.run_id
+    return Path(warehouse.file).resolve().parent / "data_docs" / context.run.run_id
 
 
 @dg.asset_check(asset=stg_consent_events, description="GX suite `staged_opt_ins`: every opt-in carries a consent method and date (ERROR), a known event type and an E.164 number (ERROR), a notice version (WARN).")

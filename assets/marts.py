@@ -46,7 +46,7 @@ def compliance_dashboard(context: dg.AssetExecutionContext, warehouse: Warehouse
     of the last run, send-audit findings. Opens offline; no raw numbers."""
     from consent.dashboard import render_dashboard
 
-    out = Path(warehouse.path).resolve().parent / "dashboard.html"
+    out = Path(warehouse.file).resolve().parent / "dashboard.html"
     with warehouse.connect(read_only=False) as con:
         size = render_dashboard(con, out)
     return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(out)), "bytes": dg.MetadataValue.int(size)})

@@ -27,7 +27,7 @@ def stg_consent_events(
         as_of=settings.run_clock(),
         run_id=context.run_id,
         mode="full" if settings.full else "incremental",
-        workers=settings.workers,
+        workers=settings.worker_count,
         progress=ProgressReporter(context.log),
     )
     new_files = [f for f in staged.files if f.state == "new"]

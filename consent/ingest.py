@@ -233,7 +233,7 @@ def unreadable_file(path: Path | None, exc: BaseException, what: str, rows_read:
 
     `rows_read` rows are accounted for: the first carries the reason, the others point to it,
     so rows read = quarantined still holds for the file."""
-    message = _DIGITS.sub("#", str(exc))[:200]  # an error message must not carry a number
+    message = mask_numbers(str(exc))[:200]
     reason = f"file {what} ({type(exc).__name__}{': ' + message if message else ''}): nothing of it was ingested"
     head = None
     if path is not None:
@@ -242,6 +242,11 @@ def unreadable_file(path: Path | None, exc: BaseException, what: str, rows_read:
     rows = [SourceRow(line=1, raw=head, identity="", error=reason)]
     rows += [SourceRow(line=n, raw=None, identity="", error="file refused: see line 1") for n in range(2, rows_read + 1)]
     return FileRead(rows=rows, notes=[reason])
+
+
+def mask_numbers(text: str) -> str:
+    """An error message may quote a row: runs of digits are masked, so no number leaves in it."""
+    return _DIGITS.sub("#", text)
 
 
 def _concat(frames: Iterable[pl.DataFrame], schema: dict) -> pl.DataFrame:

@@ -108,7 +108,6 @@ def _resources(args, warn: bool = True) -> dict:
                 "full": flags.get("full"), "workers": flags.get("workers"),
             },
         },
-        deferred=False,
     )
     if warn:
         _warn_if_unencrypted(resources["warehouse"])
@@ -116,7 +115,7 @@ def _resources(args, warn: bool = True) -> dict:
 
 
 def _warn_if_unencrypted(warehouse: WarehouseResource) -> None:
-    if not warehouse.encryption_key:
+    if not warehouse.key:
         print("consent: warning: CONSENT_WAREHOUSE_KEY is not set; the warehouse is not encrypted", file=sys.stderr)
 
 
@@ -132,15 +131,15 @@ def _validate_inputs(settings: ConsentSettings) -> None:
     exports = settings.exports_path
     if not exports.is_dir():
         raise UsageError(f"exports folder not found: {exports}")
-    if settings.policy_file and not Path(settings.policy_file).exists():
-        raise UsageError(f"policy file not found: {settings.policy_file}")
+    if settings.setting("policy_file") and not settings.policy_path.exists():
+        raise UsageError(f"policy file not found: {settings.policy_path}")
     settings.load_policy()
     settings.load_channels()
     try:
         settings.run_clock()
     except ValueError as exc:
         raise UsageError(f"--as-of: not an ISO 8601 timestamp: {settings.as_of!r}") from exc
-    if settings.workers < 1:
+    if settings.worker_count < 1:
         raise UsageError("--workers must be at least 1")
 
 
@@ -173,17 +172,17 @@ def _report(warehouse: WarehouseResource, result) -> int:
         print(f"consent run: {reason}", file=sys.stderr)
     if summary["published"]:
         _print_summary(warehouse, result.run_id)
-    dashboard = Path(warehouse.path).resolve().parent / "dashboard.html"
+    dashboard = Path(warehouse.file).resolve().parent / "dashboard.html"
     if dashboard.exists():
         print(f"dashboard: {dashboard}")
     _print_checks(summary["check_outcomes"])
-    docs = Path(warehouse.path).resolve().parent / "data_docs" / result.run_id / "index.html"
+    docs = Path(warehouse.file).resolve().parent / "data_docs" / result.run_id / "index.html"
     if docs.exists():
         print(f"data docs: {docs}")
     if summary["status"] != "failed":
         print("run succeeded")
         return EXIT_OK
-    for alert in sorted((Path(warehouse.path).resolve().parent / "alerts").glob(f"*-{result.run_id[:8]}.json")):
+    for alert in sorted((Path(warehouse.file).resolve().parent / "alerts").glob(f"*-{result.run_id[:8]}.json")):
         print(f"alert written to {alert}")
     if summary.get("failure_reason"):
         print("run FAILED: a step failed; nothing of this run was published past that step.")
@@ -209,7 +208,7 @@ def _report_unfinished(warehouse: WarehouseResource, result, summary: dict) -> i
     for reason in reasons:
         print(f"consent run: {reason}", file=sys.stderr)
     summary.update(status="failed", reason="; ".join(reasons))
-    alert = raise_alert(summary, warehouse.path, warehouse.alert_command)
+    alert = raise_alert(summary, warehouse.file, warehouse.alert)
     print(f"consent run: alert written to {alert}", file=sys.stderr)
     return EXIT_FAILED
 
@@ -441,9 +440,9 @@ def command_erase(args) -> int:
     phone = _contact(args.number, args.country)
     resources = _resources(args)
     warehouse, exports = resources["warehouse"], resources["settings"].exports_path
-    if not Path(warehouse.path).exists():
-        raise UsageError(f"no warehouse at {warehouse.path}")
-    lock = RunLock(Path(warehouse.path), warehouse.lock_timeout_seconds)
+    if not Path(warehouse.file).exists():
+        raise UsageError(f"no warehouse at {warehouse.file}")
+    lock = RunLock(Path(warehouse.file), warehouse.lock_timeout)
     lock.acquire()  # no run may publish while the number is being erased
     try:
         with warehouse.connect() as con:
@@ -451,7 +450,7 @@ def command_erase(args) -> int:
         # Deleted rows can linger in freed blocks: rewrite the file so no byte of the number is left.
         warehouse.compact()
         # Access reports this tool wrote for the number are files the warehouse keeps too.
-        for old_report in Path(warehouse.path).resolve().parent.glob(f"access_{report.phone_hash[:12]}.json"):
+        for old_report in Path(warehouse.file).resolve().parent.glob(f"access_{report.phone_hash[:12]}.json"):
             old_report.unlink()
     finally:
         lock.release()
@@ -477,7 +476,7 @@ def command_access(args) -> int:
             report = access_report(con, phone, warehouse.salt())
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from exc
-    out = Path(args.out) if args.out else Path(warehouse.path).resolve().parent / f"access_{phone_hash(phone, warehouse.salt())[:12]}.json"
+    out = Path(args.out) if args.out else Path(warehouse.file).resolve().parent / f"access_{phone_hash(phone, warehouse.salt())[:12]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     print(f"wrote {out}: {len(report['consent_events'])} events, {len(report['consent_status'])} statuses, "
@@ -489,11 +488,11 @@ def command_migrate(args) -> int:
     from consent.migrations import LATEST, current_version
 
     warehouse = _warehouse(args)
-    if not Path(warehouse.path).exists():
-        raise UsageError(f"no warehouse at {warehouse.path}")
+    if not Path(warehouse.file).exists():
+        raise UsageError(f"no warehouse at {warehouse.file}")
     with warehouse.connect() as con:  # a writable connection migrates in place
         version = current_version(con)
-    print(f"warehouse {warehouse.path}: schema version {version} (this code: {LATEST})")
+    print(f"warehouse {warehouse.file}: schema version {version} (this code: {LATEST})")
     return EXIT_OK
 
 

@@ -25,6 +25,7 @@ from typing import Callable, ContextManager
 import dagster as dg
 import duckdb
 
+from consent.ingest import mask_numbers
 from pipelines.alerts import failed_checks, is_failed_error, raise_alert
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,14 @@ def step_failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
 
 
 def root_message(error) -> str:
-    """The innermost error's last line, without its exception class."""
+    """The innermost error's last line, without its exception class, and without any number in it
+    (an error's text may quote a row; runs, alerts and the CLI never show a phone number)."""
     if error is None:
         return "unknown error"
     while error.cause is not None:
         error = error.cause
     line = error.message.strip().splitlines()[-1] if error.message else "unknown error"
-    return re.sub(r"^[\w.]+(Error|Exception|Locked): ", "", line)
+    return mask_numbers(re.sub(r"^[\w.]+(Error|Exception|Locked): ", "", line))
 
 
 def outcomes_of(evaluations: list) -> dict:

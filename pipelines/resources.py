@@ -27,7 +27,7 @@ import duckdb
 from pydantic import PrivateAttr
 
 from consent.migrations import ensure_schema, require_current
-from consent.policy import ChannelsFile, Policy, load_channels, load_policy
+from consent.policy import ChannelsFile, ConfigError, Policy, load_channels, load_policy
 from consent.sql import use_salt
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -90,18 +90,56 @@ def _sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB consent warehouse file, encrypted (AES-GCM) when a key is given."""
+class FromEnvironment:
+    """Fields left unset (None) take the environment variable of `SETTINGS`, else the default.
 
-    path: str = DEFAULT_WAREHOUSE
-    lock_timeout_seconds: float = 30.0
-    # From CONSENT_WAREHOUSE_KEY; never in run config or the repository.
+    Read when used, in the process that uses them: a run launched from the UI with some
+    fields set in the launchpad still takes the others (the hash salt, the key) from the
+    environment, as `consent` and the schedule do.
+    """
+
+    def setting(self, field: str):
+        value = getattr(self, field)
+        if value is not None:
+            return value
+        for setting in SETTINGS:
+            if setting.field == field and os.environ.get(setting.variable):
+                return setting.read()
+        return DEFAULTS.get(field)
+
+
+class WarehouseResource(dg.ConfigurableResource, FromEnvironment):
+    """The DuckDB consent warehouse file, encrypted (AES-GCM) when a key is given.
+
+    Unset fields come from the environment (CONSENT_WAREHOUSE, CONSENT_WAREHOUSE_KEY,
+    CONSENT_HASH_SALT, CONSENT_ALERT_COMMAND, CONSENT_LOCK_TIMEOUT_SECONDS)."""
+
+    path: Optional[str] = None
+    lock_timeout_seconds: Optional[float] = None
+    # Never in run config or the repository: set CONSENT_WAREHOUSE_KEY.
     encryption_key: Optional[str] = None
-    # Salt of the phone hashes (suppression list, marts), from CONSENT_HASH_SALT; when unset, a
-    # random salt kept in `<warehouse folder>/.hash_salt` (never in the repository). Keep it stable.
+    # Salt of the phone hashes (suppression list, marts, audits); when neither this nor
+    # CONSENT_HASH_SALT is set, a random salt kept in `<warehouse folder>/.hash_salt`
+    # (never in the repository). Keep it stable.
     hash_salt: Optional[str] = None
     # Called with the run summary as JSON on stdin when a run or an ERROR check fails.
     alert_command: Optional[str] = None
+
+    @property
+    def file(self) -> str:
+        return self.setting("path")
+
+    @property
+    def lock_timeout(self) -> float:
+        return float(self.setting("lock_timeout_seconds"))
+
+    @property
+    def key(self) -> str | None:
+        return self.setting("encryption_key")
+
+    @property
+    def alert(self) -> str | None:
+        return self.setting("alert_command")
 
     _run_lock: Optional[RunLock] = PrivateAttr(default=None)
 
@@ -109,7 +147,7 @@ class WarehouseResource(dg.ConfigurableResource):
         # A run (not a sensor) holds the run lock from its first step to its last, so
         # two runs never interleave their staging and publishing.
         if context.dagster_run is not None:
-            self._run_lock = RunLock(Path(self.path), self.lock_timeout_seconds)
+            self._run_lock = RunLock(Path(self.file), self.lock_timeout)
             self._run_lock.acquire()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -119,34 +157,37 @@ class WarehouseResource(dg.ConfigurableResource):
         try:
             from pipelines.finalise import finalise_run
 
-            finalise_run(self.connect, self.path, context.instance, context.dagster_run.run_id, self.alert_command)
+            finalise_run(self.connect, self.file, context.instance, context.dagster_run.run_id, self.alert)
         finally:
             self._run_lock.release()
             self._run_lock = None
 
     @property
     def encrypted(self) -> bool:
-        return bool(self.encryption_key)
+        return bool(self.key)
 
-    def salt(self) -> str:
-        if self.hash_salt:
-            return self.hash_salt
-        path = Path(self.path).resolve().parent / ".hash_salt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
-                handle.write(secrets.token_hex(32))
-        except FileExistsError:
-            pass
-        return path.read_text().strip()
+    def salt(self, create: bool = True) -> str | None:
+        """The hash salt: configured, or kept beside the warehouse (created on first use unless `create` is False)."""
+        configured = self.setting("hash_salt")
+        if configured:
+            return configured
+        path = Path(self.file).resolve().parent / ".hash_salt"
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+                    handle.write(secrets.token_hex(32))
+            except FileExistsError:
+                pass
+        return path.read_text().strip() if path.exists() else None
 
     def compact(self) -> None:
         """Rewrite the database into a fresh file, so deleted rows leave no bytes behind."""
-        path = Path(self.path)
+        path = Path(self.file)
         fresh = path.with_name(path.name + ".compacting")
         fresh.unlink(missing_ok=True)
         with self.connect() as con:
-            options = f" (ENCRYPTION_KEY {_sql_text(self.encryption_key)})" if self.encryption_key else ""
+            options = f" (ENCRYPTION_KEY {_sql_text(self.key)})" if self.key else ""
             con.execute(f"ATTACH {_sql_text(str(fresh))} AS fresh{options}")
             con.execute("COPY FROM DATABASE warehouse TO fresh")
             con.execute("DETACH fresh")
@@ -158,7 +199,7 @@ class WarehouseResource(dg.ConfigurableResource):
 
         Waits up to `lock_timeout_seconds` while another process writes.
         """
-        path = Path(self.path)
+        path = Path(self.file)
         if read_only and not path.exists():
             raise FileNotFoundError(f"no warehouse at {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,10 +211,10 @@ class WarehouseResource(dg.ConfigurableResource):
         try:
             con.execute("SET TimeZone = 'UTC'")
             options = ["READ_ONLY"] if read_only else []
-            if self.encryption_key:
+            if self.key:
                 # DuckDB 1.4 writes encrypted files only with httpfs's crypto module loaded.
                 con.execute("LOAD httpfs")
-                options.append(f"ENCRYPTION_KEY {_sql_text(self.encryption_key)}")
+                options.append(f"ENCRYPTION_KEY {_sql_text(self.key)}")
             attach = f"ATTACH {_sql_text(str(path))} AS warehouse" + (f" ({', '.join(options)})" if options else "")
             self._attach(con, attach, path)
             con.execute("USE warehouse")
@@ -181,13 +222,14 @@ class WarehouseResource(dg.ConfigurableResource):
                 require_current(con)
             else:
                 ensure_schema(con)
-            use_salt(con, self.salt())
+            # A reader never creates a salt: without one, salted_hash() gives NULL.
+            use_salt(con, self.salt(create=not read_only))
             yield con
         finally:
             con.close()
 
     def _attach(self, con: duckdb.DuckDBPyConnection, attach: str, path: Path) -> None:
-        deadline = time.monotonic() + self.lock_timeout_seconds
+        deadline = time.monotonic() + self.lock_timeout
         while True:
             try:
                 con.execute(attach)
@@ -196,36 +238,46 @@ class WarehouseResource(dg.ConfigurableResource):
                 message = str(exc)
                 lowered = message.lower()
                 if "encrypt" in lowered or "key" in lowered and "wrong" in lowered:
-                    hint = "set CONSENT_WAREHOUSE_KEY" if not self.encryption_key else "check CONSENT_WAREHOUSE_KEY"
+                    hint = "set CONSENT_WAREHOUSE_KEY" if not self.key else "check CONSENT_WAREHOUSE_KEY"
                     raise WarehouseKeyError(f"cannot open the warehouse {path}: it is encrypted ({hint})") from exc
                 if "lock" not in lowered:
                     raise
                 if time.monotonic() >= deadline:
                     raise WarehouseLocked(
-                        f"the warehouse {path} is locked by another run; waited {self.lock_timeout_seconds:g} s"
+                        f"the warehouse {path} is locked by another run; waited {self.lock_timeout:g} s"
                     ) from exc
                 time.sleep(0.2)
 
 
-class ConsentSettings(dg.ConfigurableResource):
-    """Where the exports are, which policy applies, and the run's clock."""
+class ConsentSettings(dg.ConfigurableResource, FromEnvironment):
+    """Where the exports are, which policy applies, and the run's clock.
 
-    exports_dir: str = DEFAULT_EXPORTS
+    Unset fields come from the environment (CONSENT_EXPORTS, CONSENT_POLICY, CONSENT_WORKERS)."""
+
+    exports_dir: Optional[str] = None
     policy_file: Optional[str] = None
     # Fixes "now" for windows and future-date checks (tests, back-fills). ISO 8601.
     as_of: Optional[str] = None
     # Rebuild every status from the ledger instead of only touched contacts.
     full: bool = False
     # Worker processes for phone normalisation of large batches.
-    workers: int = DEFAULT_WORKERS
+    workers: Optional[int] = None
 
     @property
     def exports_path(self) -> Path:
-        return Path(self.exports_dir)
+        return Path(self.setting("exports_dir"))
+
+    @property
+    def policy_path(self) -> Path:
+        given = self.setting("policy_file")
+        return Path(given) if given else self.exports_path / "policy.yaml"
+
+    @property
+    def worker_count(self) -> int:
+        return int(self.setting("workers"))
 
     def load_policy(self) -> Policy:
-        path = Path(self.policy_file) if self.policy_file else self.exports_path / "policy.yaml"
-        return load_policy(path)
+        return load_policy(self.policy_path)
 
     def load_channels(self) -> ChannelsFile:
         return load_channels(self.exports_path)
@@ -246,53 +298,42 @@ def parse_as_of(value: str | None) -> datetime:
 
 @dataclass(frozen=True)
 class Setting:
-    resource: str  # resource key
-    field: str  # the resource's field
+    field: str  # the resource field it fills when unset
     variable: str  # environment variable
     cast: type = str
 
+    def read(self):
+        try:
+            return self.cast(os.environ[self.variable])
+        except ValueError as exc:
+            raise ConfigError(f"{self.variable}: not a {self.cast.__name__}: {os.environ[self.variable]!r}") from exc
 
-# Every setting an entry point reads from the environment; unset variables keep the field's default.
+
+# Every setting any entry point reads from the environment, and the defaults when it is unset.
 SETTINGS = (
-    Setting("warehouse", "path", "CONSENT_WAREHOUSE"),
-    Setting("warehouse", "encryption_key", "CONSENT_WAREHOUSE_KEY"),
-    Setting("warehouse", "hash_salt", "CONSENT_HASH_SALT"),
-    Setting("warehouse", "alert_command", "CONSENT_ALERT_COMMAND"),
-    Setting("warehouse", "lock_timeout_seconds", "CONSENT_LOCK_TIMEOUT_SECONDS", float),
-    Setting("settings", "exports_dir", "CONSENT_EXPORTS"),
-    Setting("settings", "policy_file", "CONSENT_POLICY"),
-    Setting("settings", "workers", "CONSENT_WORKERS", int),
+    Setting("path", "CONSENT_WAREHOUSE"),
+    Setting("encryption_key", "CONSENT_WAREHOUSE_KEY"),
+    Setting("hash_salt", "CONSENT_HASH_SALT"),
+    Setting("alert_command", "CONSENT_ALERT_COMMAND"),
+    Setting("lock_timeout_seconds", "CONSENT_LOCK_TIMEOUT_SECONDS", float),
+    Setting("exports_dir", "CONSENT_EXPORTS"),
+    Setting("policy_file", "CONSENT_POLICY"),
+    Setting("workers", "CONSENT_WORKERS", int),
 )
-RESOURCE_TYPES: dict[str, type[dg.ConfigurableResource]] = {"warehouse": WarehouseResource, "settings": ConsentSettings}
+DEFAULTS = {"path": DEFAULT_WAREHOUSE, "lock_timeout_seconds": 30.0, "exports_dir": DEFAULT_EXPORTS, "workers": DEFAULT_WORKERS}
 
 
-def _from_environment(setting: Setting, deferred: bool):
-    if not os.environ.get(setting.variable):
-        return None
-    if not deferred:
-        return setting.cast(os.environ[setting.variable])
-    # Resolved by Dagster when a run starts: secrets never appear in run config or the UI.
-    return {str: dg.EnvVar, int: dg.EnvVar.int, float: dg.EnvVar.float}.get(setting.cast, dg.EnvVar)(setting.variable)
+def resources_from_env(overrides: dict[str, dict] | None = None) -> dict[str, dg.ConfigurableResource]:
+    """The `warehouse` and `settings` resources of every entry point.
 
-
-def resources_from_env(
-    overrides: dict[str, dict] | None = None, *, deferred: bool = True
-) -> dict[str, dg.ConfigurableResource]:
-    """The `warehouse` and `settings` resources: field defaults, then the environment, then `overrides`
-    (the CLI's flags, `{resource: {field: value}}`; None means "not given").
-
-    `deferred=True` (Definitions) leaves environment values as `dg.EnvVar`s for Dagster to
-    resolve at run time; `deferred=False` (the CLI) reads them now, so the resource can also be
-    used outside a run (erase, access, sql).
+    Fields given in `overrides` (the CLI's flags, `{resource: {field: value}}`; None means
+    "not given") are set; every other field is read from the environment when used (`SETTINGS`).
     """
-    fields: dict[str, dict] = {name: {} for name in RESOURCE_TYPES}
-    for setting in SETTINGS:
-        value = _from_environment(setting, deferred)
-        if value is not None:
-            fields[setting.resource][setting.field] = value
-    for resource, given in (overrides or {}).items():
-        fields[resource].update({k: v for k, v in given.items() if v is not None})
-    return {name: RESOURCE_TYPES[name](**values) for name, values in fields.items()}
+    given = {name: {k: v for k, v in fields.items() if v is not None} for name, fields in (overrides or {}).items()}
+    return {
+        "warehouse": WarehouseResource(**given.get("warehouse", {})),
+        "settings": ConsentSettings(**given.get("settings", {})),
+    }
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def alert_on_unfinished_run(context: dg.RunFailureSensorContext, warehouse: Ware
     if summary.get("finished"):
         return  # the run recorded its end and raised its own alert
     summary.update(status="failed", reason=context.failure_event.message or "run failed")
-    raise_alert(summary, warehouse.path, warehouse.alert_command)
+    raise_alert(summary, warehouse.file, warehouse.alert)
 
 
 def _summary(warehouse: WarehouseResource, run_id: str) -> dict:

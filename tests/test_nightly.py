@@ -19,7 +19,7 @@ def test_schedule_and_sensors_are_in_the_definitions_with_the_configured_cron(mo
     schedule = defs.resolve_schedule_def("consent_schedule")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 3 * * *", "Europe/Berlin")
     assert schedule.job_name == "consent_job"
-    assert {s.name for s in defs.sensors} == {"new_exports_sensor", "alert_on_failed_run", "alert_on_failed_checks"}
+    assert {s.name for s in defs.sensors} == {"new_exports_sensor", "alert_on_unfinished_run"}
 
 
 def test_default_schedule_is_two_in_the_morning_utc():
@@ -130,11 +130,10 @@ def test_runs_command_prints_the_history(exports, warehouse_path, capsys):
     assert len(lines) == 3 and all("succeeded" in line for line in lines[1:])
 
 
-def test_scheduled_run_with_a_failed_error_check_raises_an_alert(exports, warehouse_path, tmp_path):
-    """The sensor path (runs started by the schedule or the UI), on a real Dagster instance."""
+def test_a_run_launched_by_dagster_alerts_on_a_failed_error_check_by_itself(exports, warehouse_path, tmp_path):
+    """Runs started by the schedule or the UI finalise themselves: no sensor is needed for the alert."""
     from pipelines.definitions import build_definitions
     from pipelines.resources import ConsentSettings, WarehouseResource
-    from pipelines.sensors import alert_on_failed_checks
 
     (exports / "in_app").mkdir()
     (exports / "in_app" / "undated.csv").write_text(
@@ -142,26 +141,47 @@ def test_scheduled_run_with_a_failed_error_check_raises_an_alert(exports, wareho
     )
     received = tmp_path / "hook_input.json"
     resources = {
-        "warehouse": WarehouseResource(path=str(warehouse_path)),
-        "settings": ConsentSettings(
-            exports_dir=str(exports), as_of="2026-11-10T00:00:00Z",
+        "warehouse": WarehouseResource(
+            path=str(warehouse_path),
             alert_command=f"{sys.executable} -c \"import sys; open({str(received)!r}, 'w').write(sys.stdin.read())\"",
         ),
+        "settings": ConsentSettings(exports_dir=str(exports), as_of="2026-11-10T00:00:00Z"),
     }
     with dg.instance_for_test() as instance:
         result = build_definitions(resources).resolve_job_def("consent_job").execute_in_process(instance=instance)
-        assert result.success  # checks do not fail the Dagster run; the sensor alerts
-        with dg.build_run_status_sensor_context(
-            sensor_name="alert_on_failed_checks",
-            dagster_event=result.get_run_success_event(),
-            dagster_instance=instance,
-            dagster_run=instance.get_run_by_id(result.run_id),
-            resources=resources,
-        ) as context:
-            alert_on_failed_checks(context)
+    assert result.success  # checks do not fail the Dagster run; the run records and alerts
     summary = json.loads(received.read_text())
     assert summary["run_id"] == result.run_id
     assert [c["check"] for c in summary["failed_checks"]][0].endswith("staged_opt_ins_have_evidence")
+    status, finished, failed = query(
+        warehouse_path, "SELECT status, finished_at IS NOT NULL, checks_failed FROM runs WHERE run_id = ?", [result.run_id]
+    )[0]
+    assert (status, finished) == ("failed", True) and "staged_opt_ins_have_evidence" in failed
+
+
+def test_the_unfinished_run_sensor_alerts_only_for_runs_that_did_not_record_their_end(exports, warehouse_path, tmp_path):
+    from pipelines.definitions import build_definitions
+    from pipelines.resources import ConsentSettings, WarehouseResource
+    from pipelines.sensors import alert_on_unfinished_run
+
+    warehouse = WarehouseResource(path=str(warehouse_path))
+    resources = {"warehouse": warehouse, "settings": ConsentSettings(exports_dir=str(exports), as_of="2026-11-10T00:00:00Z")}
+    alerts = warehouse_path.parent / "alerts"
+    with dg.instance_for_test() as instance:
+        finished = build_definitions(resources).resolve_job_def("consent_job").execute_in_process(instance=instance)
+        # A run that never reached the warehouse (killed, or its lock timed out) has no finished row.
+        unfinished = instance.create_run_for_job(build_definitions(resources).resolve_job_def("consent_job"))
+        for run in (instance.get_run_by_id(finished.run_id), unfinished):
+            with dg.build_run_status_sensor_context(
+                sensor_name="alert_on_unfinished_run",
+                dagster_event=finished.get_run_success_event(),  # the sensor reads only the run and its message
+                dagster_instance=instance,
+                dagster_run=run,
+                resources=resources,
+            ).for_run_failure() as context:
+                alert_on_unfinished_run(context)
+    written = sorted(p.name for p in alerts.glob("*.json")) if alerts.exists() else []
+    assert len(written) == 1 and written[0].endswith(f"-{unfinished.run_id[:8]}.json")
 
 
 def test_unchanged_files_are_not_hashed_again_but_changed_ones_are(exports, warehouse_path, monkeypatch):

@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consent.policy import ChannelsFile, Policy
-from consent.warehouse import ensure_schema, publish, stage_run
+from consent.migrations import ensure_schema
+from consent.warehouse import publish, stage_run
 
 AS_OF = datetime(2026, 11, 20)
 SPELLINGS = {

@@ -44,7 +44,7 @@ def run(con: duckdb.DuckDBPyConnection, name: str, params: dict | None = None) -
     return cursor
 
 
-def use_salt(con: duckdb.DuckDBPyConnection, salt: str) -> None:
+def use_salt(con: duckdb.DuckDBPyConnection, salt: str | None) -> None:
     """Define `salted_hash(value)` on this connection, with the deployment's salt."""
     con.execute("SET VARIABLE hash_salt = ?", [salt])
     run(con, "macros")

@@ -1,0 +1,99 @@
+"""A warehouse written by an earlier version opens in this one and is migrated in place."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES, query, run_cli
+
+V1 = FIXTURES / "warehouse_v1"
+
+
+@pytest.fixture
+def v1_warehouse(tmp_path: Path) -> Path:
+    """The file written by the code before schema versions (commit 4df4994), with its salt beside it."""
+    path = tmp_path / "wh" / "consent.duckdb"
+    path.parent.mkdir()
+    with gzip.open(V1 / "consent.duckdb.gz") as packed, path.open("wb") as out:
+        shutil.copyfileobj(packed, out)
+    (path.parent / ".hash_salt").write_text((V1 / "hash_salt").read_text())
+    return path
+
+
+def _everything(path: Path) -> dict:
+    return {
+        table: sorted(query(path, f"SELECT * FROM {table}"), key=repr)
+        for table in ("consent_events", "consent_status", "consent_status_history", "consent_violations", "quarantine",
+                      "skipped_items", "source_files", "message_statuses", "consent_notices", "suppression_list",
+                      "erased_events", "phone_cache")
+    }
+
+
+def test_an_old_warehouse_is_migrated_in_place_by_the_next_run_and_loses_nothing(v1_warehouse, tmp_path):
+    from consent.migrations import LATEST
+
+    before = _everything(v1_warehouse)
+    old_runs = query(v1_warehouse, "SELECT run_id, status, new_events FROM runs ORDER BY started_at")
+    assert len(before["consent_events"]) == 14 and len(old_runs) == 2
+    exports = tmp_path / "exports"
+    shutil.copytree(FIXTURES / "exports", exports)
+    shutil.copytree(FIXTURES / "notices", exports / "notices")
+    # The same exports again, two days later: nothing new, and the erased number stays out.
+    assert run_cli(exports, v1_warehouse, as_of="2026-11-12T00:00:00Z") == 0
+    assert query(v1_warehouse, "SELECT max(version) FROM schema_version") == [(LATEST,)]
+    assert [v for (v,) in query(v1_warehouse, "SELECT version FROM schema_version ORDER BY version")] == list(range(1, LATEST + 1))
+    after = _everything(v1_warehouse)
+    for table in ("consent_events", "consent_status", "consent_status_history", "consent_violations", "quarantine",
+                  "suppression_list", "erased_events", "consent_notices", "message_statuses"):
+        assert after[table] == before[table], table
+    runs = query(v1_warehouse, "SELECT run_id, status, new_events, failure_reason FROM runs ORDER BY started_at")
+    assert [r[:3] for r in runs[:2]] == old_runs and runs[2][1:] == ("succeeded", 0, None)
+    assert query(v1_warehouse, "SELECT count(*) FROM consent_events WHERE phone_e164 = '+4915201234567'") == [(0,)]
+
+
+def test_reading_an_old_warehouse_says_how_to_migrate_it(v1_warehouse, capsys):
+    from pipelines.cli import main
+
+    assert main(["runs", "--warehouse", str(v1_warehouse)]) == 2
+    err = capsys.readouterr().err
+    assert "schema version 1" in err and "consent migrate" in err and "Traceback" not in err
+    assert main(["migrate", "--warehouse", str(v1_warehouse)]) == 0
+    assert "schema version 2" in capsys.readouterr().out
+    assert main(["runs", "--warehouse", str(v1_warehouse)]) == 0
+
+
+def test_a_failed_migration_leaves_the_file_as_it_was(v1_warehouse, monkeypatch):
+    import consent.migrations as migrations
+    from pipelines.resources import WarehouseResource
+
+    broken = migrations.Migration(99, "a step that fails half way", (
+        "ALTER TABLE runs ADD COLUMN half_done VARCHAR", "SELECT * FROM no_such_table",
+    ))
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, broken))
+    monkeypatch.setattr(migrations, "LATEST", 99)
+    with pytest.raises(Exception, match="no_such_table"):
+        with WarehouseResource(path=str(v1_warehouse)).connect():
+            pass
+    columns = [c for (c,) in query(v1_warehouse, "SELECT column_name FROM duckdb_columns() WHERE table_name = 'runs'")]
+    assert "half_done" not in columns and "failure_reason" not in columns
+    assert query(v1_warehouse, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version'") == [(0,)]
+
+
+def test_a_new_warehouse_is_created_at_the_latest_version_with_the_same_tables_as_a_migrated_one(v1_warehouse, tmp_path):
+    from pipelines.resources import WarehouseResource
+
+    fresh = tmp_path / "fresh.duckdb"
+    for path in (fresh, v1_warehouse):
+        with WarehouseResource(path=str(path)).connect():
+            pass
+    layout = ("SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns "
+              "WHERE table_name NOT LIKE 'stg_%' AND table_name IN (SELECT table_name FROM information_schema.columns "
+              "GROUP BY ALL) ORDER BY ALL")
+    published = {t.name for t in __import__("consent.schema", fromlist=["TABLES"]).TABLES} | {"schema_version"}
+    fresh_layout = [r for r in query(fresh, layout) if r[0] in published]
+    migrated_layout = [r for r in query(v1_warehouse, layout) if r[0] in published]
+    assert fresh_layout == migrated_layout
