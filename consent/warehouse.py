@@ -31,7 +31,6 @@ from consent.privacy import suppress_staged
 from consent.reconcile import reconcile
 from consent.rules import TIME_DEPENDENT
 from consent.schema import CONSENT_STATUS, CONSENT_STATUS_HISTORY, CONSENT_VIOLATIONS, RUNS
-from consent.sql import use_salt
 
 
 def known_files(con: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
@@ -233,7 +232,7 @@ def publish(
     """
     run = StagedRun.read(con)
     with transaction(con):
-        use_salt(con, salt)
+        sql.use_salt(con, salt)
         with timed(run.seconds, "ledger"):
             # Erased numbers stay out unless a new consent dated after the erasure arrives.
             suppressed = suppress_staged(con)

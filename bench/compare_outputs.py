@@ -1,0 +1,95 @@
+"""Same exports, two versions of the pipeline: do they decide the same?
+
+    git worktree add /tmp/baseline <commit>
+    .venv/bin/python bench/compare_outputs.py --baseline /tmp/baseline --events 100000
+
+Generates synthetic exports (bench/generate.py, reused from bench/data/N), runs
+`consent run` of the baseline checkout and of this one, each in a fresh
+process with this `.venv`'s Python (the baseline's modules are imported from
+its own folder), times both, and prints a checksum per table of what they
+decided: events, quarantine, statuses, history, violations, and the marts.
+Run ids and wall-clock times are left out. Exit 1 when a checksum differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+AS_OF = "2026-11-26T00:00:00Z"
+TABLES = {
+    "consent_events": "SELECT * EXCLUDE (run_id, ingested_at) FROM consent_events",
+    "quarantine": "SELECT * EXCLUDE (run_id, ingested_at) FROM quarantine",
+    "skipped_items": "SELECT * EXCLUDE (run_id, ingested_at) FROM skipped_items",
+    "consent_status": "SELECT * FROM consent_status",
+    "consent_status_history": "SELECT * FROM consent_status_history",
+    "consent_violations": "SELECT * FROM consent_violations",
+    "consent_daily": "SELECT * FROM consent_daily",
+    "consent_coverage": "SELECT * FROM consent_coverage",
+    "violations_summary": "SELECT * FROM violations_summary",
+    "quarantine_summary": "SELECT * FROM quarantine_summary",
+    "notice_usage": "SELECT * FROM notice_usage",
+}
+
+
+def checksums(warehouse: Path) -> dict[str, tuple[int, str]]:
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return {
+            name: con.execute(
+                f"SELECT count(*), coalesce(bit_xor(hash(t)), 0)::VARCHAR FROM ({sql}) AS t"
+            ).fetchone()
+            for name, sql in TABLES.items()
+        }
+    finally:
+        con.close()
+
+
+def run(checkout: Path, exports: Path, warehouse: Path) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", "--exports", str(exports), "--warehouse", str(warehouse),
+         "--as-of", AS_OF],
+        cwd=checkout, capture_output=True, text=True,
+    )
+    if done.returncode not in (0, 1):  # 1: an ERROR check failed (the generated exports have bad rows)
+        sys.exit(f"{checkout}: consent run exited {done.returncode}\n{done.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", type=Path, required=True, help="a checkout of the version to compare with")
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--work", type=Path, default=BENCH / "work" / "compare")
+    args = parser.parse_args()
+    exports = BENCH / "data" / str(args.events)
+    if not exports.exists():
+        subprocess.run([sys.executable, str(BENCH / "generate.py"), str(exports), "--events", str(args.events)], check=True)
+    results = {}
+    for label, checkout in (("baseline", args.baseline.resolve()), ("this", REPO)):
+        warehouse = args.work / label / "consent.duckdb"
+        for old in warehouse.parent.glob("*") if warehouse.parent.exists() else []:
+            if old.is_file():
+                old.unlink()
+        seconds = run(checkout, exports, warehouse)
+        results[label] = checksums(warehouse)
+        print(f"{label}: {checkout} ({seconds:.1f} s)")
+    differ = 0
+    print(f"{'table':<24}{'rows':>10}  same")
+    for name in TABLES:
+        same = results["baseline"][name] == results["this"][name]
+        differ += not same
+        print(f"{name:<24}{results['this'][name][0]:>10}  {'yes' if same else 'NO: ' + str(results['baseline'][name])}")
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
