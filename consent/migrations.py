@@ -93,5 +93,6 @@ def require_current(con: duckdb.DuckDBPyConnection) -> None:
 
 def _record(con: duckdb.DuckDBPyConnection, version: int, description: str) -> None:
     con.execute(
-        "INSERT OR IGNORE INTO schema_version VALUES (?, ?, now()::TIMESTAMP)", [version, description]
+        "INSERT OR IGNORE INTO schema_version (version, description, applied_at) VALUES (?, ?, now()::TIMESTAMP)",
+        [version, description],
     )

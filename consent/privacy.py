@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import phonenumbers
 
-from consent.db import table_exists, transaction
+from consent.db import table_exists, transaction, upsert
 
 ERASED_REASON = "erased number (GDPR Art. 17): event not re-imported"
 
@@ -59,8 +59,9 @@ def erase(con: duckdb.DuckDBPyConnection, phone_e164: str, salt: str, erased_at:
         report.events_tombstoned = _run(
             con,
             """
-            INSERT OR IGNORE INTO erased_events
-            SELECT event_id, $hash, channel, event_type, occurred_at, ingested_at, $erased_at, $reason
+            INSERT OR IGNORE INTO erased_events BY NAME
+            SELECT event_id, $hash AS phone_hash, channel, event_type, occurred_at, ingested_at,
+                   $erased_at AS erased_at, $reason AS reason
             FROM consent_events WHERE phone_e164 = $phone
             """,
             {**params, "hash": hashed, "erased_at": erased_at, "reason": reason},
@@ -84,9 +85,7 @@ def erase(con: duckdb.DuckDBPyConnection, phone_e164: str, salt: str, erased_at:
         ):
             if table_exists(con, table):
                 report.staging_rows_removed += _delete(con, table, condition, params)
-        con.execute(
-            "INSERT OR REPLACE INTO suppression_list VALUES (?, ?, ?)", [hashed, erased_at, reason]
-        )
+        upsert(con, "suppression_list", {"phone_hash": hashed, "erased_at": erased_at, "reason": reason})
     return report
 
 
@@ -146,8 +145,9 @@ def suppress_staged(con: duckdb.DuckDBPyConnection) -> int:
         return 0
     con.execute(
         """
-        INSERT OR IGNORE INTO skipped_items
-        SELECT 'erased-' || event_id, channel, source_file, source_line, source_pointer, file_hash, NULL, ?, ingested_at, run_id
+        INSERT OR IGNORE INTO skipped_items BY NAME
+        SELECT 'erased-' || event_id AS skipped_id, channel, source_file, source_line, source_pointer, file_hash,
+               NULL AS raw_row, ? AS reason, ingested_at, run_id
         FROM suppressed
         """,
         [ERASED_REASON],

@@ -46,6 +46,10 @@ def finish_run(
     })
 
 
+def already_finished(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM runs WHERE run_id = ? AND finished_at IS NOT NULL", [run_id]).fetchone()[0])
+
+
 def _staged(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
     """What staging recorded of this run, if it got that far."""
     if not table_exists(con, "stg_run"):

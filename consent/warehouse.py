@@ -145,7 +145,7 @@ def write_staging(
                 if n == 0:
                     con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM frame")
                 else:
-                    con.execute(f"INSERT INTO {table} SELECT * FROM frame")
+                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame")
                 con.unregister("frame")
     crash_point("after_staging")
 

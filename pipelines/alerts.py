@@ -40,8 +40,8 @@ def raise_alert(summary: dict, warehouse_path: str, command: str | None) -> Path
     folder = Path(warehouse_path).resolve().parent / "alerts"
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = folder / f"{stamp}-{str(summary.get('run_id', 'run'))[:8]}.json"
     body = json.dumps(summary, indent=2, default=str)
+    path = _new_file(folder, f"{stamp}-{str(summary.get('run_id', 'run'))[:8]}")
     path.write_text(body, encoding="utf-8")
     if command:
         try:
@@ -53,3 +53,15 @@ def raise_alert(summary: dict, warehouse_path: str, command: str | None) -> Path
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.warning("alert hook could not run: %s", exc)
     return path
+
+
+def _new_file(folder: Path, stem: str) -> Path:
+    """A file name not used yet: an alert never overwrites another (two in one second are two files)."""
+    for n in range(1, 1000):
+        path = folder / (f"{stem}.json" if n == 1 else f"{stem}-{n}.json")
+        try:
+            path.touch(exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"too many alerts named {stem} in {folder}")

@@ -182,7 +182,7 @@ def _report(warehouse: WarehouseResource, result) -> int:
     if summary["status"] != "failed":
         print("run succeeded")
         return EXIT_OK
-    for alert in sorted((Path(warehouse.file).resolve().parent / "alerts").glob(f"*-{result.run_id[:8]}.json")):
+    for alert in sorted((Path(warehouse.file).resolve().parent / "alerts").glob(f"*-{result.run_id[:8]}*.json")):
         print(f"alert written to {alert}")
     if summary.get("failure_reason"):
         print("run FAILED: a step failed; nothing of this run was published past that step.")

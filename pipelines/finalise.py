@@ -79,13 +79,17 @@ def finalise_run(
 ) -> dict:
     """Record the run's end in `runs`, refresh the dashboard, alert on failure; the run summary."""
     from consent.dashboard import render_dashboard
-    from consent.runs import finish_run, run_summary
+    from consent.runs import already_finished, finish_run, run_summary
 
     evaluations = check_evaluations(instance, run_id)
     failures = step_failures(instance, run_id)
     failed_errors = [e.check_name for e in evaluations if is_failed_error(e)]
     status = "failed" if failures or failed_errors else "succeeded"
     with connect() as con:
+        if already_finished(con, run_id):
+            # Once per run: `dagster job execute` sets the resources up again after the run ends
+            # (to load outputs); that second teardown must not record or alert twice.
+            return run_summary(con, run_id)
         finish_run(
             con, run_id, status=status, checks_failed=failed_errors or (["run failed"] if failures else []),
             check_outcomes=outcomes_of(evaluations), failure_reason="; ".join(failures) or None,
