@@ -97,7 +97,10 @@ def finalise_run(
         summary = run_summary(con, run_id)
         dashboard = Path(warehouse_path).resolve().parent / "dashboard.html"
         if dashboard.exists():
-            render_dashboard(con, dashboard)
+            try:
+                render_dashboard(con, dashboard)
+            except Exception as exc:  # the run's record and its alert matter more than the page
+                log.warning("dashboard not refreshed: %s", type(exc).__name__)
     if status == "failed":
         summary.update(status="failed", failed_checks=failed_checks(evaluations))
         if failures:
