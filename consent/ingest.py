@@ -167,8 +167,15 @@ def stage_exports(
 
     started = time.perf_counter()
     pairs: set[Pair] = set()
-    for _, ctx, read in reads:
-        pairs.update(phone_pairs(read, ctx))
+    for n, (stat, ctx, read) in enumerate(reads):
+        try:
+            pairs.update(phone_pairs(read, ctx))
+        except FILE_FAILURES as exc:  # a row the build could not key: that file only
+            failed = unreadable_file(Path(exports_dir) / stat.source_file, exc, "could not be read",
+                                     rows_read=max(read.row_count, 1))
+            reads[n] = (stat, ctx, failed)
+            stat.rows_read = failed.row_count
+            stat.notes.extend(failed.notes)
     resolved = resolve_phones(sorted(pairs, key=lambda p: (p[0], p[1] or "")))
     seconds["normalise"] = time.perf_counter() - started
     crash_point("after_normalising")
@@ -202,16 +209,15 @@ def stage_exports(
 
 
 # Whatever one file does to its reader, the night goes on: the file becomes one quarantined row.
-FILE_FAILURES = (RecursionError, MemoryError, Exception)
+# (RecursionError and MemoryError are Exceptions too; KeyboardInterrupt and SystemExit are not.)
+FILE_FAILURES = Exception
 HEAD_BYTES = 4096
 
 
 def read_file(adapter: Adapter, export: ExportFile, ctx: FileContext, config, policy: Policy) -> FileRead:
     """The file's rows; a file its adapter cannot read at all is one quarantined row with the reason."""
     try:
-        read = adapter(export.path.read_bytes(), ctx, config, policy)
-        phone_pairs(read, ctx)  # a row the build could not key would fail the whole batch later
-        return read
+        return adapter(export.path.read_bytes(), ctx, config, policy)
     except FILE_FAILURES as exc:
         return unreadable_file(export.path, exc, "could not be read")
 
