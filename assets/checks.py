@@ -69,7 +69,8 @@ def ledger_rows_are_well_formed(context: dg.AssetCheckExecutionContext, warehous
 def opted_in_rows_have_evidence(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
         # The rows this run decided (every row on a full run); the others were validated when written.
-        decided = " WHERE phone_e164 IN (SELECT phone_e164 FROM stg_touched)" if table_exists(con, "stg_touched") else ""
+        decided = (" WHERE business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched)"
+                   if table_exists(con, "stg_touched") else "")
         status = con.execute(f"SELECT * FROM consent_status{decided}").pl()
     frame = consent_status_suite.rows_to_validate(status)
     return suite_check_result(validate(frame, consent_status_suite.build_suite, "consent_status", docs_dir(warehouse, context)))

@@ -1,30 +1,42 @@
--- opt-outs-honoured: every opt-out and the first message of that category sent after it (honoured when there is none)
+-- opt-outs-honoured: every opt-out and the first message of that category the same business sent after it (honoured when there is none)
 WITH opt_outs AS (
-    SELECT phone_e164, purpose, valid_from AS opted_out_at, valid_to
+    SELECT business, contact_id, purpose, valid_from AS opted_out_at, valid_to
     FROM consent_status_history
     WHERE status = 'opted_out'
 ),
 
+-- a message's recipient: its number, or the number its BSUID is linked to, or the BSUID
+linked AS (
+    SELECT business, whatsapp_user_id, arg_max(phone_e164, (linked_at, phone_e164)) AS phone
+    FROM identifier_links
+    WHERE phone_e164 IS NOT NULL AND whatsapp_user_id IS NOT NULL
+    GROUP BY ALL
+),
+
 sends AS (
     SELECT
-        message_id,
-        recipient_e164,
-        min(status_at) AS sent_at,
-        any_value(pricing_category) FILTER (WHERE pricing_category IS NOT NULL) AS category
-    FROM message_statuses
-    GROUP BY ALL
+        m.message_id,
+        m.business,
+        coalesce(any_value(m.recipient_e164), any_value(l.phone), any_value(m.recipient_user_id)) AS recipient,
+        min(m.status_at) AS sent_at,
+        any_value(m.pricing_category) FILTER (WHERE m.pricing_category IS NOT NULL) AS category
+    FROM message_statuses AS m
+    LEFT JOIN linked AS l ON l.business = m.business AND l.whatsapp_user_id = m.recipient_user_id
+    GROUP BY m.message_id, m.business
 ),
 
 first_after AS (
     SELECT
-        o.phone_e164,
+        o.business,
+        o.contact_id,
         o.purpose,
         o.opted_out_at,
         min(s.sent_at) AS first_message_at,
         arg_min(s.message_id, s.sent_at) AS first_message_id
     FROM opt_outs AS o
     LEFT JOIN sends AS s
-        ON s.recipient_e164 = o.phone_e164
+        ON s.business = o.business
+        AND s.recipient = o.contact_id
         AND s.category = o.purpose
         AND s.sent_at > o.opted_out_at
         AND s.sent_at < coalesce(o.valid_to, TIMESTAMP '9999-12-31')
@@ -32,11 +44,12 @@ first_after AS (
 )
 
 SELECT
-    salted_hash(phone_e164) AS contact_hash,
+    business,
+    salted_hash(contact_id) AS contact_hash,
     purpose,
     opted_out_at,
     first_message_at,
     first_message_id,
     first_message_at IS NULL AS honoured
 FROM first_after
-ORDER BY opted_out_at, contact_hash, purpose
+ORDER BY opted_out_at, business, contact_hash, purpose

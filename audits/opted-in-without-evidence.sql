@@ -1,6 +1,7 @@
 -- opted-in-without-evidence: opted_in rows missing method, date, channel or lineage (must be empty)
 SELECT
-    salted_hash(phone_e164) AS contact_hash,
+    business,
+    salted_hash(contact_id) AS contact_hash,
     purpose,
     consent_method,
     consent_at,

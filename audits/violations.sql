@@ -8,7 +8,8 @@ SELECT
     v.occurred_at,
     v.source_file,
     v.source_line,
-    salted_hash(v.phone_e164) AS contact_hash,
+    v.business,
+    salted_hash(v.contact_id) AS contact_hash,
     v.event_id
 FROM consent_violations AS v
 ORDER BY v.severity, v.rule, v.source_file, v.source_line

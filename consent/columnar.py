@@ -33,7 +33,7 @@ from consent.events import (
     parse_bool,
     parse_purposes,
     parse_timestamp,
-    phone_key,
+    phone_keys,
 )
 from consent.phones import PhoneBook
 
@@ -46,7 +46,7 @@ def _strip(expr: pl.Expr) -> pl.Expr:
 
 def phone_pairs(read: FileRead, ctx: FileContext) -> set[tuple[str, str | None]]:
     """Every (raw, region hint) pair the file's rows are normalised by."""
-    pairs = {phone_key(row, ctx) for row in read.rows if row.needs_phone}
+    pairs = {key for row in read.rows for key in phone_keys(row, ctx)}
     if read.table is not None and read.table.height:
         frame = _canonical(read.table, ctx).select("phone", "hint").unique().collect()
         pairs.update((raw, hint or None) for raw, hint in frame.iter_rows())
@@ -113,7 +113,7 @@ def build_file(
     if table is not None and table.height:
         fast, slow_positions = _build_table(table, ctx, phones, purposes, ingested_at, run_id)
         rows.extend(table.source_rows(slow_positions))
-    lookup = phones.lookup({phone_key(row, ctx) for row in rows if row.needs_phone})
+    lookup = phones.lookup({key for row in rows for key in phone_keys(row, ctx)})
     built = build_events(rows, ctx, lookup, purposes, ingested_at, run_id)
     if table is None:
         return built
@@ -123,6 +123,7 @@ def build_file(
         quarantine=built.quarantine.sort(in_file_order),
         skipped=built.skipped,
         sends=built.sends,
+        links=built.links,
     )
 
 
@@ -141,8 +142,10 @@ def _build_table(
     frame = _parsed(frame, "checkbox_pre_ticked", parse_bool, pl.Boolean)
     frame = _parsed(frame, "bundled_with_terms", parse_bool, pl.Boolean)
     ordinary = (
-        pl.col("event_type_lower").is_in(list(EVENT_TYPES))
+        pl.col("event_type_lower").is_in([t for t in EVENT_TYPES if t != "number_change"])
         & pl.col("phone_e164").is_not_null()
+        # rows naming a WhatsApp user ID (validated, linked) are left to Python
+        & (pl.col("whatsapp_user_id") == "")
         & pl.col("occurred_at__ok")
         & pl.col("acquisition_source__ok")
         & pl.col("purposes__ok")
@@ -187,6 +190,8 @@ def _build_table(
         pl.lit(ingested_at, dtype=pl.Datetime("us")).alias("ingested_at"),
         pl.lit(run_id).alias("run_id"),
         pl.lit([], dtype=pl.List(pl.Utf8)).alias("warnings"),
+        pl.lit(ctx.business).alias("business"),
+        *(pl.lit(None, dtype=pl.Utf8).alias(c) for c in ("whatsapp_user_id", "parent_user_id", "changed_to")),
     )
     return events.cast(EVENT_SCHEMA), slow
 

@@ -67,12 +67,15 @@ def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path) -> int:
     purposes = [p for (p,) in con.execute("SELECT DISTINCT purpose FROM consent_status ORDER BY 1").fetchall()]
 
     # -- headline figures ---------------------------------------------------------------
-    contacts = con.execute("SELECT count(DISTINCT phone_e164) FROM consent_status").fetchone()[0]
+    # A contact is one person as known to one business (by number, or by BSUID alone).
+    contacts = con.execute("SELECT count(*) FROM (SELECT DISTINCT business, contact_id FROM consent_status)").fetchone()[0]
     tiles = [("contacts", f"{contacts:,}", "")]
     for purpose in purposes:
         n = con.execute("SELECT count(*) FROM consent_status WHERE purpose = ? AND sendable", [purpose]).fetchone()[0]
         tiles.append((f"sendable: {purpose}", f"{n:,}", "good"))
-    opted_out = con.execute("SELECT count(DISTINCT phone_e164) FROM consent_status WHERE status = 'opted_out'").fetchone()[0]
+    opted_out = con.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT business, contact_id FROM consent_status WHERE status = 'opted_out')"
+    ).fetchone()[0]
     quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
     refused = con.execute("SELECT count(DISTINCT event_id) FROM consent_violations WHERE refused").fetchone()[0]
     findings = (
@@ -94,6 +97,15 @@ def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path) -> int:
         f'<div class="tile {cls}"><div class="v">{html.escape(v)}</div><div class="k">{html.escape(k)}</div></div>'
         for k, v, cls in tiles
     ) + "</div>")
+
+    # -- per business: consent is given to a named business (rules, section 10) ---------------
+    columns, per_business = _rows(con, """
+        SELECT business, count(DISTINCT contact_id) AS contacts,
+               count(DISTINCT contact_id) FILTER (WHERE phone_e164 IS NULL) AS known_by_bsuid_only,
+               count(*) FILTER (WHERE sendable) AS sendable_contact_purposes,
+               count(DISTINCT contact_id) FILTER (WHERE status = 'opted_out') AS opted_out
+        FROM consent_status GROUP BY ALL ORDER BY business""")
+    parts.append(_section("Businesses", _table(columns, per_business, "No contacts yet.")))
 
     charts: list[str] = []
     # -- opt-ins and opt-outs over time per channel ------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Mapping
@@ -19,17 +20,28 @@ import polars as pl
 
 from consent.phones import NormalisedPhone
 # The canonical event frame has the ledger's columns (defined once, in consent/schema.py).
-from consent.schema import EVENT_SCHEMA, QUARANTINE_SCHEMA, SEND_SCHEMA, SKIPPED_SCHEMA
+from consent.schema import EVENT_SCHEMA, LINK_SCHEMA, QUARANTINE_SCHEMA, SEND_SCHEMA, SKIPPED_SCHEMA
 
-EVENT_TYPES = ("opt_in", "opt_in_request", "opt_in_confirm", "opt_out", "resume", "inbound_message")
+EVENT_TYPES = (
+    "opt_in", "opt_in_request", "opt_in_confirm", "opt_out", "resume", "inbound_message",
+    # The person's number changed (WhatsApp `user_changed_number`): `changed_to` holds the new one.
+    "number_change",
+)
 OPT_IN_TYPES = ("opt_in", "opt_in_request", "opt_in_confirm")
 ACQUISITION_SOURCES = ("organic", "purchased", "rented", "scraped", "partner", "implied")
 CANONICAL_CSV_COLUMNS = (
     "phone", "country", "event_type", "purposes", "occurred_at", "consent_method",
     "notice_version", "checkbox_pre_ticked", "bundled_with_terms",
-    "acquisition_source", "evidence_ref",
+    "acquisition_source", "evidence_ref", "whatsapp_user_id",
 )
-REQUIRED_CSV_COLUMNS = ("phone", "event_type")
+REQUIRED_CSV_COLUMNS = ("event_type",)
+# A row names its person by one of these at least (a file with neither column is refused).
+IDENTIFIER_CSV_COLUMNS = ("phone", "whatsapp_user_id")
+
+# Business-scoped user IDs (consent-rules.md section 9): ISO country code, a period, up to 128
+# letters and digits; a parent BSUID has "ENT." after the country code.
+BSUID = re.compile(r"[A-Z]{2}\.[A-Za-z0-9]{1,128}")
+PARENT_BSUID = re.compile(r"[A-Z]{2}\.ENT\.[A-Za-z0-9]{1,128}")
 
 _TRUE = {"true", "yes", "1", "y", "t"}
 _FALSE = {"false", "no", "0", "n", "f"}
@@ -63,6 +75,11 @@ class SourceRow:
     # CSV rows keep their cells; the raw JSON is built only if the row is rejected.
     header: list[str] | None = None
     record: list[str] | None = None
+    # Webhooks: the business phone number the item came through (`metadata.phone_number_id`).
+    phone_number_id: str | None = None
+    # Identifiers the item shows together (each: phone (raw), user_id, parent_user_id,
+    # previous_user_id): each becomes an identifier link, kept with the row's lineage.
+    links: list[dict] | None = None
 
     @property
     def raw_text(self) -> str:
@@ -73,6 +90,15 @@ class SourceRow:
     @property
     def needs_phone(self) -> bool:
         return self.error is None and (self.skip_reason is None or self.send is not None)
+
+    def phone_texts(self) -> list[str]:
+        """Every phone spelling the row needs normalised: its own, a new number, its links'."""
+        if self.error is not None:
+            return []
+        texts = [self.fields.get("phone") or ""] if self.needs_phone else []
+        texts += [self.fields.get("changed_to") or ""] if self.fields.get("changed_to") else []
+        texts += [link["phone"] for link in self.links or () if link.get("phone")]
+        return texts
 
 
 def event_id(channel: str, identity: str) -> str:
@@ -179,12 +205,40 @@ class FileContext:
     timezone: str = "UTC"
     default_region: str | None = None
     date_format: str | None = None
+    # The business of the file's channel folder (businesses.yaml; `default` without it) and,
+    # when businesses.yaml exists, the business of each WhatsApp phone_number_id.
+    business: str = "default"
+    number_businesses: dict[str, str] | None = None
 
 
-def phone_key(row: SourceRow, ctx: FileContext) -> tuple[str, str | None]:
-    """The (raw, region hint) pair a row's number is normalised by."""
+def phone_key(row: SourceRow, ctx: FileContext, text: str | None = None) -> tuple[str, str | None]:
+    """The (raw, region hint) pair a row's number (or `text`, another number of the row) is normalised by."""
     hint = _text(row.fields.get("country")) or ctx.default_region or None
-    return (row.fields.get("phone") or "", hint.upper() if hint else None)
+    return (row.fields.get("phone") or "" if text is None else text, hint.upper() if hint else None)
+
+
+def phone_keys(row: SourceRow, ctx: FileContext) -> list[tuple[str, str | None]]:
+    return [phone_key(row, ctx, text) for text in row.phone_texts()]
+
+
+def business_of(row: SourceRow, ctx: FileContext) -> str:
+    """The business a row is for: its WhatsApp number's, else its folder's (RowError if unclaimed)."""
+    if row.phone_number_id is None or ctx.number_businesses is None:
+        return ctx.business
+    business = ctx.number_businesses.get(row.phone_number_id)
+    if business is None:
+        raise RowError("phone_number_id of the webhook is not claimed by any business in businesses.yaml")
+    return business
+
+
+def user_id(value: str | None, parent: bool = False) -> str | None:
+    """A valid BSUID (or parent BSUID), None when empty; RowError when malformed (never quoted: personal data)."""
+    text = _text(value)
+    if text is None:
+        return None
+    if not (PARENT_BSUID if parent else BSUID).fullmatch(text) or (not parent and PARENT_BSUID.fullmatch(text)):
+        raise RowError(f"invalid WhatsApp {'parent ' if parent else ''}user ID (expected CC.{'ENT.' if parent else ''} and up to 128 letters or digits)")
+    return text
 
 
 @dataclass
@@ -193,6 +247,7 @@ class BuiltBatch:
     quarantine: pl.DataFrame
     skipped: pl.DataFrame
     sends: pl.DataFrame
+    links: pl.DataFrame
 
 
 def build_events(
@@ -217,6 +272,7 @@ def build_events(
     quarantine: list[dict] = []
     skipped: list[dict] = []
     sends: list[dict] = []
+    links: list[tuple] = []
 
     def reject(row: SourceRow, reason: str, into: list[dict]) -> None:
         into.append(
@@ -235,14 +291,23 @@ def build_events(
         )
 
     for row in rows:
+        if row.error is None:
+            try:
+                business = business_of(row, ctx)
+            except RowError as exc:
+                row.error = str(exc)
         if row.send is not None and row.error is None:
             recipient = phones[phone_key(row, ctx)]
-            if recipient.is_valid and row.send.get("message_id"):
+            recipient_user = _valid_or_none(row.send.get("recipient_user_id"))
+            if (recipient.is_valid or recipient_user) and row.send.get("message_id"):
                 sends.append(
                     {**row.send, "status_at": row.occurred_at, "recipient_e164": recipient.phone_e164,
+                     "recipient_user_id": recipient_user, "business": business,
                      "source_file": ctx.source_file, "source_line": row.line, "source_pointer": row.pointer,
                      "ingested_at": ingested_at, "run_id": run_id}
                 )
+        if row.links and row.error is None:
+            links.extend(_links(row, ctx, phones, business, ingested_at, run_id))
         if row.skip_reason is not None:
             reject(row, row.skip_reason, skipped)
             continue
@@ -258,10 +323,24 @@ def build_events(
                 raise RowError(f"unknown event type {event_type[:40]!r}")
             key = phone_key(row, ctx)
             hint = key[1]
-            phone = phones[key]
-            if not phone.is_valid:
-                raise RowError(phone.invalid_reason or "invalid phone number")
             warnings: list[str] = []
+            bsuid = user_id(f.get("whatsapp_user_id"))
+            parent = user_id(f.get("parent_user_id"), parent=True)
+            phone = phones[key] if key[0].strip() else None
+            if phone is None and not (bsuid or parent):
+                raise RowError("no phone number and no WhatsApp user ID")
+            if phone is not None and not phone.is_valid:
+                if not (bsuid or parent):
+                    raise RowError(phone.invalid_reason or "invalid phone number")
+                # The person is still known by the BSUID: the event is kept against it.
+                warnings.append(f"{phone.invalid_reason or 'invalid phone number'}: kept against the WhatsApp user ID")
+                phone = None
+            changed_to = None
+            if event_type == "number_change":
+                new = phones.get(phone_key(row, ctx, f.get("changed_to") or "")) if f.get("changed_to") else None
+                if new is None or not new.is_valid:
+                    raise RowError("number change without a valid new number")
+                changed_to = new.phone_e164
             occurred_at = row.occurred_at or _lenient(read_timestamp, f.get("occurred_at"), None, event_type, warnings)
             source = _lenient(read_source, f.get("acquisition_source"), "organic", event_type, warnings)
             # one tuple in EVENT_SCHEMA order (building a frame from tuples is cheaper than from dicts)
@@ -271,9 +350,9 @@ def build_events(
                 event_type,  # event_type
                 f.get("phone") or "",  # phone_raw
                 hint,  # country_hint
-                phone.phone_e164,  # phone_e164
-                phone.phone_region,  # phone_region
-                phone.phone_type,  # phone_type
+                phone.phone_e164 if phone else None,  # phone_e164
+                phone.phone_region if phone else None,  # phone_region
+                phone.phone_type if phone else None,  # phone_type
                 list(_lenient(read_purposes, f.get("purposes"), (), event_type, warnings)),  # purposes
                 occurred_at,  # occurred_at
                 (_text(f.get("consent_method")) or "").lower() or None,  # consent_method
@@ -289,18 +368,59 @@ def build_events(
                 ingested_at,  # ingested_at
                 run_id,  # run_id
                 warnings,  # warnings
+                business,  # business
+                bsuid,  # whatsapp_user_id
+                parent,  # parent_user_id
+                changed_to,  # changed_to
             )
         except RowError as exc:
             reject(row, str(exc), quarantine)
             continue
         events.append(event)
+        if phone is not None and (bsuid or parent) and not row.links:
+            # An export row naming the person by number and BSUID links them.
+            ids = (phone.phone_e164, bsuid, parent, None)
+            links.append(link_row(business, ids, occurred_at or ingested_at, event[0], ctx, row, ingested_at, run_id))
 
     return BuiltBatch(
         events=pl.DataFrame(events, schema=EVENT_SCHEMA, orient="row"),
         quarantine=pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA),
         skipped=pl.DataFrame(skipped, schema=SKIPPED_SCHEMA),
         sends=pl.DataFrame(sends, schema=SEND_SCHEMA),
+        links=pl.DataFrame(links, schema=LINK_SCHEMA, orient="row"),
     )
+
+
+def _valid_or_none(value: str | None, parent: bool = False) -> str | None:
+    try:
+        return user_id(value, parent)
+    except RowError:
+        return None
+
+
+def _links(row: SourceRow, ctx: FileContext, phones, business: str, ingested_at: datetime, run_id: str) -> list[tuple]:
+    """Identifier links the row shows (two identifiers or more, each valid), with its lineage.
+
+    One row per distinct link: `link_id` hashes the identifiers, so seeing the same link again
+    adds nothing (publish keeps the earliest sighting)."""
+    out = []
+    for link in row.links or ():
+        phone = phones.get(phone_key(row, ctx, link["phone"])) if link.get("phone") else None
+        e164 = phone.phone_e164 if phone is not None and phone.is_valid else None
+        ids = (e164, _valid_or_none(link.get("user_id")), _valid_or_none(link.get("parent_user_id"), parent=True),
+               _valid_or_none(link.get("previous_user_id")))
+        if sum(i is not None for i in ids) >= 2:
+            eid = event_id(ctx.channel, row.identity) if row.skip_reason is None and row.identity else None
+            out.append(link_row(business, ids, row.occurred_at or ingested_at, eid, ctx, row, ingested_at, run_id))
+    return out
+
+
+def link_row(business: str, ids: tuple, linked_at: datetime, eid: str | None, ctx: FileContext, row: SourceRow,
+             ingested_at: datetime, run_id: str) -> tuple:
+    """One `identifier_links` row (LINK_SCHEMA order); ids = (phone, BSUID, parent BSUID, previous BSUID)."""
+    link_id = event_id("link", "\x1f".join([business, *(i or "" for i in ids)]))
+    return (link_id, business, *ids, linked_at, eid, ctx.channel, ctx.source_file, row.line, row.pointer,
+            ingested_at, run_id)
 
 
 def raw_json(value: object) -> str:

@@ -22,6 +22,7 @@ from consent.channels import Adapter, FileRead, adapter_for
 from consent.columnar import build_file, phone_pairs
 from consent.events import (
     EVENT_SCHEMA,
+    LINK_SCHEMA,
     QUARANTINE_SCHEMA,
     SEND_SCHEMA,
     SKIPPED_SCHEMA,
@@ -34,7 +35,7 @@ from consent.faults import crash_point
 from consent.phones import PhoneBook
 from consent.policy import ChannelsFile, Policy
 
-CONFIG_FILES = {"channels.yaml", "policy.yaml"}
+CONFIG_FILES = {"channels.yaml", "policy.yaml", "businesses.yaml"}
 _DIGITS = re.compile(r"\d{5,}")
 Pair = tuple[str, str | None]
 PhoneResolver = Callable[[list[Pair]], PhoneBook]
@@ -76,6 +77,7 @@ class StagedExports:
     quarantine: pl.DataFrame
     skipped: pl.DataFrame
     sends: pl.DataFrame
+    links: pl.DataFrame
     files: list[FileStats]
     ignored: list[str]
     seconds: dict[str, float]
@@ -155,6 +157,8 @@ def stage_exports(
                 timezone=config.timezone,
                 default_region=config.default_region,
                 date_format=config.date_format,
+                business=channels.business_of(export.channel),
+                number_businesses=channels.number_businesses(),
             )
             read = read_file(adapter, export, ctx, config, policy)
             stat.rows_read = read.row_count
@@ -181,7 +185,7 @@ def stage_exports(
     crash_point("after_normalising")
 
     started = time.perf_counter()
-    frames: dict[str, list[pl.DataFrame]] = {"events": [], "quarantine": [], "skipped": [], "sends": []}
+    frames: dict[str, list[pl.DataFrame]] = {"events": [], "quarantine": [], "skipped": [], "sends": [], "links": []}
     done = 0
     total = sum(stat.rows_read for stat, _, _ in reads)
     for n, (stat, ctx, read) in enumerate(reads):
@@ -192,6 +196,7 @@ def stage_exports(
         frames["quarantine"].append(built.quarantine)
         frames["skipped"].append(built.skipped)
         frames["sends"].append(built.sends)
+        frames["links"].append(built.links)
         done += stat.rows_read
         if progress:
             progress("building events", done, total)
@@ -202,6 +207,7 @@ def stage_exports(
         quarantine=_concat(frames["quarantine"], QUARANTINE_SCHEMA),
         skipped=_concat(frames["skipped"], SKIPPED_SCHEMA),
         sends=_concat(frames["sends"], SEND_SCHEMA),
+        links=_concat(frames["links"], LINK_SCHEMA),
         files=stats,
         ignored=ignored,
         seconds=seconds,

@@ -39,6 +39,8 @@ class Notice:
     valid_from: datetime | None
     valid_until: datetime | None
     source_file: str
+    # The business (businesses.yaml) the notice was shown for; None: any.
+    business: str | None = None
     names_business: bool = field(init=False, default=False)
     mentions_whatsapp: bool = field(init=False, default=False)
     says_how_to_opt_out: bool = field(init=False, default=False)
@@ -51,6 +53,8 @@ class Notice:
         self.mentions_whatsapp = "whatsapp" in text.lower()
         self.says_how_to_opt_out = bool(_OPT_OUT_WORDS.search(text + " " + (self.opt_out_instructions or "")))
         evidence = {k: v for k, v in asdict(self).items() if k not in ("source_file", "content_hash")}
+        if self.business is None:  # hashed as before business existed: old notices keep their hash
+            del evidence["business"]
         self.content_hash = hashlib.sha256(json.dumps(evidence, sort_keys=True, default=str).encode()).hexdigest()
 
     @property
@@ -118,7 +122,8 @@ def parse_notice(path: Path, relative: str) -> Notice:
     if not text:
         raise ValueError("missing the text shown to people")
     unknown = set(meta) - {"version", "text", "business_name", "channels", "purposes", "frequency",
-                           "opt_out_instructions", "privacy_policy_url", "valid_from", "valid_until"}
+                           "opt_out_instructions", "privacy_policy_url", "valid_from", "valid_until",
+                           "business"}
     if unknown:
         raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
     return Notice(
@@ -133,6 +138,7 @@ def parse_notice(path: Path, relative: str) -> Notice:
         valid_from=_moment(meta.get("valid_from")),
         valid_until=_moment(meta.get("valid_until")),
         source_file=relative,
+        business=(str(meta["business"]).strip() if meta.get("business") else None),
     )
 
 
@@ -171,6 +177,7 @@ class NoticeTerms:
     valid_from: datetime | None
     valid_until: datetime | None
     deficiencies: tuple[str, ...]
+    business: str | None = None
 
     def valid_at(self, moment: datetime) -> bool:
         """The notice was in force at `moment` (from `valid_from`, until before `valid_until`)."""
@@ -180,8 +187,10 @@ class NoticeTerms:
 
 
 def terms_from_rows(rows: list[tuple]) -> dict[str, NoticeTerms]:
-    """(version, purposes, valid_from, valid_until, names_business, mentions_whatsapp, says_how_to_opt_out) rows."""
+    """(version, purposes, valid_from, valid_until, names_business, mentions_whatsapp, says_how_to_opt_out,
+    business) rows."""
     return {
-        version: NoticeTerms(frozenset(purposes or []), valid_from, valid_until, deficiencies(names, whatsapp, opt_out))
-        for version, purposes, valid_from, valid_until, names, whatsapp, opt_out in rows
+        version: NoticeTerms(frozenset(purposes or []), valid_from, valid_until, deficiencies(names, whatsapp, opt_out),
+                             business)
+        for version, purposes, valid_from, valid_until, names, whatsapp, opt_out, business in rows
     }

@@ -10,6 +10,7 @@ before anything is read.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -54,6 +55,12 @@ class Policy(BaseModel):
     # "error" fails the run (CLI exit 1); "warn" is reported only. Either way a
     # refused opt-in never grants consent. Rules not named keep their default.
     rule_severity: dict[str, Severity] = Field(default_factory=default_severities)
+    # Rules, section 9: on a number change the new number keeps the opt-outs; its consents end
+    # too (`end`) unless `carry` (then they move with their original evidence).
+    number_change: Literal["end", "carry"] = "end"
+    # Rules, section 10: a STOP ends the consent given to that business (`business`) or to every
+    # business of the warehouse (`all_businesses`).
+    opt_out_scope: Literal["business", "all_businesses"] = "business"
     # Missing notice is a warning only; set true to refuse such opt-ins.
     require_notice_version: bool = False
     # Retention (rules, section 8): raw export rows, and evidence after consent ends.
@@ -133,13 +140,42 @@ class ChannelConfig(BaseModel):
         return value
 
 
+class BusinessConfig(BaseModel):
+    """One business of businesses.yaml: its channel folders and its WhatsApp phone number ids."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channels: list[str] = Field(default_factory=list)
+    whatsapp_phone_number_ids: list[str] = Field(default_factory=list)
+
+
+DEFAULT_BUSINESS = "default"
+
+
 class ChannelsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
+    # From businesses.yaml (consent-rules.md section 10); empty: one business, `default`.
+    businesses: dict[str, BusinessConfig] = Field(default_factory=dict)
 
     def for_channel(self, name: str) -> ChannelConfig:
         return self.channels.get(name, ChannelConfig())
+
+    def business_of(self, channel: str) -> str:
+        for name, business in self.businesses.items():
+            if channel in business.channels:
+                return name
+        return DEFAULT_BUSINESS
+
+    def number_businesses(self) -> dict[str, str] | None:
+        """WhatsApp phone_number_id -> business; None without businesses.yaml (everything is `default`)."""
+        if not self.businesses:
+            return None
+        return {str(n): name for name, b in self.businesses.items() for n in b.whatsapp_phone_number_ids}
+
+    def business_names(self) -> list[str]:
+        return sorted(self.businesses) or [DEFAULT_BUSINESS]
 
 
 def _load_yaml(path: Path) -> dict:
@@ -169,7 +205,40 @@ def load_policy(path: Path | None) -> Policy:
 
 
 def load_channels(exports_dir: Path) -> ChannelsFile:
+    """channels.yaml and businesses.yaml of the exports folder (each optional)."""
     path = exports_dir / "channels.yaml"
+    channels = _validated(ChannelsFile, _load_yaml(path), path) if path.exists() else ChannelsFile()
+    if channels.businesses:
+        raise ConfigError(f"{path}: businesses belong in businesses.yaml, not channels.yaml")
+    channels.businesses = load_businesses(exports_dir)
+    return channels
+
+
+class _BusinessesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    businesses: dict[str, BusinessConfig]
+
+
+def load_businesses(exports_dir: Path) -> dict[str, BusinessConfig]:
+    """businesses.yaml: who each channel folder and WhatsApp number belongs to. A folder or number
+    claimed twice, or a channel folder no business claims, is a configuration error: never a guess."""
+    path = exports_dir / "businesses.yaml"
     if not path.exists():
-        return ChannelsFile()
-    return _validated(ChannelsFile, _load_yaml(path), path)
+        return {}
+    businesses = _validated(_BusinessesFile, _load_yaml(path), path).businesses
+    if not businesses:
+        raise ConfigError(f"{path}: no business is named")
+    for kind, claims in (("channel folder", "channels"), ("phone_number_id", "whatsapp_phone_number_ids")):
+        owner: dict[str, str] = {}
+        for name, business in businesses.items():
+            for item in getattr(business, claims):
+                if str(item) in owner and owner[str(item)] != name:
+                    raise ConfigError(f"{path}: {kind} {item!r} is claimed by both {owner[str(item)]!r} and {name!r}")
+                owner[str(item)] = name
+    claimed = {c for b in businesses.values() for c in b.channels}
+    folders = sorted(p.name for p in exports_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "notices")
+    unclaimed = [f for f in folders if f not in claimed]
+    if unclaimed:
+        raise ConfigError(f"{path}: channel folder {unclaimed[0]!r} is not claimed by any business")
+    return businesses

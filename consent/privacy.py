@@ -1,9 +1,10 @@
 """Privacy operations (consent-rules.md section 8): erasure, access, retention.
 
-Plain Python over a DuckDB connection. A contact is named by its E.164
-number; everything the warehouse keeps about it is found by that number, and
+Plain Python over a DuckDB connection. A person is named by an E.164 number
+or a BSUID; everything the warehouse keeps about it is found by that
+identifier and every identifier linked to it (`identifier_links`), and
 free-text rows (quarantine, skipped items, the phone cache) by the digits of
-its national number, so every spelling is caught.
+each national number or the BSUID text, so every spelling is caught.
 """
 
 from __future__ import annotations
@@ -33,10 +34,6 @@ def number_digits(phone_e164: str) -> str:
     return phonenumbers.national_significant_number(parsed)
 
 
-def _digits_match_sql(column: str) -> str:
-    return f"strpos(regexp_replace(coalesce({column}, ''), '[^0-9]', '', 'g'), $digits) > 0"
-
-
 @dataclass
 class ErasureReport:
     phone_hash: str
@@ -48,44 +45,87 @@ class ErasureReport:
     cache_entries_removed: int = 0
     staging_rows_removed: int = 0
     files_still_containing: list[str] = field(default_factory=list)
+    # Every identifier erased (the one given and those linked to it); not printed: personal data.
+    identifiers: list[str] = field(default_factory=list, repr=False)
 
 
-def erase(con: duckdb.DuckDBPyConnection, phone_e164: str, salt: str, erased_at: datetime, reason: str) -> ErasureReport:
-    """Remove the number everywhere, keep tombstones and a suppression entry, in one transaction."""
-    hashed = phone_hash(phone_e164, salt)
-    params = {"phone": phone_e164, "digits": number_digits(phone_e164)}
-    report = ErasureReport(phone_hash=hashed)
+def linked_identifiers(con: duckdb.DuckDBPyConnection, identifier: str) -> list[str]:
+    """The identifier and every identifier linked to it (numbers, BSUIDs, parent and previous BSUIDs),
+    following `identifier_links` a few steps (a person's BSUID, its parent, the BSUID it replaced)."""
+    found = {identifier}
+    for _ in range(3):
+        rows = con.execute(
+            """
+            SELECT DISTINCT unnest([phone_e164, whatsapp_user_id, parent_user_id, previous_user_id])
+            FROM identifier_links
+            WHERE list_has_any([phone_e164, whatsapp_user_id, parent_user_id, previous_user_id], $ids)
+            """,
+            {"ids": sorted(found)},
+        ).fetchall()
+        more = {v for (v,) in rows if v} - found
+        if not more:
+            break
+        found |= more
+    return sorted(found)
+
+
+def _person_sql(phone: str, user: str) -> str:
+    """A row of the person: its number column among the numbers, its BSUID column among the BSUIDs."""
+    return f"({phone} IN (SELECT unnest($phones)) OR {user} IN (SELECT unnest($users)))"
+
+
+def _text_match_sql(column: str) -> str:
+    """Free text (raw rows) holding any spelling of the numbers, or any of the BSUIDs."""
+    return (f"(len(list_filter($digits, lambda d: strpos(regexp_replace(coalesce({column}, ''), '[^0-9]', '', 'g'), d) > 0)) > 0 "
+            f"OR len(list_filter($users, lambda u: strpos(coalesce({column}, ''), u) > 0)) > 0)")
+
+
+def erase(con: duckdb.DuckDBPyConnection, identifier: str, salt: str, erased_at: datetime, reason: str) -> ErasureReport:
+    """Remove the person everywhere (the number or BSUID given and every identifier linked to it),
+    keep tombstones and a suppression entry per identifier, in one transaction."""
+    hashed = phone_hash(identifier, salt)
+    ids = linked_identifiers(con, identifier)
+    phones = [i for i in ids if i.startswith("+")]
+    users = [i for i in ids if not i.startswith("+")]
+    params = {"phones": phones, "users": users, "ids": ids, "digits": [number_digits(p) for p in phones] or [""]}
+    if not phones:
+        params["digits"] = ["\x00"]  # matches no text
+    person = _person_sql("phone_e164", "whatsapp_user_id")
+    report = ErasureReport(phone_hash=hashed, identifiers=ids)
     with transaction(con):
         report.events_tombstoned = _run(
             con,
-            """
+            f"""
             INSERT OR IGNORE INTO erased_events BY NAME
             SELECT event_id, $hash AS phone_hash, channel, event_type, occurred_at, ingested_at,
                    $erased_at AS erased_at, $reason AS reason
-            FROM consent_events WHERE phone_e164 = $phone
+            FROM consent_events WHERE {person} OR parent_user_id IN (SELECT unnest($users))
             """,
             {**params, "hash": hashed, "erased_at": erased_at, "reason": reason},
         ).fetchone()[0]
-        _delete(con, "consent_events", "phone_e164 = $phone", params)
-        report.statuses_removed = _delete(con, "consent_status", "phone_e164 = $phone", params)
-        report.violations_removed = _delete(con, "consent_violations", "phone_e164 = $phone", params)
-        _delete(con, "consent_status_history", "phone_e164 = $phone", params)
-        _delete(con, "message_statuses", "recipient_e164 = $phone", params)
-        report.quarantine_removed = _delete(con, "quarantine", _digits_match_sql("raw_row"), params)
-        report.skipped_removed = _delete(con, "skipped_items", _digits_match_sql("raw_row"), params)
+        _delete(con, "consent_events", f"{person} OR parent_user_id IN (SELECT unnest($users))", params)
+        report.statuses_removed = _delete(con, "consent_status", f"{person} OR contact_id IN (SELECT unnest($ids))", params)
+        report.violations_removed = _delete(con, "consent_violations", "contact_id IN (SELECT unnest($ids))", params)
+        _delete(con, "consent_status_history", "contact_id IN (SELECT unnest($ids))", params)
+        _delete(con, "message_statuses", _person_sql("recipient_e164", "recipient_user_id"), params)
+        _delete(con, "identifier_links", "list_has_any([phone_e164, whatsapp_user_id, parent_user_id, previous_user_id], $ids)", params)
+        report.quarantine_removed = _delete(con, "quarantine", _text_match_sql("raw_row"), params)
+        report.skipped_removed = _delete(con, "skipped_items", _text_match_sql("raw_row"), params)
         report.cache_entries_removed = _delete(
-            con, "phone_cache", f"phone_e164 = $phone OR {_digits_match_sql('phone_raw')}", params
+            con, "phone_cache", f"phone_e164 IN (SELECT unnest($phones)) OR {_text_match_sql('phone_raw')}", params
         )
         for table, condition in (
-            ("stg_consent_events", "phone_e164 = $phone"),
-            ("stg_touched", "phone_e164 = $phone"),
-            ("stg_quarantine", _digits_match_sql("raw_row")),
-            ("stg_skipped", _digits_match_sql("raw_row")),
-            ("stg_message_statuses", "recipient_e164 = $phone"),
+            ("stg_consent_events", person),
+            ("stg_touched", "split_part(contact_key, chr(31), 2) IN (SELECT unnest($ids))"),
+            ("stg_quarantine", _text_match_sql("raw_row")),
+            ("stg_skipped", _text_match_sql("raw_row")),
+            ("stg_message_statuses", _person_sql("recipient_e164", "recipient_user_id")),
+            ("stg_identifier_links", "list_has_any([phone_e164, whatsapp_user_id, parent_user_id, previous_user_id], $ids)"),
         ):
             if table_exists(con, table):
                 report.staging_rows_removed += _delete(con, table, condition, params)
-        upsert(con, "suppression_list", {"phone_hash": hashed, "erased_at": erased_at, "reason": reason})
+        for erased in ids:
+            upsert(con, "suppression_list", {"phone_hash": phone_hash(erased, salt), "erased_at": erased_at, "reason": reason})
     return report
 
 
@@ -98,9 +138,9 @@ def _delete(con, table: str, condition: str, params: dict) -> int:
     return _run(con, f"DELETE FROM {table} WHERE {condition}", params).fetchone()[0]
 
 
-def files_containing(exports_dir: Path, phone_e164: str) -> list[str]:
-    """Export files (outside the warehouse) whose text holds the number in any spelling."""
-    digits = number_digits(phone_e164)
+def files_containing(exports_dir: Path, identifier: str) -> list[str]:
+    """Export files (outside the warehouse) whose text holds the number in any spelling, or the BSUID."""
+    digits = number_digits(identifier) if identifier.startswith("+") else None
     found = []
     if not exports_dir.is_dir():
         return found
@@ -112,7 +152,7 @@ def files_containing(exports_dir: Path, phone_e164: str) -> list[str]:
                 break
             except UnicodeDecodeError:
                 continue
-        if digits in re.sub(r"\D", "", text):
+        if (digits in re.sub(r"\D", "", text)) if digits else identifier in text:
             found.append(path.relative_to(exports_dir).as_posix())
     return found
 
@@ -129,13 +169,13 @@ def suppress_staged(con: duckdb.DuckDBPyConnection) -> int:
         CREATE OR REPLACE TEMP TABLE suppressed AS
         SELECT s.event_id, s.channel, s.source_file, s.source_line, s.source_pointer, s.file_hash, s.ingested_at, s.run_id
         FROM stg_consent_events s
-        JOIN suppression_list p ON p.phone_hash = salted_hash(s.phone_e164)
+        JOIN suppression_list p ON p.phone_hash = salted_hash(s.phone_e164) OR p.phone_hash = salted_hash(s.whatsapp_user_id)
         WHERE NOT EXISTS (
             SELECT 1 FROM (
-                SELECT phone_e164, event_type, occurred_at FROM stg_consent_events
-                UNION ALL SELECT phone_e164, event_type, occurred_at FROM consent_events
+                SELECT phone_e164, whatsapp_user_id, event_type, occurred_at FROM stg_consent_events
+                UNION ALL SELECT phone_e164, whatsapp_user_id, event_type, occurred_at FROM consent_events
             ) o
-            WHERE o.phone_e164 = s.phone_e164 AND o.event_type IN ('opt_in', 'opt_in_confirm')
+            WHERE (o.phone_e164 = s.phone_e164 OR o.whatsapp_user_id = s.whatsapp_user_id) AND o.event_type IN ('opt_in', 'opt_in_confirm')
               AND o.occurred_at > p.erased_at
         ) OR s.occurred_at IS NULL OR s.occurred_at <= p.erased_at
         """
@@ -171,23 +211,33 @@ def access_report(con: duckdb.DuckDBPyConnection, phone_e164: str, salt: str) ->
         columns = [d[0] for d in cursor.description]
         return [dict(zip(columns, r)) for r in cursor.fetchall()]
 
-    params = {"phone": phone_e164}
-    digits = {"digits": number_digits(phone_e164)}
-    hashed = phone_hash(phone_e164, salt)
+    ids = linked_identifiers(con, phone_e164)
+    phones = [i for i in ids if i.startswith("+")]
+    users = [i for i in ids if not i.startswith("+")]
+    params = {"phones": phones, "users": users}
+    person = _person_sql("phone_e164", "whatsapp_user_id")
+    contacts = {"ids": ids}
+    text = {"digits": [number_digits(p) for p in phones] or ["\x00"], "users": users}
+    hashes = {"hashes": [phone_hash(i, salt) for i in ids]}
     report = {
         "phone_e164": phone_e164,
-        "consent_status": rows("SELECT * FROM consent_status WHERE phone_e164 = $phone ORDER BY purpose", params),
+        "identifiers": ids,
+        "identifier_links": rows(
+            "SELECT * FROM identifier_links WHERE list_has_any([phone_e164, whatsapp_user_id, parent_user_id, "
+            "previous_user_id], $ids) ORDER BY linked_at, link_id", contacts),
+        "consent_status": rows("SELECT * FROM consent_status WHERE contact_id IN (SELECT unnest($ids)) ORDER BY ALL", contacts),
         "consent_events": rows(
-            "SELECT * EXCLUDE (file_hash) FROM consent_events WHERE phone_e164 = $phone ORDER BY occurred_at NULLS LAST, event_id",
+            f"SELECT * EXCLUDE (file_hash) FROM consent_events WHERE {person} ORDER BY occurred_at NULLS LAST, event_id",
             params,
         ),
-        "consent_violations": rows("SELECT * FROM consent_violations WHERE phone_e164 = $phone ORDER BY ALL", params),
+        "consent_violations": rows("SELECT * FROM consent_violations WHERE contact_id IN (SELECT unnest($ids)) ORDER BY ALL", contacts),
         "consent_status_history": rows(
-            "SELECT * FROM consent_status_history WHERE phone_e164 = $phone ORDER BY purpose, valid_from", params
+            "SELECT * FROM consent_status_history WHERE contact_id IN (SELECT unnest($ids)) ORDER BY business, purpose, valid_from",
+            contacts,
         ),
-        "quarantine": rows(f"SELECT * FROM quarantine WHERE {_digits_match_sql('raw_row')} ORDER BY ALL", digits),
-        "erased_events": rows("SELECT * FROM erased_events WHERE phone_hash = $hash ORDER BY ALL", {"hash": hashed}),
-        "suppressed": rows("SELECT * FROM suppression_list WHERE phone_hash = $hash", {"hash": hashed}),
+        "quarantine": rows(f"SELECT * FROM quarantine WHERE {_text_match_sql('raw_row')} ORDER BY ALL", text),
+        "erased_events": rows("SELECT * FROM erased_events WHERE phone_hash IN (SELECT unnest($hashes)) ORDER BY ALL", hashes),
+        "suppressed": rows("SELECT * FROM suppression_list WHERE phone_hash IN (SELECT unnest($hashes))", hashes),
     }
     return json.loads(json.dumps(report, default=str))
 
@@ -222,6 +272,7 @@ def purge_retention(
             """
             CREATE OR REPLACE TEMP TABLE ended AS
             SELECT e.phone_e164 FROM consent_events e
+            WHERE e.phone_e164 IS NOT NULL  -- events kept against a BSUID alone are not purged by age
             GROUP BY e.phone_e164
             HAVING max(coalesce(e.occurred_at, e.ingested_at)) < $cutoff
                AND NOT EXISTS (SELECT 1 FROM consent_status s WHERE s.phone_e164 = e.phone_e164 AND s.status = 'opted_in')
@@ -231,6 +282,6 @@ def purge_retention(
         contacts = con.execute("SELECT count(*) FROM ended").fetchone()[0]
         events = con.execute("DELETE FROM consent_events WHERE phone_e164 IN (SELECT phone_e164 FROM ended)").fetchone()[0]
         for table in ("consent_status", "consent_violations", "consent_status_history"):
-            con.execute(f"DELETE FROM {table} WHERE phone_e164 IN (SELECT phone_e164 FROM ended)")
+            con.execute(f"DELETE FROM {table} WHERE contact_id IN (SELECT phone_e164 FROM ended)")
         con.execute("DELETE FROM message_statuses WHERE recipient_e164 IN (SELECT phone_e164 FROM ended)")
     return RetentionReport(raw_rows_cleared=raw, contacts_purged=contacts, events_purged=events)

@@ -25,18 +25,32 @@ from consent.rules import ASSESSED
 from consent.schema import HISTORY_SCHEMA, STATUS_SCHEMA, VIOLATION_SCHEMA
 
 STATUSES = ("opted_in", "opted_out", "pending", "expired", "no_consent")
-_APPLY_RANK = {"opt_in": 0, "opt_in_request": 0, "opt_in_confirm": 0, "resume": 1, "inbound_message": 1, "opt_out": 2}
+_APPLY_RANK = {
+    "opt_in": 0, "opt_in_request": 0, "opt_in_confirm": 0, "resume": 1, "inbound_message": 1, "opt_out": 2,
+    "number_change": 2,
+}
 
-# Columns the state machine reads from the ledger, in this order.
-INPUT_COLUMNS = (
+# Columns the state machine reads from the ledger, in this order. `contact_key` (business and
+# contact id) groups a contact's events; `inherited` marks events that reach the contact from
+# another (the old number of a number change; an all-businesses opt-out): they apply, but their
+# violations belong to the contact that gave them.
+CONTACT_COLUMNS = ("contact_key", "business", "contact_id", "inherited", "whatsapp_user_id", "changed_to")
+LEDGER_COLUMNS = (
     "phone_e164", "event_id", "channel", "event_type", "purposes", "occurred_at",
     "ingested_at", "consent_method", "notice_version", "checkbox_pre_ticked",
     "bundled_with_terms", "acquisition_source", "source_file", "source_line",
 )
+INPUT_COLUMNS = CONTACT_COLUMNS + LEDGER_COLUMNS
 
 @dataclass(slots=True)
 class Event:
-    phone_e164: str
+    contact_key: str
+    business: str
+    contact_id: str
+    inherited: bool
+    whatsapp_user_id: str | None
+    changed_to: str | None
+    phone_e164: str | None
     event_id: str
     channel: str
     event_type: str
@@ -178,6 +192,10 @@ class ConsentStateMachine:
         notice = self._notice(event)
         return notice is not None and bool(notice.deficiencies)
 
+    def _breaks_notice_names_other_business(self, event: Event, double_opt_in: bool) -> bool:
+        notice = self._notice(event)
+        return notice is not None and notice.business is not None and notice.business != event.business
+
     def _covered(self, result: ContactResult, event: Event, purposes: list[str], notice_version: str | None) -> list[str]:
         """The purposes the notice shown actually asks for: consent is granted for those only."""
         notice = self.notices.get(notice_version or "")
@@ -189,6 +207,8 @@ class ConsentStateMachine:
         return [p for p in purposes if p in notice.purposes]
 
     def _violate(self, result: ContactResult, event: Event, rule: str) -> None:
+        if event.inherited:  # recorded once, on the contact that gave the event
+            return
         result.violations.append(Violation(event, rule, self.policy.severity(rule), self.policy.refuses(rule)))
 
     def run(self, events: list[Event]) -> ContactResult:
@@ -290,6 +310,22 @@ class ConsentStateMachine:
             if state.status == "opted_out" and prior is not None and prior.consent_at <= state.opted_out_at:
                 state.move("opted_in", event.effective_at, event, prior)
 
+    def _on_number_change(self, result: ContactResult, event: Event) -> None:
+        """Rules, section 9: the old number's consents end at the change (it may be reassigned);
+        the new number keeps the opt-outs, and the consents only with `number_change: carry`
+        (then with their original evidence, decided by the change). An opt-out stays an opt-out."""
+        carry = event.contact_id == event.changed_to and self.policy.number_change == "carry"
+        for state in result.states.values():
+            if carry:
+                if state.status == "opted_in":
+                    state.move("opted_in", event.effective_at, event)
+                continue
+            # Nothing given before the change can be restored by a later START.
+            state.last_valid_consent = None
+            state.pending_request = None
+            if state.status in ("opted_in", "pending", "expired"):
+                state.move("no_consent", event.effective_at, event, None)
+
     def _advance(self, result: ContactResult, moment: datetime) -> None:
         """Apply what time alone changes up to `moment`: unconfirmed requests and old consents expire."""
         for state in result.states.values():
@@ -308,6 +344,24 @@ def _events(frame: pl.DataFrame) -> Iterator[Event]:
     return map(Event, *(frame.get_column(c).to_list() for c in INPUT_COLUMNS))
 
 
+def with_contacts(events: pl.DataFrame) -> pl.DataFrame:
+    """Ledger rows as the state machine reads them. Rows read straight from the ledger (not through
+    the `contact_events` view) are their own contact: business `default` unless given, the number
+    (else the BSUID) as contact id, nothing inherited."""
+    if "contact_key" in events.columns:
+        return events
+    missing = {
+        "business": pl.lit("default"), "whatsapp_user_id": pl.lit(None, pl.Utf8), "changed_to": pl.lit(None, pl.Utf8),
+        "parent_user_id": pl.lit(None, pl.Utf8),
+    }
+    events = events.with_columns(**{k: v for k, v in missing.items() if k not in events.columns})
+    contact = pl.coalesce("phone_e164", "whatsapp_user_id", "parent_user_id")
+    return events.with_columns(
+        contact_id=contact, inherited=pl.lit(False),
+        contact_key=pl.concat_str([pl.col("business"), contact], separator="\x1f"),
+    )
+
+
 def reconcile(
     events: pl.DataFrame,
     policy: Policy,
@@ -321,8 +375,8 @@ def reconcile(
     warehouse bounds memory by calling this on ranges of contacts.)
     """
     machine = ConsentStateMachine(policy, as_of, notices)
-    ordered = events.select(INPUT_COLUMNS).sort("phone_e164", maintain_order=True)
-    contacts = ordered["phone_e164"].n_unique() if progress else 0
+    ordered = with_contacts(events).select(INPUT_COLUMNS).sort("contact_key", maintain_order=True)
+    contacts = ordered["contact_key"].n_unique() if progress else 0
     return _reconcile_sorted(ordered, machine, progress, contacts, count(1))
 
 
@@ -336,11 +390,19 @@ def _reconcile_sorted(
     statuses: list[tuple] = []
     violations: list[tuple] = []
     history: list[tuple] = []
-    for phone, group in groupby(_events(ordered), key=lambda e: e.phone_e164):
+    for _, group in groupby(_events(ordered), key=lambda e: e.contact_key):
         done = next(counter)
         if progress and (done % 10_000 == 0 or done == contacts):
             progress("reconciling contacts", done, contacts)
-        result = machine.run(list(group))
+        events = list(group)
+        business, contact = events[0].business, events[0].contact_id
+        # A contact is its number (E.164), or its BSUID while no number is linked to it.
+        phone = contact if contact.startswith("+") else None
+        user = contact if phone is None else max(
+            ((e.effective_at, e.whatsapp_user_id) for e in events if e.whatsapp_user_id and not e.inherited),
+            default=(None, None),
+        )[1]
+        result = machine.run(events)
         for purpose, s in result.states.items():
             ev, out, by = s.evidence, s.opt_out_event, s.decided_by
             opted_out = s.status == "opted_out"
@@ -358,6 +420,7 @@ def _reconcile_sorted(
                     out.channel if opted_out and out else None,
                     out.event_id if opted_out and out else None,
                     by.event_id if by else None,
+                    business, contact, user,
                 )
             )
             for n, (status, since, decided_by, evidence) in enumerate(s.history):
@@ -365,13 +428,13 @@ def _reconcile_sorted(
                 history.append(
                     (phone, purpose, status, since, until, decided_by,
                      evidence.event_id if evidence else None, evidence.consent_method if evidence else None,
-                     evidence.consent_at if evidence else None)
+                     evidence.consent_at if evidence else None, business, contact)
                 )
         for v in result.violations:
             e = v.event
             violations.append(
                 (e.event_id, v.rule, v.severity, v.refused, phone, e.channel, e.event_type,
-                 e.purposes, e.occurred_at, e.source_file, e.source_line)
+                 e.purposes, e.occurred_at, e.source_file, e.source_line, business, contact)
             )
     status_df = pl.DataFrame(statuses, schema=STATUS_SCHEMA, orient="row")
     violation_df = pl.DataFrame(violations, schema=VIOLATION_SCHEMA, orient="row").unique(

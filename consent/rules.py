@@ -62,6 +62,8 @@ RULES: dict[str, Rule] = {
              "The notice was valid when the person opted in."),
         Rule("notice_deficient", "warn", False, False,
              "The notice names the business, mentions WhatsApp and says how to opt out."),
+        Rule("notice_names_other_business", "warn", True, False,
+             "The notice the person saw was shown for the business the opt-in is for (rules, section 10)."),
         Rule("notice_does_not_cover_purpose", "warn", True, False,
              "The notice states every purpose the opt-in claims (consent only for those it states).",
              assessed=False),

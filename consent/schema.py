@@ -65,10 +65,14 @@ CONSENT_EVENTS = Table(
         "consent_method": TEXT, "notice_version": TEXT, "checkbox_pre_ticked": BOOL, "bundled_with_terms": BOOL,
         "acquisition_source": TEXT, "evidence_ref": TEXT, "source_file": TEXT, "source_line": INT,
         "source_pointer": TEXT, "file_hash": TEXT, "ingested_at": TIME, "run_id": TEXT, "warnings": TEXTS,
+        # Schema version 3: who consented to whom. The business the event is for; the person's
+        # business-scoped user ID and parent BSUID (an event may carry no phone number at all);
+        # for a number change, the new number (E.164).
+        "business": TEXT, "whatsapp_user_id": TEXT, "parent_user_id": TEXT, "changed_to": TEXT,
     },
     primary_key=("event_id",),
-    not_null=("event_id", "channel", "event_type", "phone_e164", "source_file", "source_line", "file_hash",
-              "ingested_at", "run_id"),
+    not_null=("event_id", "channel", "event_type", "source_file", "source_line", "file_hash",
+              "ingested_at", "run_id", "business"),
 )
 QUARANTINE = Table(
     "quarantine", {"quarantine_id": TEXT, **_REJECT_COLUMNS},
@@ -85,26 +89,31 @@ CONSENT_STATUS = Table(
         "consent_method": TEXT, "consent_at": TIME, "channel": TEXT, "notice_version": TEXT, "event_id": TEXT,
         "source_file": TEXT, "source_line": INT, "opted_out_at": TIME, "opt_out_channel": TEXT,
         "opt_out_event_id": TEXT, "decided_by_event_id": TEXT,
+        # Schema version 3: per business; the contact is its phone number, or its BSUID while no
+        # number is linked to it (then phone_e164 is null).
+        "business": TEXT, "contact_id": TEXT, "whatsapp_user_id": TEXT,
     },
-    primary_key=("phone_e164", "purpose"),
-    not_null=("phone_e164", "purpose", "status", "sendable"),
+    primary_key=("business", "contact_id", "purpose"),
+    not_null=("business", "contact_id", "purpose", "status", "sendable"),
 )
 CONSENT_STATUS_HISTORY = Table(
     "consent_status_history",
     {
         "phone_e164": TEXT, "purpose": TEXT, "status": TEXT, "valid_from": TIME, "valid_to": TIME,
         "decided_by_event_id": TEXT, "consent_event_id": TEXT, "consent_method": TEXT, "consent_at": TIME,
+        "business": TEXT, "contact_id": TEXT,
     },
-    not_null=("phone_e164", "purpose", "status", "valid_from"),
+    not_null=("business", "contact_id", "purpose", "status", "valid_from"),
 )
 CONSENT_VIOLATIONS = Table(
     "consent_violations",
     {
         "event_id": TEXT, "rule": TEXT, "severity": TEXT, "refused": BOOL, "phone_e164": TEXT, "channel": TEXT,
         "event_type": TEXT, "purposes": TEXTS, "occurred_at": TIME, "source_file": TEXT, "source_line": INT,
+        "business": TEXT, "contact_id": TEXT,
     },
     primary_key=("event_id", "rule"),
-    not_null=("event_id", "rule", "severity", "refused", "phone_e164"),
+    not_null=("event_id", "rule", "severity", "refused", "business", "contact_id"),
 )
 SOURCE_FILES = Table(
     "source_files",
@@ -128,9 +137,12 @@ MESSAGE_STATUSES = Table(
         "message_id": TEXT, "status": TEXT, "status_at": TIME, "recipient_e164": TEXT, "pricing_category": TEXT,
         "error_codes": INTS, "source_file": TEXT, "source_line": INT, "source_pointer": TEXT, "ingested_at": TIME,
         "run_id": TEXT,
+        # Schema version 3: the business that sent it; the recipient's BSUID (a message sent to a
+        # BSUID may report no number).
+        "business": TEXT, "recipient_user_id": TEXT,
     },
     primary_key=("message_id", "status"),
-    not_null=("message_id", "status", "recipient_e164", "source_file", "ingested_at", "run_id"),
+    not_null=("message_id", "status", "source_file", "ingested_at", "run_id"),
 )
 NOTICE_COLUMNS = {
     "notice_version": TEXT, "notice_text": TEXT, "business_name": TEXT, "channels": TEXTS, "purposes": TEXTS,
@@ -140,7 +152,8 @@ NOTICE_COLUMNS = {
 }
 CONSENT_NOTICES = Table(
     "consent_notices",
-    {**NOTICE_COLUMNS, "loaded_at": TIME, "run_id": TEXT},
+    # Schema version 3: the business a notice was shown for (optional in the notice file).
+    {**NOTICE_COLUMNS, "loaded_at": TIME, "run_id": TEXT, "business": TEXT},
     primary_key=("notice_version",),
     not_null=("notice_text", "content_hash", "loaded_at", "run_id"),
 )
@@ -183,11 +196,24 @@ ERASED_EVENTS = Table(
     not_null=("phone_hash", "erased_at", "reason"),
 )
 
+IDENTIFIER_LINKS = Table(
+    # Schema version 3: phone <-> BSUID <-> parent BSUID, as webhook items and exports showed them
+    # together (or a BSUID change: previous_user_id -> whatsapp_user_id). Append-only evidence.
+    "identifier_links",
+    {
+        "link_id": TEXT, "business": TEXT, "phone_e164": TEXT, "whatsapp_user_id": TEXT, "parent_user_id": TEXT,
+        "previous_user_id": TEXT, "linked_at": TIME, "event_id": TEXT, "channel": TEXT, "source_file": TEXT,
+        "source_line": INT, "source_pointer": TEXT, "ingested_at": TIME, "run_id": TEXT,
+    },
+    primary_key=("link_id",),
+    not_null=("link_id", "business", "linked_at", "channel", "source_file", "ingested_at", "run_id"),
+)
+
 # The published tables, in creation order.
 TABLES: tuple[Table, ...] = (
     CONSENT_EVENTS, QUARANTINE, SKIPPED_ITEMS, CONSENT_STATUS, CONSENT_STATUS_HISTORY, CONSENT_VIOLATIONS,
     SOURCE_FILES, FILE_FINGERPRINTS, MESSAGE_STATUSES, CONSENT_NOTICES, PHONE_CACHE, RUNS, SUPPRESSION_LIST,
-    ERASED_EVENTS,
+    ERASED_EVENTS, IDENTIFIER_LINKS,
 )
 
 # Frames the domain builds (staging has the ledger's columns; skipped items are read as quarantine rows).
@@ -198,4 +224,5 @@ SEND_SCHEMA = MESSAGE_STATUSES.columns
 STATUS_SCHEMA = CONSENT_STATUS.columns
 HISTORY_SCHEMA = CONSENT_STATUS_HISTORY.columns
 VIOLATION_SCHEMA = CONSENT_VIOLATIONS.columns
-NOTICE_SCHEMA = NOTICE_COLUMNS
+NOTICE_SCHEMA = {**NOTICE_COLUMNS, "business": TEXT}
+LINK_SCHEMA = IDENTIFIER_LINKS.columns

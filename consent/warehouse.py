@@ -102,6 +102,7 @@ def write_staging(
     mode: str,
     as_of: datetime,
     started_at: datetime,
+    businesses: list[str] | None = None,
 ) -> None:
     """Replace the staging tables with this run's reading, in one transaction."""
     files = pl.DataFrame(
@@ -119,10 +120,11 @@ def write_staging(
         {
             "run_id": [run_id], "mode": [mode], "as_of": [as_of], "started_at": [started_at],
             "ignored": [staged.ignored], "step_seconds": [json.dumps(staged.seconds)],
+            "businesses": [businesses or ["default"]],
         },
         schema={
             "run_id": pl.Utf8, "mode": pl.Utf8, "as_of": pl.Datetime("us"), "started_at": pl.Datetime("us"),
-            "ignored": pl.List(pl.Utf8), "step_seconds": pl.Utf8,
+            "ignored": pl.List(pl.Utf8), "step_seconds": pl.Utf8, "businesses": pl.List(pl.Utf8),
         },
     )
     frames = {
@@ -130,6 +132,7 @@ def write_staging(
         "stg_quarantine": staged.quarantine,
         "stg_skipped": staged.skipped.rename({"quarantine_id": "skipped_id"}),
         "stg_message_statuses": staged.sends,
+        "stg_identifier_links": staged.links,
         "stg_notices": (notices or NoticeFolder([], [])).frame(),
         "stg_notices_refused": pl.DataFrame(
             (notices or NoticeFolder([], [])).refused, schema={"source_file": pl.Utf8, "reason": pl.Utf8}, orient="row"
@@ -191,7 +194,8 @@ def stage_run(
     staged.seconds["phone_cache_misses"] = cache.misses
     notices = read_notices(exports_dir)
     with connect() as con:
-        write_staging(con, staged, notices=notices, run_id=run_id, mode=mode, as_of=as_of, started_at=started_at)
+        write_staging(con, staged, notices=notices, run_id=run_id, mode=mode, as_of=as_of, started_at=started_at,
+                      businesses=channels.business_names())
     return staged
 
 
@@ -237,6 +241,7 @@ def publish(
             # Erased numbers stay out unless a new consent dated after the erasure arrives.
             suppressed = suppress_staged(con)
             sql.run(con, "append_ledger")
+            sql.run(con, "register_links")
             sql.run(con, "register_files", {"run_id": run.run_id})
         crash_point("publish_after_ledger")
         notices = register_notices(con, run)
@@ -263,7 +268,9 @@ def register_notices(con: duckdb.DuckDBPyConnection, run: StagedRun) -> dict[str
 
 
 def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, policy: Policy, full: bool) -> None:
-    """`stg_touched`: the contacts to decide again (new events, or time alone may change them)."""
+    """`stg_touched`: the contacts to decide again (new events, new links, or time alone may change them)."""
+    con.execute("SET VARIABLE opt_out_all_businesses = ?", [policy.opt_out_scope == "all_businesses"])
+    sql.run(con, "contact_events")
     sql.run(
         con,
         "touched_contacts",
@@ -310,7 +317,7 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame
 
 
 def _contact_ranges(con: duckdb.DuckDBPyConnection, events_per_range: int) -> list[tuple[str, str, int]]:
-    """(first number, last number, contacts) of consecutive ranges of touched contacts,
+    """(first contact key, last contact key, contacts) of consecutive ranges of touched contacts,
     each holding about `events_per_range` ledger events (a contact is never split)."""
     ranges: list[tuple[str, str, int]] = []
     start, last, events, contacts = None, None, 0, 0

@@ -25,7 +25,7 @@ EVIDENCE = [
 
 def rows_to_validate(status: pl.DataFrame) -> pl.DataFrame:
     return status.select(
-        pl.col("phone_e164").hash().alias("contact_key"), phone_is_e164(), "purpose", "status",
+        pl.struct("business", "contact_id").hash().alias("contact_key"), phone_is_e164(), "purpose", "status",
         *[column for column, _ in EVIDENCE], "notice_version",
     )
 
@@ -52,7 +52,7 @@ def build_suite() -> gx.ExpectationSuite:
             expect_e164(),
             gx.expectations.ExpectCompoundColumnsToBeUnique(
                 column_list=["contact_key", "purpose"],
-                description="One row per contact and purpose.", meta={"severity": "error"},
+                description="One row per business, contact and purpose.", meta={"severity": "error"},
             ),
             gx.expectations.ExpectColumnValuesToNotBeNull(
                 column="notice_version", row_condition=opted_in, condition_parser="pandas",

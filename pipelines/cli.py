@@ -80,7 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write the sendable list of a purpose, or the suppression list")
     export.add_argument("--purpose", help="purpose of the sendable list (or filter of the suppression list)")
     export.add_argument("--suppression", action="store_true", help="numbers opted out (for upload to a provider)")
-    export.add_argument("--format", choices=("txt", "csv", "json"), help="default: txt (one E.164 per line); csv for --suppression")
+    export.add_argument("--format", choices=("txt", "csv", "json"),
+                        help="default: txt (one contact per line: E.164, or the BSUID of a contact without a number); "
+                             "csv for --suppression")
+    export.add_argument("--business", help="the business the list is for (required when the warehouse holds several)")
     export.add_argument("--out", help="file to write (default: standard output)")
     export.add_argument("--warehouse", help=WAREHOUSE_HELP)
     runs = sub.add_parser("runs", help="print the last runs")
@@ -396,34 +399,51 @@ def command_audit(args) -> int:
 
 def command_export(args) -> int:
     warehouse = _warehouse(args)
+    try:
+        businesses = [b for (b,) in read_only_query(warehouse, "SELECT DISTINCT business FROM consent_status ORDER BY 1")[1]]
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.business is None and len(businesses) > 1:
+        raise UsageError(f"the warehouse holds {len(businesses)} businesses ({', '.join(businesses)}): "
+                         "name the one the list is for with --business (consent is given to one business)")
+    business = args.business or (businesses[0] if businesses else "default")
+    # A contact is named by number, by BSUID, or both (a contact known only by BSUID has no number).
     if args.suppression:
-        where = "status = 'opted_out'" + (" AND purpose = $purpose" if args.purpose else "")
-        query = f"SELECT phone_e164, purpose, opted_out_at, opt_out_channel FROM consent_status WHERE {where} ORDER BY ALL"
+        where = "business = $business AND status = 'opted_out'" + (" AND purpose = $purpose" if args.purpose else "")
+        query = ("SELECT phone_e164, whatsapp_user_id, business, purpose, opted_out_at, opt_out_channel "
+                 f"FROM consent_status WHERE {where} ORDER BY ALL")
     else:
         if not args.purpose:
             raise UsageError("export needs --purpose (the sendable list) or --suppression")
-        query = "SELECT phone_e164 FROM consent_status WHERE purpose = $purpose AND sendable ORDER BY phone_e164"
+        query = ("SELECT phone_e164, whatsapp_user_id FROM consent_status "
+                 "WHERE business = $business AND purpose = $purpose AND sendable ORDER BY contact_id")
+    fmt = args.format or ("csv" if args.suppression else "txt")
+    if fmt == "txt":
+        query = query.replace("SELECT phone_e164, whatsapp_user_id", "SELECT coalesce(phone_e164, whatsapp_user_id) AS contact", 1)
     try:
-        columns, rows = read_only_query(warehouse, query, {"purpose": args.purpose})
+        columns, rows = read_only_query(warehouse, query, {"purpose": args.purpose, "business": business})
         erased = read_only_query(warehouse, "SELECT count(*) FROM suppression_list")[1][0][0] if args.suppression else 0
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from exc
-    fmt = args.format or ("csv" if args.suppression else "txt")
     if args.out:
         with open(args.out, "w", encoding="utf-8", newline="") as handle:
             _print_rows(columns, rows, fmt, handle)
-        print(f"wrote {len(rows)} numbers to {args.out}", file=sys.stderr)
+        print(f"wrote {len(rows)} contacts of {business} to {args.out}", file=sys.stderr)
     else:
         _print_rows(columns, rows, fmt)
     if erased:
-        print(f"note: {erased} erased numbers are on the suppression list as salted hashes only; "
+        print(f"note: {erased} erased identifiers are on the suppression list as salted hashes only; "
               "they are kept out of every import and cannot be exported", file=sys.stderr)
     return EXIT_OK
 
 
 def _contact(number: str, country: str | None) -> str:
+    """An E.164 number (any spelling of it), or a business-scoped user ID as it is."""
+    from consent.events import BSUID, PARENT_BSUID
     from consent.phones import normalise, wa_id_to_raw
 
+    if BSUID.fullmatch(number.strip()) or PARENT_BSUID.fullmatch(number.strip()):
+        return number.strip()
     result = normalise(wa_id_to_raw(number) if number.strip().isdigit() and not country else number, country)
     if not result.is_valid:
         raise UsageError(f"not a valid phone number: {result.invalid_reason}")
@@ -453,10 +473,10 @@ def command_erase(args) -> int:
             old_report.unlink()
     finally:
         lock.release()
-    report.files_still_containing = files_containing(exports, phone)
+    report.files_still_containing = sorted({f for i in report.identifiers or [phone] for f in files_containing(exports, i)})
     print(f"erased contact {report.phone_hash} (salted hash, now on the suppression list)")
     for key, value in report.__dict__.items():
-        if key not in ("phone_hash", "files_still_containing"):
+        if key not in ("phone_hash", "files_still_containing", "identifiers"):
             print(f"  {key.replace('_', ' ')}: {value}")
     if report.files_still_containing:
         print("export files outside the warehouse that still contain the number (delete or redact them):")

@@ -84,10 +84,14 @@ def test_status_and_ledger_suites_find_each_broken_row():
     at = datetime(2026, 11, 1)
     status = pl.DataFrame(
         [
-            ("+4915112345678", "marketing", "opted_in", True, at, "checkbox", at, "web_form", "v1", "e1", "f.csv", 2, None, None, None, "e1"),
-            ("+4915112345678", "marketing", "opted_in", True, at, None, at, "web_form", None, "e2", "f.csv", 3, None, None, None, "e2"),
-            ("+447400123456", "utility", "opted_out", False, at, None, None, None, None, None, None, None, at, "whatsapp", "e3", "e3"),
-            ("4471", "utility", "maybe", False, at, None, None, None, None, None, None, None, None, None, None, None),
+            ("+4915112345678", "marketing", "opted_in", True, at, "checkbox", at, "web_form", "v1", "e1", "f.csv", 2, None, None, None, "e1", "default", "+4915112345678", None),
+            ("+4915112345678", "marketing", "opted_in", True, at, None, at, "web_form", None, "e2", "f.csv", 3, None, None, None, "e2", "default", "+4915112345678", None),
+            ("+447400123456", "utility", "opted_out", False, at, None, None, None, None, None, None, None, at, "whatsapp", "e3", "e3", "default", "+447400123456", None),
+            ("4471", "utility", "maybe", False, at, None, None, None, None, None, None, None, None, None, None, None, "default", "4471", None),
+            # a contact known only by its BSUID: no number, nothing wrong
+            (None, "marketing", "opted_out", False, at, None, None, None, None, None, None, None, at, "whatsapp", "e4", "e4", "default", "US.13491208655302741918", "US.13491208655302741918"),
+            # the same number at another business is another contact
+            ("+447400123456", "utility", "opted_out", False, at, None, None, None, None, None, None, None, at, "whatsapp", "e5", "e5", "acme_bank", "+447400123456", None),
         ],
         schema=STATUS_SCHEMA,
         orient="row",

@@ -11,31 +11,53 @@ import pytest
 from tests.conftest import FIXTURES, query, run_cli
 
 V1 = FIXTURES / "warehouse_v1"
+# Written by the code on main before business-scoped identities (schema version 2, commit 4ff99da).
+V2 = FIXTURES / "warehouse_v2"
+
+
+def _unpack(fixture: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "wh" / "consent.duckdb"
+    path.parent.mkdir()
+    with gzip.open(fixture / "consent.duckdb.gz") as packed, path.open("wb") as out:
+        shutil.copyfileobj(packed, out)
+    (path.parent / ".hash_salt").write_text((fixture / "hash_salt").read_text())
+    return path
 
 
 @pytest.fixture
 def v1_warehouse(tmp_path: Path) -> Path:
     """The file written by the code before schema versions (commit 4df4994), with its salt beside it."""
-    path = tmp_path / "wh" / "consent.duckdb"
-    path.parent.mkdir()
-    with gzip.open(V1 / "consent.duckdb.gz") as packed, path.open("wb") as out:
-        shutil.copyfileobj(packed, out)
-    (path.parent / ".hash_salt").write_text((V1 / "hash_salt").read_text())
-    return path
+    return _unpack(V1, tmp_path)
 
 
-def _everything(path: Path) -> dict:
+@pytest.fixture(params=[V1, V2], ids=["v1", "v2"])
+def old_warehouse(request, tmp_path: Path) -> Path:
+    """A file written by an earlier version: before schema versions, and at version 2."""
+    return _unpack(request.param, tmp_path)
+
+
+TABLES = ("consent_events", "consent_status", "consent_status_history", "consent_violations", "quarantine",
+          "skipped_items", "source_files", "message_statuses", "consent_notices", "suppression_list",
+          "erased_events", "phone_cache")
+
+
+def _columns(path: Path, table: str) -> list[str]:
+    return [c for (c,) in query(path, f"SELECT column_name FROM duckdb_columns() WHERE table_name = '{table}' ORDER BY column_index")]
+
+
+def _everything(path: Path, columns: dict[str, list[str]] | None = None) -> dict:
+    """Every row of every table, in the columns given (the old layout's), else all."""
     return {
-        table: sorted(query(path, f"SELECT * FROM {table}"), key=repr)
-        for table in ("consent_events", "consent_status", "consent_status_history", "consent_violations", "quarantine",
-                      "skipped_items", "source_files", "message_statuses", "consent_notices", "suppression_list",
-                      "erased_events", "phone_cache")
+        table: sorted(query(path, f"SELECT {', '.join((columns or {}).get(table) or ['*'])} FROM {table}"), key=repr)
+        for table in TABLES
     }
 
 
-def test_an_old_warehouse_is_migrated_in_place_by_the_next_run_and_loses_nothing(v1_warehouse, tmp_path):
+def test_an_old_warehouse_is_migrated_in_place_by_the_next_run_and_loses_nothing(old_warehouse, tmp_path):
     from consent.migrations import LATEST
 
+    v1_warehouse = old_warehouse
+    old_columns = {table: _columns(v1_warehouse, table) for table in TABLES}
     before = _everything(v1_warehouse)
     old_runs = query(v1_warehouse, "SELECT run_id, status, new_events FROM runs ORDER BY started_at")
     assert len(before["consent_events"]) == 14 and len(old_runs) == 2
@@ -45,14 +67,21 @@ def test_an_old_warehouse_is_migrated_in_place_by_the_next_run_and_loses_nothing
     # The same exports again, two days later: nothing new, and the erased number stays out.
     assert run_cli(exports, v1_warehouse, as_of="2026-11-12T00:00:00Z") == 0
     assert query(v1_warehouse, "SELECT max(version) FROM schema_version") == [(LATEST,)]
-    assert [v for (v,) in query(v1_warehouse, "SELECT version FROM schema_version ORDER BY version")] == list(range(1, LATEST + 1))
-    after = _everything(v1_warehouse)
+    versions = [v for (v,) in query(v1_warehouse, "SELECT version FROM schema_version ORDER BY version")]
+    # every step in order: from 1 (recorded on migration) or from the version the file was created at
+    assert versions == list(range(versions[0], LATEST + 1)) and versions[0] in (1, 2)
+    after = _everything(v1_warehouse, old_columns)
     for table in ("consent_events", "consent_status", "consent_status_history", "consent_violations", "quarantine",
                   "suppression_list", "erased_events", "consent_notices", "message_statuses"):
         assert after[table] == before[table], table
     runs = query(v1_warehouse, "SELECT run_id, status, new_events, failure_reason FROM runs ORDER BY started_at")
     assert [r[:3] for r in runs[:2]] == old_runs and runs[2][1:] == ("succeeded", 0, None)
     assert query(v1_warehouse, "SELECT count(*) FROM consent_events WHERE phone_e164 = '+4915201234567'") == [(0,)]
+    # Existing rows belong to the one business there was; statuses are keyed by contact.
+    for table in ("consent_events", "consent_status", "consent_status_history", "consent_violations", "message_statuses"):
+        assert query(v1_warehouse, f"SELECT DISTINCT business FROM {table}") in ([("default",)], []), table
+    assert query(v1_warehouse, "SELECT count(*) FROM consent_status WHERE contact_id IS DISTINCT FROM phone_e164") == [(0,)]
+    assert query(v1_warehouse, "SELECT count(*) FROM identifier_links") == [(0,)]
 
 
 def test_reading_an_old_warehouse_says_how_to_migrate_it(v1_warehouse, capsys):
@@ -62,7 +91,9 @@ def test_reading_an_old_warehouse_says_how_to_migrate_it(v1_warehouse, capsys):
     err = capsys.readouterr().err
     assert "schema version 1" in err and "consent migrate" in err and "Traceback" not in err
     assert main(["migrate", "--warehouse", str(v1_warehouse)]) == 0
-    assert "schema version 2" in capsys.readouterr().out
+    from consent.migrations import LATEST
+
+    assert f"schema version {LATEST}" in capsys.readouterr().out
     assert main(["runs", "--warehouse", str(v1_warehouse)]) == 0
 
 
@@ -83,9 +114,10 @@ def test_a_failed_migration_leaves_the_file_as_it_was(v1_warehouse, monkeypatch)
     assert query(v1_warehouse, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version'") == [(0,)]
 
 
-def test_a_new_warehouse_is_created_at_the_latest_version_with_the_same_tables_as_a_migrated_one(v1_warehouse, tmp_path):
+def test_a_new_warehouse_is_created_at_the_latest_version_with_the_same_tables_as_a_migrated_one(old_warehouse, tmp_path):
     from pipelines.resources import WarehouseResource
 
+    v1_warehouse = old_warehouse
     fresh = tmp_path / "fresh.duckdb"
     for path in (fresh, v1_warehouse):
         with WarehouseResource(path=str(path)).connect():
@@ -97,3 +129,6 @@ def test_a_new_warehouse_is_created_at_the_latest_version_with_the_same_tables_a
     fresh_layout = [r for r in query(fresh, layout) if r[0] in published]
     migrated_layout = [r for r in query(v1_warehouse, layout) if r[0] in published]
     assert fresh_layout == migrated_layout
+    keys = ("SELECT table_name, constraint_column_names FROM duckdb_constraints() "
+            "WHERE constraint_type = 'PRIMARY KEY' ORDER BY ALL")
+    assert query(fresh, keys) == query(v1_warehouse, keys)

@@ -17,7 +17,7 @@ import duckdb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consent.policy import ChannelsFile, Policy
+from consent.policy import Policy, load_channels
 from consent.migrations import ensure_schema
 from consent.warehouse import publish, stage_run
 
@@ -28,8 +28,19 @@ SPELLINGS = {
     "+12015550123": ["+12015550123", "(201) 555-0123|US"],
 }
 BAD_PHONES = ["4.47911E+11", "12345|DE", "", "call me"]
+# Each person's business-scoped user ID (rules, section 9): exports and webhooks may name them by it alone.
+BSUIDS = {"+4915112345678": "DE.1001", "+447400123456": "GB.2002", "+12015550123": "US.3003"}
 COLUMNS = ["phone", "country", "event_type", "purposes", "occurred_at", "consent_method", "notice_version",
-           "checkbox_pre_ticked", "acquisition_source"]
+           "checkbox_pre_ticked", "acquisition_source", "whatsapp_user_id"]
+# Two businesses (rules, section 10): webhooks reach one or the other by their phone_number_id.
+BUSINESSES_YAML = """businesses:
+  acme_shoes:
+    channels: [web_form, in_app, whatsapp]
+    whatsapp_phone_number_ids: ["111"]
+  acme_bank:
+    channels: [email_link, preference_center]
+    whatsapp_phone_number_ids: ["222"]
+"""
 
 
 @st.composite
@@ -45,17 +56,33 @@ def csv_rows(draw):
         phone, country, event_type, draw(st.sampled_from(["marketing", "utility", "marketing;utility", ""])), when,
         draw(st.sampled_from(["checkbox", "", "imported"])), draw(st.sampled_from(["v1", ""])),
         draw(st.sampled_from(["false", "true", "", "maybe"])), draw(st.sampled_from(["organic", "", "purchased"])),
+        draw(st.sampled_from(["", "", BSUIDS[contact], "XX.not valid"])),
     ]
 
 
 @st.composite
 def webhook_lines(draw):
-    contact = draw(st.sampled_from(sorted(SPELLINGS)))[1:]
+    """A message (by number, by BSUID alone as a username user sends it, or both) or a delivered
+    status that links the two, to one of two businesses' numbers."""
+    number = draw(st.sampled_from(sorted(SPELLINGS)))
+    contact, user = number[1:], BSUIDS[number]
     body = draw(st.sampled_from(["STOP", "hello", "START", "stop!"]))
     stamp = int(datetime(2026, 11, 1).timestamp()) + draw(st.integers(0, 15 * 86400))
-    mid = f"wamid.{draw(st.integers(0, 30))}"
-    payload = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
-        "messages": [{"from": contact, "id": mid, "timestamp": str(stamp), "type": "text", "text": {"body": body}}]}}]}]}
+    # WhatsApp's message id names one message: a redelivery repeats it with the same content.
+    mid = f"wamid.{draw(st.integers(0, 30))}.{stamp}.{body}.{contact}"
+    by = draw(st.sampled_from(["number", "bsuid", "both"]))
+    wa = {"wa_id": contact} if by != "bsuid" else {}
+    uid = {"user_id": user} if by != "number" else {}
+    value = {"messaging_product": "whatsapp",
+             "metadata": {"display_phone_number": "15550001111", "phone_number_id": draw(st.sampled_from(["111", "222"]))},
+             "contacts": [{"profile": {"name": "Kim", "username": "@kim"}, **wa, **uid}]}
+    if draw(st.integers(0, 3)):
+        value["messages"] = [{**({"from": contact} if wa else {}), **({"from_user_id": user} if uid else {}),
+                              "id": mid, "timestamp": str(stamp), "type": "text", "text": {"body": body}}]
+    else:
+        value["statuses"] = [{"id": mid, "status": "delivered", "timestamp": str(stamp), "recipient_id": contact,
+                              "recipient_user_id": user, "pricing": {"category": "marketing"}}]
+    payload = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}]}
     return json.dumps(payload) if draw(st.integers(0, 9)) else json.dumps(payload)[:40]
 
 
@@ -69,8 +96,10 @@ def export_sets(draw):
         writer.writerow(COLUMNS)
         writer.writerows(draw(st.lists(csv_rows(), min_size=0, max_size=8)))
         files[f"{channel}/export_{n}.csv"] = out.getvalue()
+    for n in range(draw(st.integers(0, 2))):
+        files[f"whatsapp/hooks_{n}.jsonl"] = "\n".join(draw(st.lists(webhook_lines(), min_size=1, max_size=6))) + "\n"
     if draw(st.booleans()):
-        files["whatsapp/hooks.jsonl"] = "\n".join(draw(st.lists(webhook_lines(), min_size=1, max_size=6))) + "\n"
+        files["businesses.yaml"] = BUSINESSES_YAML
     return files
 
 
@@ -86,7 +115,7 @@ def run_plain(exports: Path, con: duckdb.DuckDBPyConnection, run_id: str, full: 
     def connect():
         yield con
 
-    staged = stage_run(connect, exports, policy=Policy(), channels=ChannelsFile(), as_of=AS_OF, run_id=run_id,
+    staged = stage_run(connect, exports, policy=Policy(), channels=load_channels(exports), as_of=AS_OF, run_id=run_id,
                        mode="full" if full else "incremental")
     publish(con, policy=Policy(), salt="test-salt", full=full)
     return staged
@@ -96,6 +125,8 @@ def tables(con) -> dict:
     return {
         "events": con.execute("SELECT * EXCLUDE (run_id, ingested_at, source_file, source_line, file_hash, source_pointer) FROM consent_events ORDER BY event_id").fetchall(),
         "status": con.execute("SELECT * EXCLUDE (source_file, source_line) FROM consent_status ORDER BY ALL").fetchall(),
+        "links": con.execute("SELECT business, phone_e164, whatsapp_user_id, parent_user_id, previous_user_id, linked_at "
+                             "FROM identifier_links ORDER BY ALL").fetchall(),
         "violations": con.execute("SELECT * EXCLUDE (source_file, source_line) FROM consent_violations ORDER BY ALL").fetchall(),
     }
 
@@ -136,8 +167,10 @@ def test_files_arriving_one_by_one_in_any_order_give_the_same_warehouse(tmp_path
     ensure_schema(together)
     run_plain(root / "all", together, "r1")
 
-    names = list(files)
+    names = [n for n in files if n != "businesses.yaml"]
     rnd.shuffle(names)
+    if "businesses.yaml" in files:
+        write_exports(root / "arriving", {"businesses.yaml": files["businesses.yaml"]})
     one_by_one = duckdb.connect(str(root / "one_by_one.duckdb"))
     ensure_schema(one_by_one)
     for n, name in enumerate(names):
@@ -146,5 +179,6 @@ def test_files_arriving_one_by_one_in_any_order_give_the_same_warehouse(tmp_path
     # Incremental nights and a full rebuild both equal the single run.
     assert tables(one_by_one)["status"] == tables(together)["status"]
     assert tables(one_by_one)["violations"] == tables(together)["violations"]
+    assert tables(one_by_one)["links"] == tables(together)["links"]
     run_plain(root / "arriving", one_by_one, "full", full=True)
     assert tables(one_by_one)["status"] == tables(together)["status"]

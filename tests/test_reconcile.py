@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consent.policy import Policy
-from consent.reconcile import INPUT_COLUMNS, reconcile
+from consent.reconcile import LEDGER_COLUMNS, reconcile
 
 T0 = datetime(2026, 11, 1, 12, 0)
 AS_OF = datetime(2026, 11, 20)
@@ -41,7 +41,9 @@ def ev(hours, event_type, channel="web_form", purposes=("marketing",), **fields)
 
 
 def frame(events):
-    return pl.DataFrame(events, schema_overrides={"purposes": pl.List(pl.Utf8), "occurred_at": pl.Datetime("us"), "ingested_at": pl.Datetime("us")}).select(INPUT_COLUMNS)
+    return pl.DataFrame(events, schema_overrides={"purposes": pl.List(pl.Utf8), "occurred_at": pl.Datetime("us"), "ingested_at": pl.Datetime("us")}).select(
+        LEDGER_COLUMNS + tuple(c for c in ("business", "whatsapp_user_id", "changed_to") if c in events[0])
+    )
 
 
 def decide(events, policy=None, as_of=AS_OF):

@@ -14,7 +14,14 @@ import io
 import polars as pl
 
 from consent.channels.base import FileRead
-from consent.events import CANONICAL_CSV_COLUMNS, REQUIRED_CSV_COLUMNS, FileContext, SourceRow, raw_json
+from consent.events import (
+    CANONICAL_CSV_COLUMNS,
+    IDENTIFIER_CSV_COLUMNS,
+    REQUIRED_CSV_COLUMNS,
+    FileContext,
+    SourceRow,
+    raw_json,
+)
 from consent.policy import ChannelConfig
 
 MAX_FIELD_CHARS = 4096
@@ -76,6 +83,8 @@ def read_csv(data: bytes, ctx: FileContext, config: ChannelConfig, plain_path: b
         notes.append("unknown columns ignored: " + ", ".join(sorted(unknown)[:10]))
     present = {c for c in canonical_of if c}
     missing = [c for c in REQUIRED_CSV_COLUMNS if c not in present and c not in config.defaults]
+    if not any(c in present for c in IDENTIFIER_CSV_COLUMNS):
+        missing.insert(0, IDENTIFIER_CSV_COLUMNS[0])
     refusal = None
     if missing:
         refusal = f"file refused: missing required column {missing[0]!r}"

@@ -14,6 +14,19 @@ payload per line). Each message, status or user preference becomes one row:
 | `user_preferences` value `stop` / `resume` | `opt_out` / `resume`, marketing |
 | `statuses` `failed` with error 131050 | `opt_out`, marketing |
 | any other status | skipped with its reason (counted, kept) |
+| `system` message `user_changed_number` | `number_change` (old number -> `system.wa_id`) |
+| `system` message `user_changed_user_id`, `user_id_update` | skipped: an identifier link (previous BSUID -> new) |
+
+Identifiers (consent-rules.md section 9), by the names of Meta's webhook
+reference (2026): phone `from`, `contacts[].wa_id`, `recipient_id`, `wa_id`;
+business-scoped user ID `from_user_id`, `contacts[].user_id`,
+`recipient_user_id`, `user_id`; parent BSUID `contacts[].parent_user_id`,
+`recipient_parent_user_id`, `parent_user_id`; changes `system.wa_id`,
+`system.user_id`, `system.previous_user_id`, `system.parent_user_id`,
+`system.previous_parent_user_id`. Every set of identifiers an item shows
+together becomes an identifier link. Usernames (`contacts[].profile.username`)
+are display names: never read. An item's business is the one claiming its
+`metadata.phone_number_id` in businesses.yaml.
 
 Rows are identified by WhatsApp's own ids (`wamid`), so a redelivered webhook
 adds nothing.
@@ -80,14 +93,22 @@ class _ItemReader:
         self.opt_out_keywords = policy.all_opt_out_keywords
         self.resume_keywords = policy.all_resume_keywords
 
-    def message(self, msg: dict, line: int, pointer: str) -> SourceRow:
+    def message(self, msg: dict, line: int, pointer: str, contacts: list[dict]) -> SourceRow:
         msg_id = str(msg.get("id") or "")
         kind = str(msg.get("type") or "unknown")
+        skip = None
+        sender = _contact_of(contacts, msg.get("from"), msg.get("from_user_id"))
+        phone = wa_id_to_raw(msg.get("from") or sender.get("wa_id"))
+        user = _text(msg.get("from_user_id") or sender.get("user_id"))
+        parent = _text(msg.get("from_parent_user_id") or sender.get("parent_user_id"))
         fields: dict[str, str | None] = {
-            "phone": wa_id_to_raw(msg.get("from")),
+            "phone": phone,
+            "whatsapp_user_id": user,
+            "parent_user_id": parent,
             "event_type": "inbound_message",
             "evidence_ref": msg_id or None,
         }
+        links = [{"phone": phone or None, "user_id": user, "parent_user_id": parent}]
         if kind == "text":
             words = keyword_key(str((msg.get("text") or {}).get("body") or ""))
             if words in self.opt_out_keywords:
@@ -102,7 +123,23 @@ class _ItemReader:
                 fields.update(event_type="opt_out", consent_method="whatsapp_button")
         elif kind == "system":
             system = msg.get("system") or {}
-            if system.get("type") == "user_preference_changed":
+            previous = _text(system.get("previous_user_id"))
+            new_user = _text(system.get("user_id"))
+            new_parent = _text(system.get("parent_user_id"))
+            if system.get("type") in ("user_changed_number", "user_changed_user_id"):
+                fields.update(whatsapp_user_id=previous or user, parent_user_id=_text(system.get("previous_parent_user_id")) or parent)
+                links = [
+                    {"phone": phone or None, "user_id": previous or user},
+                    {"user_id": new_user, "previous_user_id": previous or user},
+                    {"user_id": new_user, "parent_user_id": new_parent},
+                ]
+            if system.get("type") == "user_changed_number":
+                new_phone = wa_id_to_raw(system.get("wa_id") or system.get("new_wa_id"))
+                fields.update(event_type="number_change", changed_to=new_phone)
+                links.append({"phone": new_phone or None, "user_id": new_user, "parent_user_id": new_parent})
+            elif system.get("type") == "user_changed_user_id":
+                skip = "BSUID change: recorded as an identifier link, not a consent event"
+            elif system.get("type") == "user_preference_changed":
                 value = str(system.get("value") or system.get("body") or "").lower()
                 if "resume" in value:
                     fields.update(event_type="resume", purposes=self.marketing, consent_method="whatsapp_settings")
@@ -115,7 +152,9 @@ class _ItemReader:
             fields=fields,
             pointer=pointer,
             occurred_at=_timestamp(msg.get("timestamp")),
-            error=None if msg.get("from") else "message without sender (from)",
+            error=None if phone or user or parent else "message without sender (from, from_user_id)",
+            skip_reason=skip,
+            links=links,
         )
 
     @staticmethod
@@ -127,15 +166,22 @@ class _ItemReader:
         reply = interactive.get("button_reply") or interactive.get("list_reply") or {}
         return keyword_key(str(reply.get("title") or reply.get("id") or ""))
 
-    def status(self, status: dict, line: int, pointer: str) -> SourceRow:
+    def status(self, status: dict, line: int, pointer: str, contacts: list[dict]) -> SourceRow:
         state = str(status.get("status") or "unknown")
         codes = {e.get("code") for e in status.get("errors") or [] if isinstance(e, dict)}
+        recipient = _contact_of(contacts, status.get("recipient_id"), status.get("recipient_user_id"))
+        phone = wa_id_to_raw(status.get("recipient_id") or recipient.get("wa_id"))
+        user = _text(status.get("recipient_user_id") or recipient.get("user_id"))
+        parent = _text(status.get("recipient_parent_user_id") or recipient.get("parent_user_id"))
         row = SourceRow(
             line=line,
             raw=raw_json(status),
             identity=f"status\x1f{status.get('id')}\x1f{state}\x1f{status.get('timestamp')}",
+            links=[{"phone": phone or None, "user_id": user, "parent_user_id": parent}],
             fields={
-                "phone": wa_id_to_raw(status.get("recipient_id")),
+                "phone": phone,
+                "whatsapp_user_id": user,
+                "parent_user_id": parent,
                 "event_type": "opt_out",
                 "purposes": self.marketing,
                 "evidence_ref": str(status.get("id") or "") or None,
@@ -148,6 +194,7 @@ class _ItemReader:
                 "message_id": str(status.get("id") or ""),
                 "status": state,
                 "pricing_category": str((status.get("pricing") or {}).get("category") or "") or None,
+                "recipient_user_id": user,
                 "error_codes": sorted(int(c) for c in codes if str(c).isdigit()),
             },
         )
@@ -155,15 +202,23 @@ class _ItemReader:
             row.skip_reason = f"message status {state!r} is not a consent event"
         return row
 
-    def preference(self, pref: dict, line: int, pointer: str) -> SourceRow:
+    def preference(self, pref: dict, line: int, pointer: str, contacts: list[dict]) -> SourceRow:
         value = str(pref.get("value") or "").lower()
         category = str(pref.get("category") or "")
+        person = _contact_of(contacts, pref.get("wa_id"), pref.get("user_id"))
+        phone = wa_id_to_raw(pref.get("wa_id") or person.get("wa_id"))
+        user = _text(pref.get("user_id") or person.get("user_id"))
+        parent = _text(pref.get("parent_user_id") or person.get("parent_user_id"))
+        who = pref.get("wa_id") or pref.get("user_id")
         row = SourceRow(
             line=line,
             raw=raw_json(pref),
-            identity=f"user_preference\x1f{pref.get('wa_id')}\x1f{category}\x1f{value}\x1f{pref.get('timestamp')}",
+            identity=f"user_preference\x1f{who}\x1f{category}\x1f{value}\x1f{pref.get('timestamp')}",
+            links=[{"phone": phone or None, "user_id": user, "parent_user_id": parent}],
             fields={
-                "phone": wa_id_to_raw(pref.get("wa_id")),
+                "phone": phone,
+                "whatsapp_user_id": user,
+                "parent_user_id": parent,
                 "event_type": {"stop": "opt_out", "resume": "resume"}.get(value, ""),
                 "purposes": self.marketing,
                 "consent_method": "whatsapp_settings",
@@ -180,6 +235,42 @@ class _ItemReader:
 
 def _list(value: object) -> list:
     return value if isinstance(value, list) else []
+
+
+def _text(value: object) -> str | None:
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
+def _contact_of(contacts: list[dict], wa_id: object, user_id: object) -> dict:
+    """The `contacts[]` entry of the item's person: matched by number or BSUID, else the only one."""
+    for contact in contacts:
+        if (wa_id and contact.get("wa_id") == wa_id) or (user_id and contact.get("user_id") == user_id):
+            return contact
+    return contacts[0] if len(contacts) == 1 and not (wa_id and user_id) else {}
+
+
+def user_id_updates(value: dict, line: int, base: str) -> list[SourceRow]:
+    """`user_id_update` items (a BSUID replaced by a new one): identifier links, skipped as events.
+
+    Meta's changelog (2026-08-11) says these changes now arrive as `system` messages
+    (`user_changed_user_id`); a payload in the older `user_id_update` shape is still read."""
+    rows = []
+    for i, item in enumerate(_list(value.get("user_id_update"))):
+        if not isinstance(item, dict):
+            continue
+        previous = _text(item.get("previous_user_id") or (item.get("previous") or {}).get("user_id"))
+        new = _text(item.get("user_id") or (item.get("current") or {}).get("user_id"))
+        rows.append(SourceRow(
+            line=line, raw=raw_json(item), pointer=f"{base}.user_id_update[{i}]",
+            identity=f"user_id_update\x1f{previous}\x1f{new}\x1f{item.get('timestamp')}",
+            occurred_at=_timestamp(item.get("timestamp")),
+            fields={"phone": wa_id_to_raw(item.get("wa_id"))},
+            links=[{"user_id": new, "previous_user_id": previous},
+                   {"phone": wa_id_to_raw(item.get("wa_id")) or None, "user_id": new}],
+            skip_reason="BSUID change: recorded as an identifier link, not a consent event",
+        ))
+    return rows
 
 
 def read_webhooks(data: bytes, ctx: FileContext, policy: Policy, suffix: str) -> FileRead:
@@ -199,6 +290,9 @@ def read_webhooks(data: bytes, ctx: FileContext, policy: Policy, suffix: str) ->
                 if not isinstance(value, dict):
                     continue
                 base = f"entry[{e}].changes[{c}].value"
+                number_id = (value.get("metadata") or {}).get("phone_number_id") if isinstance(value.get("metadata"), dict) else None
+                contacts = [x for x in _list(value.get("contacts")) if isinstance(x, dict)]
+                first = len(rows)
                 for key, read_item in (("messages", reader.message), ("statuses", reader.status), ("user_preferences", reader.preference)):
                     for i, item in enumerate(value.get(key) or []):
                         pointer = f"{base}.{key}[{i}]"
@@ -206,9 +300,13 @@ def read_webhooks(data: bytes, ctx: FileContext, policy: Policy, suffix: str) ->
                             rows.append(SourceRow(line=line, raw=raw_json(item)[:4096], identity="", pointer=pointer, error=f"malformed webhook item in {key}"))
                             continue
                         try:
-                            rows.append(read_item(item, line, pointer))
+                            rows.append(read_item(item, line, pointer, contacts))
                         except (AttributeError, TypeError, ValueError):  # a field of the wrong JSON type
                             rows.append(SourceRow(line=line, raw=raw_json(item)[:4096], identity="", pointer=pointer, error=f"malformed webhook item in {key}"))
+                if change.get("field") == "user_id_update" or "user_id_update" in value:
+                    rows.extend(user_id_updates(value, line, base))
+                for row in rows[first:]:
+                    row.phone_number_id = None if number_id is None else str(number_id)
         if len(rows) == before:
             rows.append(
                 SourceRow(line=line, raw=raw_json(payload)[:4096], identity="", skip_reason="webhook payload without messages, statuses or user preferences")

@@ -1,6 +1,7 @@
--- consent_coverage: share of opted_in contacts with complete evidence (method, date, notice, lineage), per channel and purpose.
+-- consent_coverage: share of opted_in contacts with complete evidence (method, date, notice, lineage), per business, channel and purpose.
 WITH opted_in AS (
     SELECT
+        business,
         channel,
         purpose,
         consent_method IS NOT NULL AS has_method,
@@ -13,6 +14,7 @@ WITH opted_in AS (
 
 final AS (
     SELECT
+        business,
         channel,
         purpose,
         count(*) AS opted_in_contacts,
@@ -26,4 +28,4 @@ final AS (
     GROUP BY ALL
 )
 
-SELECT * FROM final ORDER BY channel, purpose
+SELECT * FROM final ORDER BY business, channel, purpose

@@ -1,7 +1,8 @@
--- consent_daily: per day, channel and purpose: opt-ins, opt-outs, confirmations, net change, sendable audience.
+-- consent_daily: per day, business, channel and purpose: opt-ins, opt-outs, confirmations, net change, sendable audience.
 -- Built from consent_status_history, so a day's figures are what the rules decided, not raw event counts.
 WITH transitions AS (
     SELECT
+        h.business,
         h.purpose,
         h.status,
         h.valid_from,
@@ -17,6 +18,7 @@ WITH transitions AS (
 changes AS (
     SELECT
         CAST(valid_from AS DATE) AS day,
+        business,
         decided_channel AS channel,
         purpose,
         count(*) FILTER (WHERE status = 'opted_in') AS opt_ins,
@@ -37,7 +39,7 @@ days AS (
 
 audience AS (
     -- contacts opted in at the end of each day, by the channel of their consent
-    SELECT d.day, t.consent_channel AS channel, t.purpose, count(*) AS sendable_audience
+    SELECT d.day, t.business, t.consent_channel AS channel, t.purpose, count(*) AS sendable_audience
     FROM days AS d
     JOIN transitions AS t
         ON t.status = 'opted_in'
@@ -49,6 +51,7 @@ audience AS (
 final AS (
     SELECT
         day,
+        business,
         channel,
         purpose,
         coalesce(c.opt_ins, 0) AS opt_ins,
@@ -57,7 +60,7 @@ final AS (
         coalesce(c.opt_ins, 0) - coalesce(c.opt_outs, 0) AS net_change,
         coalesce(a.sendable_audience, 0) AS sendable_audience
     FROM changes AS c
-    FULL JOIN audience AS a USING (day, channel, purpose)
+    FULL JOIN audience AS a USING (day, business, channel, purpose)
 )
 
-SELECT * FROM final ORDER BY day, channel, purpose
+SELECT * FROM final ORDER BY day, business, channel, purpose

@@ -1,6 +1,7 @@
--- violations_summary: opt-ins refused or warned about, per day of the opt-in, channel, rule and severity.
+-- violations_summary: opt-ins refused or warned about, per day of the opt-in, business, channel, rule and severity.
 SELECT
     CAST(coalesce(v.occurred_at, e.ingested_at) AS DATE) AS day,
+    v.business,
     v.channel,
     v.rule,
     v.severity,
@@ -9,4 +10,4 @@ SELECT
 FROM consent_violations AS v
 LEFT JOIN consent_events AS e USING (event_id)
 GROUP BY ALL
-ORDER BY day, v.channel, v.rule
+ORDER BY day, v.business, v.channel, v.rule

@@ -1,6 +1,6 @@
--- contact_ranges: ledger events per touched contact, in number order (cut into ranges in Python).
-SELECT phone_e164, count(*) AS events
-FROM consent_events
-WHERE phone_e164 IN (SELECT phone_e164 FROM stg_touched)
-GROUP BY phone_e164
-ORDER BY phone_e164;
+-- contact_ranges: events per touched contact, in contact-key order (cut into ranges in Python).
+SELECT contact_key, count(*) AS events
+FROM contact_events
+WHERE contact_key IN (SELECT contact_key FROM stg_touched)
+GROUP BY contact_key
+ORDER BY contact_key;

@@ -1,19 +1,31 @@
--- touched_contacts: the contacts this run re-decides (every contact on a full run). Kept as a
--- staging table: the status check validates the rows this run decided.
+-- touched_contacts: the contacts (business + contact id, as `contact_key`) this run re-decides
+-- (every contact on a full run). Kept as a staging table: the status check validates the rows
+-- this run decided.
 CREATE OR REPLACE TABLE stg_touched AS
-SELECT phone_e164 FROM consent_events WHERE $full
--- new events
-UNION SELECT phone_e164 FROM stg_consent_events
+SELECT contact_key FROM contact_events WHERE $full
+-- new events, wherever they apply (a new number, every business for an all-businesses opt-out)
+UNION SELECT contact_key FROM contact_events WHERE event_id IN (SELECT event_id FROM stg_consent_events)
 -- statuses that time alone changes: a pending request may expire, a consent may pass its validity
-UNION SELECT phone_e164 FROM consent_status WHERE status = 'pending'
-UNION SELECT phone_e164 FROM consent_status WHERE status = 'opted_in' AND $consent_expires
+UNION SELECT business || chr(31) || contact_id FROM consent_status WHERE status = 'pending'
+UNION SELECT business || chr(31) || contact_id FROM consent_status WHERE status = 'opted_in' AND $consent_expires
 -- violations of time-dependent rules (the rule registry), e.g. a future date that is no longer future
-UNION SELECT phone_e164 FROM consent_violations WHERE list_contains($time_dependent_rules, rule)
+UNION SELECT business || chr(31) || contact_id FROM consent_violations WHERE list_contains($time_dependent_rules, rule)
 -- a notice registered now changes how earlier opt-ins that name it are judged
-UNION SELECT phone_e164 FROM consent_events
-      WHERE notice_version IN (SELECT notice_version FROM consent_notices WHERE run_id = $run_id);
+UNION SELECT contact_key FROM contact_events
+      WHERE notice_version IN (SELECT notice_version FROM consent_notices WHERE run_id = $run_id)
+-- links learnt now: events kept against a BSUID move to its number, and the BSUID-only contact
+-- that held them is decided again (its rows go)
+UNION SELECT contact_key FROM contact_events
+      WHERE phone_e164 IS NULL AND (
+          whatsapp_user_id IN (SELECT whatsapp_user_id FROM stg_identifier_links
+                               UNION SELECT previous_user_id FROM stg_identifier_links)
+          OR parent_user_id IN (SELECT parent_user_id FROM stg_identifier_links))
+UNION SELECT business || chr(31) || contact_id FROM consent_status
+      WHERE phone_e164 IS NULL AND contact_id IN (
+          SELECT whatsapp_user_id FROM stg_identifier_links UNION SELECT previous_user_id FROM stg_identifier_links
+          UNION SELECT parent_user_id FROM stg_identifier_links);
 
 -- Their derived rows are decided again.
-DELETE FROM consent_status WHERE $full OR phone_e164 IN (SELECT phone_e164 FROM stg_touched);
-DELETE FROM consent_violations WHERE $full OR phone_e164 IN (SELECT phone_e164 FROM stg_touched);
-DELETE FROM consent_status_history WHERE $full OR phone_e164 IN (SELECT phone_e164 FROM stg_touched);
+DELETE FROM consent_status WHERE $full OR business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched);
+DELETE FROM consent_violations WHERE $full OR business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched);
+DELETE FROM consent_status_history WHERE $full OR business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched);
