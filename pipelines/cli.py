@@ -278,11 +278,11 @@ def _print_run(con, run_id: str) -> None:
     for (ignored,) in con.execute("SELECT unnest(ignored) FROM stg_run").fetchall():
         print(f"note: ignored {ignored}")
     statuses = con.execute(
-        "SELECT purpose, status, count(*) FROM consent_status GROUP BY ALL ORDER BY ALL"
+        "SELECT business, purpose, status, count(*) FROM consent_status GROUP BY ALL ORDER BY ALL"
     ).fetchall()
     if statuses:
-        print("consent status (all contacts):")
-        print(_table([("purpose", "status", "contacts"), *statuses]))
+        print("consent status (all contacts, per business):")
+        print(_table([("business", "purpose", "status", "contacts"), *statuses]))
 
 
 def _table(rows) -> str:
