@@ -279,3 +279,45 @@ def test_erase_and_access_by_bsuid_cover_the_linked_number(tmp_path, capsys):
     # The next run re-reads the same exports: neither identifier comes back.
     assert run_cli(exports, warehouse, "--full") == 0
     assert query(warehouse, "SELECT count(*) FROM consent_events") == [(0,)]
+
+
+def test_a_bsuid_is_scoped_to_its_business_unless_a_parent_bsuid_ties_them(tmp_path):
+    exports, warehouse = tmp_path / "exports", tmp_path / "wh" / "consent.duckdb"
+    write(exports, "businesses.yaml", BUSINESSES)
+    # The shoe shop linked the number to USER; the bank gets a STOP by the same BSUID text.
+    web_opt_in(exports, f"{PHONE},,opt_in,marketing,2026-11-01T10:00:00Z,checkbox,v1,{USER}")
+    write(exports, "bank_form/signups.csv", CSV_HEADER + f"{PHONE},,opt_in,marketing,2026-11-01T11:00:00Z,checkbox,bank-v1,\n")
+    write(exports, "whatsapp_bank/hooks.jsonl", [username_stop(5, number_id=BANK_NUMBER_ID)])
+    assert run_cli(exports, warehouse) == 0
+    # Another portfolio's BSUID is another person: the bank's number stays opted in, the STOP is kept by BSUID.
+    assert status_of(warehouse, "acme_bank")[(PHONE, "marketing")] == "opted_in"
+    assert status_of(warehouse, "acme_bank")[(USER, "marketing")] == "opted_out"
+    assert status_of(warehouse, "acme_shoes")[(PHONE, "marketing")] == "opted_in"
+
+    # A parent BSUID (enterprise-wide) ties them: the shop's link carries it, the bank's STOP too.
+    web_opt_in(exports, f"{PHONE},,opt_in,marketing,2026-11-01T10:00:00Z,checkbox,v1,{USER}")
+    stop = username_stop(5, mid="wamid.stop2", number_id=BANK_NUMBER_ID)
+    stop["entry"][0]["changes"][0]["value"]["contacts"][0]["parent_user_id"] = PARENT
+    shop_hello = payload({"contacts": [{"profile": {"name": "Kim"}, "wa_id": PHONE[1:], "user_id": USER, "parent_user_id": PARENT}],
+                          "messages": [{"from": PHONE[1:], "from_user_id": USER, "id": "wamid.hello", "timestamp": stamp(2),
+                                        "type": "text", "text": {"body": "hello"}}]})
+    write(exports, "whatsapp/hooks.jsonl", [shop_hello])
+    write(exports, "whatsapp_bank/hooks_2.jsonl", [stop])
+    assert run_cli(exports, warehouse, as_of="2026-11-11T00:00:00Z") == 0
+    assert status_of(warehouse, "acme_bank")[(PHONE, "marketing")] == "opted_out"
+    assert status_of(warehouse, "acme_shoes")[(PHONE, "marketing")] == "opted_in"
+
+
+def test_a_user_id_update_item_in_the_older_shape_is_a_link(tmp_path):
+    exports, warehouse = tmp_path / "exports", tmp_path / "wh" / "consent.duckdb"
+    web_opt_in(exports, f"{PHONE},,opt_in,marketing,2026-11-01T10:00:00Z,checkbox,v1,{USER}")
+    update = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "user_id_update", "value": {
+        "messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550783881", "phone_number_id": SHOES_NUMBER_ID},
+        "user_id_update": [{"previous": {"user_id": USER}, "current": {"user_id": "DE.5555"}, "timestamp": stamp(3)}]}}]}]}
+    stop = username_stop(5)
+    stop["entry"][0]["changes"][0]["value"]["messages"][0]["from_user_id"] = "DE.5555"
+    stop["entry"][0]["changes"][0]["value"]["contacts"][0]["user_id"] = "DE.5555"
+    write(exports, "whatsapp/hooks.jsonl", [update, stop])
+    assert run_cli(exports, warehouse) == 0
+    assert status_of(warehouse)[(PHONE, "marketing")] == "opted_out"
+    assert ("DE.5555", USER) in query(warehouse, "SELECT whatsapp_user_id, previous_user_id FROM identifier_links")
