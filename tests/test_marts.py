@@ -140,7 +140,7 @@ def test_export_sendable_list_and_suppression_list(warehouse, tmp_path, capsys):
     out = tmp_path / "suppression.csv"
     assert main(["export", "--suppression", "--warehouse", str(warehouse), "--out", str(out)]) == 0
     lines = out.read_text().splitlines()
-    assert lines[0] == "phone_e164,purpose,opted_out_at,opt_out_channel" and len(lines) == 7
+    assert lines[0] == "phone_e164,whatsapp_user_id,business,purpose,opted_out_at,opt_out_channel" and len(lines) == 7
     assert main(["export", "--warehouse", str(warehouse)]) == 2
 
 
