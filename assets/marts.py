@@ -6,12 +6,12 @@ import dagster as dg
 
 from assets.warehouse import published_warehouse
 from consent import marts
-from pipelines.resources import WarehouseResource
+from pipelines.resources import ConsentSettings, WarehouseResource
 
 PUBLISHED_DEPS = [
     published_warehouse.keys_by_output_name[name]
     for name in ("consent_events", "consent_status", "consent_status_history", "consent_violations", "quarantine",
-                 "message_statuses", "consent_notices", "runs")
+                 "message_statuses", "consent_notices", "runs", "identifier_links")
 ]
 
 
@@ -23,9 +23,11 @@ def mart_asset(name: str) -> dg.AssetsDefinition:
         deps=PUBLISHED_DEPS,
         description=f"{marts.purpose_of(name)} (consent/marts/{name}.sql)",
     )
-    def build_mart(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    def build_mart(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: ConsentSettings
+    ) -> dg.MaterializeResult:
         with warehouse.connect() as con:
-            rows = marts.build(con, name, warehouse.salt())
+            rows = marts.build(con, name, warehouse.salt(), settings.load_policy())
         return dg.MaterializeResult(metadata={"row_count": dg.MetadataValue.int(rows)})
 
     return build_mart

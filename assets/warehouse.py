@@ -15,11 +15,13 @@ PUBLISHED = {
     "skipped_items": "Webhook items that are not consent events (e.g. delivery statuses), counted and kept.",
     "message_statuses": "Every WhatsApp message status (sent, delivered, read, failed): what the business sent, to whom, when.",
     "source_files": "The file registry: path, content hash, size, first and last run, and counts per file.",
-    "consent_status": "One row per contact and purpose: status, sendable, and the evidence that decided it.",
+    "consent_status": "One row per business, contact and purpose: status, sendable, and the evidence that decided it.",
     "consent_violations": "Every opt-in refused as consent (or warned about), with the rule and lineage.",
     "consent_status_history": "Every status change per contact and purpose, as intervals (valid_from, valid_to).",
     "consent_notices": "The registry of consent notices (append-only): the exact text people saw, business, purposes, validity.",
     "runs": "One row per run: mode, clock, counts per channel, step durations, failed checks.",
+    "identifier_links": "Phone <-> WhatsApp user ID (BSUID) <-> parent BSUID, and BSUID changes, as items and rows "
+    "showed them together: earliest sighting and lineage.",
 }
 
 

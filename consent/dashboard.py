@@ -184,6 +184,34 @@ def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path) -> int:
             + _table(*details, "No message went to anyone without consent or after an opt-out."),
         ))
 
+    # -- opt-out timeliness and renewals ------------------------------------------------------------
+    if table_exists(con, "opt_out_timeliness"):
+        summary = _rows(con, """
+            SELECT business, count(*) AS opt_outs,
+                   count(*) FILTER (WHERE list_contains(findings, 'honoured')) AS honoured,
+                   count(*) FILTER (WHERE list_contains(findings, 'confirmation_message')) AS with_confirmation,
+                   count(*) FILTER (WHERE list_contains(findings, 'sent_after_opt_out')) AS sent_after_opt_out,
+                   count(*) FILTER (WHERE list_contains(findings, 'late')) AS published_late,
+                   max(business_days_to_publish) AS slowest_business_days
+            FROM opt_out_timeliness GROUP BY ALL ORDER BY ALL""")
+        late = _rows(con, """
+            SELECT asked_at, published_at, business_days_to_publish, channel, contact_hash,
+                   array_to_string(findings, ', ') AS findings
+            FROM opt_out_timeliness
+            WHERE list_contains(findings, 'late') OR list_contains(findings, 'sent_after_opt_out')
+            ORDER BY asked_at DESC LIMIT 25""")
+        parts.append(_section(
+            "Opt-out timeliness: honoured in time, whatever the channel",
+            _table(*summary, "No opt-outs yet.")
+            + "<h2 style='margin-top:14px'>Latest late or breached opt-outs</h2>"
+            + _table(*late, "Every opt-out was published within the deadline and honoured."),
+        ))
+    if table_exists(con, "consent_renewals"):
+        renewals = _rows(con, """
+            SELECT business, purpose, count(*) AS due, min(expires_at) AS first_lapse
+            FROM consent_renewals GROUP BY ALL ORDER BY ALL""")
+        parts.append(_section("Consents due for renewal", _table(*renewals, "No consent lapses within the notice period.")))
+
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     document = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

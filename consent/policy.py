@@ -46,7 +46,17 @@ class Policy(BaseModel):
     active_consent_methods: list[str] = Field(default_factory=lambda: list(DEFAULT_ACTIVE_METHODS))
     double_opt_in_channels: list[str] = Field(default_factory=lambda: ["email_link", "sms_link"])
     confirmation_window_days: float = 7
-    consent_validity_days: float | None = None
+    # Consent expires this many days after it was given: one number for every purpose, or a map
+    # per purpose whose value is a number or a map per country of the number (ISO code, and
+    # `default`), e.g. {marketing: {FR: 1095, default: 730}, utility: 1825}. null: never.
+    consent_validity_days: float | dict[str, float | dict[str, float]] | None = None
+    # `consent check` / `consent export --renewal-due`: re-ask this many days before a consent lapses.
+    renewal_notice_days: float = 30
+    # Opt-out timeliness (mart `opt_out_timeliness`): an opt-out must be published within this many
+    # business days of the request (US FCC: 10), weekends and the calendar's holidays excluded
+    # (`holidays` package country code; null: weekends only).
+    opt_out_deadline_business_days: int = 10
+    holiday_calendar: str | None = "US"
     clock_skew_minutes: float = 5
     # WhatsApp's own controls (user_preferences, "Stop promotions", error
     # 131050) cover this purpose only.
@@ -89,6 +99,25 @@ class Policy(BaseModel):
     @property
     def all_resume_keywords(self) -> frozenset[str]:
         return frozenset(_keyword_key(k) for k in self.resume_keywords)
+
+    @property
+    def consent_expires(self) -> bool:
+        return self.consent_validity_days is not None
+
+    @property
+    def validity_by_country(self) -> bool:
+        v = self.consent_validity_days
+        return isinstance(v, dict) and any(isinstance(x, dict) for x in v.values())
+
+    def validity_days(self, purpose: str, region: str | None = None) -> float | None:
+        """Days a consent for `purpose` given by a number of `region` stays valid (None: forever)."""
+        v = self.consent_validity_days
+        if not isinstance(v, dict):
+            return v
+        per = v.get(purpose, v.get("default"))
+        if isinstance(per, dict):
+            return per.get(region or "", per.get("default"))
+        return per
 
     def severity(self, rule: str) -> Severity:
         return self.rule_severity[rule]

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from itertools import count, groupby
 from typing import Callable, Iterator, Mapping
 
+import phonenumbers
 import polars as pl
 
 from consent.notices import NoticeTerms
@@ -124,6 +126,23 @@ class Violation:
 class ContactResult:
     states: dict[str, PurposeState]
     violations: list[Violation] = field(default_factory=list)
+    # How long a consent stays valid, per purpose, for this contact's number.
+    validity: dict[str, timedelta | None] = field(default_factory=dict)
+
+
+def _days(days: float | None) -> timedelta | None:
+    return None if days is None else timedelta(days=days)
+
+
+@lru_cache(maxsize=65536)
+def region_of(contact_id: str) -> str | None:
+    """The ISO region of an E.164 number (None for a BSUID)."""
+    if not contact_id.startswith("+"):
+        return None
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(contact_id, None))
+    except phonenumbers.NumberParseException:
+        return None
 
 
 class ConsentStateMachine:
@@ -135,7 +154,8 @@ class ConsentStateMachine:
         # The notices registry; empty means no registry is kept and notice rules do not apply.
         self.notices = notices or {}
         self.window = timedelta(days=policy.confirmation_window_days)
-        self.validity = None if policy.consent_validity_days is None else timedelta(days=policy.consent_validity_days)
+        # Consent validity per purpose (and per country of the number when the policy says so).
+        self.validity = {p: _days(policy.validity_days(p)) for p in policy.purposes}
         self.future_limit = as_of + timedelta(minutes=policy.clock_skew_minutes)
         self.doi_channels = set(policy.double_opt_in_channels)
         self.active_methods = set(policy.active_consent_methods)
@@ -213,6 +233,11 @@ class ConsentStateMachine:
 
     def run(self, events: list[Event]) -> ContactResult:
         result = ContactResult(states={p: PurposeState() for p in self.policy.purposes})
+        if self.policy.validity_by_country:
+            region = region_of(events[0].contact_id)
+            result.validity = {p: _days(self.policy.validity_days(p, region)) for p in self.policy.purposes}
+        else:
+            result.validity = self.validity
         for event in sorted(events, key=Event.sort_key):
             handler = getattr(self, f"_on_{event.event_type}", None)
             if handler is not None:
@@ -328,15 +353,16 @@ class ConsentStateMachine:
 
     def _advance(self, result: ContactResult, moment: datetime) -> None:
         """Apply what time alone changes up to `moment`: unconfirmed requests and old consents expire."""
-        for state in result.states.values():
+        for purpose, state in result.states.items():
+            validity = result.validity.get(purpose)
             if state.status == "pending" and moment - state.pending_request.effective_at > self.window:
                 state.move("expired", max(state.since, state.pending_request.effective_at + self.window))
             elif (
                 state.status == "opted_in"
-                and self.validity is not None
-                and moment - state.evidence.consent_at > self.validity
+                and validity is not None
+                and moment - state.evidence.consent_at > validity
             ):
-                state.move("expired", max(state.since, state.evidence.consent_at + self.validity))
+                state.move("expired", max(state.since, state.evidence.consent_at + validity))
 
 
 def _events(frame: pl.DataFrame) -> Iterator[Event]:

@@ -46,6 +46,12 @@ def finish_run(
     })
 
 
+def start_run(con: duckdb.DuckDBPyConnection, run_id: str, *, mode: str, as_of: datetime) -> None:
+    """The row of a run that publishes nothing (an audience check): `finish_run` completes it."""
+    upsert(con, "runs", {"run_id": run_id, "mode": mode, "as_of": as_of, "started_at": _now(), "status": "started",
+                         "checks_failed": []})
+
+
 def already_finished(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
     return bool(con.execute("SELECT count(*) FROM runs WHERE run_id = ? AND finished_at IS NOT NULL", [run_id]).fetchone()[0])
 

@@ -209,11 +209,32 @@ IDENTIFIER_LINKS = Table(
     not_null=("link_id", "business", "linked_at", "channel", "source_file", "ingested_at", "run_id"),
 )
 
+SEND_CHECKS = Table(
+    # Schema version 4: every pre-send check of an audience (`consent check`, the audiences sensor).
+    "send_checks",
+    {
+        "check_id": TEXT, "audience_file": TEXT, "audience_hash": TEXT, "purpose": TEXT, "business": TEXT,
+        "status_at": TIME, "checked_at": TIME, "rows_checked": INT, "sendable": INT, "blocked": INT,
+        "reasons": TEXT, "run_id": TEXT,
+    },
+    primary_key=("check_id",),
+    not_null=("check_id", "audience_file", "audience_hash", "purpose", "business", "status_at", "checked_at",
+              "rows_checked", "sendable", "blocked"),
+    json=("reasons",),
+)
+SEND_CHECK_ROWS = Table(
+    # Schema version 4: each audience row's decision; the recipient only as a salted hash.
+    "send_check_rows",
+    {"check_id": TEXT, "row_number": INT, "recipient_hash": TEXT, "decision": TEXT, "reason": TEXT},
+    primary_key=("check_id", "row_number"),
+    not_null=("check_id", "row_number", "decision", "reason"),
+)
+
 # The published tables, in creation order.
 TABLES: tuple[Table, ...] = (
     CONSENT_EVENTS, QUARANTINE, SKIPPED_ITEMS, CONSENT_STATUS, CONSENT_STATUS_HISTORY, CONSENT_VIOLATIONS,
     SOURCE_FILES, FILE_FINGERPRINTS, MESSAGE_STATUSES, CONSENT_NOTICES, PHONE_CACHE, RUNS, SUPPRESSION_LIST,
-    ERASED_EVENTS, IDENTIFIER_LINKS,
+    ERASED_EVENTS, IDENTIFIER_LINKS, SEND_CHECKS, SEND_CHECK_ROWS,
 )
 
 # Frames the domain builds (staging has the ledger's columns; skipped items are read as quarantine rows).

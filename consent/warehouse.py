@@ -277,7 +277,7 @@ def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, poli
         {
             "full": full,
             "run_id": run.run_id,
-            "consent_expires": policy.consent_validity_days is not None,
+            "consent_expires": policy.consent_expires,
             "time_dependent_rules": list(TIME_DEPENDENT),
         },
     )

@@ -20,10 +20,13 @@ from pipelines.resources import (
     WarehouseKeyError,
     WarehouseLocked,
     WarehouseResource,
+    parse_as_of,
     resources_from_env,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# `consent check`: some audience rows may not be messaged (the others may).
+EXIT_BLOCKED = 3
 
 
 class UsageError(Exception):
@@ -86,6 +89,23 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--business", help="the business the list is for (required when the warehouse holds several)")
     export.add_argument("--out", help="file to write (default: standard output)")
     export.add_argument("--warehouse", help=WAREHOUSE_HELP)
+    export.add_argument("--renewal-due", dest="renewal_due", action="store_true",
+                        help="contacts whose consent for --purpose lapses within the policy's renewal_notice_days")
+    export.add_argument("--policy", help="policy YAML for --renewal-due (default: CONSENT_POLICY, or the exports folder's)")
+    export.add_argument("--exports", help="exports folder whose policy.yaml applies to --renewal-due (default: CONSENT_EXPORTS)")
+    check = sub.add_parser(
+        "check", help="decide, row by row, whether an audience may be messaged (exit 0: all may; 3: some blocked)")
+    check.add_argument("audience", help="CSV with a `phone` column (any spelling) and/or `whatsapp_user_id`; other columns kept")
+    check.add_argument("--purpose", required=True, help="what the campaign sends, e.g. marketing")
+    check.add_argument("--business", help="the business that sends (required when the warehouse holds several)")
+    check.add_argument("--at", help="decide as of this moment (ISO 8601, UTC if no offset; default: now)")
+    check.add_argument("--default-region", dest="default_region", help="ISO 3166 region for national spellings without `country`")
+    check.add_argument("--out", help="file for the audience with its decisions (default: standard output)")
+    check.add_argument("--format", choices=("csv", "json"), default="csv")
+    check.add_argument("--warehouse", help=WAREHOUSE_HELP)
+    check.add_argument("--policy", help="policy YAML (validity, renewal notice; default: CONSENT_POLICY, or the exports folder's)")
+    check.add_argument("--exports", help="exports folder (for its policy.yaml; default: CONSENT_EXPORTS)")
+    check.add_argument("--lock-timeout", type=float, help=LOCK_HELP)
     runs = sub.add_parser("runs", help="print the last runs")
     runs.add_argument("--warehouse", help=WAREHOUSE_HELP)
     runs.add_argument("--limit", type=int, default=10)
@@ -397,16 +417,23 @@ def command_audit(args) -> int:
     return EXIT_OK
 
 
-def command_export(args) -> int:
-    warehouse = _warehouse(args)
+def _business_for(warehouse: WarehouseResource, given: str | None) -> str:
+    """The business a list or check is for: the one given, or the only one there is."""
     try:
         businesses = [b for (b,) in read_only_query(warehouse, "SELECT DISTINCT business FROM consent_status ORDER BY 1")[1]]
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from exc
-    if args.business is None and len(businesses) > 1:
+    if given is None and len(businesses) > 1:
         raise UsageError(f"the warehouse holds {len(businesses)} businesses ({', '.join(businesses)}): "
                          "name the one the list is for with --business (consent is given to one business)")
-    business = args.business or (businesses[0] if businesses else "default")
+    return given or (businesses[0] if businesses else "default")
+
+
+def command_export(args) -> int:
+    warehouse = _warehouse(args)
+    business = _business_for(warehouse, args.business)
+    if args.renewal_due:
+        return _export_renewals(args, warehouse, business)
     # A contact is named by number, by BSUID, or both (a contact known only by BSUID has no number).
     if args.suppression:
         where = "business = $business AND status = 'opted_out'" + (" AND purpose = $purpose" if args.purpose else "")
@@ -435,6 +462,84 @@ def command_export(args) -> int:
         print(f"note: {erased} erased identifiers are on the suppression list as salted hashes only; "
               "they are kept out of every import and cannot be exported", file=sys.stderr)
     return EXIT_OK
+
+
+def _export_renewals(args, warehouse: WarehouseResource, business: str) -> int:
+    """Contacts opted in for the purpose whose consent lapses within renewal_notice_days: re-ask them."""
+    if not args.purpose:
+        raise UsageError("export --renewal-due needs --purpose")
+    policy = _resources(args, warn=False)["settings"].load_policy()
+    if not policy.consent_expires:
+        raise UsageError("the policy sets no consent_validity_days: no consent lapses")
+    query = ("SELECT s.phone_e164, s.whatsapp_user_id, s.consent_at, s.channel, s.consent_method, e.phone_region "
+             "FROM consent_status AS s LEFT JOIN consent_events AS e ON e.event_id = s.event_id "
+             "WHERE s.business = $business AND s.purpose = $purpose AND s.status = 'opted_in' ORDER BY s.consent_at, s.contact_id")
+    columns, rows = read_only_query(warehouse, query, {"business": business, "purpose": args.purpose})
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    due = []
+    for phone, user, consent_at, channel, method, region in rows:
+        days = policy.validity_days(args.purpose, region)
+        if days is None or consent_at is None:
+            continue
+        expires = consent_at + timedelta(days=days)
+        if expires - timedelta(days=policy.renewal_notice_days) <= now:
+            due.append((phone, user, consent_at, channel, method, expires))
+    columns = ["phone_e164", "whatsapp_user_id", "consent_at", "channel", "consent_method", "expires_at"]
+    fmt = args.format or "csv"
+    if args.out:
+        with open(args.out, "w", encoding="utf-8", newline="") as handle:
+            _print_rows(columns, due, fmt, handle)
+        print(f"wrote {len(due)} contacts of {business} due for renewal to {args.out}", file=sys.stderr)
+    else:
+        _print_rows(columns, due, fmt)
+    return EXIT_OK
+
+
+def command_check(args) -> int:
+    from consent.gate import AudienceError, decide, read_audience, record_check, summary, write_decisions
+    from pipelines.resources import RunLock
+
+    resources = _resources(args, warn=False)
+    warehouse, settings = resources["warehouse"], resources["settings"]
+    if not Path(warehouse.file).exists():
+        raise UsageError(f"no warehouse at {warehouse.file}")
+    with warehouse.connect():
+        pass  # a writing command: an older warehouse is migrated first
+    business = _business_for(warehouse, args.business)
+    try:
+        at = parse_as_of(args.at)
+    except ValueError as exc:
+        raise UsageError(f"--at: not an ISO 8601 timestamp: {args.at!r}") from exc
+    try:
+        audience = read_audience(Path(args.audience))
+    except AudienceError as exc:
+        raise UsageError(str(exc)) from exc
+    policy = settings.load_policy()
+    lock = RunLock(Path(warehouse.file), warehouse.lock_timeout)
+    lock.acquire()  # the check is logged in the warehouse: one writer at a time
+    try:
+        with warehouse.connect() as con:
+            sql_salt = warehouse.salt()
+            decided = decide(con, audience, purpose=args.purpose, business=business, at=at, policy=policy,
+                             default_region=args.default_region, workers=settings.worker_count)
+            check_id = record_check(con, decided, audience, purpose=args.purpose, business=business, at=at, salt=sql_salt)
+    finally:
+        lock.release()
+    if args.out:
+        write_decisions(decided, args.out, args.format)
+    else:
+        write_decisions(decided, sys.stdout, args.format)
+    counts = summary(decided)
+    sendable = int((decided["decision"] == "send").sum())
+    report = sys.stderr
+    print(f"check {check_id[:12]}: {audience.name} for {args.purpose} at {business}, as of {at.isoformat(sep=' ')} UTC: "
+          f"{sendable} of {decided.height} rows may be sent to", file=report)
+    print(_table([("reason", "rows"), *counts.items()]), file=report)
+    if args.out:
+        print(f"wrote {decided.height} rows with their decisions to {args.out}", file=report)
+    return EXIT_OK if sendable == decided.height else EXIT_BLOCKED
 
 
 def _contact(number: str, country: str | None) -> str:
@@ -532,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         handler = {
             "run": command_run, "runs": command_runs, "sql": command_sql,
             "erase": command_erase, "access": command_access, "audit": command_audit, "export": command_export,
+            "check": command_check,
             "migrate": command_migrate, "rules": command_rules,
         }[args.command]
         return handler(args)

@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.audiences import audience_checks
 from assets.checks import CHECKS
 from assets.marts import MART_ASSETS, compliance_dashboard
 from assets.privacy import retention_purge
 from assets.staging import stg_consent_events
 from assets.warehouse import published_warehouse
-from pipelines.jobs import consent_job
+from pipelines.jobs import audience_check_job, consent_job
 from pipelines.resources import resources_from_env, schedule_from_env
 from pipelines.schedules import nightly_schedule
-from pipelines.sensors import alert_on_unfinished_run, build_new_exports_sensor
+from pipelines.sensors import alert_on_unfinished_run, build_new_audiences_sensor, build_new_exports_sensor
 
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     schedule = schedule_from_env()
     return dg.Definitions(
-        assets=[stg_consent_events, published_warehouse, retention_purge, *MART_ASSETS, compliance_dashboard],
+        assets=[stg_consent_events, published_warehouse, retention_purge, *MART_ASSETS, compliance_dashboard,
+                audience_checks],
         asset_checks=CHECKS,
-        jobs=[consent_job],
+        jobs=[consent_job, audience_check_job],
         schedules=[nightly_schedule(schedule.nightly_cron, schedule.nightly_timezone)],
-        sensors=[build_new_exports_sensor(schedule.sensor_interval_seconds), alert_on_unfinished_run],
+        sensors=[build_new_exports_sensor(schedule.sensor_interval_seconds),
+                 build_new_audiences_sensor(schedule.sensor_interval_seconds), alert_on_unfinished_run],
         # Every entry point's resources come from resources_from_env (the CLI overlays its flags).
         resources=resources or resources_from_env(),
         # DuckDB takes one writer per file: run steps one after the other.

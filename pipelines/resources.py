@@ -262,10 +262,17 @@ class ConsentSettings(dg.ConfigurableResource, FromEnvironment):
     full: bool = False
     # Worker processes for phone normalisation of large batches.
     workers: Optional[int] = None
+    # Audiences to check before a campaign (`audiences/` beside the exports folder by default).
+    audiences_dir: Optional[str] = None
 
     @property
     def exports_path(self) -> Path:
         return Path(self.setting("exports_dir"))
+
+    @property
+    def audiences_path(self) -> Path:
+        given = self.setting("audiences_dir")
+        return Path(given) if given else self.exports_path.resolve().parent / "audiences"
 
     @property
     def policy_path(self) -> Path:
@@ -319,6 +326,7 @@ SETTINGS = (
     Setting("exports_dir", "CONSENT_EXPORTS"),
     Setting("policy_file", "CONSENT_POLICY"),
     Setting("workers", "CONSENT_WORKERS", int),
+    Setting("audiences_dir", "CONSENT_AUDIENCES"),
 )
 DEFAULTS = {"path": DEFAULT_WAREHOUSE, "lock_timeout_seconds": 30.0, "exports_dir": DEFAULT_EXPORTS, "workers": DEFAULT_WORKERS}
 

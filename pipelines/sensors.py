@@ -11,7 +11,7 @@ import dagster as dg
 
 from consent.runs import run_summary
 from pipelines.alerts import raise_alert
-from pipelines.jobs import consent_job
+from pipelines.jobs import audience_check_job, consent_job
 from pipelines.resources import ConsentSettings, WarehouseResource
 
 # A file must be this old before a run starts, so half-written exports are not read.
@@ -65,9 +65,33 @@ def build_new_exports_sensor(interval_seconds: int = 60) -> dg.SensorDefinition:
     return new_exports_sensor
 
 
+def build_new_audiences_sensor(interval_seconds: int = 60) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="new_audiences_sensor",
+        job=audience_check_job,
+        minimum_interval_seconds=interval_seconds,
+        description="Checks every new or changed file of the audiences folder before a campaign (cursor: file sizes and times).",
+        default_status=dg.DefaultSensorStatus.STOPPED,
+    )
+    def new_audiences_sensor(context: dg.SensorEvaluationContext, settings: ConsentSettings):
+        previous = json.loads(context.cursor) if context.cursor else {}
+        current = export_fingerprints(settings.audiences_path)
+        changed = new_or_changed(previous, current, time.time(), SETTLE_SECONDS)
+        if not changed:
+            return dg.SkipReason("no new or changed audience files")
+        cursor = {**previous, **{name: current[name] for name in changed}}
+        context.update_cursor(json.dumps(cursor, sort_keys=True))
+        return dg.RunRequest(
+            run_key="audiences-" + hashlib.sha256(json.dumps(cursor, sort_keys=True).encode()).hexdigest()[:16],
+            tags={"consent/new_audiences": str(len(changed))},
+        )
+
+    return new_audiences_sensor
+
+
 @dg.run_failure_sensor(
     name="alert_on_unfinished_run",
-    monitored_jobs=[consent_job],
+    monitored_jobs=[consent_job, audience_check_job],
     description="A run finalises itself (runs row, dashboard, alert). This sensor alerts only for a run that "
     "died before it could: the process was killed, or the warehouse could not be opened or locked.",
     default_status=dg.DefaultSensorStatus.RUNNING,

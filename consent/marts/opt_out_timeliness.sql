@@ -1,0 +1,104 @@
+-- opt_out_timeliness: one row per opt-out request and contact: when the person asked, when the warehouse published it, the first message the business sent after it, and the findings.
+-- Findings: honoured (nothing sent for the purposes opted out of), confirmation_message (one non-marketing
+-- message within 5 minutes: allowed), sent_after_opt_out, late (published more than the policy's business
+-- days after the request; weekends and the holiday calendar's days do not count).
+WITH requests AS (
+    SELECT
+        h.business,
+        h.contact_id,
+        h.decided_by_event_id AS event_id,
+        min(h.valid_from) AS asked_at,
+        max(coalesce(h.valid_to, TIMESTAMP '9999-12-31')) AS until,
+        list(DISTINCT h.purpose ORDER BY h.purpose) AS purposes
+    FROM consent_status_history AS h
+    JOIN consent_events AS e ON e.event_id = h.decided_by_event_id AND e.event_type = 'opt_out'
+    WHERE h.status = 'opted_out'
+    GROUP BY ALL
+),
+
+published AS (
+    -- the run that first held the request: its clock (`as_of`) is when the warehouse knew
+    SELECT r.*, e.channel, e.run_id AS published_run, coalesce(ru.as_of, e.ingested_at) AS published_at
+    FROM requests AS r
+    JOIN consent_events AS e USING (event_id)
+    LEFT JOIN runs AS ru ON ru.run_id = e.run_id
+),
+
+linked AS (
+    SELECT business, whatsapp_user_id, arg_max(phone_e164, (linked_at, phone_e164)) AS phone
+    FROM identifier_links
+    WHERE phone_e164 IS NOT NULL AND whatsapp_user_id IS NOT NULL
+    GROUP BY ALL
+),
+
+sends AS (
+    SELECT
+        m.message_id,
+        m.business,
+        coalesce(any_value(m.recipient_e164), any_value(l.phone), any_value(m.recipient_user_id)) AS recipient,
+        min(m.status_at) AS sent_at,
+        any_value(m.pricing_category) FILTER (WHERE m.pricing_category IS NOT NULL) AS category
+    FROM message_statuses AS m
+    LEFT JOIN linked AS l ON l.business = m.business AND l.whatsapp_user_id = m.recipient_user_id
+    GROUP BY m.message_id, m.business
+),
+
+after AS (
+    SELECT
+        p.business, p.contact_id, p.event_id, p.asked_at, s.message_id, s.sent_at, s.category,
+        row_number() OVER (PARTITION BY p.business, p.contact_id, p.event_id ORDER BY s.sent_at, s.message_id) AS n,
+        list_contains(p.purposes, s.category) AS covered
+    FROM published AS p
+    JOIN sends AS s
+      ON s.business = p.business AND s.recipient = p.contact_id
+     AND s.sent_at > p.asked_at AND s.sent_at < p.until
+),
+
+judged AS (
+    SELECT
+        *,
+        -- one message, the first, within 5 minutes and not marketing: the allowed confirmation
+        (n = 1 AND sent_at <= asked_at + INTERVAL 5 MINUTE AND coalesce(category, '') <> 'marketing') AS confirmation
+    FROM after
+),
+
+per_request AS (
+    SELECT
+        business, contact_id, event_id,
+        min(sent_at) AS first_message_at,
+        arg_min(category, sent_at) AS first_message_category,
+        bool_or(confirmation) AS confirmation_message,
+        count(*) FILTER (WHERE covered AND NOT confirmation) AS messages_after_opt_out
+    FROM judged
+    GROUP BY ALL
+),
+
+final AS (
+    SELECT
+        p.business,
+        salted_hash(p.contact_id) AS contact_hash,
+        p.event_id,
+        p.channel,
+        p.purposes,
+        p.asked_at,
+        p.published_at,
+        p.published_run,
+        pc.business_day_number - ac.business_day_number AS business_days_to_publish,
+        getvariable('opt_out_deadline_business_days') AS deadline_business_days,
+        r.first_message_at,
+        r.first_message_category,
+        coalesce(r.messages_after_opt_out, 0) AS messages_after_opt_out,
+        list_filter([
+            CASE WHEN coalesce(r.messages_after_opt_out, 0) = 0 THEN 'honoured' END,
+            CASE WHEN r.confirmation_message THEN 'confirmation_message' END,
+            CASE WHEN r.messages_after_opt_out > 0 THEN 'sent_after_opt_out' END,
+            CASE WHEN pc.business_day_number - ac.business_day_number > getvariable('opt_out_deadline_business_days')
+                 THEN 'late' END
+        ], lambda f: f IS NOT NULL) AS findings
+    FROM published AS p
+    LEFT JOIN per_request AS r USING (business, contact_id, event_id)
+    LEFT JOIN business_calendar AS ac ON ac.day = p.asked_at::DATE
+    LEFT JOIN business_calendar AS pc ON pc.day = p.published_at::DATE
+)
+
+SELECT * FROM final ORDER BY asked_at, business, contact_hash, event_id
