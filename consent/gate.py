@@ -75,7 +75,10 @@ def _identifiers(con: duckdb.DuckDBPyConnection, audience: Audience, default_reg
                  workers: int) -> pl.DataFrame:
     """Per row: the E.164 number (or why the phone is invalid) and the BSUID given."""
     frame = audience.frame
-    text = lambda column: (pl.col(column).fill_null("").str.strip_chars() if column else pl.lit(""))  # noqa: E731
+
+    def text(column: str | None) -> pl.Expr:
+        return pl.col(column).fill_null("").str.strip_chars() if column else pl.lit("")
+
     rows = frame.select(
         pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("row_number"),
         text(audience.phone).alias("phone_raw"),
@@ -219,7 +222,10 @@ def write_decisions(decided: pl.DataFrame, out, fmt: str) -> None:
         else:
             out.write(text + "\n")
         return
-    public.write_csv(out) if isinstance(out, (str, Path)) else out.write(public.write_csv())
+    if isinstance(out, (str, Path)):
+        public.write_csv(out)
+    else:
+        out.write(public.write_csv())
 
 
 def sendable_rows(decided: pl.DataFrame, audience: Audience) -> pl.DataFrame:

@@ -77,6 +77,17 @@ class Policy(BaseModel):
     raw_retention_days: float = 90
     evidence_retention_years: float = 5
 
+    @field_validator("holiday_calendar")
+    @classmethod
+    def _known_calendar(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        import holidays
+
+        if value not in holidays.list_supported_countries():
+            raise ValueError(f"unknown holiday calendar {value!r} (a country code of the `holidays` package, or null)")
+        return value
+
     @field_validator("purposes")
     @classmethod
     def _purposes_not_empty(cls, value: list[str]) -> list[str]:

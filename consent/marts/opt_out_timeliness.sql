@@ -24,23 +24,9 @@ published AS (
     LEFT JOIN runs AS ru ON ru.run_id = e.run_id
 ),
 
-linked AS (
-    SELECT business, whatsapp_user_id, arg_max(phone_e164, (linked_at, phone_e164)) AS phone
-    FROM identifier_links
-    WHERE phone_e164 IS NOT NULL AND whatsapp_user_id IS NOT NULL
-    GROUP BY ALL
-),
-
 sends AS (
-    SELECT
-        m.message_id,
-        m.business,
-        coalesce(any_value(m.recipient_e164), any_value(l.phone), any_value(m.recipient_user_id)) AS recipient,
-        min(m.status_at) AS sent_at,
-        any_value(m.pricing_category) FILTER (WHERE m.pricing_category IS NOT NULL) AS category
-    FROM message_statuses AS m
-    LEFT JOIN linked AS l ON l.business = m.business AND l.whatsapp_user_id = m.recipient_user_id
-    GROUP BY m.message_id, m.business
+    -- the recipient as a contact id (consent/sql/send_macros.sql)
+    SELECT * FROM business_sends()
 ),
 
 after AS (

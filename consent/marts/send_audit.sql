@@ -1,25 +1,9 @@
 -- send_audit: every business-sent WhatsApp message checked against the recipient's consent for its category at send time.
 -- finding: ok | sent_after_opt_out | sent_without_consent | not_checked (a category that is not a consent purpose).
--- The recipient is matched by number, or by BSUID (`recipient_user_id`) through the number it is linked to.
-WITH linked AS (
-    SELECT business, whatsapp_user_id, arg_max(phone_e164, (linked_at, phone_e164)) AS phone
-    FROM identifier_links
-    WHERE phone_e164 IS NOT NULL AND whatsapp_user_id IS NOT NULL
-    GROUP BY ALL
-),
-
-sends AS (
-    SELECT
-        m.message_id,
-        m.business,
-        coalesce(any_value(m.recipient_e164), any_value(l.phone), any_value(m.recipient_user_id)) AS recipient,
-        min(m.status_at) AS sent_at,
-        any_value(m.pricing_category) FILTER (WHERE m.pricing_category IS NOT NULL) AS category,
-        list(DISTINCT m.status ORDER BY m.status) AS statuses,
-        bool_or(list_contains(m.error_codes, 131050)) AS refused_by_whatsapp
-    FROM message_statuses AS m
-    LEFT JOIN linked AS l ON l.business = m.business AND l.whatsapp_user_id = m.recipient_user_id
-    GROUP BY m.message_id, m.business
+-- The recipient is matched by number, or by BSUID (`recipient_user_id`) through the number it is
+-- linked to (the `business_sends()` macro, consent/sql/send_macros.sql).
+WITH sends AS (
+    SELECT * FROM business_sends()
 ),
 
 purposes AS (

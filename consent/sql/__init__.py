@@ -48,3 +48,6 @@ def use_salt(con: duckdb.DuckDBPyConnection, salt: str | None) -> None:
     """Define `salted_hash(value)` on this connection, with the deployment's salt."""
     con.execute("SET VARIABLE hash_salt = ?", [salt])
     run(con, "macros")
+    tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()}
+    if {"identifier_links", "message_statuses"} <= tables:
+        run(con, "send_macros")

@@ -3,16 +3,15 @@
 -- contact's status for $purpose at $at (consent_status_history), with what a decision needs.
 WITH linked AS (
     -- a BSUID names the number it was most recently linked to in this business
-    SELECT whatsapp_user_id AS user_id, arg_max(phone_e164, (linked_at, phone_e164)) AS phone
-    FROM identifier_links
-    WHERE business = $business AND phone_e164 IS NOT NULL AND whatsapp_user_id IS NOT NULL
-    GROUP BY ALL
+    SELECT whatsapp_user_id AS user_id, phone FROM linked_numbers() WHERE business = $business
 ),
 
 resolved AS (
-    SELECT a.*, coalesce(a.phone_e164, l.phone, a.user_id) AS contact_id
+    -- hashes computed here, so the suppression joins below are plain equi-joins (hash joins)
+    SELECT a.*, coalesce(a.phone_e164, l.phone, a.user_id) AS contact_id,
+           salted_hash(a.phone_e164) AS phone_hash, salted_hash(a.user_id) AS user_hash
     FROM audience AS a
-    LEFT JOIN linked AS l ON a.phone_e164 IS NULL AND l.user_id = a.user_id
+    LEFT JOIN linked AS l ON l.user_id = a.user_id
 ),
 
 at_time AS (
@@ -37,12 +36,12 @@ SELECT
     e.phone_region,
     (s1.phone_hash IS NOT NULL OR s2.phone_hash IS NOT NULL) AS erased,
     -- the BSUID's own contact (an opt-out kept against it before any link) also counts
-    b.status AS user_status,
+    CASE WHEN r.user_id IS DISTINCT FROM r.contact_id THEN b.status END AS user_status,
     k.contact_id IS NOT NULL AS known
 FROM resolved AS r
 LEFT JOIN at_time AS h ON h.contact_id = r.contact_id
 LEFT JOIN consent_events AS e ON e.event_id = h.consent_event_id
-LEFT JOIN suppression_list AS s1 ON s1.phone_hash = salted_hash(r.phone_e164)
-LEFT JOIN suppression_list AS s2 ON s2.phone_hash = salted_hash(r.user_id)
-LEFT JOIN at_time AS b ON b.contact_id = r.user_id AND r.user_id IS DISTINCT FROM r.contact_id
+LEFT JOIN suppression_list AS s1 ON s1.phone_hash = r.phone_hash
+LEFT JOIN suppression_list AS s2 ON s2.phone_hash = r.user_hash
+LEFT JOIN at_time AS b ON b.contact_id = r.user_id
 LEFT JOIN known AS k ON k.contact_id = r.contact_id;

@@ -1,0 +1,25 @@
+-- send_macros: table macros defined on every warehouse connection that has the identity tables
+-- (consent.sql.use_salt), so the send audit, the opt-out audits and the timeliness mart match a
+-- message to its recipient in one way.
+
+-- The number each BSUID was most recently linked to, per business.
+CREATE OR REPLACE TEMP MACRO linked_numbers() AS TABLE
+SELECT business, whatsapp_user_id, arg_max(phone_e164, (linked_at, phone_e164)) AS phone
+FROM identifier_links
+WHERE phone_e164 IS NOT NULL AND whatsapp_user_id IS NOT NULL
+GROUP BY ALL;
+
+-- One row per business-sent message (from status webhooks): its recipient as a contact id (the
+-- number, else the number its BSUID is linked to, else the BSUID), first status time, category.
+CREATE OR REPLACE TEMP MACRO business_sends() AS TABLE
+SELECT
+    m.message_id,
+    m.business,
+    coalesce(any_value(m.recipient_e164), any_value(l.phone), any_value(m.recipient_user_id)) AS recipient,
+    min(m.status_at) AS sent_at,
+    any_value(m.pricing_category) FILTER (WHERE m.pricing_category IS NOT NULL) AS category,
+    list(DISTINCT m.status ORDER BY m.status) AS statuses,
+    bool_or(list_contains(m.error_codes, 131050)) AS refused_by_whatsapp
+FROM message_statuses AS m
+LEFT JOIN linked_numbers() AS l ON l.business = m.business AND l.whatsapp_user_id = m.recipient_user_id
+GROUP BY m.message_id, m.business;
