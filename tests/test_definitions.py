@@ -30,17 +30,25 @@ def test_definitions_hold_the_assets_checks_and_job():
         "stg_consent_events", "consent_events", "quarantine", "skipped_items", "source_files",
         "consent_status", "consent_violations", "consent_status_history", "runs", "retention_purge", "message_statuses",
         "consent_daily", "consent_coverage", "quarantine_summary", "violations_summary", "send_audit",
-        "compliance_dashboard", "consent_notices", "notice_usage",
+        "compliance_dashboard", "consent_notices", "notice_usage", "identifier_links", "opt_out_timeliness",
+        "consent_renewals", "audience_checks",
     }
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert checks == {
         "staged_opt_ins_have_evidence", "ledger_rows_are_well_formed", "opted_in_rows_have_evidence",
         "rows_conserved", "no_error_violations", "opt_in_notices_meet_policy", "notices_unchanged",
+        "audiences_hold_no_opted_out",
     }
     assert defs.resolve_job_def("consent_job").name == "consent_job"
+    assert defs.resolve_job_def("audience_check_job").name == "audience_check_job"
+    assert graph_group(defs, "audience_checks") == "audiences"
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey("consent_status")).group_name == "warehouse"
     assert graph.get(dg.AssetKey("stg_consent_events")).group_name == "staging"
+
+
+def graph_group(defs, key: str) -> str:
+    return defs.resolve_asset_graph().get(dg.AssetKey(key)).group_name
 
 
 def test_check_reports_failing_rows_by_lineage_not_by_number():

@@ -19,7 +19,7 @@ def test_schedule_and_sensors_are_in_the_definitions_with_the_configured_cron(mo
     schedule = defs.resolve_schedule_def("consent_schedule")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 3 * * *", "Europe/Berlin")
     assert schedule.job_name == "consent_job"
-    assert {s.name for s in defs.sensors} == {"new_exports_sensor", "alert_on_unfinished_run"}
+    assert {s.name for s in defs.sensors} == {"new_exports_sensor", "new_audiences_sensor", "alert_on_unfinished_run"}
 
 
 def test_default_schedule_is_two_in_the_morning_utc():
