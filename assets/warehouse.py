@@ -38,7 +38,8 @@ def published_warehouse(
     policy = settings.load_policy()
     with warehouse.connect() as con:
         summary = publish(
-            con, policy=policy, salt=warehouse.salt(), full=settings.full, progress=ProgressReporter(context.log)
+            con, policy=policy, salt=warehouse.salt(), full=settings.full, progress=ProgressReporter(context.log),
+            workers=settings.worker_count,
         )
         counts = {
             name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in PUBLISHED

@@ -388,6 +388,13 @@ def with_contacts(events: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def decide_range(
+    events: pl.DataFrame, policy: Policy, as_of: datetime, notices: Mapping[str, NoticeTerms] | None
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """`reconcile` for one contact range, in a worker process (which imports only the domain)."""
+    return reconcile(events, policy, as_of, notices=notices)
+
+
 def reconcile(
     events: pl.DataFrame,
     policy: Policy,

@@ -9,7 +9,10 @@ warehouse exactly as it was, and the next run redoes the work.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -28,7 +31,7 @@ from consent.notices import NoticeFolder, NoticeTerms, read_notices, terms_from_
 from consent.phones import METADATA_VERSION, PHONE_BOOK_SCHEMA, PhoneBook, normalise_frame
 from consent.policy import ChannelsFile, Policy
 from consent.privacy import suppress_staged
-from consent.reconcile import reconcile
+from consent.reconcile import decide_range, reconcile
 from consent.rules import TIME_DEPENDENT
 from consent.schema import CONSENT_STATUS, CONSENT_STATUS_HISTORY, CONSENT_VIOLATIONS, RUNS
 
@@ -229,6 +232,7 @@ def publish(
     salt: str,
     full: bool = False,
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> dict:
     """Append the staged run to the ledger and recompute affected statuses, atomically.
 
@@ -247,7 +251,7 @@ def publish(
         notices = register_notices(con, run)
         with timed(run.seconds, "reconcile"):
             select_touched_contacts(con, run, policy, full)
-            contacts = reconcile_ranges(con, policy, run.as_of, notices, progress)
+            contacts = reconcile_ranges(con, policy, run.as_of, notices, progress, workers)
         crash_point("publish_after_status")
         summary = record_run(con, run, contacts=contacts, suppressed=suppressed)
     crash_point("after_publish")
@@ -289,21 +293,46 @@ def reconcile_ranges(
     as_of: datetime,
     notices: dict[str, NoticeTerms],
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> int:
-    """Decide the touched contacts range by range (each read, decided and written before the
-    next: memory holds one range, not the ledger); the number of contacts decided."""
+    """Decide the touched contacts range by range; the number of contacts decided.
+
+    Contacts are independent: with `workers` > 1 and several ranges, the state machine runs in
+    worker processes (started by a fork server: they import only `consent.reconcile` and what it
+    needs) while this process reads the next range and writes the finished ones. At most
+    `workers` + 1 ranges are in memory, never the ledger."""
     ranges = _contact_ranges(con, RECONCILE_RANGE_EVENTS)
     total = sum(r[2] for r in ranges)
-    done = 0
-    for low, high, contacts_in_range in ranges:
-        history = sql.run(con, "range_history", {"low": low, "high": high}).pl()
-        derived = reconcile(history, policy, as_of, notices=notices)
-        del history
+    counted = [0]
+
+    def write(derived, contacts_in_range: int) -> None:
         for table, frame in zip((CONSENT_STATUS, CONSENT_VIOLATIONS, CONSENT_STATUS_HISTORY), derived):
             insert_frame(con, table.name, frame)
-        done += contacts_in_range
+        counted[0] += contacts_in_range
         if progress:
-            progress("reconciling contacts", done, total)
+            progress("reconciling contacts", counted[0], total)
+
+    def histories() -> Iterator[tuple[pl.DataFrame, int]]:
+        for low, high, contacts_in_range in ranges:
+            yield sql.run(con, "range_history", {"low": low, "high": high}).pl(), contacts_in_range
+
+    if workers <= 1 or len(ranges) < 2:
+        for history, contacts_in_range in histories():
+            write(reconcile(history, policy, as_of, notices=notices), contacts_in_range)
+        return total
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["consent.reconcile"])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending: deque = deque()
+        for history, contacts_in_range in histories():
+            pending.append((pool.submit(decide_range, history, policy, as_of, notices), contacts_in_range))
+            del history
+            while len(pending) > workers:
+                future, n = pending.popleft()
+                write(future.result(), n)
+        while pending:
+            future, n = pending.popleft()
+            write(future.result(), n)
     return total
 
 

@@ -14,14 +14,16 @@ from pathlib import Path
 from consent.migrations import WarehouseOutdated
 from consent.policy import ConfigError
 from pipelines.alerts import raise_alert
-from pipelines.resources import (
+# Dagster-free: `sql`, `audit`, `export`, `runs`, `access`, `check` never import Dagster or GX.
+from pipelines.access import (
     REPO_ROOT,
-    ConsentSettings,
+    RunLock,
+    SettingsAccess,
+    WarehouseAccess,
     WarehouseKeyError,
     WarehouseLocked,
-    WarehouseResource,
+    access_from_env,
     parse_as_of,
-    resources_from_env,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -116,10 +118,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resources(args, warn: bool = True) -> dict:
-    """The same resources every entry point builds (resources_from_env), with this command's flags on top."""
+def _resources(args, warn: bool = True, dagster: bool = False) -> dict:
+    """The same resources every entry point builds, with this command's flags on top: Dagster's
+    (`resources_from_env`) for a run, the plain ones (`access_from_env`, same settings) otherwise."""
     flags = vars(args)
-    resources = resources_from_env(
+    if dagster:
+        from pipelines.resources import resources_from_env as build
+    else:
+        build = access_from_env
+    resources = build(
         {
             "warehouse": {
                 "path": flags.get("warehouse"), "lock_timeout_seconds": flags.get("lock_timeout"),
@@ -136,12 +143,12 @@ def _resources(args, warn: bool = True) -> dict:
     return resources
 
 
-def _warn_if_unencrypted(warehouse: WarehouseResource) -> None:
+def _warn_if_unencrypted(warehouse: WarehouseAccess) -> None:
     if not warehouse.key:
         print("consent: warning: CONSENT_WAREHOUSE_KEY is not set; the warehouse is not encrypted", file=sys.stderr)
 
 
-def _warehouse(args) -> WarehouseResource:
+def _warehouse(args) -> WarehouseAccess:
     return _resources(args)["warehouse"]
 
 
@@ -149,7 +156,7 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _validate_inputs(settings: ConsentSettings) -> None:
+def _validate_inputs(settings: SettingsAccess) -> None:
     exports = settings.exports_path
     if not exports.is_dir():
         raise UsageError(f"exports folder not found: {exports}")
@@ -167,7 +174,7 @@ def _validate_inputs(settings: ConsentSettings) -> None:
 
 def command_run(args) -> int:
     """Launch `consent_job` in-process, then print what the run recorded (the job finalises itself)."""
-    resources = _resources(args, warn=False)
+    resources = _resources(args, warn=False, dagster=True)
     _validate_inputs(resources["settings"])
     _warn_if_unencrypted(resources["warehouse"])
     # Dagster is imported only when a run starts: `consent --help` stays fast.
@@ -186,7 +193,7 @@ def command_run(args) -> int:
     return _report(resources["warehouse"], result)
 
 
-def _report(warehouse: WarehouseResource, result) -> int:
+def _report(warehouse: WarehouseAccess, result) -> int:
     summary = _recorded(warehouse, result.run_id)
     if not summary.get("finished"):
         return _report_unfinished(warehouse, result, summary)
@@ -214,7 +221,7 @@ def _report(warehouse: WarehouseResource, result) -> int:
     return EXIT_FAILED
 
 
-def _recorded(warehouse: WarehouseResource, run_id: str) -> dict:
+def _recorded(warehouse: WarehouseAccess, run_id: str) -> dict:
     from consent.runs import run_summary
 
     try:
@@ -224,7 +231,7 @@ def _recorded(warehouse: WarehouseResource, run_id: str) -> dict:
         return {"run_id": run_id, "published": False, "warehouse_error": str(exc)}
 
 
-def _report_unfinished(warehouse: WarehouseResource, result, summary: dict) -> int:
+def _report_unfinished(warehouse: WarehouseAccess, result, summary: dict) -> int:
     """The run died before it could record its end (lock, key, schema): say why and alert from here."""
     reasons = _failure_messages(result)
     for reason in reasons:
@@ -269,7 +276,7 @@ def _short(value, limit: int = 400) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def _print_summary(warehouse: WarehouseResource, run_id: str) -> None:
+def _print_summary(warehouse: WarehouseAccess, run_id: str) -> None:
     with warehouse.connect(read_only=True) as con:
         _print_run(con, run_id)
 
@@ -333,7 +340,7 @@ def command_runs(args) -> int:
     return EXIT_OK
 
 
-def read_only_query(warehouse: WarehouseResource, query: str, params: dict | None = None) -> tuple[list[str], list[tuple]]:
+def read_only_query(warehouse: WarehouseAccess, query: str, params: dict | None = None) -> tuple[list[str], list[tuple]]:
     """Columns and rows of one statement on a read-only connection with no file access."""
     import duckdb
 
@@ -417,7 +424,7 @@ def command_audit(args) -> int:
     return EXIT_OK
 
 
-def _business_for(warehouse: WarehouseResource, given: str | None) -> str:
+def _business_for(warehouse: WarehouseAccess, given: str | None) -> str:
     """The business a list or check is for: the one given, or the only one there is."""
     try:
         businesses = [b for (b,) in read_only_query(warehouse, "SELECT DISTINCT business FROM consent_status ORDER BY 1")[1]]
@@ -464,7 +471,7 @@ def command_export(args) -> int:
     return EXIT_OK
 
 
-def _export_renewals(args, warehouse: WarehouseResource, business: str) -> int:
+def _export_renewals(args, warehouse: WarehouseAccess, business: str) -> int:
     """Contacts opted in for the purpose whose consent lapses within renewal_notice_days: re-ask them."""
     if not args.purpose:
         raise UsageError("export --renewal-due needs --purpose")
@@ -499,8 +506,6 @@ def _export_renewals(args, warehouse: WarehouseResource, business: str) -> int:
 
 def command_check(args) -> int:
     from consent.gate import AudienceError, decide, read_audience, record_check, summary, write_decisions
-    from pipelines.resources import RunLock
-
     resources = _resources(args, warn=False)
     warehouse, settings = resources["warehouse"], resources["settings"]
     if not Path(warehouse.file).exists():
@@ -559,8 +564,6 @@ def command_erase(args) -> int:
     from datetime import datetime, timezone
 
     from consent.privacy import erase, files_containing
-    from pipelines.resources import RunLock
-
     phone = _contact(args.number, args.country)
     resources = _resources(args)
     warehouse, exports = resources["warehouse"], resources["settings"].exports_path

@@ -128,7 +128,8 @@ def test_every_entry_point_reads_the_same_settings(monkeypatch, tmp_path):
     values = {"CONSENT_WAREHOUSE": str(tmp_path / "w.duckdb"), "CONSENT_WAREHOUSE_KEY": "k", "CONSENT_HASH_SALT": "s",
               "CONSENT_ALERT_COMMAND": "true", "CONSENT_LOCK_TIMEOUT_SECONDS": "7", "CONSENT_EXPORTS": str(tmp_path),
               "CONSENT_POLICY": str(tmp_path / "p.yaml"), "CONSENT_WORKERS": "3",
-              "CONSENT_AUDIENCES": str(tmp_path / "aud")}
+              "CONSENT_AUDIENCES": str(tmp_path / "aud"), "CONSENT_MEMORY_LIMIT": "1GB",
+              "CONSENT_TEMP_DIRECTORY": str(tmp_path / "spill")}
     assert {s.variable for s in SETTINGS} == set(values)  # the test covers every setting
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -141,6 +142,7 @@ def test_every_entry_point_reads_the_same_settings(monkeypatch, tmp_path):
         assert (str(settings.exports_path), str(settings.policy_path), settings.worker_count) == (
             str(tmp_path), values["CONSENT_POLICY"], 3)
         assert str(settings.audiences_path) == values["CONSENT_AUDIENCES"]
+        assert (warehouse.setting("memory_limit"), warehouse.setting("temp_directory")) == ("1GB", str(tmp_path / "spill"))
     # A flag overrides its variable, for this command only.
     flagged = _resources(_parser().parse_args(["run", "--warehouse", "other.duckdb", "--workers", "1"]), warn=False)
     assert (flagged["warehouse"].file, flagged["settings"].worker_count) == ("other.duckdb", 1)

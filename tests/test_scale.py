@@ -1,0 +1,77 @@
+"""Growth: contacts decided on two cores give what one core gives; workers import only the domain."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from consent.migrations import ensure_schema
+from consent.policy import load_channels, load_policy
+from consent.warehouse import publish, stage_run
+
+REPO = Path(__file__).resolve().parent.parent
+AS_OF = datetime(2026, 11, 26)
+
+
+def _warehouse(exports: Path, path: Path, workers: int) -> dict:
+    con = duckdb.connect(str(path))
+    ensure_schema(con)
+
+    @contextmanager
+    def connect():
+        yield con
+
+    policy = load_policy(exports / "policy.yaml")
+    stage_run(connect, exports, policy=policy, channels=load_channels(exports), as_of=AS_OF, run_id="r1")
+    summary = publish(con, policy=policy, salt="s", workers=workers)
+    tables = {
+        name: con.execute(f"SELECT * FROM {name} ORDER BY ALL").fetchall()
+        for name in ("consent_status", "consent_status_history", "consent_violations")
+    }
+    con.close()
+    return {"contacts": summary["contacts_reconciled"], **tables}
+
+
+def test_ranges_decided_in_worker_processes_equal_one_process(tmp_path, monkeypatch):
+    import consent.warehouse as warehouse
+
+    exports = tmp_path / "exports"
+    subprocess.run([sys.executable, str(REPO / "bench" / "generate.py"), str(exports), "--events", "3000", "--seed", "3"],
+                   check=True, stdout=subprocess.DEVNULL)
+    monkeypatch.setattr(warehouse, "RECONCILE_RANGE_EVENTS", 400)  # many ranges, so the pool has work
+    one = _warehouse(exports, tmp_path / "one.duckdb", workers=1)
+    two = _warehouse(exports, tmp_path / "two.duckdb", workers=2)
+    assert one["contacts"] > 100 and len(one["consent_status"]) > 200
+    assert one == two
+
+
+def test_reconciliation_workers_import_only_the_domain():
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, consent.reconcile; "
+         "print(sorted(m for m in ('dagster', 'great_expectations', 'pipelines', 'assets') if m in sys.modules))"],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_read_commands_do_not_import_dagster_or_great_expectations(tmp_path):
+    """`consent sql`, `export`, `audit`, `runs` start without Dagster and GX (start-up, issue 16)."""
+    warehouse = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(warehouse))
+    ensure_schema(con)
+    con.close()
+    script = (
+        "import sys\nfrom pipelines.cli import main\n"
+        "for argv in (['sql', 'SELECT count(*) FROM consent_status'], ['runs'], ['audit', 'violations'],"
+        " ['export', '--suppression']):\n"
+        f"    assert main([*argv, '--warehouse', {str(warehouse)!r}]) == 0, argv\n"
+        "print(sorted(m for m in ('dagster', 'great_expectations') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
