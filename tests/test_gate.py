@@ -144,7 +144,7 @@ def test_the_audiences_sensor_checks_new_files_in_dagster_and_alerts_on_an_opted
     monkeypatch.setenv("CONSENT_WAREHOUSE", str(warehouse))
     monkeypatch.setenv("CONSENT_EXPORTS", str(warehouse.parent.parent / "exports"))
     defs = build_definitions(resources_from_env())
-    sensor = defs.get_sensor_def("new_audiences_sensor")
+    sensor = defs.resolve_sensor_def("new_audiences_sensor")
     import os
     old = datetime(2026, 11, 1).timestamp()
     os.utime(audiences / "marketing" / "november.csv", (old, old))  # settled
