@@ -459,12 +459,7 @@ def command_export(args) -> int:
         erased = read_only_query(warehouse, "SELECT count(*) FROM suppression_list")[1][0][0] if args.suppression else 0
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from exc
-    if args.out:
-        with open(args.out, "w", encoding="utf-8", newline="") as handle:
-            _print_rows(columns, rows, fmt, handle)
-        print(f"wrote {len(rows)} contacts of {business} to {args.out}", file=sys.stderr)
-    else:
-        _print_rows(columns, rows, fmt)
+    _write_list(columns, rows, fmt, args.out, f"contacts of {business}")
     if erased:
         print(f"note: {erased} erased identifiers are on the suppression list as salted hashes only; "
               "they are kept out of every import and cannot be exported", file=sys.stderr)
@@ -494,14 +489,18 @@ def _export_renewals(args, warehouse: WarehouseAccess, business: str) -> int:
         if expires - timedelta(days=policy.renewal_notice_days) <= now:
             due.append((phone, user, consent_at, channel, method, expires))
     columns = ["phone_e164", "whatsapp_user_id", "consent_at", "channel", "consent_method", "expires_at"]
-    fmt = args.format or "csv"
-    if args.out:
-        with open(args.out, "w", encoding="utf-8", newline="") as handle:
-            _print_rows(columns, due, fmt, handle)
-        print(f"wrote {len(due)} contacts of {business} due for renewal to {args.out}", file=sys.stderr)
-    else:
-        _print_rows(columns, due, fmt)
+    _write_list(columns, due, args.format or "csv", args.out, f"contacts of {business} due for renewal")
     return EXIT_OK
+
+
+def _write_list(columns: list[str], rows: list[tuple], fmt: str, out: str | None, what: str) -> None:
+    """An exported list to `out` (saying how many rows went there) or to standard output."""
+    if out:
+        with open(out, "w", encoding="utf-8", newline="") as handle:
+            _print_rows(columns, rows, fmt, handle)
+        print(f"wrote {len(rows)} {what} to {out}", file=sys.stderr)
+    else:
+        _print_rows(columns, rows, fmt)
 
 
 def command_check(args) -> int:

@@ -38,55 +38,42 @@ def new_or_changed(previous: dict[str, list[int]], current: dict[str, list[int]]
     )
 
 
-def build_new_exports_sensor(interval_seconds: int = 60) -> dg.SensorDefinition:
+def _folder_sensor(name: str, job, folder_of, kind: str, tag: str, interval_seconds: int) -> dg.SensorDefinition:
+    """A sensor starting one run of `job` per batch of new or changed, settled files in a folder."""
+
     @dg.sensor(
-        name="new_exports_sensor",
-        job=consent_job,
+        name=name,
+        job=job,
         minimum_interval_seconds=interval_seconds,
-        description="Starts one run per batch of new or changed files in the exports folder (cursor: file sizes and times).",
+        description=f"Starts one run per batch of new or changed files in the {kind} folder (cursor: file sizes and times).",
         default_status=dg.DefaultSensorStatus.STOPPED,
     )
-    def new_exports_sensor(context: dg.SensorEvaluationContext, settings: ConsentSettings):
+    def folder_sensor(context: dg.SensorEvaluationContext, settings: ConsentSettings):
         previous = json.loads(context.cursor) if context.cursor else {}
-        current = export_fingerprints(settings.exports_path)
+        current = export_fingerprints(folder_of(settings))
         changed = new_or_changed(previous, current, time.time(), SETTLE_SECONDS)
         if not changed:
-            return dg.SkipReason("no new or changed export files")
+            return dg.SkipReason(f"no new or changed {kind} files")
         # Only settled files move the cursor: unsettled ones are looked at again next time.
-        cursor = dict(previous)
-        for name in changed:
-            cursor[name] = current[name]
+        cursor = {**previous, **{file: current[file] for file in changed}}
         context.update_cursor(json.dumps(cursor, sort_keys=True))
         return dg.RunRequest(
-            run_key="exports-" + hashlib.sha256(json.dumps(cursor, sort_keys=True).encode()).hexdigest()[:16],
-            tags={"consent/new_files": str(len(changed))},
+            run_key=f"{kind}-" + hashlib.sha256(json.dumps(cursor, sort_keys=True).encode()).hexdigest()[:16],
+            tags={tag: str(len(changed))},
         )
 
-    return new_exports_sensor
+    return folder_sensor
+
+
+def build_new_exports_sensor(interval_seconds: int = 60) -> dg.SensorDefinition:
+    return _folder_sensor("new_exports_sensor", consent_job, lambda s: s.exports_path, "exports", "consent/new_files",
+                          interval_seconds)
 
 
 def build_new_audiences_sensor(interval_seconds: int = 60) -> dg.SensorDefinition:
-    @dg.sensor(
-        name="new_audiences_sensor",
-        job=audience_check_job,
-        minimum_interval_seconds=interval_seconds,
-        description="Checks every new or changed file of the audiences folder before a campaign (cursor: file sizes and times).",
-        default_status=dg.DefaultSensorStatus.STOPPED,
-    )
-    def new_audiences_sensor(context: dg.SensorEvaluationContext, settings: ConsentSettings):
-        previous = json.loads(context.cursor) if context.cursor else {}
-        current = export_fingerprints(settings.audiences_path)
-        changed = new_or_changed(previous, current, time.time(), SETTLE_SECONDS)
-        if not changed:
-            return dg.SkipReason("no new or changed audience files")
-        cursor = {**previous, **{name: current[name] for name in changed}}
-        context.update_cursor(json.dumps(cursor, sort_keys=True))
-        return dg.RunRequest(
-            run_key="audiences-" + hashlib.sha256(json.dumps(cursor, sort_keys=True).encode()).hexdigest()[:16],
-            tags={"consent/new_audiences": str(len(changed))},
-        )
-
-    return new_audiences_sensor
+    """Checks every new or changed audience file before a campaign (`audience_check_job`)."""
+    return _folder_sensor("new_audiences_sensor", audience_check_job, lambda s: s.audiences_path, "audiences",
+                          "consent/new_audiences", interval_seconds)
 
 
 @dg.run_failure_sensor(
