@@ -233,9 +233,5 @@ def sendable_rows(decided: pl.DataFrame, audience: Audience) -> pl.DataFrame:
     return decided.filter(pl.col("decision") == "send").select(audience.frame.columns)
 
 
-def default_at() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
 __all__ = ["Audience", "AudienceError", "REASONS", "decide", "read_audience", "record_check", "summary",
            "write_decisions", "sendable_rows"]

@@ -99,6 +99,9 @@ def test_every_row_gets_a_decision_and_its_reason_and_the_check_is_logged(wareho
         "bsuid only": ("block", "opted_out"),
     }
     assert [r["segment"] for r in rows[:2]] == ["vip", "vip"]  # extra columns kept as they are
+    from consent.gate import REASONS
+
+    assert {r["reason"] for r in rows} <= set(REASONS)
     ok = next(r for r in rows if r["name"] == "in")
     assert ok["evidence_event_id"] and ok["status_since"].startswith("2026-11-01")
     err = capsys.readouterr().err
