@@ -164,20 +164,44 @@ def suppress_staged(con: duckdb.DuckDBPyConnection) -> int:
     as a skipped item without its raw row, unless the same batch or the ledger
     holds an opt-in for that number dated after the erasure (a new consent).
     """
+    if not con.execute("SELECT count(*) FROM suppression_list").fetchone()[0]:
+        return 0
+    # Links and sends of erased identifiers are not learnt again either (they are not consent).
+    con.execute(
+        """
+        DELETE FROM stg_identifier_links WHERE list_has_any(
+            [salted_hash(phone_e164), salted_hash(whatsapp_user_id), salted_hash(parent_user_id), salted_hash(previous_user_id)],
+            (SELECT list(phone_hash) FROM suppression_list))
+        """
+    )
+    con.execute(
+        """
+        DELETE FROM stg_message_statuses WHERE list_has_any(
+            [salted_hash(recipient_e164), salted_hash(recipient_user_id)], (SELECT list(phone_hash) FROM suppression_list))
+        """
+    )
+    # Hashes first, then plain equi-joins (a join on an expression of both sides is a nested loop).
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE suppressed AS
-        SELECT s.event_id, s.channel, s.source_file, s.source_line, s.source_pointer, s.file_hash, s.ingested_at, s.run_id
-        FROM stg_consent_events s
-        JOIN suppression_list p ON p.phone_hash = salted_hash(s.phone_e164) OR p.phone_hash = salted_hash(s.whatsapp_user_id)
+        WITH hashed AS (
+            SELECT *, salted_hash(phone_e164) AS phone_hash_, salted_hash(whatsapp_user_id) AS user_hash_
+            FROM stg_consent_events
+        ), matched AS (
+            SELECT h.*, p.erased_at FROM hashed AS h JOIN suppression_list AS p ON p.phone_hash = h.phone_hash_
+            UNION ALL
+            SELECT h.*, p.erased_at FROM hashed AS h JOIN suppression_list AS p ON p.phone_hash = h.user_hash_
+        )
+        SELECT DISTINCT s.event_id, s.channel, s.source_file, s.source_line, s.source_pointer, s.file_hash, s.ingested_at, s.run_id
+        FROM matched AS s
         WHERE NOT EXISTS (
             SELECT 1 FROM (
                 SELECT phone_e164, whatsapp_user_id, event_type, occurred_at FROM stg_consent_events
                 UNION ALL SELECT phone_e164, whatsapp_user_id, event_type, occurred_at FROM consent_events
             ) o
             WHERE (o.phone_e164 = s.phone_e164 OR o.whatsapp_user_id = s.whatsapp_user_id) AND o.event_type IN ('opt_in', 'opt_in_confirm')
-              AND o.occurred_at > p.erased_at
-        ) OR s.occurred_at IS NULL OR s.occurred_at <= p.erased_at
+              AND o.occurred_at > s.erased_at
+        ) OR s.occurred_at IS NULL OR s.occurred_at <= s.erased_at
         """
     )
     count = con.execute("SELECT count(*) FROM suppressed").fetchone()[0]

@@ -279,6 +279,9 @@ def test_erase_and_access_by_bsuid_cover_the_linked_number(tmp_path, capsys):
     # The next run re-reads the same exports: neither identifier comes back.
     assert run_cli(exports, warehouse, "--full") == 0
     assert query(warehouse, "SELECT count(*) FROM consent_events") == [(0,)]
+    # Nor do the links or sends that named them.
+    assert query(warehouse, "SELECT count(*) FROM identifier_links") == [(0,)]
+    assert query(warehouse, "SELECT count(*) FROM message_statuses") == [(0,)]
 
 
 def test_a_bsuid_is_scoped_to_its_business_unless_a_parent_bsuid_ties_them(tmp_path):
