@@ -236,7 +236,7 @@ def user_id(value: str | None, parent: bool = False) -> str | None:
     text = _text(value)
     if text is None:
         return None
-    if not (PARENT_BSUID if parent else BSUID).fullmatch(text) or (not parent and PARENT_BSUID.fullmatch(text)):
+    if not (PARENT_BSUID if parent else BSUID).fullmatch(text):
         raise RowError(f"invalid WhatsApp {'parent ' if parent else ''}user ID (expected CC.{'ENT.' if parent else ''} and up to 128 letters or digits)")
     return text
 
