@@ -54,24 +54,39 @@ def staged_opt_ins_have_evidence(
     return suite_check_result(outcome)
 
 
-@dg.asset_check(asset="consent_events", description="GX suite `consent_events` on the events this run appended: unique event_id, known event types and sources, E.164 numbers, lineage present (ERROR).")
+@dg.asset_check(asset="consent_events", description="GX suite `consent_events` on the events this run appended: unique event_id, known event types and sources, E.164 numbers, lineage present (ERROR); and no event id of this run already in the ledger (ERROR: the ledger has no primary-key index, see consent/schema.py).")
 def ledger_rows_are_well_formed(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
         new_events = con.execute(
             f"SELECT {', '.join(consent_events_suite.SOURCE_COLUMNS)} FROM consent_events WHERE run_id = ?",
             [context.run.run_id],
         ).pl()
+        already = con.execute(
+            "SELECT count(*) FROM consent_events WHERE run_id <> $run "
+            "AND event_id IN (SELECT event_id FROM consent_events WHERE run_id = $run)",
+            {"run": context.run.run_id},
+        ).fetchone()[0]
     frame = consent_events_suite.rows_to_validate(new_events)
-    return suite_check_result(validate(frame, consent_events_suite.build_suite, "consent_events", docs_dir(warehouse, context)))
+    result = suite_check_result(validate(frame, consent_events_suite.build_suite, "consent_events", docs_dir(warehouse, context)))
+    if not already:
+        return result
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={**result.metadata, "event ids already in the ledger": dg.MetadataValue.int(int(already))},
+    )
 
 
-@dg.asset_check(asset="consent_status", description="GX suite `consent_status` on the rows this run decided: every opted_in row carries method, date, channel and lineage (ERROR); statuses known; one row per contact and purpose.")
+@dg.asset_check(asset="consent_status", description="GX suite `consent_status` on the rows this run changed: every opted_in row carries method, date, channel and lineage (ERROR); statuses known; one row per contact and purpose.")
 def opted_in_rows_have_evidence(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
-        # The rows this run decided (every row on a full run); the others were validated when written.
+        # The rows this run changed (every row on a full run); the others were validated when
+        # written (a contact decided again into the same row, e.g. a pending request not yet
+        # expired, was validated then).
         decided = (" WHERE business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched)"
                    if table_exists(con, "stg_touched") else "")
-        status = con.execute(f"SELECT * FROM consent_status{decided}").pl()
+        changed = " EXCEPT ALL SELECT * FROM stg_replaced_status" if table_exists(con, "stg_replaced_status") else ""
+        status = con.execute(f"SELECT * FROM consent_status{decided}{changed}").pl()
     frame = consent_status_suite.rows_to_validate(status)
     return suite_check_result(validate(frame, consent_status_suite.build_suite, "consent_status", docs_dir(warehouse, context)))
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.privacy import retention_purge
 from assets.warehouse import published_warehouse
 from consent import marts
 from pipelines.resources import ConsentSettings, WarehouseResource
@@ -20,15 +21,18 @@ def mart_asset(name: str) -> dg.AssetsDefinition:
         name=name,
         group_name="marts",
         kinds={"duckdb", "sql"},
-        deps=PUBLISHED_DEPS,
+        # after the retention purge: a purge makes the next build whole
+        deps=[*PUBLISHED_DEPS, retention_purge.key],
         description=f"{marts.purpose_of(name)} (consent/marts/{name}.sql)",
     )
     def build_mart(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: ConsentSettings
     ) -> dg.MaterializeResult:
         with warehouse.connect() as con:
-            rows = marts.build(con, name, warehouse.salt(), settings.load_policy())
-        return dg.MaterializeResult(metadata={"row_count": dg.MetadataValue.int(rows)})
+            rows = marts.build(con, name, warehouse.salt(), settings.load_policy(), run_id=context.run_id,
+                               full=settings.full)
+            mode = marts.last_mode(con, name)
+        return dg.MaterializeResult(metadata={"row_count": dg.MetadataValue.int(rows), "build": dg.MetadataValue.text(mode or "full")})
 
     return build_mart
 

@@ -39,9 +39,9 @@ def stg_consent_events(
             "files_seen": len(staged.files),
             "files_read": len(new_files),
             "rows_read": sum(f.rows_read for f in new_files),
-            "events": staged.events.height,
-            "quarantined": staged.quarantine.height,
-            "skipped": staged.skipped.height,
+            "events": staged.events,
+            "quarantined": staged.quarantined,
+            "skipped": staged.skipped,
             "phone_cache_hits": staged.seconds["phone_cache_hits"],
             "phone_cache_misses": staged.seconds["phone_cache_misses"],
             "files": dg.MetadataValue.md(

@@ -1,19 +1,23 @@
 """Side-by-side benchmark: the naive script, `consent run`, and a DuckDB scan floor.
 
-    .venv/bin/python bench/benchmark.py                 # N = 100k and 1M
-    .venv/bin/python bench/benchmark.py --sizes 100000  # one size
-    .venv/bin/python bench/benchmark.py --with-10m      # adds N = 10M (slow: hours for the naive script)
+    .venv/bin/python bench/benchmark.py                                   # N = 100k and 1M
+    .venv/bin/python bench/benchmark.py --sizes 100000 1000000 5000000    # issue 16's sizes (naive up to 1M)
+    .venv/bin/python bench/benchmark.py --sizes 100000                    # one size
 
-For each N it generates synthetic exports once (bench/data/N, reused), then in
-one run times, each in a fresh process: (a) `bench/naive.py`, (b) `consent
-run` on a fresh warehouse, (c) DuckDB reading the same files (the floor), and
-(d) an incremental night adding 1% new events to (b)'s warehouse. It prints
-wall time, rows per second, peak memory (max RSS of the measured process and
-its workers), and the ratios; (e) is the start-up alone (importing the
-pipeline's libraries), the part of every run no data size changes; (f) is
-`consent check` of an N-row audience against (b)'s warehouse (numbers the
-warehouse knows, one in ten spelled nationally, some unknown): the pre-send
-gate is a DuckDB join, so it should take seconds at 1M rows.
+For each N it generates synthetic exports once (bench/data/events_N, reused), then in
+one run times, each in a fresh process: (a) `bench/naive.py` (only up to --naive-max
+events: it takes minutes and gigabytes beyond), (b) `consent run` on a fresh
+warehouse, (c) DuckDB reading the same files (the floor), (d) a night adding the
+same 10,000 new events (bench/generate.py, seed 2) to (b)'s warehouse, whatever N,
+so nights on ledgers of different sizes compare, and (h) the same night again:
+nothing new. It prints wall time, rows per second, peak memory (max RSS of the
+measured process and its workers), and the ratios; (e) is the start-up alone
+(importing the pipeline's libraries), the part of every run no data size changes;
+(f) is `consent check` of an N-row audience against (b)'s warehouse (numbers the
+warehouse knows, one in ten spelled nationally, some unknown): the pre-send gate
+is a DuckDB join, so it should take seconds at 1M rows. Across sizes it prints
+the scaling of time, memory and the night (issue 16's targets). Results also go
+to bench/work/last_results.json.
 """
 
 from __future__ import annotations
@@ -99,15 +103,20 @@ def audience_for(warehouse: Path, n: int, work: Path) -> Path:
     return path
 
 
-def one_percent_more(exports: Path, n: int, work: Path) -> Path:
-    """A copy of the exports with 1% new events in new files (the next night)."""
+NIGHT_EVENTS = 10_000
+
+
+def night_exports(exports: Path, work: Path) -> Path:
+    """A copy of the exports with the same 10,000 new events in new files (the next night)."""
     night = work / "night2"
     shutil.rmtree(night, ignore_errors=True)
     shutil.copytree(exports, night, ignore=shutil.ignore_patterns(".complete"))
     extra = work / "extra"
-    shutil.rmtree(extra, ignore_errors=True)
-    subprocess.run([PYTHON, str(BENCH / "generate.py"), str(extra), "--events", str(max(100, n // 100)), "--seed", "2"],
-                   check=True, stdout=subprocess.DEVNULL)
+    if not (extra / ".complete").exists():
+        shutil.rmtree(extra, ignore_errors=True)
+        subprocess.run([PYTHON, str(BENCH / "generate.py"), str(extra), "--events", str(NIGHT_EVENTS), "--seed", "2"],
+                       check=True, stdout=subprocess.DEVNULL)
+        (extra / ".complete").write_text("")
     for channel in (p for p in extra.iterdir() if p.is_dir() and p.name != "notices"):
         for file in channel.iterdir():
             shutil.copy(file, night / channel.name / f"night2_{file.name}")
@@ -124,6 +133,7 @@ def main() -> None:
     parser.add_argument("--with-10m", action="store_true")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-naive", action="store_true", help="time only consent run and the floor")
+    parser.add_argument("--naive-max", type=int, default=1_000_000, help="run the naive script only up to this N")
     args = parser.parse_args()
     sizes = args.sizes + ([10_000_000] if args.with_10m else [])
     work = BENCH / "work"
@@ -132,7 +142,7 @@ def main() -> None:
     for n in sizes:
         exports = exports_for(n)
         results = []
-        if not args.skip_naive:
+        if not args.skip_naive and n <= args.naive_max:
             results.append(row("a naive script", measure([PYTHON, str(BENCH / "naive.py"), str(exports), str(work / "naive.duckdb")]), n))
             (work / "naive.duckdb").unlink(missing_ok=True)
         warehouse = work / f"consent_{n}.duckdb"
@@ -149,10 +159,11 @@ def main() -> None:
         results.append(row("c duckdb scan floor", measure([PYTHON, "-c", FLOOR, str(exports)]), n))
         # What any run of this stack pays before reading a byte: importing Dagster, GX, Polars, DuckDB.
         results.append(row("e start-up (imports only)", measure([PYTHON, "-c", "import pipelines.definitions"]), n))
-        night = one_percent_more(exports, n, work)
-        incremental = measure([CONSENT, "run", "--exports", str(night), "--warehouse", str(warehouse), "--as-of", AS_OF,
-                               "--workers", str(args.workers)])
-        results.append(row("d consent run (+1% night)", incremental, max(100, n // 100)))
+        night = night_exports(exports, work)
+        run_night = [CONSENT, "run", "--exports", str(night), "--warehouse", str(warehouse), "--as-of", AS_OF,
+                     "--workers", str(args.workers)]
+        results.append(row("d night: 10k new events", measure(run_night), NIGHT_EVENTS))
+        results.append(row("h night: nothing new", measure(run_night), 1))
         print(f"\nN = {n:,} events")
         print(f"{'approach':28} {'seconds':>9} {'rows/s':>11} {'peak MB':>9}")
         for r in results:
@@ -163,13 +174,20 @@ def main() -> None:
                   f"peak memory {by['b']['peak_mb'] / by['a']['peak_mb']:.2f}x of naive")
         print(f"consent run / floor: {by['b']['seconds'] / by['c']['seconds']:.1f}x; "
               f"start-up alone: {by['e']['seconds']:.1f} s")
-        print(f"incremental night / full run: {by['d']['seconds'] / by['b']['seconds']:.1%}")
+        print(f"10k-event night / full run: {by['d']['seconds'] / by['b']['seconds']:.1%}; "
+              f"nothing-new night / start-up: {by['h']['seconds'] / by['e']['seconds']:.2f}x")
         print(f"pre-send check of {n:,} audience rows: {by['f']['seconds']:.1f} s")
         summary.append({"n": n, **{r["approach"]: r for r in results}})
     if len(summary) > 1:
         first, last = summary[0], summary[-1]
-        key = "b consent run (full)"
-        print(f"\nscaling: {last['n'] // first['n']}x the events took {last[key]['seconds'] / first[key]['seconds']:.1f}x the time")
+        full, night = "b consent run (full)", "d night: 10k new events"
+        print(f"\nscaling {first['n']:,} -> {last['n']:,} events ({last['n'] // first['n']}x): full run "
+              f"{last[full]['seconds'] / first[full]['seconds']:.2f}x the time, "
+              f"{last[full]['peak_mb'] / first[full]['peak_mb']:.2f}x the peak memory; "
+              f"the 10k-event night {last[night]['seconds'] / first[night]['seconds']:.2f}x the time")
+        for a, b in zip(summary, summary[1:]):
+            print(f"  {a['n']:,} -> {b['n']:,}: full run {b[full]['seconds'] / a[full]['seconds']:.2f}x time, "
+                  f"{b[full]['peak_mb'] / a[full]['peak_mb']:.2f}x memory")
     (work / "last_results.json").write_text(json.dumps(summary, indent=1))
 
 

@@ -39,9 +39,12 @@ CHANNEL_SHARE = {
 def make_contact(rng: random.Random, region: str) -> phonenumbers.PhoneNumber:
     example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
     national = str(example.national_number)
+    # Six random digits: up to a million numbers per region, so the contacts grow with the events
+    # (with four, every size had at most 100k distinct numbers: at 5M events each contact had
+    # ~50 events, at 100k ~3, and a night's work grew with N for that reason alone).
     while True:
-        tail = "".join(rng.choice("0123456789") for _ in range(4))
-        candidate = phonenumbers.PhoneNumber(country_code=example.country_code, national_number=int(national[:-4] + tail))
+        tail = "".join(rng.choice("0123456789") for _ in range(6))
+        candidate = phonenumbers.PhoneNumber(country_code=example.country_code, national_number=int(national[:-6] + tail))
         if phonenumbers.is_valid_number(candidate):
             return candidate
 

@@ -14,11 +14,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import polars as pl
 
 from consent.channels import Adapter, FileRead, adapter_for
+from consent.channels.whatsapp_webhook import WholeFile, read_webhook_parts
 from consent.columnar import build_file, phone_pairs
 from consent.events import (
     EVENT_SCHEMA,
@@ -72,15 +73,26 @@ class FileStats:
 
 
 @dataclass
-class StagedExports:
+class StagedFrames:
+    """Canonical frames of one batch of files (what `stage_exports` hands its sink)."""
+
     events: pl.DataFrame
     quarantine: pl.DataFrame
     skipped: pl.DataFrame
     sends: pl.DataFrame
     links: pl.DataFrame
+
+
+@dataclass
+class StagedExports:
+    """What a run read: per-file counts, totals, and the time of each step (the frames went to the sink)."""
+
     files: list[FileStats]
     ignored: list[str]
     seconds: dict[str, float]
+    events: int = 0
+    quarantined: int = 0
+    skipped: int = 0
 
 
 def file_hash(path: Path) -> str:
@@ -120,6 +132,11 @@ def discover(exports_dir: Path, fingerprints: dict[Fingerprint, str] | None = No
     return files, ignored
 
 
+# Files are read, normalised and built in batches of about this many bytes, each handed to the
+# sink before the next is read: memory holds one batch, whatever the night's size.
+BATCH_BYTES = 64 * 1024 * 1024
+
+
 @bulk_phase()
 def stage_exports(
     exports_dir: Path,
@@ -130,114 +147,194 @@ def stage_exports(
     resolve_phones: PhoneResolver,
     ingested_at: datetime,
     run_id: str,
+    sink: Callable[[StagedFrames], None],
     progress: Progress | None = None,
     fingerprints: dict[Fingerprint, str] | None = None,
+    batch_bytes: int = BATCH_BYTES,
 ) -> StagedExports:
-    """Read every export not ingested before into canonical frames."""
-    seconds: dict[str, float] = {}
+    """Read every export not ingested before into canonical frames, batch by batch into `sink`."""
+    seconds = {"read": 0.0, "normalise": 0.0, "build": 0.0}
     started = time.perf_counter()
     found, ignored = discover(exports_dir, fingerprints)
+    seconds["read"] += time.perf_counter() - started
     stats: list[FileStats] = []
-    reads = []
-    for number, export in enumerate(found, start=1):
+    batches: list[list[tuple[FileStats, ExportFile]]] = [[]]
+    size = 0
+    for export in found:
         stat = FileStats(export.channel, export.source_file, export.file_hash, export.size_bytes, "new", export.mtime_ns)
         stats.append(stat)
-        adapter = adapter_for(export.path)
         if (export.channel, export.file_hash) in known_hashes:
             stat.state = "unchanged"
-        elif adapter is None:
+        elif adapter_for(export.path) is None:
             stat.state = "unsupported"
             stat.notes.append(f"unsupported file type {export.path.suffix or '(none)'}: not read")
         else:
-            config = channels.for_channel(export.channel)
-            ctx = FileContext(
-                channel=export.channel,
-                source_file=export.source_file,
-                file_hash=export.file_hash,
-                timezone=config.timezone,
-                default_region=config.default_region,
-                date_format=config.date_format,
-                business=channels.business_of(export.channel),
-                number_businesses=channels.number_businesses(),
-            )
-            read = read_file(adapter, export, ctx, config, policy)
-            stat.rows_read = read.row_count
-            stat.notes.extend(read.notes)
-            reads.append((stat, ctx, read))
-        if progress:
-            progress("reading files", number, len(found))
-    seconds["read"] = time.perf_counter() - started
-    crash_point("after_reading")
+            if batches[-1] and size + export.size_bytes > batch_bytes:
+                batches.append([])
+                size = 0
+            batches[-1].append((stat, export))
+            size += export.size_bytes
+    staged = StagedExports(files=stats, ignored=ignored, seconds=seconds)
+    counted = {"files": sum(s.state != "new" for s in stats), "read": 0, "built": 0}
+    if progress and counted["files"]:
+        progress("reading files", counted["files"], len(found))
+    for batch in batches:
+        _stage_batch(batch, exports_dir, policy, channels, resolve_phones, ingested_at, run_id, sink, progress,
+                     staged, counted, len(found))
+    return staged
 
+
+def _stage_batch(batch, exports_dir, policy, channels, resolve_phones, ingested_at, run_id, sink, progress,
+                 staged: StagedExports, counted: dict[str, int], files_found: int) -> None:
+    """Read, normalise and build one batch of files; hand its frames to the sink."""
+    frames: dict[str, list[pl.DataFrame]] = {"events": [], "quarantine": [], "skipped": [], "sends": [], "links": []}
+    contexts = []
+    for stat, export in batch:
+        config = channels.for_channel(export.channel)
+        ctx = FileContext(
+            channel=export.channel,
+            source_file=export.source_file,
+            file_hash=export.file_hash,
+            timezone=config.timezone,
+            default_region=config.default_region,
+            date_format=config.date_format,
+            business=channels.business_of(export.channel),
+            number_businesses=channels.number_businesses(),
+        )
+        contexts.append((stat, export, ctx, config))
+    # Files below STREAM_BYTES are read whole and their numbers resolved together (one cache lookup
+    # for the batch); a larger webhook file is read, resolved and built part by part.
+    small = [c for c in contexts if not _streamed(c[1])]
+    reads: dict[str, list[FileRead]] = {}
+    started = time.perf_counter()
+    for stat, export, ctx, config in small:
+        reads[export.source_file] = _read_whole(export, ctx, config, policy)
+    staged.seconds["read"] += time.perf_counter() - started
     started = time.perf_counter()
     pairs: set[Pair] = set()
-    for n, (stat, ctx, read) in enumerate(reads):
-        try:
-            pairs.update(phone_pairs(read, ctx))
-        except FILE_FAILURES as exc:  # a row the build could not key: that file only
-            failed = unreadable_file(Path(exports_dir) / stat.source_file, exc, "could not be read",
-                                     rows_read=max(read.row_count, 1))
-            reads[n] = (stat, ctx, failed)
-            stat.rows_read = failed.row_count
-            stat.notes.extend(failed.notes)
-    resolved = resolve_phones(sorted(pairs, key=lambda p: (p[0], p[1] or "")))
-    seconds["normalise"] = time.perf_counter() - started
-    crash_point("after_normalising")
-
-    started = time.perf_counter()
-    frames: dict[str, list[pl.DataFrame]] = {"events": [], "quarantine": [], "skipped": [], "sends": [], "links": []}
-    done = 0
-    total = sum(stat.rows_read for stat, _, _ in reads)
-    for n, (stat, ctx, read) in enumerate(reads):
-        built = build_one_file(read, ctx, resolved, policy.purposes, ingested_at, run_id, notes=stat.notes)
-        reads[n] = (stat, ctx, None)  # a file's rows are not needed once built
-        stat.events, stat.quarantined, stat.skipped = built.events.height, built.quarantine.height, built.skipped.height
-        frames["events"].append(built.events)
-        frames["quarantine"].append(built.quarantine)
-        frames["skipped"].append(built.skipped)
-        frames["sends"].append(built.sends)
-        frames["links"].append(built.links)
-        done += stat.rows_read
+    for stat, export, ctx, config in small:
+        for read in reads[export.source_file]:
+            try:
+                pairs.update(phone_pairs(read, ctx))
+            except FILE_FAILURES:  # _stage_file quarantines that file
+                pass
+    book = resolve_phones(sorted(pairs, key=lambda p: (p[0], p[1] or ""))) if small else None
+    staged.seconds["normalise"] += time.perf_counter() - started
+    for stat, export, ctx, config in contexts:
+        if export.source_file in reads:
+            parts, resolve = iter(reads.pop(export.source_file)), (lambda _pairs: book)
+        else:
+            parts, resolve = _parts(export, ctx, config, policy), resolve_phones
+        for built in _stage_file(stat, export, ctx, parts, policy, resolve, ingested_at, run_id,
+                                 staged.seconds, progress, counted):
+            for key in frames:
+                frames[key].append(getattr(built, key))
+        counted["files"] += 1
         if progress:
-            progress("building events", done, total)
-    seconds["build"] = time.perf_counter() - started
-
-    return StagedExports(
+            progress("reading files", counted["files"], files_found)
+    if progress and counted["read"]:
+        progress("building events", counted["built"], counted["read"])
+    out = StagedFrames(
         events=_concat(frames["events"], EVENT_SCHEMA),
         quarantine=_concat(frames["quarantine"], QUARANTINE_SCHEMA),
         skipped=_concat(frames["skipped"], SKIPPED_SCHEMA),
         sends=_concat(frames["sends"], SEND_SCHEMA),
         links=_concat(frames["links"], LINK_SCHEMA),
-        files=stats,
-        ignored=ignored,
-        seconds=seconds,
     )
+    staged.events += out.events.height
+    staged.quarantined += out.quarantine.height
+    staged.skipped += out.skipped.height
+    sink(out)
+
+
+def _stage_file(stat: FileStats, export: ExportFile, ctx: FileContext, parts: Iterator[FileRead], policy,
+                resolve_phones, ingested_at, run_id, seconds: dict[str, float], progress,
+                counted: dict[str, int]) -> list[BuiltBatch]:
+    """One file's canonical frames, built part by part (a large webhook file is read in parts, so
+    memory holds one part's items). A file that fails anywhere is quarantined whole: the parts
+    built before are dropped."""
+    built: list[BuiltBatch] = []
+    while True:
+        started = time.perf_counter()
+        try:
+            read = next(parts)
+        except StopIteration:
+            break
+        except WholeFile as whole:  # the document is malformed: the file is its reference read
+            built, stat.rows_read, stat.notes[:] = [], 0, []
+            parts = iter([whole.read])
+            continue
+        except FILE_FAILURES as exc:
+            built, stat.rows_read, stat.notes[:] = [], 0, []
+            parts = iter([unreadable_file(export.path, exc, "could not be read")])
+            continue
+        finally:
+            seconds["read"] += time.perf_counter() - started
+        crash_point("after_reading")
+        stat.rows_read += read.row_count
+        stat.notes.extend(read.notes)
+
+        started = time.perf_counter()
+        try:
+            pairs = phone_pairs(read, ctx)
+        except FILE_FAILURES as exc:  # a row the build could not key: the whole file
+            built, parts = [], iter([])
+            read = unreadable_file(export.path, exc, "could not be read", rows_read=max(stat.rows_read, 1))
+            stat.rows_read = read.row_count
+            stat.notes.extend(read.notes)
+            pairs = set()
+        resolved = resolve_phones(sorted(pairs, key=lambda p: (p[0], p[1] or "")))
+        seconds["normalise"] += time.perf_counter() - started
+        crash_point("after_normalising")
+
+        started = time.perf_counter()
+        try:
+            built.append(build_file(read, ctx, resolved, policy.purposes, ingested_at, run_id))
+        except FILE_FAILURES as exc:
+            failed = unreadable_file(None, exc, "could not be built into events", rows_read=max(stat.rows_read, 1))
+            stat.notes.extend(failed.notes)
+            built, parts = [build_file(failed, ctx, resolved, policy.purposes, ingested_at, run_id)], iter([])
+        counted["built"] += read.row_count
+        counted["read"] += read.row_count
+        if progress:  # throttled while the batch goes on; exact at its end (_stage_batch)
+            progress("building events", counted["built"], counted["read"] + 1)
+        seconds["build"] += time.perf_counter() - started
+    stat.events = sum(b.events.height for b in built)
+    stat.quarantined = sum(b.quarantine.height for b in built)
+    stat.skipped = sum(b.skipped.height for b in built)
+    return built
+
+
+# A webhook file larger than this is read in parts (consent.channels.whatsapp_webhook.PART_PAYLOADS).
+STREAM_BYTES = 32 * 1024 * 1024
+
+
+def _streamed(export: ExportFile) -> bool:
+    return export.path.suffix.lower() in (".json", ".jsonl") and export.size_bytes > STREAM_BYTES
+
+
+def _read_whole(export: ExportFile, ctx: FileContext, config, policy: Policy) -> list[FileRead]:
+    """A file's reads, all at once (what `_parts` yields; a failure becomes the file's one read)."""
+    try:
+        return list(_parts(export, ctx, config, policy))
+    except WholeFile as whole:
+        return [whole.read]
+    except FILE_FAILURES as exc:
+        return [unreadable_file(export.path, exc, "could not be read")]
+
+
+def _parts(export: ExportFile, ctx: FileContext, config, policy: Policy) -> Iterator[FileRead]:
+    """The file's rows: a webhook file in parts, any other file whole."""
+    if export.path.suffix.lower() in (".json", ".jsonl"):
+        yield from read_webhook_parts(export.path.read_bytes(), ctx, policy, export.path.suffix.lower())
+    else:
+        yield adapter_for(export.path)(export.path.read_bytes(), ctx, config, policy)
 
 
 # Whatever one file does to its reader, the night goes on: the file becomes one quarantined row.
 # (RecursionError and MemoryError are Exceptions too; KeyboardInterrupt and SystemExit are not.)
 FILE_FAILURES = Exception
 HEAD_BYTES = 4096
-
-
-def read_file(adapter: Adapter, export: ExportFile, ctx: FileContext, config, policy: Policy) -> FileRead:
-    """The file's rows; a file its adapter cannot read at all is one quarantined row with the reason."""
-    try:
-        return adapter(export.path.read_bytes(), ctx, config, policy)
-    except FILE_FAILURES as exc:
-        return unreadable_file(export.path, exc, "could not be read")
-
-
-def build_one_file(
-    read: FileRead, ctx: FileContext, resolved: PhoneBook, purposes, ingested_at, run_id, *, notes: list[str]
-) -> BuiltBatch:
-    """Canonical frames of one file; a file whose rows cannot be built is quarantined whole."""
-    try:
-        return build_file(read, ctx, resolved, purposes, ingested_at, run_id)
-    except FILE_FAILURES as exc:
-        failed = unreadable_file(None, exc, "could not be built into events", rows_read=max(read.row_count, 1))
-        notes.extend(failed.notes)
-        return build_file(failed, ctx, resolved, purposes, ingested_at, run_id)
 
 
 def unreadable_file(path: Path | None, exc: BaseException, what: str, rows_read: int = 1) -> FileRead:

@@ -20,6 +20,7 @@ import duckdb
 import phonenumbers
 
 from consent.db import table_exists, transaction, upsert
+from consent.marts import forget_builds
 
 ERASED_REASON = "erased number (GDPR Art. 17): event not re-imported"
 
@@ -121,11 +122,16 @@ def erase(con: duckdb.DuckDBPyConnection, identifier: str, salt: str, erased_at:
             ("stg_skipped", _text_match_sql("raw_row")),
             ("stg_message_statuses", _person_sql("recipient_e164", "recipient_user_id")),
             ("stg_identifier_links", "list_has_any([phone_e164, whatsapp_user_id, parent_user_id, previous_user_id], $ids)"),
+            ("stg_replaced_status", "contact_id IN (SELECT unnest($ids))"),
+            ("stg_replaced_history", "contact_id IN (SELECT unnest($ids))"),
+            ("stg_replaced_violations", "contact_id IN (SELECT unnest($ids))"),
+            ("stg_mart_contacts", "contact_id IN (SELECT unnest($ids))"),
         ):
             if table_exists(con, table):
                 report.staging_rows_removed += _delete(con, table, condition, params)
         for erased in ids:
             upsert(con, "suppression_list", {"phone_hash": phone_hash(erased, salt), "erased_at": erased_at, "reason": reason})
+        forget_builds(con)  # the marts are rebuilt whole by the next run
     return report
 
 
@@ -305,7 +311,11 @@ def purge_retention(
         )
         contacts = con.execute("SELECT count(*) FROM ended").fetchone()[0]
         events = con.execute("DELETE FROM consent_events WHERE phone_e164 IN (SELECT phone_e164 FROM ended)").fetchone()[0]
-        for table in ("consent_status", "consent_violations", "consent_status_history"):
-            con.execute(f"DELETE FROM {table} WHERE contact_id IN (SELECT phone_e164 FROM ended)")
+        for table in ("consent_status", "consent_violations", "consent_status_history",
+                      "stg_replaced_status", "stg_replaced_history", "stg_replaced_violations"):
+            if table_exists(con, table):
+                con.execute(f"DELETE FROM {table} WHERE contact_id IN (SELECT phone_e164 FROM ended)")
         con.execute("DELETE FROM message_statuses WHERE recipient_e164 IN (SELECT phone_e164 FROM ended)")
+        if events:
+            forget_builds(con)  # the marts are rebuilt whole, without the purged contacts
     return RetentionReport(raw_rows_cleared=raw, contacts_purged=contacts, events_purged=events)

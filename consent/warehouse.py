@@ -26,14 +26,17 @@ from consent import sql
 from consent.bulk import bulk_phase
 from consent.db import transaction, upsert
 from consent.faults import crash_point
-from consent.ingest import Pair, Progress, StagedExports, stage_exports
+from consent.ingest import Pair, Progress, StagedExports, StagedFrames, stage_exports
 from consent.notices import NoticeFolder, NoticeTerms, read_notices, terms_from_rows
 from consent.phones import METADATA_VERSION, PHONE_BOOK_SCHEMA, PhoneBook, normalise_frame
 from consent.policy import ChannelsFile, Policy
 from consent.privacy import suppress_staged
 from consent.reconcile import decide_range, reconcile
 from consent.rules import TIME_DEPENDENT
-from consent.schema import CONSENT_STATUS, CONSENT_STATUS_HISTORY, CONSENT_VIOLATIONS, RUNS
+from consent.schema import (
+    CONSENT_STATUS, CONSENT_STATUS_HISTORY, CONSENT_VIOLATIONS, EVENT_SCHEMA, LINK_SCHEMA, QUARANTINE_SCHEMA, RUNS,
+    SEND_SCHEMA, SKIPPED_SCHEMA,
+)
 
 
 def known_files(con: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
@@ -81,7 +84,8 @@ class PhoneCache:
             con.unregister("wanted_pairs")
         missing = wanted.join(cached, on=["phone_raw", "country_hint"], how="anti", maintain_order="left")
         missing_pairs = [(raw, hint or None) for raw, hint in missing.iter_rows()]
-        self.hits, self.misses = cached.height, len(missing_pairs)
+        self.hits += cached.height
+        self.misses += len(missing_pairs)
         fresh = normalise_frame(missing_pairs, workers=self.workers, progress=self.progress)
         if fresh.height:
             with self.connect() as con:
@@ -94,9 +98,32 @@ class PhoneCache:
 
 
 STAGING_SLICE_ROWS = 250_000
+# The staging tables a run's batches append to (schema of each: consent/schema.py).
+BATCH_TABLES = {
+    "stg_consent_events": ("events", EVENT_SCHEMA),
+    "stg_quarantine": ("quarantine", QUARANTINE_SCHEMA),
+    "stg_skipped": ("skipped", SKIPPED_SCHEMA),
+    "stg_message_statuses": ("sends", SEND_SCHEMA),
+    "stg_identifier_links": ("links", LINK_SCHEMA),
+}
 
 
-def write_staging(
+def begin_staging(con: duckdb.DuckDBPyConnection) -> None:
+    """Empty staging tables for a new run (and no `stg_run` row: a half-staged run cannot be published)."""
+    with transaction(con):
+        for table, (_, schema) in BATCH_TABLES.items():
+            _write_frame(con, table, _staging_frame(table, pl.DataFrame(schema=schema)), replace=True)
+        con.execute("DROP TABLE IF EXISTS stg_run")
+
+
+def append_staging(con: duckdb.DuckDBPyConnection, frames: StagedFrames) -> None:
+    """Add one batch of files' frames to the staging tables, in one transaction."""
+    with transaction(con):
+        for table, (field, _) in BATCH_TABLES.items():
+            _write_frame(con, table, _staging_frame(table, getattr(frames, field)))
+
+
+def finish_staging(
     con: duckdb.DuckDBPyConnection,
     staged: StagedExports,
     *,
@@ -107,7 +134,7 @@ def write_staging(
     started_at: datetime,
     businesses: list[str] | None = None,
 ) -> None:
-    """Replace the staging tables with this run's reading, in one transaction."""
+    """The run's files, notices and `stg_run`, in one transaction: the staged run is complete."""
     files = pl.DataFrame(
         [
             {**{k: v for k, v in asdict(f).items() if k != "notes"}, "notes": list(f.notes)}
@@ -130,30 +157,34 @@ def write_staging(
             "ignored": pl.List(pl.Utf8), "step_seconds": pl.Utf8, "businesses": pl.List(pl.Utf8),
         },
     )
+    notices = notices or NoticeFolder([], [])
     frames = {
-        "stg_consent_events": staged.events,
-        "stg_quarantine": staged.quarantine,
-        "stg_skipped": staged.skipped.rename({"quarantine_id": "skipped_id"}),
-        "stg_message_statuses": staged.sends,
-        "stg_identifier_links": staged.links,
-        "stg_notices": (notices or NoticeFolder([], [])).frame(),
+        "stg_notices": notices.frame(),
         "stg_notices_refused": pl.DataFrame(
-            (notices or NoticeFolder([], [])).refused, schema={"source_file": pl.Utf8, "reason": pl.Utf8}, orient="row"
+            notices.refused, schema={"source_file": pl.Utf8, "reason": pl.Utf8}, orient="row"
         ),
         "stg_source_files": files,
         "stg_run": run,
     }
     with transaction(con):
         for table, frame in frames.items():
-            # In slices: each is converted to Arrow on its own, so a large run is never copied whole.
-            for n, part in enumerate(frame.iter_slices(STAGING_SLICE_ROWS) if frame.height else [frame]):
-                con.register("frame", part)
-                if n == 0:
-                    con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM frame")
-                else:
-                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame")
-                con.unregister("frame")
+            _write_frame(con, table, frame, replace=True)
     crash_point("after_staging")
+
+
+def _staging_frame(table: str, frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.rename({"quarantine_id": "skipped_id"}) if table == "stg_skipped" else frame
+
+
+def _write_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, replace: bool = False) -> None:
+    # In slices: each is converted to Arrow on its own, so a large batch is never copied whole.
+    for n, part in enumerate(frame.iter_slices(STAGING_SLICE_ROWS) if frame.height else [frame]):
+        con.register("frame", part)
+        if replace and n == 0:
+            con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM frame")
+        else:
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame")
+        con.unregister("frame")
 
 
 def stage_run(
@@ -170,8 +201,9 @@ def stage_run(
 ) -> StagedExports:
     """Read the exports not seen before into the `stg_*` tables (the first half of a run).
 
-    Holds a warehouse connection only to look up known files and cached
-    numbers and to write the staging tables: reading and parsing hold no lock.
+    Batch by batch (`consent.ingest.BATCH_BYTES` of files each): memory holds one batch. Holds a
+    warehouse connection only to look up known files and cached numbers and to write each batch:
+    reading and parsing hold no lock.
     """
     started_at = datetime.now(timezone.utc).replace(tzinfo=None)
     with connect() as con:
@@ -181,6 +213,12 @@ def stage_run(
             (f, size, mtime): h
             for f, size, mtime, h in con.execute("SELECT source_file, size_bytes, mtime_ns, file_hash FROM file_fingerprints").fetchall()
         }
+        begin_staging(con)
+
+    def sink(frames: StagedFrames) -> None:
+        with connect() as con:
+            append_staging(con, frames)
+
     cache = PhoneCache(connect, workers=workers, progress=progress)
     staged = stage_exports(
         exports_dir,
@@ -190,6 +228,7 @@ def stage_run(
         resolve_phones=cache.resolve,
         ingested_at=as_of,
         run_id=run_id,
+        sink=sink,
         progress=progress,
         fingerprints=fingerprints,
     )
@@ -197,8 +236,8 @@ def stage_run(
     staged.seconds["phone_cache_misses"] = cache.misses
     notices = read_notices(exports_dir)
     with connect() as con:
-        write_staging(con, staged, notices=notices, run_id=run_id, mode=mode, as_of=as_of, started_at=started_at,
-                      businesses=channels.business_names())
+        finish_staging(con, staged, notices=notices, run_id=run_id, mode=mode, as_of=as_of, started_at=started_at,
+                       businesses=channels.business_names())
     return staged
 
 
@@ -277,17 +316,35 @@ def register_notices(con: duckdb.DuckDBPyConnection, run: StagedRun) -> dict[str
 def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, policy: Policy, full: bool) -> None:
     """`stg_touched`: the contacts to decide again (new events, new links, or time alone may change them)."""
     con.execute("SET VARIABLE opt_out_all_businesses = ?", [policy.opt_out_scope == "all_businesses"])
+    params = {
+        "full": full,
+        "run_id": run.run_id,
+        "consent_expires": policy.consent_expires,
+        "time_dependent_rules": list(TIME_DEPENDENT),
+    }
+    scope_events(con, params, full)
     sql.run(con, "contact_events")
-    sql.run(
-        con,
-        "touched_contacts",
-        {
-            "full": full,
-            "run_id": run.run_id,
-            "consent_expires": policy.consent_expires,
-            "time_dependent_rules": list(TIME_DEPENDENT),
-        },
-    )
+    sql.run(con, "touched_contacts", params)
+
+
+# A night whose scope has not closed after this many steps (a very long chain of links and number
+# changes) reads the whole ledger instead: slower, never wrong.
+SCOPE_STEPS = 12
+
+
+def scope_events(con: duckdb.DuckDBPyConnection, params: dict, full: bool) -> None:
+    """`scoped_events` and `scoped_links`: what contact_events.sql reads. The whole ledger on a full
+    run; on an incremental one, the events and links of the identifiers the night touched, grown
+    until closed (consent/sql/event_scope.sql)."""
+    if not full:
+        sql.run(con, "event_scope", params)
+        for _ in range(SCOPE_STEPS):
+            if sql.run(con, "event_scope_grow").fetchone()[0] == 0:
+                con.execute("CREATE OR REPLACE TEMP VIEW scoped_events AS SELECT * FROM scope_event_rows")
+                con.execute("CREATE OR REPLACE TEMP VIEW scoped_links AS SELECT * FROM scope_link_rows")
+                return
+    con.execute("CREATE OR REPLACE TEMP VIEW scoped_events AS SELECT * FROM consent_events")
+    con.execute("CREATE OR REPLACE TEMP VIEW scoped_links AS SELECT * FROM identifier_links")
 
 
 def reconcile_ranges(
@@ -309,7 +366,8 @@ def reconcile_ranges(
     try:
         return _decide_ranges(con, ranges, policy, as_of, notices, progress, workers)
     finally:
-        con.execute("DROP TABLE IF EXISTS touched_history")
+        for table in ("touched_history", "scope_event_rows", "scope_link_rows", "scope_ids", "scope_new_ids"):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def _decide_ranges(con, ranges, policy, as_of, notices, progress, workers) -> int:

@@ -134,3 +134,8 @@ def test_status_and_ledger_suites_find_each_broken_row():
         ("expect_column_values_to_be_in_set", "phone_is_e164"): 1,
         ("expect_column_values_to_not_be_null", "source_line"): 1,
     }
+    # No rows (a night with nothing new): every expectation reported, passed, on 0 rows, the same
+    # expectations a validation with rows reports.
+    empty = validate(consent_events.rows_to_validate(events.clear()), consent_events.build_suite, "consent_events")
+    assert empty.row_count == 0 and empty.success and not empty.warnings
+    assert [(r.expectation, r.column) for r in empty.results] == [(r.expectation, r.column) for r in outcome.results]

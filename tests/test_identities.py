@@ -324,3 +324,29 @@ def test_a_user_id_update_item_in_the_older_shape_is_a_link(tmp_path):
     assert run_cli(exports, warehouse) == 0
     assert status_of(warehouse)[(PHONE, "marketing")] == "opted_out"
     assert ("DE.5555", USER) in query(warehouse, "SELECT whatsapp_user_id, previous_user_id FROM identifier_links")
+
+
+def test_a_night_reads_every_event_its_contacts_inherit_through_number_changes_and_links(tmp_path):
+    """Issue 16: a night re-decides its contacts from the events and links it touched, grown until
+    closed (consent/sql/event_scope.sql). The new number's utility consent is carried from the old
+    number's web-form opt-in, two steps away from the night's only event; the BSUID's STOP reaches
+    the number it was linked to a night earlier. Same statuses and history as a full run."""
+    exports, warehouse = tmp_path / "exports", tmp_path / "wh" / "consent.duckdb"
+    write(exports, "policy.yaml", "number_change: carry\n")
+    web_opt_in(exports, f"{PHONE},,opt_in,utility,2026-11-01T10:00:00Z,checkbox,v1,",
+               f"+4915100000001,,opt_in,marketing;utility,2026-11-01T10:00:00Z,checkbox,v1,{USER}")
+    change = payload({"messages": [{"from": PHONE[1:], "id": "wamid.change", "timestamp": stamp(5), "type": "system",
+                                    "system": {"body": "changed", "wa_id": NEW_PHONE[1:], "type": "user_changed_number"}}]})
+    write(exports, "whatsapp/hooks.jsonl", [change])
+    assert run_cli(exports, warehouse, as_of="2026-11-08T00:00:00Z") == 0
+    write(exports, "in_app/night2.csv", CSV_HEADER + f"{NEW_PHONE},,opt_in,marketing,2026-11-08T10:00:00Z,checkbox,v1,\n")
+    write(exports, "whatsapp/night2.jsonl", [username_stop(8)])
+    assert run_cli(exports, warehouse, as_of="2026-11-10T00:00:00Z") == 0
+    night = status_of(warehouse)
+    assert night[(NEW_PHONE, "utility")] == "opted_in" and night[(NEW_PHONE, "marketing")] == "opted_in"
+    assert night[("+4915100000001", "marketing")] == "opted_out"
+    assert night[("+4915100000001", "utility")] == "opted_out"
+    history = "SELECT * EXCLUDE (phone_e164) FROM consent_status_history ORDER BY ALL"
+    by_night = query(warehouse, history)
+    assert run_cli(exports, warehouse, "--full", as_of="2026-11-10T00:00:00Z") == 0
+    assert status_of(warehouse) == night and query(warehouse, history) == by_night

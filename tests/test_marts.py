@@ -168,3 +168,27 @@ def test_dashboard_renders_offline_without_errors_or_numbers(warehouse, tmp_path
     screenshot = tmp_path / "dashboard.png"
     shot = subprocess.run([browser, *flags, f"--screenshot={screenshot}", dashboard.as_uri()], capture_output=True, text=True, timeout=180)
     assert shot.returncode == 0 and screenshot.stat().st_size > 50_000
+
+
+def test_nights_rebuild_only_what_they_touched_and_equal_a_full_rebuild(tmp_path):
+    """Issue 16: each night deletes and rebuilds only the days, messages and contacts it changed;
+    the marts after three such nights equal those a `--full` run builds from the same exports."""
+    from consent import marts
+
+    exports, path = tmp_path / "exports", tmp_path / "wh" / "consent.duckdb"
+    shutil.copytree(FIXTURES / "exports", exports, ignore=shutil.ignore_patterns("whatsapp"))
+    assert run_cli(exports, path, as_of="2026-11-08T00:00:00Z") == 0
+    shutil.copytree(FIXTURES / "exports" / "whatsapp", exports / "whatsapp")  # the STOPs arrive a night later
+    assert run_cli(exports, path, as_of="2026-11-09T00:00:00Z") == 0
+    shutil.copy(FIXTURES / "sends" / "whatsapp" / "statuses_2026-11-06.jsonl", exports / "whatsapp")
+    assert run_cli(exports, path, as_of="2026-11-10T00:00:00Z") == 0
+
+    modes = dict(query(path, "SELECT mart, mode FROM mart_builds"))
+    assert {modes[m] for m in marts.INCREMENTAL} == {"incremental"}
+    assert {modes[m] for m in set(marts.MARTS) - set(marts.INCREMENTAL)} == {"full"}
+    by_night = {m: query(path, f"SELECT * FROM {m} ORDER BY ALL") for m in marts.MARTS}
+    assert by_night["send_audit"] and by_night["opt_out_timeliness"] and by_night["consent_daily"]
+
+    assert run_cli(exports, path, "--full", as_of="2026-11-10T00:00:00Z") == 0
+    assert set(dict(query(path, "SELECT mart, mode FROM mart_builds")).values()) == {"full"}
+    assert {m: query(path, f"SELECT * FROM {m} ORDER BY ALL") for m in marts.MARTS} == by_night

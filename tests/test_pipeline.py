@@ -72,6 +72,27 @@ def test_same_file_under_another_name_adds_nothing(exports, warehouse_path):
     assert _tables(warehouse_path)["status"] == before["status"]
 
 
+def test_an_event_id_already_in_the_ledger_fails_the_run(exports, warehouse_path, monkeypatch, capsys):
+    """The ledger has no primary-key index (issue 16): append_ledger.sql keeps event ids unique, and
+    the ERROR check catches a run that would add one the ledger holds (here: the de-duplication
+    removed from the SQL, and the same rows re-exported in another column order)."""
+    from consent import sql
+
+    assert run_cli(exports, warehouse_path) == 0
+    real = sql.statements
+    no_dedup = (
+        "INSERT INTO consent_events BY NAME SELECT * FROM stg_consent_events",
+        *real("append_ledger")[1:],
+    )
+    monkeypatch.setattr(sql, "statements", lambda name: no_dedup if name == "append_ledger" else real(name))
+    lines = (exports / "preference_center" / "optouts.csv").read_text().splitlines()
+    reordered = [",".join(reversed(line.split(","))) for line in lines]  # another file, the same events
+    (exports / "preference_center" / "optouts_reexport.csv").write_text("\n".join(reordered) + "\n")
+    capsys.readouterr()
+    assert run_cli(exports, warehouse_path) == 1
+    assert "ledger_rows_are_well_formed" in capsys.readouterr().out
+
+
 def _nights(exports: Path) -> list[list[str]]:
     """The channel folders in two nights: the first half, then the rest."""
     folders = sorted(p.name for p in exports.iterdir() if p.is_dir())

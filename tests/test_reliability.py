@@ -140,7 +140,8 @@ def crash_reference(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "point",
-    ["after_reading", "after_normalising", "after_staging", "publish_after_ledger", "publish_after_status", "after_publish"],
+    # Reading and normalising are the same state (nothing written but staging): one of them is enough.
+    ["after_normalising", "after_staging", "publish_after_ledger", "publish_after_status", "after_publish"],
 )
 def test_run_killed_at_any_point_leaves_before_or_after_and_the_next_run_completes(point, tmp_path, crash_reference):
     after_night1, before, after = crash_reference

@@ -35,7 +35,9 @@ adds nothing.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
+from typing import Iterator
 
 from consent.channels.base import FileRead
 from consent.events import FileContext, SourceRow, raw_json
@@ -274,41 +276,151 @@ def user_id_updates(value: dict, line: int, base: str) -> list[SourceRow]:
 
 
 def read_webhooks(data: bytes, ctx: FileContext, policy: Policy, suffix: str) -> FileRead:
+    """Every item of the file, read at once: the reference `read_webhook_parts` must equal."""
     reader = _ItemReader(policy)
     rows: list[SourceRow] = []
     for line, payload, error in _payloads(data, suffix):
-        if error:
-            rows.append(SourceRow(line=line, raw=str(payload)[:4096], identity="", error=error))
-            continue
-        if not isinstance(payload, dict) or payload.get("object") != "whatsapp_business_account":
-            rows.append(SourceRow(line=line, raw=raw_json(payload)[:4096], identity="", error="not a WhatsApp Business webhook payload"))
-            continue
-        before = len(rows)
-        for e, entry in enumerate(_list(payload.get("entry"))):
-            for c, change in enumerate(_list(entry.get("changes") if isinstance(entry, dict) else None)):
-                value = change.get("value") if isinstance(change, dict) else None
-                if not isinstance(value, dict):
-                    continue
-                base = f"entry[{e}].changes[{c}].value"
-                number_id = (value.get("metadata") or {}).get("phone_number_id") if isinstance(value.get("metadata"), dict) else None
-                contacts = [x for x in _list(value.get("contacts")) if isinstance(x, dict)]
-                first = len(rows)
-                for key, read_item in (("messages", reader.message), ("statuses", reader.status), ("user_preferences", reader.preference)):
-                    for i, item in enumerate(value.get(key) or []):
-                        pointer = f"{base}.{key}[{i}]"
-                        if not isinstance(item, dict):
-                            rows.append(SourceRow(line=line, raw=raw_json(item)[:4096], identity="", pointer=pointer, error=f"malformed webhook item in {key}"))
-                            continue
-                        try:
-                            rows.append(read_item(item, line, pointer, contacts))
-                        except (AttributeError, TypeError, ValueError):  # a field of the wrong JSON type
-                            rows.append(SourceRow(line=line, raw=raw_json(item)[:4096], identity="", pointer=pointer, error=f"malformed webhook item in {key}"))
-                if change.get("field") == "user_id_update" or "user_id_update" in value:
-                    rows.extend(user_id_updates(value, line, base))
-                for row in rows[first:]:
-                    row.phone_number_id = None if number_id is None else str(number_id)
-        if len(rows) == before:
-            rows.append(
-                SourceRow(line=line, raw=raw_json(payload)[:4096], identity="", skip_reason="webhook payload without messages, statuses or user preferences")
-            )
+        _read_payload(reader, rows, line, payload, error)
     return FileRead(rows=rows)
+
+
+# Payloads per part when a file is read in parts: memory holds one part's items, not the file's.
+PART_PAYLOADS = 50_000
+
+
+class WholeFile(Exception):
+    """Streaming found a problem that concerns the whole file (a malformed JSON document): the file
+    is `read`, whatever parts came before (the caller drops them)."""
+
+    def __init__(self, read: FileRead):
+        super().__init__("the file is read whole")
+        self.read = read
+
+
+def read_webhook_parts(
+    data: bytes, ctx: FileContext, policy: Policy, suffix: str, part_payloads: int = PART_PAYLOADS
+) -> Iterator[FileRead]:
+    """The items of the file in parts of `part_payloads` payloads, in file order: together exactly
+    `read_webhooks` (a fuzz test holds them equal). A JSONL file is cut between lines; a JSON array
+    is decoded element by element. Raises `WholeFile` when the document turns out malformed."""
+    reader = _ItemReader(policy)
+    rows: list[SourceRow] = []
+    count = 0
+    yielded = False
+    try:
+        for line, payload, error in _payload_stream(data, suffix):
+            _read_payload(reader, rows, line, payload, error)
+            count += 1
+            if count >= part_payloads:
+                yield FileRead(rows=rows)
+                yielded = True
+                rows, count = [], 0
+    except _Malformed:
+        raise WholeFile(read_webhooks(data, ctx, policy, suffix)) from None
+    if rows or not yielded:
+        yield FileRead(rows=rows)
+
+
+class _Malformed(Exception):
+    pass
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_LINE_CHUNK = 8 * 1024 * 1024
+
+
+def _payload_stream(data: bytes, suffix: str) -> Iterator[tuple[int, object, str | None]]:
+    """`_payloads`, lazily."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        yield 1, None, "webhook file is not UTF-8"
+        return
+    if suffix == ".jsonl":
+        number = 0
+        for line in _lines(text):
+            number += 1
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line), None
+            except json.JSONDecodeError as exc:
+                yield number, line, f"malformed JSON line: {exc.msg}"
+            except RecursionError:
+                yield number, line[:4096], TOO_DEEP.format(what="line")
+        return
+    if not text.strip():
+        return
+    start = _WHITESPACE.match(text, 0).end()
+    if text[start] != "[":
+        yield from _payloads(data, suffix)  # one document, not an array: nothing to stream
+        return
+    decoder = json.JSONDecoder()
+    try:
+        at = _WHITESPACE.match(text, start + 1).end()
+        number = 0
+        if text[at] != "]":
+            while True:
+                payload, at = decoder.raw_decode(text, at)
+                number += 1
+                yield number, payload, None
+                at = _WHITESPACE.match(text, at).end()
+                if text[at] == ",":
+                    at = _WHITESPACE.match(text, at + 1).end()
+                    continue
+                if text[at] == "]":
+                    break
+                raise _Malformed
+        if _WHITESPACE.match(text, at + 1).end() != len(text):
+            raise _Malformed
+    except (json.JSONDecodeError, IndexError, RecursionError):
+        raise _Malformed from None
+
+
+def _lines(text: str) -> Iterator[str]:
+    """`text.splitlines()`, a chunk at a time (a chunk ends after a newline: a line boundary for
+    `splitlines` too, so the lines are the same)."""
+    at = 0
+    while at < len(text):
+        end = text.find("\n", at + _LINE_CHUNK)
+        end = len(text) if end == -1 else end + 1
+        yield from text[at:end].splitlines()
+        at = end
+
+
+def _read_payload(reader: "_ItemReader", rows: list[SourceRow], line: int, payload: object, error: str | None) -> None:
+    """The rows of one payload (a line of JSONL, an element of a JSON array), appended to `rows`."""
+    if error:
+        rows.append(SourceRow(line=line, raw=str(payload)[:4096], identity="", error=error))
+        return
+    if not isinstance(payload, dict) or payload.get("object") != "whatsapp_business_account":
+        rows.append(SourceRow(line=line, raw=raw_json(payload)[:4096], identity="", error="not a WhatsApp Business webhook payload"))
+        return
+    before = len(rows)
+    for e, entry in enumerate(_list(payload.get("entry"))):
+        for c, change in enumerate(_list(entry.get("changes") if isinstance(entry, dict) else None)):
+            value = change.get("value") if isinstance(change, dict) else None
+            if not isinstance(value, dict):
+                continue
+            base = f"entry[{e}].changes[{c}].value"
+            number_id = (value.get("metadata") or {}).get("phone_number_id") if isinstance(value.get("metadata"), dict) else None
+            contacts = [x for x in _list(value.get("contacts")) if isinstance(x, dict)]
+            first = len(rows)
+            for key, read_item in (("messages", reader.message), ("statuses", reader.status), ("user_preferences", reader.preference)):
+                for i, item in enumerate(value.get(key) or []):
+                    pointer = f"{base}.{key}[{i}]"
+                    if not isinstance(item, dict):
+                        rows.append(SourceRow(line=line, raw=raw_json(item)[:4096], identity="", pointer=pointer, error=f"malformed webhook item in {key}"))
+                        continue
+                    try:
+                        rows.append(read_item(item, line, pointer, contacts))
+                    except (AttributeError, TypeError, ValueError):  # a field of the wrong JSON type
+                        rows.append(SourceRow(line=line, raw=raw_json(item)[:4096], identity="", pointer=pointer, error=f"malformed webhook item in {key}"))
+            if change.get("field") == "user_id_update" or "user_id_update" in value:
+                rows.extend(user_id_updates(value, line, base))
+            for row in rows[first:]:
+                row.phone_number_id = None if number_id is None else str(number_id)
+    if len(rows) == before:
+        rows.append(
+            SourceRow(line=line, raw=raw_json(payload)[:4096], identity="", skip_reason="webhook payload without messages, statuses or user preferences")
+        )

@@ -2,17 +2,33 @@
 
 Each file starts with `-- <name>: <what one row is>` and reads top-down as
 named CTEs. Marts never hold a raw number: counts, or `salted_hash(...)`
-(the macro of consent/sql/macros.sql). `build` replaces the table in one statement.
+(the macro of consent/sql/macros.sql).
+
+`build` replaces a mart whole, or, after an incremental run, only the rows the
+run could change (`INCREMENTAL`: the days from the earliest one touched, the
+messages and contacts touched; consent/sql/mart_scope.sql says which): those
+rows are deleted and built again in one transaction, with the same SQL
+restricted by the same condition, so both ways give the same table (a test
+builds both and compares). A mart is built whole when it has no
+`mart_builds` row for the previous published run with the same fingerprint
+(its SQL, the policy, the purposes present, the salt): a new warehouse, a
+`--full` run, a changed policy, an erasure or a retention purge in between.
+The other marts read current statuses only (their cost grows with contacts,
+not history) and are always built whole.
 """
 
 from __future__ import annotations
 
+import hashlib
+from functools import lru_cache
 from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
+from consent import sql
+from consent.db import table_exists, transaction
 from consent.policy import Policy
 from consent.sql import use_salt
 
@@ -25,12 +41,98 @@ def purpose_of(name: str) -> str:
     return first.split(":", 1)[1].strip() if ":" in first else first.lstrip("- ")
 
 
-def build(con: duckdb.DuckDBPyConnection, name: str, salt: str, policy: Policy | None = None) -> int:
-    """(Re)build one mart table; returns its row count."""
+# The rows an incremental build replaces: the same condition deletes them and restricts the rebuild.
+SINCE = "day >= (SELECT day FROM mart_since)"
+INCREMENTAL: dict[str, str] = {
+    "consent_daily": SINCE,
+    "violations_summary": SINCE,
+    "quarantine_summary": SINCE,
+    "send_audit": "message_id IN (SELECT message_id FROM mart_messages)",
+    "opt_out_timeliness": "(business, contact_hash) IN (SELECT (business, salted_hash(contact_id)) FROM mart_contacts)",
+}
+
+
+def build(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    salt: str,
+    policy: Policy | None = None,
+    *,
+    run_id: str | None = None,
+    full: bool = True,
+) -> int:
+    """(Re)build one mart table; returns its row count.
+
+    With `run_id` (the run that just published) and `full=False`, rebuilds only what that run
+    changed when it can (see the module's docstring); `last_mode(con, name)` tells which way."""
+    policy = policy or Policy()
     use_salt(con, salt)
-    prepare(con, policy or Policy())
-    con.execute(f"CREATE OR REPLACE TABLE {name} AS {MARTS[name]}")
+    prepare(con, policy)
+    fingerprint = _fingerprint(con, name, salt, policy)
+    with transaction(con):
+        incremental = not full and run_id is not None and name in INCREMENTAL and _can_increment(con, name, run_id, fingerprint)
+        if incremental:
+            _scope(con, run_id)
+            con.execute("SET VARIABLE mart_scoped = true")
+            condition = INCREMENTAL[name]
+            con.execute(f"DELETE FROM {name} WHERE {condition}")
+            con.execute(f"INSERT INTO {name} SELECT * FROM ({MARTS[name]}) WHERE {condition}")
+            con.execute("SET VARIABLE mart_scoped = false")
+        else:
+            con.execute(f"CREATE OR REPLACE TABLE {name} AS {MARTS[name]}")
+        if run_id is not None and table_exists(con, "mart_builds"):
+            con.execute(
+                "INSERT OR REPLACE INTO mart_builds VALUES (?, ?, ?, ?, now()::TIMESTAMP)",
+                [name, run_id, fingerprint, "incremental" if incremental else "full"],
+            )
     return con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+
+
+def _scope(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    """What the run changed (consent/sql/mart_scope.sql), computed once per run, as the temporary
+    views the marts read: `mart_messages`, `mart_contacts`, `mart_since`."""
+    if not (table_exists(con, "stg_mart_scope")
+            and con.execute("SELECT run_id FROM stg_mart_scope").fetchone() == (run_id,)):
+        sql.run(con, "mart_scope", {"run_id": run_id})
+    for view in ("messages", "contacts", "since"):
+        con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{view} AS SELECT * FROM stg_mart_{view}")
+
+
+def last_mode(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
+    """How the mart was last built by a run: 'full' or 'incremental' (None: never by a run)."""
+    row = con.execute("SELECT mode FROM mart_builds WHERE mart = ?", [name]).fetchone()
+    return row[0] if row else None
+
+
+def forget_builds(con: duckdb.DuckDBPyConnection) -> None:
+    """Rows changed outside a run (erasure, retention): the next build of every mart is whole."""
+    if table_exists(con, "mart_builds"):
+        con.execute("DELETE FROM mart_builds")
+
+
+def _fingerprint(con: duckdb.DuckDBPyConnection, name: str, salt: str, policy: Policy) -> str:
+    purposes = con.execute("SELECT list(DISTINCT purpose ORDER BY purpose) FROM consent_status").fetchone()[0]
+    parts = [MARTS[name], "\n".join(sql.statements("mart_scope")), policy.model_dump_json(), repr(purposes), salt]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def _can_increment(con: duckdb.DuckDBPyConnection, name: str, run_id: str, fingerprint: str) -> bool:
+    """The mart reflects the run published just before `run_id`, with the same fingerprint, and
+    `run_id` is the incremental run whose staging tables are still there."""
+    if not all(table_exists(con, t) for t in (name, "mart_builds", "stg_run", "stg_touched", "stg_replaced_history",
+                                                  "stg_replaced_violations")):
+        return False
+    built = con.execute("SELECT run_id, fingerprint FROM mart_builds WHERE mart = ?", [name]).fetchone()
+    staged = con.execute("SELECT run_id, mode FROM stg_run").fetchone()
+    previous = con.execute(
+        "SELECT run_id FROM runs WHERE published_at IS NOT NULL AND run_id <> ? ORDER BY published_at DESC LIMIT 1",
+        [run_id],
+    ).fetchone()
+    published = con.execute("SELECT count(*) FROM runs WHERE run_id = ? AND published_at IS NOT NULL", [run_id]).fetchone()[0]
+    return (
+        built is not None and built[1] == fingerprint and staged == (run_id, "incremental")
+        and previous is not None and built[0] == previous[0] and published == 1
+    )
 
 
 def prepare(con: duckdb.DuckDBPyConnection, policy: Policy) -> None:
@@ -38,6 +140,12 @@ def prepare(con: duckdb.DuckDBPyConnection, policy: Policy) -> None:
     `business_calendar` (day, business_day_number: weekends and the holiday calendar's days do not
     count), `consent_validity` (purpose, region or null for any, days), and variables
     `opt_out_deadline_business_days`, `renewal_notice_days`."""
+    con.execute("SET VARIABLE mart_scoped = false")
+    # Nothing in scope until an incremental build says otherwise (the marts' SQL names these views).
+    con.execute("CREATE OR REPLACE TEMP VIEW mart_messages AS SELECT NULL::VARCHAR AS message_id WHERE false")
+    con.execute("CREATE OR REPLACE TEMP VIEW mart_contacts AS "
+                "SELECT NULL::VARCHAR AS business, NULL::VARCHAR AS contact_id WHERE false")
+    con.execute("CREATE OR REPLACE TEMP VIEW mart_since AS SELECT NULL::DATE AS day WHERE false")
     con.execute("SET VARIABLE opt_out_deadline_business_days = ?", [policy.opt_out_deadline_business_days])
     con.execute("SET VARIABLE renewal_notice_days = ?", [policy.renewal_notice_days])
     first, last = con.execute(
@@ -78,9 +186,11 @@ def _validity_rows(policy: Policy, purpose: str) -> list[tuple[str | None, float
     return [(None, per)]
 
 
-def _holidays(calendar: str | None, years: range) -> set[date]:
+@lru_cache(maxsize=8)
+def _holidays(calendar: str | None, years: range) -> frozenset[date]:
+    """The calendar's public holidays (once per process: every mart of a run asks)."""
     if not calendar:
-        return set()
+        return frozenset()
     import holidays
 
-    return set(holidays.country_holidays(calendar, years=years))
+    return frozenset(holidays.country_holidays(calendar, years=years))

@@ -13,6 +13,9 @@ WITH requests AS (
     FROM consent_status_history AS h
     JOIN consent_events AS e ON e.event_id = h.decided_by_event_id AND e.event_type = 'opt_out'
     WHERE h.status = 'opted_out'
+      -- on an incremental build, only the contacts the run changed (consent/sql/mart_scope.sql)
+      AND (NOT getvariable('mart_scoped')
+           OR (h.business, h.contact_id) IN (SELECT (business, contact_id) FROM mart_contacts))
     GROUP BY ALL
 ),
 

@@ -3,7 +3,9 @@
 -- The recipient is matched by number, or by BSUID (`recipient_user_id`) through the number it is
 -- linked to (the `business_sends()` macro, consent/sql/send_macros.sql).
 WITH sends AS (
+    -- on an incremental build, only the messages the run changed (consent/sql/mart_scope.sql)
     SELECT * FROM business_sends()
+    WHERE NOT getvariable('mart_scoped') OR message_id IN (SELECT message_id FROM mart_messages)
 ),
 
 purposes AS (

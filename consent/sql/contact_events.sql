@@ -1,19 +1,21 @@
 -- contact_events: every ledger event with the contact it applies to (consent-rules.md sections 9
 -- and 10). Temporary views of this connection, derived from the ledger and identifier_links only,
--- so the result never depends on whether a link or an event arrived first.
+-- so the result never depends on whether a link or an event arrived first. They read
+-- `scoped_events` and `scoped_links`: the whole ledger and links on a full run, the part an
+-- incremental run needs on a night (event_scope.sql; consent.warehouse.scope_events).
 
 -- A BSUID reaches the number it was most recently linked to (in its business); a BSUID that
 -- replaced another (or was replaced) reaches the other's number when it has none of its own.
 CREATE OR REPLACE TEMP VIEW bsuid_phone AS
 WITH direct AS (
     SELECT business, whatsapp_user_id AS user_id, phone_e164 AS phone, linked_at, 2 AS priority
-    FROM identifier_links WHERE phone_e164 IS NOT NULL AND whatsapp_user_id IS NOT NULL
+    FROM scoped_links WHERE phone_e164 IS NOT NULL AND whatsapp_user_id IS NOT NULL
 ), moved AS (
     SELECT l.business, l.whatsapp_user_id AS user_id, d.phone, d.linked_at, 1 AS priority
-    FROM identifier_links AS l JOIN direct AS d ON d.business = l.business AND d.user_id = l.previous_user_id
+    FROM scoped_links AS l JOIN direct AS d ON d.business = l.business AND d.user_id = l.previous_user_id
     UNION ALL
     SELECT l.business, l.previous_user_id AS user_id, d.phone, d.linked_at, 1 AS priority
-    FROM identifier_links AS l JOIN direct AS d ON d.business = l.business AND d.user_id = l.whatsapp_user_id
+    FROM scoped_links AS l JOIN direct AS d ON d.business = l.business AND d.user_id = l.whatsapp_user_id
     WHERE l.previous_user_id IS NOT NULL
 )
 SELECT business, user_id, arg_max(phone, (priority, linked_at, phone)) AS phone
@@ -25,10 +27,10 @@ GROUP BY ALL;
 CREATE OR REPLACE TEMP VIEW parent_phone AS
 SELECT parent_user_id, arg_max(phone, (linked_at, phone)) AS phone
 FROM (
-    SELECT parent_user_id, phone_e164 AS phone, linked_at FROM identifier_links
+    SELECT parent_user_id, phone_e164 AS phone, linked_at FROM scoped_links
     WHERE parent_user_id IS NOT NULL AND phone_e164 IS NOT NULL
     UNION ALL
-    SELECT l.parent_user_id, b.phone, l.linked_at FROM identifier_links AS l
+    SELECT l.parent_user_id, b.phone, l.linked_at FROM scoped_links AS l
     JOIN bsuid_phone AS b ON b.business = l.business AND b.user_id = l.whatsapp_user_id
     WHERE l.parent_user_id IS NOT NULL
 )
@@ -38,7 +40,7 @@ GROUP BY ALL;
 -- else the BSUID itself (kept, never quarantined, until a link is learnt).
 CREATE OR REPLACE TEMP VIEW ledger_contacts AS
 SELECT e.*, coalesce(e.phone_e164, b.phone, p.phone, e.whatsapp_user_id, e.parent_user_id) AS contact_id
-FROM consent_events AS e
+FROM scoped_events AS e
 LEFT JOIN bsuid_phone AS b ON e.phone_e164 IS NULL AND b.business = e.business AND b.user_id = e.whatsapp_user_id
 LEFT JOIN parent_phone AS p ON e.phone_e164 IS NULL AND p.parent_user_id = e.parent_user_id;
 

@@ -1,0 +1,81 @@
+-- mart_scope: what an incremental run changed, for the marts it rebuilds in part (consent/marts):
+-- the first day to rebuild, the messages and the contacts. Staging tables (`stg_mart_*`), computed
+-- once per run by the first mart that needs them (`stg_mart_scope` names the run); read after `publish`, from the run's staging tables (`stg_touched`: the contacts
+-- decided again; `stg_replaced_history`, `stg_replaced_violations`: the rows they replaced).
+
+-- Messages whose send-audit row may change: new statuses, a recipient BSUID linked now (or changed),
+-- or a recipient decided again (by number, by BSUID, or as the number its BSUID is linked to).
+CREATE OR REPLACE TABLE stg_mart_messages AS
+SELECT message_id FROM message_statuses WHERE run_id = $run_id
+UNION SELECT m.message_id FROM message_statuses AS m
+      WHERE m.recipient_user_id IN (SELECT whatsapp_user_id FROM stg_identifier_links
+                                    UNION SELECT previous_user_id FROM stg_identifier_links)
+UNION SELECT m.message_id FROM message_statuses AS m
+      WHERE m.business || chr(31) || m.recipient_e164 IN (SELECT contact_key FROM stg_touched)
+         OR m.business || chr(31) || m.recipient_user_id IN (SELECT contact_key FROM stg_touched)
+UNION SELECT m.message_id FROM message_statuses AS m
+      JOIN identifier_links AS l ON l.business = m.business AND l.whatsapp_user_id = m.recipient_user_id
+      WHERE l.business || chr(31) || l.phone_e164 IN (SELECT contact_key FROM stg_touched);
+
+-- Contacts whose opt-out timeliness rows may change: decided again, the recipient of a changed
+-- message, or a number a BSUID of this run's links pointed to before (its messages may move away).
+CREATE OR REPLACE TABLE stg_mart_contacts AS
+SELECT string_split(contact_key, chr(31))[1] AS business, string_split(contact_key, chr(31))[2] AS contact_id
+FROM stg_touched
+UNION SELECT business, recipient FROM business_sends() WHERE message_id IN (SELECT message_id FROM stg_mart_messages)
+UNION SELECT business, phone_e164 FROM identifier_links
+      WHERE phone_e164 IS NOT NULL
+        AND whatsapp_user_id IN (SELECT whatsapp_user_id FROM stg_identifier_links
+                                 UNION SELECT previous_user_id FROM stg_identifier_links);
+
+-- The first day whose figures may change. The touched contacts' history and violations were
+-- decided again from their whole histories, mostly into the same rows: only rows that differ from
+-- the replaced ones count. A row whose only change is its end (`valid_to`) changes the days from
+-- the earlier end; any other row, the days from its start. Then: the day of the previous run's
+-- clock (new days appear), and this run's quarantine day.
+CREATE OR REPLACE TABLE stg_mart_since AS
+WITH current_history AS (
+    SELECT * FROM consent_status_history
+    WHERE business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched)
+),
+only_new AS (SELECT * FROM current_history EXCEPT ALL SELECT * FROM stg_replaced_history),
+only_old AS (SELECT * FROM stg_replaced_history EXCEPT ALL SELECT * FROM current_history),
+ended AS (
+    -- the same transition, ended at another time (or ended now, or no longer ended)
+    SELECT n.business, n.contact_id, n.purpose, n.valid_from, least(n.valid_to, o.valid_to) AS first_change
+    FROM only_new AS n
+    JOIN only_old AS o
+      ON o.business = n.business AND o.contact_id = n.contact_id AND o.purpose = n.purpose
+     AND o.valid_from = n.valid_from AND o.status = n.status
+     AND o.decided_by_event_id IS NOT DISTINCT FROM n.decided_by_event_id
+     AND o.consent_event_id IS NOT DISTINCT FROM n.consent_event_id
+     AND o.consent_method IS NOT DISTINCT FROM n.consent_method
+     AND o.consent_at IS NOT DISTINCT FROM n.consent_at
+     AND o.phone_e164 IS NOT DISTINCT FROM n.phone_e164
+),
+changed_history AS (
+    SELECT CASE WHEN e.first_change IS NOT NULL THEN e.first_change ELSE c.valid_from END AS first_change
+    FROM (SELECT * FROM only_new UNION ALL SELECT * FROM only_old) AS c
+    LEFT JOIN ended AS e
+      ON e.business = c.business AND e.contact_id = c.contact_id AND e.purpose = c.purpose
+     AND e.valid_from = c.valid_from
+),
+current_violations AS (
+    SELECT * FROM consent_violations
+    WHERE business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched)
+),
+changed_violations AS (
+    SELECT * FROM (SELECT * FROM current_violations EXCEPT ALL SELECT * FROM stg_replaced_violations)
+    UNION ALL
+    SELECT * FROM (SELECT * FROM stg_replaced_violations EXCEPT ALL SELECT * FROM current_violations)
+)
+SELECT least(
+    (SELECT min(first_change) FROM changed_history)::DATE,
+    (SELECT min(coalesce(v.occurred_at, e.ingested_at))
+     FROM changed_violations AS v LEFT JOIN consent_events AS e USING (event_id))::DATE,
+    (SELECT max(as_of) FROM runs WHERE run_id <> $run_id)::DATE,
+    (SELECT min(ingested_at) FROM quarantine WHERE run_id = $run_id)::DATE,
+    (SELECT as_of FROM stg_run)::DATE
+) AS day;
+
+CREATE OR REPLACE TABLE stg_mart_scope AS SELECT $run_id AS run_id;
