@@ -2,18 +2,23 @@
 
     git worktree add /tmp/baseline <commit>
     .venv/bin/python bench/compare_outputs.py --baseline /tmp/baseline --events 100000
+    .venv/bin/python bench/compare_outputs.py --baseline /tmp/baseline --events 1000000 --night-events 10000
 
 Generates synthetic exports (bench/generate.py, reused from bench/data/N), runs
 `consent run` of the baseline checkout and of this one, each in a fresh
 process with this `.venv`'s Python (the baseline's modules are imported from
 its own folder), times both, and prints a checksum per table of what they
 decided: events, quarantine, statuses, history, violations, and the marts.
-Run ids and wall-clock times are left out. Exit 1 when a checksum differs.
+With --night-events K, both then run the next night (the same exports plus K
+new events, seed 2) on their warehouses, and the checksums are taken after
+that incremental night. Run ids and wall-clock times are left out. Exit 1
+when a checksum differs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -36,6 +41,8 @@ TABLES = {
     "violations_summary": "SELECT * FROM violations_summary",
     "quarantine_summary": "SELECT * FROM quarantine_summary",
     "notice_usage": "SELECT * FROM notice_usage",
+    "send_audit": "SELECT * FROM send_audit",
+    "opt_out_timeliness": "SELECT * EXCLUDE (published_run) FROM opt_out_timeliness",
 }
 
 
@@ -67,21 +74,43 @@ def run(checkout: Path, exports: Path, warehouse: Path) -> float:
         [sys.executable, "-m", "pipelines.cli", "run", "--exports", str(exports), "--warehouse", str(warehouse),
          "--as-of", AS_OF],
         cwd=checkout, capture_output=True, text=True,
+        # One salt for both: the marts' contact and recipient hashes are then comparable.
+        env={**os.environ, "CONSENT_HASH_SALT": "compare-outputs"},
     )
     if done.returncode not in (0, 1):  # 1: an ERROR check failed (the generated exports have bad rows)
         sys.exit(f"{checkout}: consent run exited {done.returncode}\n{done.stderr[-2000:]}")
     return time.perf_counter() - started
 
 
+def night_exports(exports: Path, work: Path, events: int) -> Path:
+    """The exports plus `events` new events in new files (bench/generate.py, seed 2)."""
+    import shutil
+
+    night, extra = work / "night", work / "night_extra"
+    for folder in (night, extra):
+        shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(exports, night, ignore=shutil.ignore_patterns(".complete"))
+    subprocess.run([sys.executable, str(BENCH / "generate.py"), str(extra), "--events", str(events), "--seed", "2"],
+                   check=True, stdout=subprocess.DEVNULL)
+    for channel in (p for p in extra.iterdir() if p.is_dir() and p.name != "notices"):
+        for file in channel.iterdir():
+            shutil.copy(file, night / channel.name / f"night_{file.name}")
+    return night
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", type=Path, required=True, help="a checkout of the version to compare with")
     parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--night-events", type=int, default=0, help="then an incremental night with this many new events")
     parser.add_argument("--work", type=Path, default=BENCH / "work" / "compare")
     args = parser.parse_args()
-    exports = BENCH / "data" / str(args.events)
-    if not exports.exists():
-        subprocess.run([sys.executable, str(BENCH / "generate.py"), str(exports), "--events", str(args.events)], check=True)
+    exports = BENCH / "data" / f"events_{args.events}"
+    if not (exports / ".complete").exists():
+        subprocess.run([sys.executable, str(BENCH / "generate.py"), str(exports), "--events", str(args.events),
+                        "--seed", "1"], check=True, stdout=subprocess.DEVNULL)
+        (exports / ".complete").write_text("")
+    night = night_exports(exports, args.work, args.night_events) if args.night_events else None
     results, warehouses = {}, {}
     for label, checkout in (("baseline", args.baseline.resolve()), ("this", REPO)):
         warehouse = warehouses[label] = args.work / label / "consent.duckdb"
@@ -89,7 +118,9 @@ def main() -> int:
             if old.is_file():
                 old.unlink()
         seconds = run(checkout, exports, warehouse)
-        print(f"{label}: {checkout} ({seconds:.1f} s)")
+        print(f"{label}: {checkout} ({seconds:.1f} s)", flush=True)
+        if night is not None:
+            print(f"{label}: night of {args.night_events:,} new events ({run(checkout, night, warehouse):.1f} s)", flush=True)
     old, new = columns(warehouses["baseline"]), columns(warehouses["this"])
     shared = {name: [c for c in old[name] if c in new[name]] for name in TABLES}
     for label, warehouse in warehouses.items():

@@ -13,6 +13,11 @@ WITH transitions AS (
     FROM consent_status_history AS h
     LEFT JOIN consent_events AS decided ON decided.event_id = h.decided_by_event_id
     LEFT JOIN consent_events AS consent ON consent.event_id = h.consent_event_id
+    -- on an incremental build, only rows that count on the days rebuilt (consent/sql/mart_scope.sql):
+    -- begun on one of them, or still open at the end of the first
+    WHERE NOT getvariable('mart_scoped')
+       OR coalesce(h.valid_to, TIMESTAMP '9999-12-31') >= (SELECT day FROM mart_since) + INTERVAL 1 DAY
+       OR h.valid_from >= (SELECT day FROM mart_since)
 ),
 
 changes AS (
@@ -35,6 +40,7 @@ days AS (
         (SELECT coalesce(max(as_of), current_date)::DATE FROM runs) + INTERVAL 1 DAY,
         INTERVAL 1 DAY
     )
+    WHERE NOT getvariable('mart_scoped') OR CAST(range AS DATE) >= (SELECT day FROM mart_since)
 ),
 
 audience AS (
