@@ -179,12 +179,12 @@ def stage_exports(
     if progress and counted["files"]:
         progress("reading files", counted["files"], len(found))
     for batch in batches:
-        _stage_batch(batch, exports_dir, policy, channels, resolve_phones, ingested_at, run_id, sink, progress,
+        _stage_batch(batch, policy, channels, resolve_phones, ingested_at, run_id, sink, progress,
                      staged, counted, len(found))
     return staged
 
 
-def _stage_batch(batch, exports_dir, policy, channels, resolve_phones, ingested_at, run_id, sink, progress,
+def _stage_batch(batch, policy, channels, resolve_phones, ingested_at, run_id, sink, progress,
                  staged: StagedExports, counted: dict[str, int], files_found: int) -> None:
     """Read, normalise and build one batch of files; hand its frames to the sink."""
     frames: dict[str, list[pl.DataFrame]] = {"events": [], "quarantine": [], "skipped": [], "sends": [], "links": []}
@@ -309,8 +309,11 @@ def _stage_file(stat: FileStats, export: ExportFile, ctx: FileContext, parts: It
 STREAM_BYTES = 32 * 1024 * 1024
 
 
+WEBHOOK_SUFFIXES = (".json", ".jsonl")
+
+
 def _streamed(export: ExportFile) -> bool:
-    return export.path.suffix.lower() in (".json", ".jsonl") and export.size_bytes > STREAM_BYTES
+    return export.path.suffix.lower() in WEBHOOK_SUFFIXES and export.size_bytes > STREAM_BYTES
 
 
 def _read_whole(export: ExportFile, ctx: FileContext, config, policy: Policy) -> list[FileRead]:
@@ -325,7 +328,7 @@ def _read_whole(export: ExportFile, ctx: FileContext, config, policy: Policy) ->
 
 def _parts(export: ExportFile, ctx: FileContext, config, policy: Policy) -> Iterator[FileRead]:
     """The file's rows: a webhook file in parts, any other file whole."""
-    if export.path.suffix.lower() in (".json", ".jsonl"):
+    if export.path.suffix.lower() in WEBHOOK_SUFFIXES:
         yield from read_webhook_parts(export.path.read_bytes(), ctx, policy, export.path.suffix.lower())
     else:
         yield adapter_for(export.path)(export.path.read_bytes(), ctx, config, policy)
