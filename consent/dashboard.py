@@ -61,6 +61,55 @@ def _section(title: str, content: str) -> str:
     return f"<section><h2>{html.escape(title)}</h2>{content}</section>"
 
 
+def _tile(key: str, value: str, cls: str) -> str:
+    return f'<div class="tile {cls}"><div class="v">{html.escape(value)}</div><div class="k">{html.escape(key)}</div></div>'
+
+
+# The parts that show the last run are marked, so the run's finalisation can refresh them alone
+# (`refresh_last_run`) instead of rendering every chart a second time.
+def _marked(name: str, content: str) -> str:
+    return f"<!--last-run:{name}-->{content}<!--/last-run:{name}-->"
+
+
+def _last_run(con: duckdb.DuckDBPyConnection) -> tuple | None:
+    return con.execute(
+        "SELECT run_id, status, as_of, checks_failed, check_outcomes FROM runs ORDER BY started_at DESC LIMIT 1"
+    ).fetchone()
+
+
+def _last_run_tile(last_run: tuple | None) -> str:
+    return _tile("last run", last_run[1], "bad" if last_run[1] == "failed" else "good") if last_run else ""
+
+
+def _last_run_checks(last_run: tuple | None) -> str:
+    checks_html = '<p class="empty">No run recorded yet.</p>'
+    if last_run:
+        outcomes = json.loads(last_run[4] or "{}")
+        failed = [(name, o.get("severity"), "failed") for name, o in sorted(outcomes.items()) if not o.get("passed")]
+        checks_html = (
+            f"<p class='empty'>Run {html.escape(last_run[0][:8])} as of {html.escape(str(last_run[2]))}: "
+            f"{len(outcomes)} checks recorded.</p>"
+            + _table(["check", "severity", "outcome"], failed, "Every check passed.")
+        )
+    return _section("Failed checks of the last run", checks_html)
+
+
+def refresh_last_run(con: duckdb.DuckDBPyConnection, out: Path) -> int:
+    """Show the last run's outcome on a dashboard rendered earlier in the run; its size in bytes.
+    A page without the marks (written by an older version) is rendered whole."""
+    document = out.read_text(encoding="utf-8")
+    last_run = _last_run(con)
+    for name, content in (("tile", _last_run_tile(last_run)), ("checks", _last_run_checks(last_run))):
+        start, end = f"<!--last-run:{name}-->", f"<!--/last-run:{name}-->"
+        before, found, rest = document.partition(start)
+        _, closed, after = rest.partition(end)
+        if not (found and closed):
+            return render_dashboard(con, out)
+        document = before + _marked(name, content) + after
+    out.write_text(document, encoding="utf-8")
+    return len(document.encode("utf-8"))
+
+
 def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path) -> int:
     """Write the dashboard; returns its size in bytes."""
     parts: list[str] = []
@@ -82,21 +131,15 @@ def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path) -> int:
         con.execute("SELECT count(*) FROM send_audit WHERE finding IN ('sent_without_consent', 'sent_after_opt_out')").fetchone()[0]
         if table_exists(con, "send_audit") else 0
     )
-    last_run = con.execute(
-        "SELECT run_id, status, as_of, checks_failed, check_outcomes FROM runs ORDER BY started_at DESC LIMIT 1"
-    ).fetchone()
+    last_run = _last_run(con)
     tiles += [
         ("opted out (any purpose)", f"{opted_out:,}", ""),
         ("opt-ins refused", f"{refused:,}", "bad" if refused else ""),
         ("rows quarantined", f"{quarantined:,}", "bad" if quarantined else ""),
         ("sends without consent", f"{findings:,}", "bad" if findings else "good"),
     ]
-    if last_run:
-        tiles.append(("last run", last_run[1], "bad" if last_run[1] == "failed" else "good"))
-    parts.append('<div class="tiles">' + "".join(
-        f'<div class="tile {cls}"><div class="v">{html.escape(v)}</div><div class="k">{html.escape(k)}</div></div>'
-        for k, v, cls in tiles
-    ) + "</div>")
+    parts.append('<div class="tiles">' + "".join(_tile(*t) for t in tiles) + _marked("tile", _last_run_tile(last_run))
+                 + "</div>")
 
     # -- per business: consent is given to a named business (rules, section 10) ---------------
     columns, per_business = _rows(con, """
@@ -158,16 +201,7 @@ def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path) -> int:
     parts.append('<div class="grid">' + "".join(charts) + "</div>")
 
     # -- failed checks of the last run -------------------------------------------------------------
-    checks_html = '<p class="empty">No run recorded yet.</p>'
-    if last_run:
-        outcomes = json.loads(last_run[4] or "{}")
-        failed = [(name, o.get("severity"), "failed") for name, o in sorted(outcomes.items()) if not o.get("passed")]
-        checks_html = (
-            f"<p class='empty'>Run {html.escape(last_run[0][:8])} as of {html.escape(str(last_run[2]))}: "
-            f"{len(outcomes)} checks recorded.</p>"
-            + _table(["check", "severity", "outcome"], failed, "Every check passed.")
-        )
-    parts.append(_section("Failed checks of the last run", checks_html))
+    parts.append(_marked("checks", _last_run_checks(last_run)))
 
     # -- send audit -----------------------------------------------------------------------------------
     if table_exists(con, "send_audit"):

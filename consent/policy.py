@@ -116,6 +116,15 @@ class Policy(BaseModel):
         return self.consent_validity_days is not None
 
     @property
+    def shortest_validity_days(self) -> float | None:
+        """The shortest validity any consent can have, whatever its purpose or country (None: no
+        consent expires): a consent given less than this long ago cannot have expired yet."""
+        v = self.consent_validity_days
+        values = v.values() if isinstance(v, dict) else [v]
+        days = [x for per in values for x in (per.values() if isinstance(per, dict) else [per]) if x is not None]
+        return min(days) if days else None
+
+    @property
     def validity_by_country(self) -> bool:
         v = self.consent_validity_days
         return isinstance(v, dict) and any(isinstance(x, dict) for x in v.values())

@@ -15,7 +15,7 @@ from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator
 
@@ -316,10 +316,16 @@ def register_notices(con: duckdb.DuckDBPyConnection, run: StagedRun) -> dict[str
 def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, policy: Policy, full: bool) -> None:
     """`stg_touched`: the contacts to decide again (new events, new links, or time alone may change them)."""
     con.execute("SET VARIABLE opt_out_all_businesses = ?", [policy.opt_out_scope == "all_businesses"])
+    shortest = policy.shortest_validity_days
     params = {
         "full": full,
         "run_id": run.run_id,
-        "consent_expires": policy.consent_expires,
+        # Time alone moves a pending request to `expired` once the confirmation window has passed,
+        # and an opt-in once its validity has: only a request made (a consent given) at least that
+        # long before the run's clock can have changed (rows with no date are always decided again).
+        "requested_by": run.as_of - timedelta(days=policy.confirmation_window_days),
+        "consent_expires": shortest is not None,
+        "given_by": run.as_of - timedelta(days=shortest or 0),
         "time_dependent_rules": list(TIME_DEPENDENT),
     }
     scope_events(con, params, full)

@@ -10,8 +10,9 @@ the same way:
 2. `runs` records the end (`succeeded`, or `failed` when a step failed or an
    ERROR check failed), the failed checks with their lineage metadata, and
    the reason of a failed step;
-3. the dashboard is rendered again, so its "last run" panel shows this run's
-   outcome (the dashboard asset runs before the last checks);
+3. the dashboard's "last run" tile and panel are refreshed to show this run's
+   outcome (the dashboard asset runs before the last checks; its charts are
+   not rendered again);
 4. a failed run raises its alert (`<warehouse folder>/alerts/`, and the hook).
 """
 
@@ -78,7 +79,7 @@ def finalise_run(
     alert_command: str | None,
 ) -> dict:
     """Record the run's end in `runs`, refresh the dashboard, alert on failure; the run summary."""
-    from consent.dashboard import render_dashboard
+    from consent.dashboard import refresh_last_run
     from consent.runs import already_finished, finish_run, run_summary
 
     evaluations = check_evaluations(instance, run_id)
@@ -98,7 +99,7 @@ def finalise_run(
         dashboard = Path(warehouse_path).resolve().parent / "dashboard.html"
         if dashboard.exists():
             try:
-                render_dashboard(con, dashboard)
+                refresh_last_run(con, dashboard)
             except Exception as exc:  # the run's record and its alert matter more than the page
                 log.warning("dashboard not refreshed: %s", type(exc).__name__)
     if status == "failed":

@@ -170,6 +170,34 @@ def test_dashboard_renders_offline_without_errors_or_numbers(warehouse, tmp_path
     assert shot.returncode == 0 and screenshot.stat().st_size > 50_000
 
 
+def test_the_runs_end_refreshes_only_the_last_run_parts_of_the_dashboard(warehouse, tmp_path):
+    """The dashboard asset renders every chart; the run's finalisation rewrites only the last run's
+    tile and panel (a page of an older version, without their marks, is rendered whole)."""
+    import duckdb
+
+    from consent.dashboard import refresh_last_run, render_dashboard
+
+    copy = tmp_path / "consent.duckdb"
+    shutil.copy(warehouse, copy)
+    con = duckdb.connect(str(copy))
+    page = tmp_path / "dashboard.html"
+    con.execute("UPDATE runs SET status = 'succeeded', check_outcomes = '{}'")
+    render_dashboard(con, page)
+    before = page.read_text()
+    assert "Every check passed." in before and ">succeeded<" in before
+    con.execute("""UPDATE runs SET status = 'failed',
+                   check_outcomes = '{"consent_status.opted_in_rows_have_evidence": {"passed": false, "severity": "ERROR"}}'""")
+    refresh_last_run(con, page)
+    after = page.read_text()
+    assert ">failed<" in after and "opted_in_rows_have_evidence" in after and "Every check passed." not in after
+    charts = lambda text: text.split('<div class="grid">', 1)[1].split("<!--last-run:checks-->", 1)[0]  # noqa: E731
+    assert charts(after) == charts(before)  # the charts were not rendered again
+    page.write_text(before.replace("<!--last-run:tile-->", ""))  # an older page
+    refresh_last_run(con, page)
+    assert "<!--last-run:tile-->" in page.read_text() and ">failed<" in page.read_text()
+    con.close()
+
+
 def test_nights_rebuild_only_what_they_touched_and_equal_a_full_rebuild(tmp_path):
     """Issue 16: each night deletes and rebuilds only the days, messages and contacts it changed;
     the marts after three such nights equal those a `--full` run builds from the same exports."""

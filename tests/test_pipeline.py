@@ -99,23 +99,6 @@ def _nights(exports: Path) -> list[list[str]]:
     return [folders[: len(folders) // 2], folders[len(folders) // 2 :]]
 
 
-def test_file_order_does_not_matter(tmp_path, exports):
-    """Two nights in one order, or the other, give one warehouse (history and lineage aside)."""
-    results = []
-    for nights in (_nights(exports), _nights(exports)[::-1]):
-        staged = tmp_path / f"staged_{len(results)}"
-        staged.mkdir()
-        warehouse = tmp_path / f"wh_{len(results)}.duckdb"
-        for night in nights:
-            for folder in night:
-                shutil.copytree(exports / folder, staged / folder)
-            assert run_cli(staged, warehouse) == 0
-        results.append(_tables(warehouse))
-    assert results[0]["status"] == results[1]["status"]
-    assert results[0]["violations"] == results[1]["violations"]
-    assert results[0]["history"] == results[1]["history"]
-
-
 def test_full_rebuild_equals_incremental_runs(tmp_path, exports):
     incremental = tmp_path / "incremental.duckdb"
     staged = tmp_path / "staged"

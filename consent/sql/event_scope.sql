@@ -10,7 +10,8 @@ SELECT DISTINCT id FROM (
     SELECT unnest([phone_e164, whatsapp_user_id, parent_user_id, changed_to]) AS id FROM stg_consent_events
     UNION ALL SELECT unnest([phone_e164, whatsapp_user_id, parent_user_id, previous_user_id]) FROM stg_identifier_links
     UNION ALL SELECT contact_id FROM consent_status
-              WHERE status = 'pending' OR (status = 'opted_in' AND $consent_expires)
+              WHERE (status = 'pending' AND (status_since IS NULL OR status_since <= $requested_by))
+                 OR (status = 'opted_in' AND $consent_expires AND (consent_at IS NULL OR consent_at <= $given_by))
     UNION ALL SELECT contact_id FROM consent_violations WHERE list_contains($time_dependent_rules, rule)
     UNION ALL SELECT unnest([phone_e164, whatsapp_user_id, parent_user_id, changed_to]) FROM consent_events
               WHERE notice_version IN (SELECT notice_version FROM consent_notices WHERE run_id = $run_id)
