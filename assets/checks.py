@@ -17,7 +17,7 @@ from expectations import consent_events as consent_events_suite
 from expectations import consent_status as consent_status_suite
 from expectations import opt_in_notices as opt_in_notices_suite
 from expectations import staged_opt_ins as staged_opt_ins_suite
-from expectations.runner import SuiteOutcome, validate
+from expectations.runner import SuiteOutcome, docs_folder, validate
 from pipelines.resources import ConsentSettings, WarehouseResource
 
 
@@ -39,8 +39,8 @@ def suite_check_result(outcome: SuiteOutcome) -> dg.AssetCheckResult:
 
 
 def docs_dir(warehouse: WarehouseResource, context: dg.AssetCheckExecutionContext) -> Path:
-    """GX Data Docs of a run: `<warehouse folder>/data_docs/<run id>/index.html`."""
-    return Path(warehouse.file).resolve().parent / "data_docs" / context.run.run_id
+    """GX Data Docs of a run, written when the run ends (`expectations.runner.write_docs`)."""
+    return docs_folder(warehouse.file, context.run.run_id)
 
 
 @dg.asset_check(asset=stg_consent_events, description="GX suite `staged_opt_ins`: every opt-in carries a consent method and date (ERROR), a known event type and an E.164 number (ERROR), a notice version (WARN).")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import great_expectations as gx
 import polars as pl
 
 from consent.events import ACQUISITION_SOURCES, EVENT_TYPES
+from expectations.runner import Expect
 from expectations.staged_opt_ins import expect_e164, phone_is_e164
 
 
@@ -19,30 +19,17 @@ def rows_to_validate(new_events: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def build_suite() -> gx.ExpectationSuite:
-    return gx.ExpectationSuite(
-        name="consent_events",
-        expectations=[
-            gx.expectations.ExpectColumnValuesToNotBeNull(
-                column="event_id", description="Every event has its deterministic id.", meta={"severity": "error"}
-            ),
-            gx.expectations.ExpectColumnValuesToBeUnique(
-                column="event_id", description="An event is in the ledger once.", meta={"severity": "error"}
-            ),
-            gx.expectations.ExpectColumnValuesToBeInSet(
-                column="event_type", value_set=list(EVENT_TYPES),
-                description="Event types come from the known set.", meta={"severity": "error"},
-            ),
-            gx.expectations.ExpectColumnValuesToBeInSet(
-                column="acquisition_source", value_set=list(ACQUISITION_SOURCES),
-                description="Acquisition sources come from the known set.", meta={"severity": "error"},
-            ),
-            expect_e164(),
-            *[
-                gx.expectations.ExpectColumnValuesToNotBeNull(
-                    column=column, description=f"Every event keeps its lineage ({column}).", meta={"severity": "error"}
-                )
-                for column in ("channel", "source_file", "source_line")
-            ],
+def build_suite() -> list[Expect]:
+    return [
+        Expect("ExpectColumnValuesToNotBeNull", "Every event has its deterministic id.", "error", {"column": "event_id"}),
+        Expect("ExpectColumnValuesToBeUnique", "An event is in the ledger once.", "error", {"column": "event_id"}),
+        Expect("ExpectColumnValuesToBeInSet", "Event types come from the known set.", "error",
+               {"column": "event_type", "value_set": list(EVENT_TYPES)}),
+        Expect("ExpectColumnValuesToBeInSet", "Acquisition sources come from the known set.", "error",
+               {"column": "acquisition_source", "value_set": list(ACQUISITION_SOURCES)}),
+        expect_e164(),
+        *[
+            Expect("ExpectColumnValuesToNotBeNull", f"Every event keeps its lineage ({column}).", "error", {"column": column})
+            for column in ("channel", "source_file", "source_line")
         ],
-    )
+    ]

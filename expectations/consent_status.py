@@ -7,10 +7,10 @@ a hash of the number here, never the number itself.
 
 from __future__ import annotations
 
-import great_expectations as gx
 import polars as pl
 
 from consent.reconcile import STATUSES
+from expectations.runner import Expect
 from expectations.staged_opt_ins import expect_e164, phone_is_e164
 
 EVIDENCE = [
@@ -30,34 +30,19 @@ def rows_to_validate(status: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def build_suite() -> gx.ExpectationSuite:
-    opted_in = 'status == "opted_in"'
-    return gx.ExpectationSuite(
-        name="consent_status",
-        expectations=[
-            *[
-                gx.expectations.ExpectColumnValuesToNotBeNull(
-                    column=column,
-                    row_condition=opted_in,
-                    condition_parser="pandas",
-                    description=f"Every opted_in row records {meaning} ({column}).",
-                    meta={"severity": "error"},
-                )
-                for column, meaning in EVIDENCE
-            ],
-            gx.expectations.ExpectColumnValuesToBeInSet(
-                column="status", value_set=list(STATUSES),
-                description="Statuses come from the known set.", meta={"severity": "error"},
-            ),
-            expect_e164(),
-            gx.expectations.ExpectCompoundColumnsToBeUnique(
-                column_list=["contact_key", "purpose"],
-                description="One row per business, contact and purpose.", meta={"severity": "error"},
-            ),
-            gx.expectations.ExpectColumnValuesToNotBeNull(
-                column="notice_version", row_condition=opted_in, condition_parser="pandas",
-                description="Every opted_in row names the consent notice the person saw.",
-                meta={"severity": "warn"},
-            ),
+def build_suite() -> list[Expect]:
+    opted_in = {"row_condition": 'status == "opted_in"', "condition_parser": "pandas"}
+    return [
+        *[
+            Expect("ExpectColumnValuesToNotBeNull", f"Every opted_in row records {meaning} ({column}).", "error",
+                   {"column": column, **opted_in})
+            for column, meaning in EVIDENCE
         ],
-    )
+        Expect("ExpectColumnValuesToBeInSet", "Statuses come from the known set.", "error",
+               {"column": "status", "value_set": list(STATUSES)}),
+        expect_e164(),
+        Expect("ExpectCompoundColumnsToBeUnique", "One row per business, contact and purpose.", "error",
+               {"column_list": ["contact_key", "purpose"]}),
+        Expect("ExpectColumnValuesToNotBeNull", "Every opted_in row names the consent notice the person saw.", "warn",
+               {"column": "notice_version", **opted_in}),
+    ]

@@ -8,9 +8,9 @@ rules: consent is granted only for purposes the notice states.
 
 from __future__ import annotations
 
-import great_expectations as gx
 from consent.policy import Policy
 from consent.rules import describe
+from expectations.runner import Expect
 
 # expectation column -> (rule of the registry, what a reviewer reads: the rule's own
 # description, or for the three parts of notice_deficient, which part)
@@ -47,16 +47,11 @@ ORDER BY e.source_file, e.source_line
 
 
 def suite_for(policy: Policy):
-    def build_suite() -> gx.ExpectationSuite:
-        return gx.ExpectationSuite(
-            name="opt_in_notices",
-            expectations=[
-                gx.expectations.ExpectColumnValuesToBeInSet(
-                    column=column, value_set=[True], description=text,
-                    meta={"severity": policy.severity(rule), "rule": rule},
-                )
-                for column, (rule, text) in RULES.items()
-            ],
-        )
+    def build_suite() -> list[Expect]:
+        return [
+            Expect("ExpectColumnValuesToBeInSet", text, policy.severity(rule), {"column": column, "value_set": [True]},
+                   meta={"rule": rule})
+            for column, (rule, text) in RULES.items()
+        ]
 
     return build_suite

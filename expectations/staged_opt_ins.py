@@ -9,12 +9,12 @@ on a flag computed beside the number.
 
 from __future__ import annotations
 
-import great_expectations as gx
 import polars as pl
 
 from consent.events import EVENT_TYPES
 from consent.policy import Policy
 from consent.rules import describe
+from expectations.runner import Expect
 
 E164 = r"^\+[1-9][0-9]{6,14}$"
 
@@ -24,12 +24,10 @@ def phone_is_e164() -> pl.Expr:
     return (pl.col("phone_e164").is_null() | pl.col("phone_e164").str.contains(E164)).alias("phone_is_e164")
 
 
-def expect_e164() -> gx.expectations.Expectation:
+def expect_e164() -> Expect:
     """Every suite's E.164 rule, on the `phone_is_e164` flag (GX never sees the number)."""
-    return gx.expectations.ExpectColumnValuesToBeInSet(
-        column="phone_is_e164", value_set=[True],
-        description="Phone numbers, when present, are normalised to E.164.", meta={"severity": "error"},
-    )
+    return Expect("ExpectColumnValuesToBeInSet", "Phone numbers, when present, are normalised to E.164.", "error",
+                  {"column": "phone_is_e164", "value_set": [True]})
 
 
 # The columns of stg_consent_events the suite reads (the check selects only these).
@@ -49,31 +47,12 @@ def rows_to_validate(staged_events: pl.DataFrame, policy: Policy) -> pl.DataFram
     )
 
 
-def build_suite() -> gx.ExpectationSuite:
-    return gx.ExpectationSuite(
-        name="staged_opt_ins",
-        expectations=[
-            gx.expectations.ExpectColumnValuesToNotBeNull(
-                column="consent_method",
-                description=describe("missing_consent_method"),
-                meta={"severity": "error"},
-            ),
-            gx.expectations.ExpectColumnValuesToNotBeNull(
-                column="occurred_at",
-                description=describe("missing_consent_date"),
-                meta={"severity": "error"},
-            ),
-            gx.expectations.ExpectColumnValuesToBeInSet(
-                column="event_type",
-                value_set=list(EVENT_TYPES),
-                description="Event types come from the known set.",
-                meta={"severity": "error"},
-            ),
-            expect_e164(),
-            gx.expectations.ExpectColumnValuesToNotBeNull(
-                column="notice_version",
-                description=describe("missing_notice_version"),
-                meta={"severity": "warn"},
-            ),
-        ],
-    )
+def build_suite() -> list[Expect]:
+    return [
+        Expect("ExpectColumnValuesToNotBeNull", describe("missing_consent_method"), "error", {"column": "consent_method"}),
+        Expect("ExpectColumnValuesToNotBeNull", describe("missing_consent_date"), "error", {"column": "occurred_at"}),
+        Expect("ExpectColumnValuesToBeInSet", "Event types come from the known set.", "error",
+               {"column": "event_type", "value_set": list(EVENT_TYPES)}),
+        expect_e164(),
+        Expect("ExpectColumnValuesToNotBeNull", describe("missing_notice_version"), "warn", {"column": "notice_version"}),
+    ]

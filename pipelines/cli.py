@@ -205,7 +205,9 @@ def _report(warehouse: WarehouseAccess, result) -> int:
     if dashboard.exists():
         print(f"dashboard: {dashboard}")
     _print_checks(summary["check_outcomes"])
-    docs = Path(warehouse.file).resolve().parent / "data_docs" / result.run_id / "index.html"
+    from expectations.runner import docs_folder
+
+    docs = docs_folder(warehouse.file, result.run_id) / "index.html"
     if docs.exists():
         print(f"data docs: {docs}")
     if summary["status"] != "failed":

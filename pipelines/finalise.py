@@ -5,15 +5,17 @@
 schedule, the new-file sensor, the UI and `dagster job execute` all finish
 the same way:
 
-1. the check outcomes and failed steps of the run are read from the Dagster
+1. the GX Data Docs of the run's suites are written, in one build
+   (`<warehouse folder>/data_docs/<run id>/`);
+2. the check outcomes and failed steps of the run are read from the Dagster
    instance's event log;
-2. `runs` records the end (`succeeded`, or `failed` when a step failed or an
+3. `runs` records the end (`succeeded`, or `failed` when a step failed or an
    ERROR check failed), the failed checks with their lineage metadata, and
    the reason of a failed step;
-3. the dashboard's "last run" tile and panel are refreshed to show this run's
+4. the dashboard's "last run" tile and panel are refreshed to show this run's
    outcome (the dashboard asset runs before the last checks; its charts are
    not rendered again);
-4. a failed run raises its alert (`<warehouse folder>/alerts/`, and the hook).
+5. a failed run raises its alert (`<warehouse folder>/alerts/`, and the hook).
 """
 
 from __future__ import annotations
@@ -81,7 +83,12 @@ def finalise_run(
     """Record the run's end in `runs`, refresh the dashboard, alert on failure; the run summary."""
     from consent.dashboard import refresh_last_run
     from consent.runs import already_finished, finish_run, run_summary
+    from expectations.runner import docs_folder, write_docs
 
+    try:
+        write_docs(docs_folder(warehouse_path, run_id))
+    except Exception as exc:  # the run's record and its alert matter more than the pages
+        log.warning("data docs not written: %s", type(exc).__name__)
     evaluations = check_evaluations(instance, run_id)
     failures = step_failures(instance, run_id)
     failed_errors = [e.check_name for e in evaluations if is_failed_error(e)]

@@ -170,6 +170,19 @@ def test_dashboard_renders_offline_without_errors_or_numbers(warehouse, tmp_path
     assert shot.returncode == 0 and screenshot.stat().st_size > 50_000
 
 
+def test_the_run_writes_data_docs_for_every_suite_it_validated(warehouse):
+    """The pages are rendered once, when the run ends (not after each suite): one validation page and
+    one suite page per suite that had rows, all linked from the run's index."""
+    ((run_id,),) = query(warehouse, "SELECT run_id FROM runs")
+    docs = warehouse.parent / "data_docs" / run_id
+    suites = {"staged_opt_ins", "consent_events", "consent_status"}
+    assert {p.stem for p in (docs / "expectations").glob("*.html")} == suites
+    assert {p.relative_to(docs / "validations").parts[0] for p in (docs / "validations").rglob("*.html")} == suites
+    index = (docs / "index.html").read_text()
+    assert all(f"validations/{suite}/" in index for suite in suites)
+    assert "15112345678" not in index  # GX never saw a number
+
+
 def test_the_runs_end_refreshes_only_the_last_run_parts_of_the_dashboard(warehouse, tmp_path):
     """The dashboard asset renders every chart; the run's finalisation rewrites only the last run's
     tile and panel (a page of an older version, without their marks, is rendered whole)."""

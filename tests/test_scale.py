@@ -75,3 +75,23 @@ def test_read_commands_do_not_import_dagster_or_great_expectations(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_pipeline_imports_great_expectations_only_to_validate_rows():
+    """Start-up (issue 16): loading the definitions, and a night whose suites have no rows, never
+    import GX; the first suite with rows does."""
+    script = (
+        "import sys, polars as pl\nimport pipelines.definitions\n"
+        "from expectations import consent_events\nfrom expectations.runner import validate\n"
+        "frame = pl.DataFrame({'event_id': ['e1'], 'event_type': ['opt_in'], 'channel': ['web_form'],"
+        " 'phone_e164': ['+4915112345678'], 'acquisition_source': ['organic'], 'source_file': ['f.csv'],"
+        " 'source_line': [2]})\n"
+        "rows = consent_events.rows_to_validate(frame)\n"
+        "empty = validate(rows.clear(), consent_events.build_suite, 'consent_events')\n"
+        "print('great_expectations' in sys.modules, empty.success, len(empty.results))\n"
+        "full = validate(rows, consent_events.build_suite, 'consent_events')\n"
+        "print('great_expectations' in sys.modules, full.success, len(full.results))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["False True 8", "True True 8"]
