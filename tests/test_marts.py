@@ -233,3 +233,33 @@ def test_nights_rebuild_only_what_they_touched_and_equal_a_full_rebuild(tmp_path
     assert run_cli(exports, path, "--full", as_of="2026-11-10T00:00:00Z") == 0
     assert set(dict(query(path, "SELECT mart, mode FROM mart_builds")).values()) == {"full"}
     assert {m: query(path, f"SELECT * FROM {m} ORDER BY ALL") for m in marts.MARTS} == by_night
+
+
+def test_a_mart_materialised_alone_in_the_ui_builds_only_itself(warehouse, tmp_path):
+    """The marts are one multi-asset step in the job; selecting one mart builds that mart only."""
+    import dagster as dg
+
+    from assets.marts import compliance_marts
+    from pipelines.resources import ConsentSettings, WarehouseResource
+    from tests.conftest import AS_OF, FIXTURES
+
+    copy = tmp_path / "wh" / "consent.duckdb"
+    copy.parent.mkdir()
+    shutil.copy(warehouse, copy)
+    shutil.copy(warehouse.parent / ".hash_salt", copy.parent / ".hash_salt")
+    before = {name: query(copy, f"SELECT count(*) FROM {name}")[0][0] for name in ("consent_coverage", "consent_daily")}
+    import duckdb
+
+    con = duckdb.connect(str(copy))
+    con.execute("DELETE FROM consent_coverage")
+    con.execute("DELETE FROM consent_daily")
+    con.close()
+    resources = {"warehouse": WarehouseResource(path=str(copy)),
+                 "settings": ConsentSettings(exports_dir=str(FIXTURES / "exports"), as_of=AS_OF)}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([compliance_marts], selection=["consent_coverage"], resources=resources,
+                                instance=instance)
+    assert result.success
+    assert [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()] == ["consent_coverage"]
+    assert query(copy, "SELECT count(*) FROM consent_coverage")[0][0] == before["consent_coverage"] > 0
+    assert query(copy, "SELECT count(*) FROM consent_daily")[0][0] == 0  # not selected: not built
