@@ -106,17 +106,22 @@ def audience_for(warehouse: Path, n: int, work: Path) -> Path:
 NIGHT_EVENTS = 10_000
 
 
+def night_events(folder: Path, seed: int) -> Path:
+    """10,000 new events (bench/generate.py with `seed`), generated once into `folder` and reused."""
+    if not (folder / ".complete").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        subprocess.run([PYTHON, str(BENCH / "generate.py"), str(folder), "--events", str(NIGHT_EVENTS), "--seed", str(seed)],
+                       check=True, stdout=subprocess.DEVNULL)
+        (folder / ".complete").write_text("")
+    return folder
+
+
 def night_exports(exports: Path, work: Path) -> Path:
     """A copy of the exports with the same 10,000 new events in new files (the next night)."""
     night = work / "night2"
     shutil.rmtree(night, ignore_errors=True)
     shutil.copytree(exports, night, ignore=shutil.ignore_patterns(".complete"))
-    extra = work / "extra"
-    if not (extra / ".complete").exists():
-        shutil.rmtree(extra, ignore_errors=True)
-        subprocess.run([PYTHON, str(BENCH / "generate.py"), str(extra), "--events", str(NIGHT_EVENTS), "--seed", "2"],
-                       check=True, stdout=subprocess.DEVNULL)
-        (extra / ".complete").write_text("")
+    extra = night_events(work / "extra", seed=2)
     for channel in (p for p in extra.iterdir() if p.is_dir() and p.name != "notices"):
         for file in channel.iterdir():
             shutil.copy(file, night / channel.name / f"night2_{file.name}")

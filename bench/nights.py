@@ -33,8 +33,8 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 WORK = BENCH / "work"
 PYTHON = sys.executable
-AS_OF = "2026-11-26T00:00:00Z"
-NIGHT_EVENTS = 10_000
+sys.path.insert(0, str(BENCH))
+from benchmark import AS_OF, night_events  # noqa: E402 (bench/ is a folder of scripts, not a package)
 
 MEASURE = r"""
 import json, resource, subprocess, sys, time
@@ -65,19 +65,13 @@ def night_exports(n: int) -> Path:
     """The exports of `bench/benchmark.py`'s night for N, plus 10,000 new events in new files."""
     if not (WORK / f"consent_{n}.duckdb").exists():
         raise SystemExit(f"no warehouse for N={n}: run bench/benchmark.py --sizes {n} first")
-    extra = WORK / "extra3"
-    if not (extra / ".complete").exists():
-        shutil.rmtree(extra, ignore_errors=True)
-        subprocess.run([PYTHON, str(BENCH / "generate.py"), str(extra), "--events", str(NIGHT_EVENTS), "--seed", "3"],
-                       check=True, stdout=subprocess.DEVNULL)
-        (extra / ".complete").write_text("")
     night = WORK / f"night3_{n}"
     shutil.rmtree(night, ignore_errors=True)
     source = BENCH / "data" / f"events_{n}"
     # The files the warehouse has read (its exports and the benchmark's night), hard-linked (same size
     # and modification time: not read again), and the new night's files.
     shutil.copytree(source, night, copy_function=os.link, ignore=shutil.ignore_patterns(".complete"))
-    for folder, prefix in ((WORK / "extra", "night2_"), (extra, "night3_")):
+    for folder, prefix in ((night_events(WORK / "extra", seed=2), "night2_"), (night_events(WORK / "extra3", seed=3), "night3_")):
         for channel in (p for p in folder.iterdir() if p.is_dir() and p.name != "notices"):
             for file in channel.iterdir():
                 shutil.copy(file, night / channel.name / f"{prefix}{file.name}")
