@@ -24,6 +24,7 @@ from typing import Callable
 
 import polars as pl
 
+
 @dataclass(frozen=True)
 class Expect:
     """One expectation: `kind` is the GX class (`gx.expectations.<kind>`), `arguments` its own."""
@@ -135,7 +136,8 @@ def validate(
 ) -> SuiteOutcome:
     """Validate `frame` against the expectations `build_suite()` returns.
 
-    With `docs_dir`, GX Data Docs (static HTML) for the validation are written there.
+    With `docs_dir`, GX Data Docs (static HTML) of the validation are written there by
+    `write_docs`, with the other suites of the run.
     The frame must hold no raw phone numbers: GX renders unexpected values in its docs.
     """
     expectations = build_suite()
