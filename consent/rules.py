@@ -4,8 +4,9 @@ Each rule is a way an opt-in can fail to be consent (consent-rules.md
 sections 3 and 4, and the notices registry). The registry says, per rule:
 its default severity (`error` fails the run, `warn` is reported), whether
 breaking it refuses consent, whether time alone can change its outcome
-(then contacts with such a violation are re-decided every night), and what
-it means. `policy.yaml`'s `rule_severity` may only name rules listed here.
+(then contacts with such a violation are re-decided every night, or, for a
+rule about the opt-in's own date, from the night that date is reached), and
+what it means. `policy.yaml`'s `rule_severity` may only name rules listed here.
 
 To add a rule: add a `Rule` below; if it is judged on the opt-in event
 alone, give `ConsentStateMachine` a method `_breaks_<name>(event, double_opt_in)`
@@ -33,6 +34,9 @@ class Rule:
     description: str
     # Judged on the opt-in by `assess` (a `_breaks_<name>` method); else raised by a handler.
     assessed: bool = True
+    # Time changes the outcome only once the run's clock, plus the policy's clock skew, reaches the
+    # opt-in's own date (`occurred_at`): its contacts are decided again from then on, not every night.
+    until_dated: bool = False
 
 
 RULES: dict[str, Rule] = {
@@ -41,7 +45,7 @@ RULES: dict[str, Rule] = {
         Rule("missing_consent_date", "error", True, False,
              "Every opt-in records when the person consented (rule 3)."),
         Rule("future_date", "warn", True, True,
-             "The consent date is not in the future, beyond the allowed clock skew (rule 3)."),
+             "The consent date is not in the future, beyond the allowed clock skew (rule 3).", until_dated=True),
         Rule("missing_consent_method", "error", True, False,
              "Every opt-in records how the person consented (rule 2)."),
         Rule("method_not_active", "warn", True, False,
@@ -76,6 +80,7 @@ RULES: dict[str, Rule] = {
 
 ASSESSED = tuple(rule for rule in RULES.values() if rule.assessed)
 TIME_DEPENDENT = tuple(rule.name for rule in RULES.values() if rule.time_dependent)
+UNTIL_DATED = tuple(rule.name for rule in RULES.values() if rule.time_dependent and rule.until_dated)
 
 
 def default_severities() -> dict[str, Severity]:

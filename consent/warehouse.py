@@ -32,7 +32,7 @@ from consent.phones import METADATA_VERSION, PHONE_BOOK_SCHEMA, PhoneBook, norma
 from consent.policy import ChannelsFile, Policy
 from consent.privacy import suppress_staged
 from consent.reconcile import decide_range, reconcile
-from consent.rules import TIME_DEPENDENT
+from consent.rules import TIME_DEPENDENT, UNTIL_DATED
 from consent.schema import (
     CONSENT_STATUS, CONSENT_STATUS_HISTORY, CONSENT_VIOLATIONS, EVENT_SCHEMA, LINK_SCHEMA, QUARANTINE_SCHEMA, RUNS,
     SEND_SCHEMA, SKIPPED_SCHEMA,
@@ -327,6 +327,10 @@ def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, poli
         "consent_expires": shortest is not None,
         "given_by": run.as_of - timedelta(days=shortest or 0),
         "time_dependent_rules": list(TIME_DEPENDENT),
+        # A violation of such a rule about the opt-in's own date (a future date) holds until the clock,
+        # plus the allowed skew, reaches that date: decided again from then on.
+        "until_dated_rules": list(UNTIL_DATED),
+        "dated_by": run.as_of + timedelta(minutes=policy.clock_skew_minutes),
     }
     scope_events(con, params, full)
     sql.run(con, "contact_events")

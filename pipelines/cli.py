@@ -630,7 +630,8 @@ def command_rules(args) -> int:
     rows = [("rule", "default severity", "refuses consent", "time-dependent", "what it means")]
     for rule in RULES.values():
         refuses = "policy" if rule.refuses is None else ("yes" if rule.refuses else "no")
-        rows.append((rule.name, rule.severity, refuses, "yes" if rule.time_dependent else "no", rule.description))
+        timed = ("once its date is reached" if rule.until_dated else "yes") if rule.time_dependent else "no"
+        rows.append((rule.name, rule.severity, refuses, timed, rule.description))
     print(_table(rows))
     return EXIT_OK
 

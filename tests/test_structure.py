@@ -103,7 +103,7 @@ def test_an_unknown_rule_in_the_policy_exits_2(exports, warehouse_path, capsys):
 
 def test_a_time_dependent_rule_brings_its_contacts_back_every_night(exports, warehouse_path):
     """future_date is registered as time-dependent: once its date has passed, the opt-in counts."""
-    from tests.conftest import run_cli, statuses
+    from tests.conftest import query, run_cli, statuses
 
     (exports / "in_app").mkdir()
     (exports / "in_app" / "early.csv").write_text(
@@ -112,5 +112,8 @@ def test_a_time_dependent_rule_brings_its_contacts_back_every_night(exports, war
     )
     assert run_cli(exports, warehouse_path) == 0
     assert statuses(warehouse_path)[("+4915201234570", "marketing")] == "no_consent"
+    # Before its date nothing can change: a night on the same clock decides nobody again.
+    assert run_cli(exports, warehouse_path) == 0
+    assert query(warehouse_path, "SELECT contacts_reconciled FROM runs ORDER BY started_at DESC LIMIT 1") == [(0,)]
     assert run_cli(exports, warehouse_path, as_of="2026-11-21T00:00:00Z") == 0
     assert statuses(warehouse_path)[("+4915201234570", "marketing")] == "opted_in"

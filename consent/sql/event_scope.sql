@@ -12,7 +12,9 @@ SELECT DISTINCT id FROM (
     UNION ALL SELECT contact_id FROM consent_status
               WHERE (status = 'pending' AND (status_since IS NULL OR status_since <= $requested_by))
                  OR (status = 'opted_in' AND $consent_expires AND (consent_at IS NULL OR consent_at <= $given_by))
-    UNION ALL SELECT contact_id FROM consent_violations WHERE list_contains($time_dependent_rules, rule)
+    UNION ALL SELECT contact_id FROM consent_violations
+              WHERE list_contains($time_dependent_rules, rule)
+                AND (NOT list_contains($until_dated_rules, rule) OR occurred_at IS NULL OR occurred_at <= $dated_by)
     UNION ALL SELECT unnest([phone_e164, whatsapp_user_id, parent_user_id, changed_to]) FROM consent_events
               WHERE notice_version IN (SELECT notice_version FROM consent_notices WHERE run_id = $run_id)
 ) WHERE id IS NOT NULL;

@@ -11,7 +11,9 @@ UNION SELECT business || chr(31) || contact_id FROM consent_status
 UNION SELECT business || chr(31) || contact_id FROM consent_status
       WHERE status = 'opted_in' AND $consent_expires AND (consent_at IS NULL OR consent_at <= $given_by)
 -- violations of time-dependent rules (the rule registry), e.g. a future date that is no longer future
-UNION SELECT business || chr(31) || contact_id FROM consent_violations WHERE list_contains($time_dependent_rules, rule)
+UNION SELECT business || chr(31) || contact_id FROM consent_violations
+      WHERE list_contains($time_dependent_rules, rule)
+        AND (NOT list_contains($until_dated_rules, rule) OR occurred_at IS NULL OR occurred_at <= $dated_by)
 -- a notice registered now changes how earlier opt-ins that name it are judged
 UNION SELECT contact_key FROM contact_events
       WHERE notice_version IN (SELECT notice_version FROM consent_notices WHERE run_id = $run_id)
