@@ -332,6 +332,7 @@ def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, poli
         "until_dated_rules": list(UNTIL_DATED),
         "dated_by": run.as_of + timedelta(minutes=policy.clock_skew_minutes),
     }
+    sql.run(con, "time_alone", params)
     scope_events(con, params, full)
     sql.run(con, "contact_events")
     sql.run(con, "touched_contacts", params)

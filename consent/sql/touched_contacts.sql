@@ -5,15 +5,8 @@ CREATE OR REPLACE TABLE stg_touched AS
 SELECT contact_key FROM contact_events WHERE $full
 -- new events, wherever they apply (a new number, every business for an all-businesses opt-out)
 UNION SELECT contact_key FROM contact_events WHERE event_id IN (SELECT event_id FROM stg_consent_events)
--- statuses that time alone changes: a pending request may expire, a consent may pass its validity
-UNION SELECT business || chr(31) || contact_id FROM consent_status
-      WHERE status = 'pending' AND (status_since IS NULL OR status_since <= $requested_by)
-UNION SELECT business || chr(31) || contact_id FROM consent_status
-      WHERE status = 'opted_in' AND $consent_expires AND (consent_at IS NULL OR consent_at <= $given_by)
--- violations of time-dependent rules (the rule registry), e.g. a future date that is no longer future
-UNION SELECT business || chr(31) || contact_id FROM consent_violations
-      WHERE list_contains($time_dependent_rules, rule)
-        AND (NOT list_contains($until_dated_rules, rule) OR occurred_at IS NULL OR occurred_at <= $dated_by)
+-- contacts time alone may have changed (time_alone.sql: expiring requests and consents, dated rules)
+UNION SELECT business || chr(31) || contact_id FROM time_alone
 -- a notice registered now changes how earlier opt-ins that name it are judged
 UNION SELECT contact_key FROM contact_events
       WHERE notice_version IN (SELECT notice_version FROM consent_notices WHERE run_id = $run_id)
