@@ -48,26 +48,22 @@ def staged_opt_ins_have_evidence(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, settings: ConsentSettings
 ) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
-        staged = con.execute(f"SELECT {', '.join(staged_opt_ins_suite.SOURCE_COLUMNS)} FROM stg_consent_events").pl()
-    frame = staged_opt_ins_suite.rows_to_validate(staged, settings.load_policy())
-    outcome = validate(frame, staged_opt_ins_suite.build_suite, "staged_opt_ins", docs_dir(warehouse, context))
+        outcome = validate(con, staged_opt_ins_suite.ROWS_SQL, staged_opt_ins_suite.build_suite, "staged_opt_ins",
+                           docs_dir(warehouse, context), staged_opt_ins_suite.rows_params(settings.load_policy()))
     return suite_check_result(outcome)
 
 
 @dg.asset_check(asset="consent_events", description="GX suite `consent_events` on the events this run appended: unique event_id, known event types and sources, E.164 numbers, lineage present (ERROR); and no event id of this run already in the ledger (ERROR: the ledger has no primary-key index, see consent/schema.py).")
 def ledger_rows_are_well_formed(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
-        new_events = con.execute(
-            f"SELECT {', '.join(consent_events_suite.SOURCE_COLUMNS)} FROM consent_events WHERE run_id = ?",
-            [context.run.run_id],
-        ).pl()
+        outcome = validate(con, consent_events_suite.ROWS_SQL, consent_events_suite.build_suite, "consent_events",
+                           docs_dir(warehouse, context), {"run_id": context.run.run_id})
         already = con.execute(
             "SELECT count(*) FROM consent_events WHERE run_id <> $run "
             "AND event_id IN (SELECT event_id FROM consent_events WHERE run_id = $run)",
             {"run": context.run.run_id},
         ).fetchone()[0]
-    frame = consent_events_suite.rows_to_validate(new_events)
-    result = suite_check_result(validate(frame, consent_events_suite.build_suite, "consent_events", docs_dir(warehouse, context)))
+    result = suite_check_result(outcome)
     if not already:
         return result
     return dg.AssetCheckResult(
@@ -86,19 +82,20 @@ def opted_in_rows_have_evidence(context: dg.AssetCheckExecutionContext, warehous
         decided = (" WHERE business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched)"
                    if table_exists(con, "stg_touched") else "")
         changed = " EXCEPT ALL SELECT * FROM stg_replaced_status" if table_exists(con, "stg_replaced_status") else ""
-        status = con.execute(f"SELECT * FROM consent_status{decided}{changed}").pl()
-    frame = consent_status_suite.rows_to_validate(status)
-    return suite_check_result(validate(frame, consent_status_suite.build_suite, "consent_status", docs_dir(warehouse, context)))
+        outcome = validate(con, consent_status_suite.rows_sql(f"SELECT * FROM consent_status{decided}{changed}"),
+                           consent_status_suite.build_suite, "consent_status", docs_dir(warehouse, context))
+    return suite_check_result(outcome)
 
 
 @dg.asset_check(asset="consent_notices", description="GX suite `opt_in_notices` on this run's opt-ins: the notice exists, was valid at the opt-in, names the business, mentions WhatsApp, states the purposes claimed, says how to opt out (severity per policy, WARN by default).")
 def opt_in_notices_meet_policy(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, settings: ConsentSettings
 ) -> dg.AssetCheckResult:
-    with warehouse.connect() as con:
-        frame = con.execute(opt_in_notices_suite.ROWS_SQL, {"run_id": context.run.run_id}).pl()
     suite = opt_in_notices_suite.suite_for(settings.load_policy())
-    return suite_check_result(validate(frame, suite, "opt_in_notices", docs_dir(warehouse, context)))
+    with warehouse.connect() as con:
+        outcome = validate(con, opt_in_notices_suite.ROWS_SQL, suite, "opt_in_notices", docs_dir(warehouse, context),
+                           {"run_id": context.run.run_id})
+    return suite_check_result(outcome)
 
 
 @dg.asset_check(asset="consent_notices", description="Evidence does not change after the fact: a notice version already registered may not come back with other content (ERROR).")

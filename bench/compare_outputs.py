@@ -7,7 +7,8 @@
 Generates synthetic exports (bench/generate.py, reused from bench/data/N), runs
 `consent run` of the baseline checkout and of this one, each in a fresh
 process with this `.venv`'s Python (the baseline's modules are imported from
-its own folder), times both, and prints a checksum per table of what they
+its own folder), times both (with the peak memory: the largest RSS of the run's
+process or one of its workers, as bench/benchmark.py measures it), and prints a checksum per table of what they
 decided: events, quarantine, statuses, history, violations, and the marts.
 With --night-events K, both then run the next night (the same exports plus K
 new events, seed 2) on their warehouses, and the checksums are taken after
@@ -18,16 +19,19 @@ when a checksum differs.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+from benchmark import MEASURE  # noqa: E402 (bench/ is a folder of scripts, not a package)
+
 AS_OF = "2026-11-26T00:00:00Z"
 TABLES = {
     "consent_events": "SELECT * EXCLUDE (run_id, ingested_at) FROM consent_events",
@@ -68,18 +72,19 @@ def checksums(warehouse: Path, shared: dict[str, list[str]]) -> dict[str, tuple[
         con.close()
 
 
-def run(checkout: Path, exports: Path, warehouse: Path) -> float:
-    started = time.perf_counter()
+def run(checkout: Path, exports: Path, warehouse: Path) -> str:
+    """Run `consent run` of `checkout`; its seconds and peak memory, as text."""
     done = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run", "--exports", str(exports), "--warehouse", str(warehouse),
-         "--as-of", AS_OF],
+        [sys.executable, "-c", MEASURE, sys.executable, "-m", "pipelines.cli", "run", "--exports", str(exports),
+         "--warehouse", str(warehouse), "--as-of", AS_OF],
         cwd=checkout, capture_output=True, text=True,
         # One salt for both: the marts' contact and recipient hashes are then comparable.
         env={**os.environ, "CONSENT_HASH_SALT": "compare-outputs"},
     )
-    if done.returncode not in (0, 1):  # 1: an ERROR check failed (the generated exports have bad rows)
-        sys.exit(f"{checkout}: consent run exited {done.returncode}\n{done.stderr[-2000:]}")
-    return time.perf_counter() - started
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["code"] not in (0, 1):  # 1: an ERROR check failed (the generated exports have bad rows)
+        sys.exit(f"{checkout}: consent run exited {result['code']}\n{result['stderr']}")
+    return f"{result['wall']:.1f} s, peak {result['peak_mb']:,.0f} MB"
 
 
 def night_exports(exports: Path, work: Path, events: int) -> Path:
@@ -117,10 +122,9 @@ def main() -> int:
         for old in warehouse.parent.glob("*") if warehouse.parent.exists() else []:
             if old.is_file():
                 old.unlink()
-        seconds = run(checkout, exports, warehouse)
-        print(f"{label}: {checkout} ({seconds:.1f} s)", flush=True)
+        print(f"{label}: {checkout} ({run(checkout, exports, warehouse)})", flush=True)
         if night is not None:
-            print(f"{label}: night of {args.night_events:,} new events ({run(checkout, night, warehouse):.1f} s)", flush=True)
+            print(f"{label}: night of {args.night_events:,} new events ({run(checkout, night, warehouse)})", flush=True)
     old, new = columns(warehouses["baseline"]), columns(warehouses["this"])
     shared = {name: [c for c in old[name] if c in new[name]] for name in TABLES}
     for label, warehouse in warehouses.items():

@@ -1,7 +1,8 @@
 """Where a command's memory goes: its resident memory (with its children) sampled twice a second,
-next to the progress lines it prints on stderr.
+next to the progress lines it prints on stderr. With `--samples FILE`, every sample is written there
+too (seconds, MB), to place a peak that falls after the last progress line.
 
-    .venv/bin/python bench/memory_timeline.py -- .venv/bin/consent run --exports bench/data/events_5000000 ...
+    .venv/bin/python bench/memory_timeline.py [--samples FILE] -- .venv/bin/consent run --exports bench/data/events_5000000 ...
 
 Prints one line per change of progress step: the step, when it started, and the peak resident
 memory (MB) while it was the latest line; then the overall peak. Linux only (reads /proc).
@@ -43,6 +44,8 @@ def tree_rss_mb(pid: int) -> float:
 
 def main() -> None:
     command = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
+    options = sys.argv[1:sys.argv.index("--")] if "--" in sys.argv else []
+    samples = open(options[options.index("--samples") + 1], "w") if "--samples" in options else None
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     phase = {"name": "start-up", "since": 0.0, "peak": 0.0}
@@ -52,6 +55,8 @@ def main() -> None:
     def sample() -> None:
         while process.poll() is None:
             rss = tree_rss_mb(process.pid)
+            if samples:
+                samples.write(f"{time.perf_counter() - started:.1f} {rss:.0f}\n")
             with lock:
                 phase["peak"] = max(phase["peak"], rss)
             time.sleep(0.5)

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import polars as pl
-
 from consent.events import ACQUISITION_SOURCES, EVENT_TYPES
 from expectations.runner import Expect
-from expectations.staged_opt_ins import expect_e164, phone_is_e164
+from expectations.staged_opt_ins import PHONE_IS_E164, expect_e164
 
 
-# The columns of consent_events the suite reads (the check selects only these).
-SOURCE_COLUMNS = ("event_id", "event_type", "channel", "phone_e164", "acquisition_source", "source_file", "source_line")
-
-
-def rows_to_validate(new_events: pl.DataFrame) -> pl.DataFrame:
-    return new_events.select(
-        "event_id", "event_type", "channel", phone_is_e164(), "acquisition_source", "source_file", "source_line",
-    )
+ROWS_SQL = f"""
+SELECT event_id, event_type, channel, {PHONE_IS_E164}, acquisition_source, source_file, source_line
+FROM consent_events
+WHERE run_id = $run_id
+ORDER BY source_file, source_line
+"""
 
 
 def build_suite() -> list[Expect]:

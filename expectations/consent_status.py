@@ -7,11 +7,9 @@ a hash of the number here, never the number itself.
 
 from __future__ import annotations
 
-import polars as pl
-
 from consent.reconcile import STATUSES
 from expectations.runner import Expect
-from expectations.staged_opt_ins import expect_e164, phone_is_e164
+from expectations.staged_opt_ins import PHONE_IS_E164, expect_e164
 
 EVIDENCE = [
     ("consent_method", "how the person consented"),
@@ -23,15 +21,18 @@ EVIDENCE = [
 ]
 
 
-def rows_to_validate(status: pl.DataFrame) -> pl.DataFrame:
-    return status.select(
-        pl.struct("business", "contact_id").hash().alias("contact_key"), phone_is_e164(), "purpose", "status",
-        *[column for column, _ in EVIDENCE], "notice_version",
-    )
+def rows_sql(status_rows: str = "SELECT * FROM consent_status") -> str:
+    """The suite's columns of `status_rows` (a query of consent_status rows); contacts by a hash."""
+    return f"""
+SELECT hash(business, contact_id) AS contact_key, {PHONE_IS_E164}, purpose, status,
+       {', '.join(column for column, _ in EVIDENCE)}, notice_version
+FROM ({status_rows})
+ORDER BY source_file, source_line
+"""
 
 
 def build_suite() -> list[Expect]:
-    opted_in = {"row_condition": 'status == "opted_in"', "condition_parser": "pandas"}
+    opted_in = {"row_condition": 'col("status")=="opted_in"', "condition_parser": "great_expectations"}
     return [
         *[
             Expect("ExpectColumnValuesToNotBeNull", f"Every opted_in row records {meaning} ({column}).", "error",

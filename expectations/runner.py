@@ -1,11 +1,14 @@
-"""Run a GX suite on a Polars frame and report failing rows by lineage only.
+"""Run a GX suite in the warehouse and report failing rows by lineage only.
 
-Route chosen: GX 1.x has no Polars engine, and its SQL path on DuckDB (through
-duckdb_engine) loses results when the connection closes mid-validation. So
-the frame goes to pandas through Arrow, restricted to the columns the suite
-and the lineage need, and GX validates it in an ephemeral context. Unexpected
-values are dropped from the outcome: only row positions are read from GX and
-turned into (source_file, source_line), so no phone number leaves this module.
+Route chosen (issue 16): GX's SQL execution engine on DuckDB (through
+duckdb_engine), on the check's own connection, kept open for the whole
+validation (GX 1.x otherwise reads results after closing the connection, which
+DuckDB answers with nothing: GX issues #10738, #11579). Each suite selects the
+rows it checks with SQL, restricted to the columns the suite and the lineage
+need; the rows stay in DuckDB (no pandas frame: memory does not grow with the
+rows validated). Unexpected values are dropped from the outcome: only the
+failing rows' (source_file, source_line) are read from GX, so no phone number
+leaves this module.
 
 Suites are lists of `Expect` (a GX expectation class named, with its
 arguments), turned into GX objects only when a suite has rows to validate:
@@ -22,7 +25,7 @@ from itertools import count
 from pathlib import Path
 from typing import Callable
 
-import polars as pl
+import duckdb
 
 
 @dataclass(frozen=True)
@@ -131,49 +134,120 @@ def _context(docs_dir: Path | None):
     return context
 
 
-def validate(
-    frame: pl.DataFrame, build_suite: Callable[[], list[Expect]], name: str, docs_dir: Path | None = None
-) -> SuiteOutcome:
-    """Validate `frame` against the expectations `build_suite()` returns.
+class _KeptConnection:
+    """GX's SQL execution engine on one DuckDB connection, kept open for the whole validation.
 
+    GX 1.x opens a connection per metric query and reads the rows after closing it; DuckDB drops
+    a closed connection's pending rows, so every metric fails with an IndexError (GX issues #10738,
+    #11579). Keeping the connection, as GX does for SQLite, fixes it; the engine is built on a
+    duplicate of the check's own connection, so GX reads the warehouse that connection attached
+    (and its encryption key and settings) without opening the file again."""
+
+    def __init__(self, cursor):
+        import sqlalchemy as sa
+        from contextlib import contextmanager
+        from duckdb_engine import ConnectionWrapper
+        from great_expectations.execution_engine import SqlAlchemyExecutionEngine
+
+        class Engine(SqlAlchemyExecutionEngine):
+            @contextmanager
+            def get_connection(self):
+                if self._connection is None:
+                    self._connection = self.engine.connect()
+                yield self._connection
+
+        self.engine = sa.create_engine("duckdb://", creator=lambda: ConnectionWrapper(cursor), poolclass=sa.pool.StaticPool)
+        self.execution_engine = Engine(engine=self.engine, create_temp_table=False)
+
+    def attach_to(self, datasource) -> None:
+        """Make a fluent SQL datasource use this engine instead of building one from its connection string."""
+        datasource._engine = self.engine
+        datasource._cached_connection_string = datasource.connection_string
+        datasource._execution_engine = self.execution_engine
+        datasource._cached_execution_engine_kwargs = datasource.dict(
+            exclude=datasource._get_exec_engine_excludes(), config_provider=datasource._config_provider,
+            exclude_unset=False,
+        )
+
+    def close(self) -> None:
+        if self.execution_engine._connection is not None:
+            self.execution_engine._connection.close()
+        self.engine.dispose()
+
+
+def validate(
+    con: duckdb.DuckDBPyConnection,
+    query: str,
+    build_suite: Callable[[], list[Expect]],
+    name: str,
+    docs_dir: Path | None = None,
+    params: dict | None = None,
+) -> SuiteOutcome:
+    """Validate the rows `query` selects (on `con`, with `params`) against `build_suite()`.
+
+    GX runs in the database (its SQL execution engine on DuckDB): the rows are materialised once
+    in a temporary table of a duplicate of `con` and never pass through Python; GX reads back only
+    counts and, for failing expectations, the lineage (`source_file`, `source_line`) of the first
+    `MAX_LINEAGE_ROWS` failing rows, in lineage order.
     With `docs_dir`, GX Data Docs (static HTML) of the validation are written there by
     `write_docs`, with the other suites of the run.
-    The frame must hold no raw phone numbers: GX renders unexpected values in its docs.
+    The query must select no raw phone numbers: GX renders unexpected values in its docs.
     """
     expectations = build_suite()
-    if frame.height == 0:
-        # Nothing to validate (a night with nothing new): every expectation here is row by row and
-        # holds on no rows. Reported as passed on 0 rows without importing or starting GX, and
-        # without a Data Docs page.
-        return SuiteOutcome(name, 0, [
-            ExpectationOutcome(e.name, e.arguments.get("column"), e.description, e.severity, True, 0)
-            for e in expectations
-        ])
+    n = next(_names)
+    table = f"gx_rows_{n}"
+    cursor = con.cursor()
+    try:
+        catalog, schema = con.execute("SELECT current_database(), current_schema()").fetchone()
+        cursor.execute(f"USE {_identifier(catalog)}.{_identifier(schema)}")
+        cursor.execute(f"CREATE TEMP TABLE {table} AS {query}", params or {})
+        columns = [row[0] for row in cursor.execute(f"DESCRIBE {table}").fetchall()]
+        row_count = cursor.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        if row_count == 0:
+            # Nothing to validate (a night with nothing new): every expectation here is row by row and
+            # holds on no rows. Reported as passed on 0 rows without importing or starting GX, and
+            # without a Data Docs page.
+            return SuiteOutcome(name, 0, [
+                ExpectationOutcome(e.name, e.arguments.get("column"), e.description, e.severity, True, 0)
+                for e in expectations
+            ])
+        return SuiteOutcome(name, row_count, _run_suite(cursor, table, columns, expectations, name, n, docs_dir))
+    finally:
+        cursor.close()
+
+
+def _run_suite(cursor, table: str, columns: list[str], expectations: list[Expect], name: str, n: int,
+               docs_dir: Path | None) -> list[ExpectationOutcome]:
     import great_expectations as gx
 
+    lineage_columns = [c for c in LINEAGE_COLUMNS if c in columns]
     suite = gx.ExpectationSuite(name=name, expectations=[e.to_gx() for e in expectations])
-    # Arrow-backed columns: no Python object per cell (a 1M-row frame stays small and fast).
-    pandas_frame = frame.to_pandas(use_pyarrow_extension_array=True)
     context = _context(docs_dir)
-    n = next(_names)
-    suite.name = f"{name}"
     suite = context.suites.add_or_update(suite)
-    batch_definition = (
-        context.data_sources.add_pandas(f"frames_{n}")
-        .add_dataframe_asset(name)
-        .add_batch_definition_whole_dataframe(f"run_{n}")
-    )
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{name}_{n}", data=batch_definition, suite=suite)
-    )
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name=f"{name}_{n}",
-            validation_definitions=[definition],
-            result_format={"result_format": "COMPLETE"},
+    engine = _KeptConnection(cursor)
+    try:
+        datasource = context.data_sources.add_sql(f"warehouse_{n}", connection_string="duckdb:///:memory:")
+        engine.attach_to(datasource)
+        batch_definition = (
+            datasource.add_query_asset(name, query=f"SELECT * FROM {table}").add_batch_definition_whole_table(f"run_{n}")
         )
-    )
-    run = checkpoint.run(batch_parameters={"dataframe": pandas_frame})
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{name}_{n}", data=batch_definition, suite=suite)
+        )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"{name}_{n}",
+                validation_definitions=[definition],
+                result_format={
+                    "result_format": "SUMMARY",
+                    "partial_unexpected_count": MAX_LINEAGE_ROWS,
+                    **({"unexpected_index_column_names": lineage_columns} if lineage_columns else {}),
+                },
+            )
+        )
+        run = checkpoint.run()
+    finally:
+        engine.close()
     ((identifier, result),) = run.run_results.items()
     if docs_dir is not None:
         from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
@@ -181,16 +255,21 @@ def validate(
         _undocumented.setdefault(str(docs_dir), []).extend([identifier, ExpectationSuiteIdentifier(name=suite.name)])
     outcomes = []
     for r in result.results:
-        config = r.expectation_config
-        rows = (r.result or {}).get("unexpected_index_list") or []
-        lineage = [
-            {c: _plain(pandas_frame.iloc[i][c]) for c in LINEAGE_COLUMNS if c in pandas_frame.columns}
-            for i in sorted(i for i in rows if isinstance(i, int))[:MAX_LINEAGE_ROWS]
-        ]
+        if r.exception_info and r.exception_info.get("raised_exception"):
+            # Reported as failed (GX sets success False), never as passed.
+            logging.getLogger(__name__).warning("GX could not evaluate %s in suite %s: %s", r.expectation_config.type,
+                                                name, r.exception_info.get("exception_message"))
+        found = (r.result or {}).get("partial_unexpected_index_list") or []
+        # The first failing rows in the table's order (each suite's query orders by lineage).
+        lineage = [{c: row.get(c) for c in lineage_columns} for row in found if isinstance(row, dict)][:MAX_LINEAGE_ROWS]
         outcomes.append(
-            _outcome(config, bool(r.success), int((r.result or {}).get("unexpected_count") or 0), lineage)
+            _outcome(r.expectation_config, bool(r.success), int((r.result or {}).get("unexpected_count") or 0), lineage)
         )
-    return SuiteOutcome(name, frame.height, outcomes)
+    return outcomes
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _outcome(config, success: bool, unexpected_count: int, lineage: list[dict]) -> ExpectationOutcome:
@@ -203,9 +282,3 @@ def _outcome(config, success: bool, unexpected_count: int, lineage: list[dict]) 
         unexpected_count=unexpected_count,
         failing_rows=lineage,
     )
-
-
-def _plain(value):
-    value = value.item() if hasattr(value, "item") else value
-    # pandas turns integer columns with nulls into floats: give line numbers back as integers.
-    return int(value) if isinstance(value, float) and value.is_integer() else value

@@ -71,7 +71,9 @@ def test_check_reports_failing_rows_by_lineage_not_by_number():
         },
         schema_overrides={"occurred_at": pl.Datetime("us")},
     )
-    outcome = validate(staged_opt_ins.rows_to_validate(staged, Policy()), staged_opt_ins.build_suite, "staged_opt_ins")
+    con = tables(stg_consent_events=staged)
+    outcome = validate(con, staged_opt_ins.ROWS_SQL, staged_opt_ins.build_suite, "staged_opt_ins",
+                       params=staged_opt_ins.rows_params(Policy()))
     failed = {r.column: r for r in outcome.errors}
     assert set(failed) == {"consent_method", "occurred_at"}  # the bad number is on the opt-out row
     assert failed["consent_method"].failing_rows == [{"source_file": "web_form/a.csv", "source_line": 3}]
@@ -79,8 +81,20 @@ def test_check_reports_failing_rows_by_lineage_not_by_number():
     assert "+44" not in repr(outcome)
 
 
+def tables(**frames):
+    """An in-memory DuckDB connection holding each frame as a table of that name."""
+    import duckdb
+
+    con = duckdb.connect()
+    for name, frame in frames.items():
+        con.register("frame", frame)
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM frame")
+        con.unregister("frame")
+    return con
+
+
 def test_status_and_ledger_suites_find_each_broken_row():
-    """The suites run on Arrow-backed pandas frames: conditions, uniqueness and sets still see every bad row."""
+    """The suites run in DuckDB (GX's SQL engine): conditions, uniqueness and sets see every bad row."""
     from datetime import datetime
 
     import polars as pl
@@ -104,7 +118,7 @@ def test_status_and_ledger_suites_find_each_broken_row():
         schema=STATUS_SCHEMA,
         orient="row",
     )
-    outcome = validate(consent_status.rows_to_validate(status), consent_status.build_suite, "consent_status")
+    outcome = validate(tables(consent_status=status), consent_status.rows_sql(), consent_status.build_suite, "consent_status")
     failed = {(r.expectation, r.column): r.unexpected_count for r in outcome.results if not r.success}
     assert failed == {
         ("expect_column_values_to_not_be_null", "consent_method"): 1,  # only the opted_in row lacking it
@@ -122,9 +136,11 @@ def test_status_and_ledger_suites_find_each_broken_row():
             "acquisition_source": ["organic", "organic", "bought", "organic"],
             "source_file": ["f.csv"] * 4,
             "source_line": [2, 3, 4, None],
+            "run_id": ["r1"] * 4,
         }
     )
-    outcome = validate(consent_events.rows_to_validate(events), consent_events.build_suite, "consent_events")
+    con = tables(consent_events=events)
+    outcome = validate(con, consent_events.ROWS_SQL, consent_events.build_suite, "consent_events", params={"run_id": "r1"})
     failed = {(r.expectation, r.column): r.unexpected_count for r in outcome.results if not r.success}
     assert failed == {
         ("expect_column_values_to_not_be_null", "event_id"): 1,
@@ -136,6 +152,6 @@ def test_status_and_ledger_suites_find_each_broken_row():
     }
     # No rows (a night with nothing new): every expectation reported, passed, on 0 rows, the same
     # expectations a validation with rows reports.
-    empty = validate(consent_events.rows_to_validate(events.clear()), consent_events.build_suite, "consent_events")
+    empty = validate(con, consent_events.ROWS_SQL, consent_events.build_suite, "consent_events", params={"run_id": "r2"})
     assert empty.row_count == 0 and empty.success and not empty.warnings
     assert [(r.expectation, r.column) for r in empty.results] == [(r.expectation, r.column) for r in outcome.results]

@@ -81,15 +81,15 @@ def test_the_pipeline_imports_great_expectations_only_to_validate_rows():
     """Start-up (issue 16): loading the definitions, and a night whose suites have no rows, never
     import GX; the first suite with rows does."""
     script = (
-        "import sys, polars as pl\nimport pipelines.definitions\n"
+        "import sys, duckdb\nimport pipelines.definitions\n"
         "from expectations import consent_events\nfrom expectations.runner import validate\n"
-        "frame = pl.DataFrame({'event_id': ['e1'], 'event_type': ['opt_in'], 'channel': ['web_form'],"
-        " 'phone_e164': ['+4915112345678'], 'acquisition_source': ['organic'], 'source_file': ['f.csv'],"
-        " 'source_line': [2]})\n"
-        "rows = consent_events.rows_to_validate(frame)\n"
-        "empty = validate(rows.clear(), consent_events.build_suite, 'consent_events')\n"
+        "con = duckdb.connect()\n"
+        "con.execute(\"CREATE TABLE consent_events AS SELECT 'e1' AS event_id, 'opt_in' AS event_type,"
+        " 'web_form' AS channel, '+4915112345678' AS phone_e164, 'organic' AS acquisition_source,"
+        " 'f.csv' AS source_file, 2 AS source_line, 'r1' AS run_id\")\n"
+        "empty = validate(con, consent_events.ROWS_SQL, consent_events.build_suite, 'consent_events', params={'run_id': 'r0'})\n"
         "print('great_expectations' in sys.modules, empty.success, len(empty.results))\n"
-        "full = validate(rows, consent_events.build_suite, 'consent_events')\n"
+        "full = validate(con, consent_events.ROWS_SQL, consent_events.build_suite, 'consent_events', params={'run_id': 'r1'})\n"
         "print('great_expectations' in sys.modules, full.success, len(full.results))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
