@@ -118,7 +118,8 @@ def main() -> int:
     night = night_exports(exports, args.work, args.night_events) if args.night_events else None
     results, warehouses = {}, {}
     for label, checkout in (("baseline", args.baseline.resolve()), ("this", REPO)):
-        warehouse = warehouses[label] = args.work / label / "consent.duckdb"
+        # Absolute: each version runs in its own folder.
+        warehouse = warehouses[label] = args.work.resolve() / label / "consent.duckdb"
         for old in warehouse.parent.glob("*") if warehouse.parent.exists() else []:
             if old.is_file():
                 old.unlink()

@@ -52,13 +52,14 @@ def step_failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
 
 
 def root_message(error) -> str:
-    """The innermost error's last line, without its exception class, and without any number in it
-    (an error's text may quote a row; runs, alerts and the CLI never show a phone number)."""
+    """The innermost error's first line (what went wrong; DuckDB's errors end with advice and a
+    link), without its exception class, and without any number in it (an error's text may quote a
+    row; runs, alerts and the CLI never show a phone number)."""
     if error is None:
         return "unknown error"
     while error.cause is not None:
         error = error.cause
-    line = error.message.strip().splitlines()[-1] if error.message else "unknown error"
+    line = error.message.strip().splitlines()[0] if error.message and error.message.strip() else "unknown error"
     return mask_numbers(re.sub(r"^[\w.]+(Error|Exception|Locked): ", "", line))
 
 

@@ -156,14 +156,17 @@ def test_a_bad_setting_in_the_environment_is_a_configuration_error(monkeypatch, 
 
 @pytest.mark.parametrize("launch", ["cli", "dagster"])
 def test_a_run_that_fails_in_a_step_records_its_end_and_alerts(exports, tmp_path, monkeypatch, launch, capsys):
-    """A failed step: `runs` says failed with the reason, the dashboard is not left stale, an alert goes out."""
+    """A failed step: `runs` says failed with the reason, the dashboard is not left stale, an alert goes out.
+    The reason is the error's first line: DuckDB's errors (an out-of-memory one, say) end with advice
+    and a link, which alone would not say what went wrong."""
     from pipelines.definitions import build_definitions
     from pipelines.resources import ConsentSettings, WarehouseResource
 
     import assets.warehouse
 
     def broken(*args, **kwargs):
-        raise RuntimeError("the disk is full")
+        raise RuntimeError("the disk is full\n\nPossible solutions:\n* free some space\n\n"
+                           "See also https://duckdb.org/docs/stable/guides/performance/how_to_tune_workloads")
 
     monkeypatch.setattr(assets.warehouse, "publish", broken)
     warehouse = tmp_path / "wh" / "consent.duckdb"
