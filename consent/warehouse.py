@@ -346,8 +346,12 @@ SCOPE_STEPS = 12
 def scope_events(con: duckdb.DuckDBPyConnection, params: dict, full: bool) -> None:
     """`scoped_events` and `scoped_links`: what contact_events.sql reads. The whole ledger on a full
     run; on an incremental one, the events and links of the identifiers the night touched, grown
-    until closed (consent/sql/event_scope.sql)."""
-    if not full:
+    until closed (consent/sql/event_scope.sql). A run whose events are the first in the ledger
+    reads the whole ledger as a full run does: its scope would be all of it, copied."""
+    first = not full and con.execute(
+        "SELECT NOT EXISTS (SELECT 1 FROM consent_events WHERE run_id <> ?)", [params["run_id"]]
+    ).fetchone()[0]
+    if not full and not first:
         sql.run(con, "event_scope", params)
         for _ in range(SCOPE_STEPS):
             if sql.run(con, "event_scope_grow").fetchone()[0] == 0:
