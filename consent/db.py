@@ -33,3 +33,18 @@ def upsert(con: duckdb.DuckDBPyConnection, table: str, row: dict) -> None:
     columns = ", ".join(row)
     values = ", ".join(f"${name}" for name in row)
     con.execute(f"INSERT OR REPLACE INTO {table} ({columns}) VALUES ({values})", row)
+
+
+def write_frame(con: duckdb.DuckDBPyConnection, table: str, frame: object, *, replace: bool = False) -> None:
+    """Append a Polars (or Arrow) frame to `table` by column name; `replace`: the table becomes the frame.
+
+    DuckDB reads the frame by the name of a local variable (its replacement scan), never through a
+    registered view: inside a transaction a view dropped by `unregister` stays in the catalog until
+    the commit (for a rollback), and with it the Arrow copy of its frame, so a transaction writing
+    many frames held every one of them until it committed (the publishing transaction of a 5M-event
+    first run: +2.3 GB; bench/publish_memory.py)."""
+    frame_to_write = frame  # noqa: F841 (read by DuckDB by this name)
+    if replace:
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM frame_to_write")
+    else:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame_to_write")

@@ -24,7 +24,7 @@ import polars as pl
 
 from consent import sql
 from consent.bulk import bulk_phase
-from consent.db import transaction, upsert
+from consent.db import transaction, upsert, write_frame
 from consent.faults import crash_point
 from consent.ingest import Pair, Progress, StagedExports, StagedFrames, stage_exports
 from consent.notices import NoticeFolder, NoticeTerms, read_notices, terms_from_rows
@@ -177,14 +177,10 @@ def _staging_frame(table: str, frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _write_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, replace: bool = False) -> None:
-    # In slices: each is converted to Arrow on its own, so a large batch is never copied whole.
+    # In slices: each is converted to Arrow on its own (and let go after its statement: `write_frame`),
+    # so a large batch is never copied whole.
     for n, part in enumerate(frame.iter_slices(STAGING_SLICE_ROWS) if frame.height else [frame]):
-        con.register("frame", part)
-        if replace and n == 0:
-            con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM frame")
-        else:
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame")
-        con.unregister("frame")
+        write_frame(con, table, part, replace=replace and n == 0)
 
 
 def stage_run(
@@ -391,7 +387,7 @@ def _decide_ranges(con, ranges, policy, as_of, notices, progress, workers) -> in
 
     def write(derived, contacts_in_range: int) -> None:
         for table, frame in zip((CONSENT_STATUS, CONSENT_VIOLATIONS, CONSENT_STATUS_HISTORY), derived):
-            insert_frame(con, table.name, frame)
+            write_frame(con, table.name, frame)
         counted[0] += contacts_in_range
         if progress:
             progress("reconciling contacts", counted[0], total)
@@ -418,15 +414,6 @@ def _decide_ranges(con, ranges, policy, as_of, notices, progress, workers) -> in
             future, n = pending.popleft()
             write(future.result(), n)
     return total
-
-
-def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
-    """Append a frame to a table by column name."""
-    con.register("frame_to_insert", frame)
-    try:
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame_to_insert")
-    finally:
-        con.unregister("frame_to_insert")
 
 
 def _contact_ranges(con: duckdb.DuckDBPyConnection, events_per_range: int) -> list[tuple[str, str, int]]:
