@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import secrets
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import duckdb
 
@@ -34,6 +35,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EXPORTS = str(REPO_ROOT / "sample_exports")
 DEFAULT_WAREHOUSE = "warehouse/consent.duckdb"
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
+# DuckDB's memory per connection: what does not fit spills to the temp directory, so a run's peak
+# does not grow with its events (README, "Performance"). DuckDB's own default is 80% of RAM.
+DEFAULT_MEMORY_LIMIT = "2GB"
 
 
 class WarehouseLocked(Exception):
@@ -180,8 +184,13 @@ class WarehouseAccess(FromEnvironment):
         con = duckdb.connect(":memory:", config=config)
         try:
             con.execute("SET TimeZone = 'UTC'")
-            if self.setting("memory_limit"):
-                con.execute("SET memory_limit = ?", [str(self.setting("memory_limit"))])
+            limit = str(self.setting("memory_limit"))
+            try:
+                con.execute("SET memory_limit = ?", [limit])
+            except duckdb.Error as exc:
+                raise ConfigError(
+                    f"CONSENT_MEMORY_LIMIT (warehouse memory_limit): {limit!r} is not a memory size such as 2GB or 512MB"
+                ) from exc
             if not read_only:
                 spill = self.setting("temp_directory") or str(path.resolve().parent / ".duckdb_tmp")
                 con.execute("SET temp_directory = ?", [spill])
@@ -272,13 +281,25 @@ def parse_as_of(value: str | None) -> datetime:
 class Setting:
     field: str  # the resource field it fills when unset
     variable: str  # environment variable
-    cast: type = str
+    cast: Callable[[str], object] = str
+    kind: str = ""  # what a valid value is, for the error (default: the cast's name)
 
     def read(self):
         try:
             return self.cast(os.environ[self.variable])
         except ValueError as exc:
-            raise ConfigError(f"{self.variable}: not a {self.cast.__name__}: {os.environ[self.variable]!r}") from exc
+            what = self.kind or self.cast.__name__
+            raise ConfigError(f"{self.variable}: not a {what}: {os.environ[self.variable]!r}") from exc
+
+
+_MEMORY_SIZE = re.compile(r"\s*\d+(\.\d+)?\s*([KMGT]i?B|B)\s*", re.IGNORECASE)
+
+
+def memory_size(text: str) -> str:
+    """A DuckDB memory size ("2GB", "512MB", "3GiB"), checked before any connection is made."""
+    if not _MEMORY_SIZE.fullmatch(text):
+        raise ValueError(text)
+    return text.strip()
 
 
 # Every setting any entry point reads from the environment, and the defaults when it is unset.
@@ -288,14 +309,15 @@ SETTINGS = (
     Setting("hash_salt", "CONSENT_HASH_SALT"),
     Setting("alert_command", "CONSENT_ALERT_COMMAND"),
     Setting("lock_timeout_seconds", "CONSENT_LOCK_TIMEOUT_SECONDS", float),
-    Setting("memory_limit", "CONSENT_MEMORY_LIMIT"),
+    Setting("memory_limit", "CONSENT_MEMORY_LIMIT", memory_size, "memory size such as 2GB or 512MB"),
     Setting("temp_directory", "CONSENT_TEMP_DIRECTORY"),
     Setting("exports_dir", "CONSENT_EXPORTS"),
     Setting("policy_file", "CONSENT_POLICY"),
     Setting("workers", "CONSENT_WORKERS", int),
     Setting("audiences_dir", "CONSENT_AUDIENCES"),
 )
-DEFAULTS = {"path": DEFAULT_WAREHOUSE, "lock_timeout_seconds": 30.0, "exports_dir": DEFAULT_EXPORTS, "workers": DEFAULT_WORKERS}
+DEFAULTS = {"path": DEFAULT_WAREHOUSE, "lock_timeout_seconds": 30.0, "exports_dir": DEFAULT_EXPORTS, "workers": DEFAULT_WORKERS,
+            "memory_limit": DEFAULT_MEMORY_LIMIT}
 
 
 @dataclass

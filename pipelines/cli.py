@@ -138,6 +138,7 @@ def _resources(args, warn: bool = True, dagster: bool = False) -> dict:
             },
         },
     )
+    resources["warehouse"].setting("memory_limit")  # a bad CONSENT_MEMORY_LIMIT stops here, before any step
     if warn:
         _warn_if_unencrypted(resources["warehouse"])
     return resources

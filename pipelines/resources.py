@@ -48,8 +48,8 @@ class WarehouseResource(dg.ConfigurableResource, WarehouseAccess):
 
     path: Optional[str] = None
     lock_timeout_seconds: Optional[float] = None
-    # DuckDB's memory limit (e.g. "4GB"; default: DuckDB's own, 80% of RAM) and where it spills
-    # what does not fit (default: `.duckdb_tmp/` beside the warehouse): large runs spill, not grow.
+    # DuckDB's memory limit per connection (e.g. "4GB"; default 2GB) and where it spills what does
+    # not fit (default: `.duckdb_tmp/` beside the warehouse): large runs spill, not grow.
     memory_limit: Optional[str] = None
     temp_directory: Optional[str] = None
     # Never in run config or the repository: set CONSENT_WAREHOUSE_KEY.

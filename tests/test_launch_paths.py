@@ -154,6 +154,25 @@ def test_a_bad_setting_in_the_environment_is_a_configuration_error(monkeypatch, 
     assert "CONSENT_WORKERS: not a int" in capsys.readouterr().err
 
 
+def test_duckdb_has_a_memory_limit_unless_told_otherwise(monkeypatch, tmp_path):
+    """Every connection spills past 2GB by default (DuckDB's own default is 80% of RAM)."""
+    from pipelines.access import Warehouse
+
+    monkeypatch.delenv("CONSENT_MEMORY_LIMIT", raising=False)
+    with Warehouse(path=str(tmp_path / "w.duckdb")).connect() as con:
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "1.8 GiB"  # 2GB
+    monkeypatch.setenv("CONSENT_MEMORY_LIMIT", "3GiB")
+    with Warehouse(path=str(tmp_path / "w.duckdb")).connect(read_only=True) as con:
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "3.0 GiB"
+
+
+def test_a_memory_limit_that_is_not_a_size_is_a_configuration_error(monkeypatch, exports, warehouse_path, capsys):
+    monkeypatch.setenv("CONSENT_MEMORY_LIMIT", "lots")
+    assert run_cli(exports, warehouse_path) == 2
+    err = capsys.readouterr().err
+    assert "CONSENT_MEMORY_LIMIT: not a memory size such as 2GB or 512MB: 'lots'" in err
+
+
 @pytest.mark.parametrize("launch", ["cli", "dagster"])
 def test_a_run_that_fails_in_a_step_records_its_end_and_alerts(exports, tmp_path, monkeypatch, launch, capsys):
     """A failed step: `runs` says failed with the reason, the dashboard is not left stale, an alert goes out.
