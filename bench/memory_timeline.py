@@ -1,8 +1,10 @@
 """Where a command's memory goes: its resident memory (with its children) sampled twice a second,
 next to the progress lines it prints on stderr. With `--samples FILE`, every sample is written there
-too (seconds, MB), to place a peak that falls after the last progress line.
+too (seconds, MB), to place a peak that falls after the last progress line. With `--own`, the
+command's own process only, not its workers (the peak `bench/compare_outputs.py` reports is the
+largest of one process; forked workers share pages with it, which a sum counts twice).
 
-    .venv/bin/python bench/memory_timeline.py [--samples FILE] -- .venv/bin/consent run --exports bench/data/events_5000000 ...
+    .venv/bin/python bench/memory_timeline.py [--samples FILE] [--own] -- .venv/bin/consent run --exports bench/data/events_5000000 ...
 
 Prints one line per change of progress step: the step, when it started, and the peak resident
 memory (MB) while it was the latest line; then the overall peak. Linux only (reads /proc).
@@ -17,10 +19,10 @@ import threading
 import time
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of `pid` and its descendants, in MB."""
+def tree_rss_mb(pid: int, own: bool = False) -> float:
+    """Resident memory of `pid` and its descendants (`own`: of `pid` alone), in MB."""
     children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
+    for entry in ([] if own else os.listdir("/proc")):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as handle:
@@ -54,7 +56,7 @@ def main() -> None:
 
     def sample() -> None:
         while process.poll() is None:
-            rss = tree_rss_mb(process.pid)
+            rss = tree_rss_mb(process.pid, own="--own" in options)
             if samples:
                 samples.write(f"{time.perf_counter() - started:.1f} {rss:.0f}\n")
             with lock:

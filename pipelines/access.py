@@ -35,8 +35,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EXPORTS = str(REPO_ROOT / "sample_exports")
 DEFAULT_WAREHOUSE = "warehouse/consent.duckdb"
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
-# DuckDB's memory per connection: what does not fit spills to the temp directory, so a run's peak
-# does not grow with its events (README, "Performance"). DuckDB's own default is 80% of RAM.
+# DuckDB's memory per connection: what does not fit spills to the temp directory, so DuckDB's share
+# of a run's memory does not grow with its events (README, "Performance"). DuckDB's own default is
+# 80% of RAM.
 DEFAULT_MEMORY_LIMIT = "2GB"
 
 
@@ -184,6 +185,8 @@ class WarehouseAccess(FromEnvironment):
         con = duckdb.connect(":memory:", config=config)
         try:
             con.execute("SET TimeZone = 'UTC'")
+            # A run shows its own progress on stderr; DuckDB's bar (queries over 2 s) would print on stdout.
+            con.execute("SET enable_progress_bar = false")
             limit = str(self.setting("memory_limit"))
             try:
                 con.execute("SET memory_limit = ?", [limit])
