@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Iterator
 import polars as pl
 
 from consent.channels import Adapter, FileRead, adapter_for
-from consent.channels.whatsapp_webhook import WholeFile, read_webhook_parts
+from consent.channels.whatsapp_webhook import WholeFile
 from consent.columnar import build_file, phone_pairs
 from consent.events import (
     EVENT_SCHEMA,
@@ -132,9 +132,12 @@ def discover(exports_dir: Path, fingerprints: dict[Fingerprint, str] | None = No
     return files, ignored
 
 
-# Files are read, normalised and built in batches of about this many bytes, each handed to the
-# sink before the next is read: memory holds one batch, whatever the night's size.
+# Files of up to STREAM_BYTES are read whole in batches of about this many bytes (their numbers
+# resolved with one cache lookup); a larger file is read part by part. Memory holds one batch or
+# one part, and FLUSH_ROWS built rows, whatever the night's size.
 BATCH_BYTES = 64 * 1024 * 1024
+# Built frames are handed to the sink once about this many rows wait.
+FLUSH_ROWS = 250_000
 
 
 @bulk_phase()
@@ -148,11 +151,14 @@ def stage_exports(
     ingested_at: datetime,
     run_id: str,
     sink: Callable[[StagedFrames], None],
+    retract: Callable[[str], None],
     progress: Progress | None = None,
     fingerprints: dict[Fingerprint, str] | None = None,
     batch_bytes: int = BATCH_BYTES,
 ) -> StagedExports:
-    """Read every export not ingested before into canonical frames, batch by batch into `sink`."""
+    """Read every export not ingested before into canonical frames, handed to `sink` about
+    FLUSH_ROWS rows at a time. A file that starts over (it failed after some of its parts were
+    handed on) has its rows taken back with `retract(source_file)` first."""
     seconds = {"read": 0.0, "normalise": 0.0, "build": 0.0}
     started = time.perf_counter()
     found, ignored = discover(exports_dir, fingerprints)
@@ -178,16 +184,59 @@ def stage_exports(
     counted = {"files": sum(s.state != "new" for s in stats), "read": 0, "built": 0}
     if progress and counted["files"]:
         progress("reading files", counted["files"], len(found))
+    out = _Outbox(sink, retract, FLUSH_ROWS)
     for batch in batches:
-        _stage_batch(batch, policy, channels, resolve_phones, ingested_at, run_id, sink, progress,
+        _stage_batch(batch, policy, channels, resolve_phones, ingested_at, run_id, out, progress,
                      staged, counted, len(found))
+    out.flush()
+    read = [s for s in stats if s.state == "new"]
+    staged.events = sum(s.events for s in read)
+    staged.quarantined = sum(s.quarantined for s in read)
+    staged.skipped = sum(s.skipped for s in read)
     return staged
 
 
-def _stage_batch(batch, policy, channels, resolve_phones, ingested_at, run_id, sink, progress,
+_FIELDS = {"events": EVENT_SCHEMA, "quarantine": QUARANTINE_SCHEMA, "skipped": SKIPPED_SCHEMA,
+           "sends": SEND_SCHEMA, "links": LINK_SCHEMA}
+
+
+class _Outbox:
+    """Built frames on their way to the sink, `flush_rows` rows at a time. A file that starts over
+    is dropped: its waiting frames here, and what was already handed on, through `retract`."""
+
+    def __init__(self, sink: Callable[[StagedFrames], None], retract: Callable[[str], None], flush_rows: int):
+        self.sink, self.retract, self.flush_rows = sink, retract, flush_rows
+        self.waiting: list[tuple[str, BuiltBatch]] = []
+        self.rows = 0
+        self.handed_on: set[str] = set()
+
+    def add(self, source_file: str, built: BuiltBatch) -> None:
+        self.waiting.append((source_file, built))
+        self.rows += sum(getattr(built, name).height for name in _FIELDS)
+        if self.rows >= self.flush_rows:
+            self.flush()
+
+    def drop(self, source_file: str) -> None:
+        self.waiting = [(f, b) for f, b in self.waiting if f != source_file]
+        self.rows = sum(getattr(b, name).height for _, b in self.waiting for name in _FIELDS)
+        if source_file in self.handed_on:
+            self.retract(source_file)
+            self.handed_on.discard(source_file)
+
+    def flush(self) -> None:
+        if not self.waiting:
+            return
+        frames = StagedFrames(**{
+            name: _concat([getattr(b, name) for _, b in self.waiting], schema) for name, schema in _FIELDS.items()
+        })
+        self.handed_on.update(f for f, _ in self.waiting)
+        self.waiting, self.rows = [], 0
+        self.sink(frames)
+
+
+def _stage_batch(batch, policy, channels, resolve_phones, ingested_at, run_id, out: _Outbox, progress,
                  staged: StagedExports, counted: dict[str, int], files_found: int) -> None:
-    """Read, normalise and build one batch of files; hand its frames to the sink."""
-    frames: dict[str, list[pl.DataFrame]] = {"events": [], "quarantine": [], "skipped": [], "sends": [], "links": []}
+    """Read, normalise and build one batch of files into `out`."""
     contexts = []
     for stat, export in batch:
         config = channels.for_channel(export.channel)
@@ -203,7 +252,7 @@ def _stage_batch(batch, policy, channels, resolve_phones, ingested_at, run_id, s
         )
         contexts.append((stat, export, ctx, config))
     # Files below STREAM_BYTES are read whole and their numbers resolved together (one cache lookup
-    # for the batch); a larger webhook file is read, resolved and built part by part.
+    # for the batch); a larger file is read, resolved and built part by part.
     small = [c for c in contexts if not _streamed(c[1])]
     reads: dict[str, list[FileRead]] = {}
     started = time.perf_counter()
@@ -225,35 +274,33 @@ def _stage_batch(batch, policy, channels, resolve_phones, ingested_at, run_id, s
             parts, resolve = iter(reads.pop(export.source_file)), (lambda _pairs: book)
         else:
             parts, resolve = _parts(export, ctx, config, policy), resolve_phones
-        for built in _stage_file(stat, export, ctx, parts, policy, resolve, ingested_at, run_id,
-                                 staged.seconds, progress, counted):
-            for key in frames:
-                frames[key].append(getattr(built, key))
+        _stage_file(stat, export, ctx, parts, policy, resolve, ingested_at, run_id, staged.seconds, progress,
+                    counted, out)
         counted["files"] += 1
         if progress:
             progress("reading files", counted["files"], files_found)
     if progress and counted["read"]:
         progress("building events", counted["built"], counted["read"])
-    out = StagedFrames(
-        events=_concat(frames["events"], EVENT_SCHEMA),
-        quarantine=_concat(frames["quarantine"], QUARANTINE_SCHEMA),
-        skipped=_concat(frames["skipped"], SKIPPED_SCHEMA),
-        sends=_concat(frames["sends"], SEND_SCHEMA),
-        links=_concat(frames["links"], LINK_SCHEMA),
-    )
-    staged.events += out.events.height
-    staged.quarantined += out.quarantine.height
-    staged.skipped += out.skipped.height
-    sink(out)
 
 
 def _stage_file(stat: FileStats, export: ExportFile, ctx: FileContext, parts: Iterator[FileRead], policy,
                 resolve_phones, ingested_at, run_id, seconds: dict[str, float], progress,
-                counted: dict[str, int]) -> list[BuiltBatch]:
-    """One file's canonical frames, built part by part (a large webhook file is read in parts, so
-    memory holds one part's items). A file that fails anywhere is quarantined whole: the parts
+                counted: dict[str, int], out: _Outbox) -> None:
+    """One file's canonical frames, built part by part into `out` (a large file is read in parts, so
+    memory holds one part's rows). A file that fails anywhere is quarantined whole: the parts
     built before are dropped."""
-    built: list[BuiltBatch] = []
+
+    def start_over() -> None:
+        out.drop(export.source_file)
+        stat.rows_read, stat.events, stat.quarantined, stat.skipped = 0, 0, 0, 0
+        stat.notes[:] = []
+
+    def add(built: BuiltBatch) -> None:
+        out.add(export.source_file, built)
+        stat.events += built.events.height
+        stat.quarantined += built.quarantine.height
+        stat.skipped += built.skipped.height
+
     while True:
         started = time.perf_counter()
         try:
@@ -261,11 +308,11 @@ def _stage_file(stat: FileStats, export: ExportFile, ctx: FileContext, parts: It
         except StopIteration:
             break
         except WholeFile as whole:  # the document is malformed: the file is its reference read
-            built, stat.rows_read, stat.notes[:] = [], 0, []
+            start_over()
             parts = iter([whole.read])
             continue
         except FILE_FAILURES as exc:
-            built, stat.rows_read, stat.notes[:] = [], 0, []
+            start_over()
             parts = iter([unreadable_file(export.path, exc, "could not be read")])
             continue
         finally:
@@ -278,10 +325,12 @@ def _stage_file(stat: FileStats, export: ExportFile, ctx: FileContext, parts: It
         try:
             pairs = phone_pairs(read, ctx)
         except FILE_FAILURES as exc:  # a row the build could not key: the whole file
-            built, parts = [], iter([])
-            read = unreadable_file(export.path, exc, "could not be read", rows_read=max(stat.rows_read, 1))
+            rows_read, notes = max(stat.rows_read, 1), list(stat.notes)
+            start_over()
+            parts = iter([])
+            read = unreadable_file(export.path, exc, "could not be read", rows_read=rows_read)
             stat.rows_read = read.row_count
-            stat.notes.extend(read.notes)
+            stat.notes[:] = [*notes, *read.notes]
             pairs = set()
         resolved = resolve_phones(sorted(pairs, key=lambda p: (p[0], p[1] or "")))
         seconds["normalise"] += time.perf_counter() - started
@@ -289,31 +338,29 @@ def _stage_file(stat: FileStats, export: ExportFile, ctx: FileContext, parts: It
 
         started = time.perf_counter()
         try:
-            built.append(build_file(read, ctx, resolved, policy.purposes, ingested_at, run_id))
+            add(build_file(read, ctx, resolved, policy.purposes, ingested_at, run_id))
         except FILE_FAILURES as exc:
             failed = unreadable_file(None, exc, "could not be built into events", rows_read=max(stat.rows_read, 1))
-            stat.notes.extend(failed.notes)
-            built, parts = [build_file(failed, ctx, resolved, policy.purposes, ingested_at, run_id)], iter([])
+            rows_read, notes = stat.rows_read, [*stat.notes, *failed.notes]
+            start_over()
+            stat.rows_read, stat.notes[:] = rows_read, notes
+            add(build_file(failed, ctx, resolved, policy.purposes, ingested_at, run_id))
+            parts = iter([])
         counted["built"] += read.row_count
         counted["read"] += read.row_count
         if progress:  # throttled while the batch goes on; exact at its end (_stage_batch)
             progress("building events", counted["built"], counted["read"] + 1)
         seconds["build"] += time.perf_counter() - started
-    stat.events = sum(b.events.height for b in built)
-    stat.quarantined = sum(b.quarantine.height for b in built)
-    stat.skipped = sum(b.skipped.height for b in built)
-    return built
 
 
-# A webhook file larger than this is read in parts (consent.channels.whatsapp_webhook.PART_PAYLOADS).
+# A file larger than this is read, resolved and built part by part (its adapter's parts: about
+# consent.channels.csv_export.PART_CHARS of a CSV, consent.channels.whatsapp_webhook.PART_PAYLOADS
+# payloads of a webhook file).
 STREAM_BYTES = 32 * 1024 * 1024
 
 
-WEBHOOK_SUFFIXES = (".json", ".jsonl")
-
-
 def _streamed(export: ExportFile) -> bool:
-    return export.path.suffix.lower() in WEBHOOK_SUFFIXES and export.size_bytes > STREAM_BYTES
+    return export.size_bytes > STREAM_BYTES
 
 
 def _read_whole(export: ExportFile, ctx: FileContext, config, policy: Policy) -> list[FileRead]:
@@ -327,11 +374,8 @@ def _read_whole(export: ExportFile, ctx: FileContext, config, policy: Policy) ->
 
 
 def _parts(export: ExportFile, ctx: FileContext, config, policy: Policy) -> Iterator[FileRead]:
-    """The file's rows: a webhook file in parts, any other file whole."""
-    if export.path.suffix.lower() in WEBHOOK_SUFFIXES:
-        yield from read_webhook_parts(export.path.read_bytes(), ctx, policy, export.path.suffix.lower())
-    else:
-        yield adapter_for(export.path)(export.path.read_bytes(), ctx, config, policy)
+    """The file's reads, part by part, as its adapter yields them."""
+    yield from adapter_for(export.path)(export.path.read_bytes(), ctx, config, policy)
 
 
 # Whatever one file does to its reader, the night goes on: the file becomes one quarantined row.

@@ -172,6 +172,13 @@ def finish_staging(
     crash_point("after_staging")
 
 
+def retract_staging(con: duckdb.DuckDBPyConnection, source_file: str) -> None:
+    """Take one file's rows back out of the staging tables (the file is read again from the start)."""
+    with transaction(con):
+        for table in BATCH_TABLES:
+            con.execute(f"DELETE FROM {table} WHERE source_file = ?", [source_file])
+
+
 def _staging_frame(table: str, frame: pl.DataFrame) -> pl.DataFrame:
     return frame.rename({"quarantine_id": "skipped_id"}) if table == "stg_skipped" else frame
 
@@ -197,9 +204,10 @@ def stage_run(
 ) -> StagedExports:
     """Read the exports not seen before into the `stg_*` tables (the first half of a run).
 
-    Batch by batch (`consent.ingest.BATCH_BYTES` of files each): memory holds one batch. Holds a
-    warehouse connection only to look up known files and cached numbers and to write each batch:
-    reading and parsing hold no lock.
+    Batch by batch (`consent.ingest.BATCH_BYTES` of files each), a large file part by part, and
+    written `consent.ingest.FLUSH_ROWS` rows at a time: memory holds one batch or part. Holds a
+    warehouse connection only to look up known files and cached numbers and to write (or take back)
+    rows: reading and parsing hold no lock.
     """
     started_at = datetime.now(timezone.utc).replace(tzinfo=None)
     with connect() as con:
@@ -215,6 +223,10 @@ def stage_run(
         with connect() as con:
             append_staging(con, frames)
 
+    def retract(source_file: str) -> None:
+        with connect() as con:
+            retract_staging(con, source_file)
+
     cache = PhoneCache(connect, workers=workers, progress=progress)
     staged = stage_exports(
         exports_dir,
@@ -225,6 +237,7 @@ def stage_run(
         ingested_at=as_of,
         run_id=run_id,
         sink=sink,
+        retract=retract,
         progress=progress,
         fingerprints=fingerprints,
     )

@@ -11,11 +11,12 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consent.channels.base import FileRead
-from consent.channels.csv_export import read_csv
+from consent.channels.csv_export import read_csv, read_csv_parts
 from consent.channels.whatsapp_webhook import WholeFile, read_webhook_parts, read_webhooks
 from consent.columnar import build_file, phone_pairs
 from consent.events import FileContext, build_events, phone_key
@@ -76,6 +77,23 @@ def _row(r):
     return (r.line, r.raw_text, r.identity, r.fields, r.pointer, r.error, r.skip_reason)
 
 
+def same_in_parts(data, ctx, config, whole: FileRead) -> None:
+    """Read in parts of a few characters (cut between rows), by either splitter, a CSV file gives
+    exactly the whole read's rows and notes, and its parts built one by one give the whole build."""
+    phones = PhoneBook.of_pairs(phone_pairs(whole, ctx))
+    want = build_file(whole, ctx, phones, ["marketing", "utility"], datetime(2026, 11, 10), "fuzz")
+    for plain_path in (True, False):
+        for size in (1, 40):
+            parts = list(read_csv_parts(data, ctx, config, part_chars=size, plain_path=plain_path))
+            assert parts
+            assert [n for p in parts for n in p.notes] == whole.notes
+            assert [_row(r) for p in parts for r in p.all_rows()] == [_row(r) for r in whole.all_rows()]
+            built = [build_file(p, ctx, phones, ["marketing", "utility"], datetime(2026, 11, 10), "fuzz") for p in parts]
+            for name in ("events", "quarantine", "skipped", "sends"):
+                got = pl.concat([getattr(b, name) for b in built], how="vertical")
+                assert got.to_dicts() == getattr(want, name).to_dicts(), name
+
+
 def same_as_csv_module(data, ctx, config) -> FileRead:
     """The Polars split of a plain file reads exactly what the csv module reads."""
     read = read_csv(data, ctx, config)
@@ -92,6 +110,7 @@ def test_fuzz_csv_adapter_never_raises_conserves_rows_and_matches_the_reference(
     read = same_as_csv_module(data, ctx, ChannelConfig())
     conserved(read.all_rows(), ctx)
     same_as_row_by_row(read, ctx)
+    same_in_parts(data, ctx, ChannelConfig(), read)
 
 
 def test_plain_files_split_by_polars_read_like_the_csv_module():
@@ -108,6 +127,7 @@ def test_plain_files_split_by_polars_read_like_the_csv_module():
         read = same_as_csv_module(data, ctx, ChannelConfig())
         assert read.table is not None and read.table.height >= 1
         same_as_row_by_row(read, ctx)
+        same_in_parts(data, ctx, ChannelConfig(), read)
     tabbed = b"phone\tevent_type\n+4915112345678\topt_out\n\t\n"
     read = same_as_csv_module(tabbed, ctx, ChannelConfig(delimiter="\t"))
     assert read.row_count == 1
@@ -173,7 +193,9 @@ def test_column_wise_build_matches_the_reference_on_every_sample_export():
         config = channels.for_channel(path.parent.name)
         ctx = FileContext(channel=path.parent.name, source_file=path.name, file_hash="s", timezone=config.timezone,
                           default_region=config.default_region, date_format=config.date_format)
-        same_as_row_by_row(same_as_csv_module(path.read_bytes(), ctx, config), ctx)
+        read = same_as_csv_module(path.read_bytes(), ctx, config)
+        same_as_row_by_row(read, ctx)
+        same_in_parts(path.read_bytes(), ctx, config, read)
 
 
 def test_python_whitespace_constant_is_what_str_strip_removes():

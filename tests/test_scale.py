@@ -18,7 +18,11 @@ REPO = Path(__file__).resolve().parent.parent
 AS_OF = datetime(2026, 11, 26)
 
 
-def _warehouse(exports: Path, path: Path, workers: int) -> dict:
+LEDGER_TABLES = ("consent_events", "quarantine", "skipped_items", "message_statuses", "identifier_links",
+                 "source_files")
+
+
+def _warehouse(exports: Path, path: Path, workers: int, ledger: bool = False) -> dict:
     con = duckdb.connect(str(path))
     ensure_schema(con)
 
@@ -29,10 +33,8 @@ def _warehouse(exports: Path, path: Path, workers: int) -> dict:
     policy = load_policy(exports / "policy.yaml")
     stage_run(connect, exports, policy=policy, channels=load_channels(exports), as_of=AS_OF, run_id="r1")
     summary = publish(con, policy=policy, salt="s", workers=workers)
-    tables = {
-        name: con.execute(f"SELECT * FROM {name} ORDER BY ALL").fetchall()
-        for name in ("consent_status", "consent_status_history", "consent_violations")
-    }
+    names = ("consent_status", "consent_status_history", "consent_violations") + (LEDGER_TABLES if ledger else ())
+    tables = {name: con.execute(f"SELECT * FROM {name} ORDER BY ALL").fetchall() for name in names}
     con.close()
     return {"contacts": summary["contacts_reconciled"], **tables}
 
@@ -48,6 +50,96 @@ def test_ranges_decided_in_worker_processes_equal_one_process(tmp_path, monkeypa
     two = _warehouse(exports, tmp_path / "two.duckdb", workers=2)
     assert one["contacts"] > 100 and len(one["consent_status"]) > 200
     assert one == two
+
+
+def _generated(tmp_path: Path, events: int, seed: int) -> Path:
+    exports = tmp_path / "exports"
+    subprocess.run([sys.executable, str(REPO / "bench" / "generate.py"), str(exports), "--events", str(events),
+                    "--seed", str(seed)], check=True, stdout=subprocess.DEVNULL)
+    return exports
+
+
+def _in_small_parts(monkeypatch) -> list[str]:
+    """Every file read in parts of a few rows, and built rows written a few at a time; the files
+    taken back out of staging are recorded in the list returned."""
+    import consent.ingest as ingest
+    import consent.warehouse as warehouse
+    from consent.channels import csv_export, whatsapp_webhook
+
+    monkeypatch.setattr(ingest, "STREAM_BYTES", 0)
+    monkeypatch.setattr(csv_export, "PART_CHARS", 3000)
+    monkeypatch.setattr(whatsapp_webhook, "PART_PAYLOADS", 7)
+    monkeypatch.setattr(ingest, "FLUSH_ROWS", 40)
+    retracted: list[str] = []
+    retract = warehouse.retract_staging
+
+    def recording_retract(con, source_file):
+        retracted.append(source_file)
+        retract(con, source_file)
+
+    monkeypatch.setattr(warehouse, "retract_staging", recording_retract)
+    return retracted
+
+
+def _quoted_copy(source: Path, target: Path, rows: int) -> None:
+    """The first rows of a CSV export with every cell quoted (read by the csv module, not Polars)."""
+    import csv
+
+    with source.open(newline="") as handle:
+        records = [r for _, r in zip(range(rows + 1), csv.reader(handle))]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", newline="") as handle:
+        csv.writer(handle, quoting=csv.QUOTE_ALL).writerows(records)
+
+
+def test_files_read_in_parts_and_written_as_built_equal_whole_reads(tmp_path, monkeypatch):
+    """Memory holds one part of a large file: read, built and written part by part, the ledger,
+    quarantine, file counts and statuses are what reading every file whole gives. A JSON array
+    found malformed at its end is taken back out of staging and read whole."""
+    exports = _generated(tmp_path, 3000, 11)
+    _quoted_copy(exports / "web_form" / "web_form_export.csv", exports / "in_app" / "quoted.csv", 300)
+    batch = exports / "whatsapp" / "webhooks_batch.json"
+    batch.write_bytes(batch.read_bytes().rstrip()[:-1])  # the array's closing bracket lost
+    whole = _warehouse(exports, tmp_path / "whole.duckdb", workers=1, ledger=True)
+    retracted = _in_small_parts(monkeypatch)
+    parts = _warehouse(exports, tmp_path / "parts.duckdb", workers=1, ledger=True)
+    assert retracted == ["whatsapp/webhooks_batch.json"]
+    assert len(whole["consent_events"]) > 2500 and whole["quarantine"]
+    assert parts == whole
+
+
+def test_a_file_failing_in_a_late_part_is_quarantined_whole_and_nothing_of_it_kept(tmp_path, monkeypatch):
+    """Parts written before the failure are taken back out of staging: the file is one refusal."""
+    import consent.ingest as ingest
+
+    exports = _generated(tmp_path, 1500, 12)
+    retracted = _in_small_parts(monkeypatch)
+    real, seen = ingest.build_file, []
+
+    def build_file(read, ctx, *args):
+        if ctx.source_file == "web_form/web_form_export.csv":
+            seen.append(read.row_count)
+            if len(seen) == 6:
+                raise ValueError("an unexpected value")
+        return real(read, ctx, *args)
+
+    monkeypatch.setattr(ingest, "build_file", build_file)
+    got = _warehouse(exports, tmp_path / "w.duckdb", workers=1, ledger=True)
+    assert retracted == ["web_form/web_form_export.csv"]
+    con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    rows_read, events, quarantined = con.execute(
+        "SELECT rows_read, events, quarantined FROM source_files WHERE source_file = 'web_form/web_form_export.csv'"
+    ).fetchone()
+    kept = con.execute("SELECT count(*) FROM consent_events WHERE source_file = 'web_form/web_form_export.csv'").fetchone()[0]
+    reasons = con.execute(
+        "SELECT count(*), count(DISTINCT source_line) FROM quarantine WHERE source_file = 'web_form/web_form_export.csv'"
+    ).fetchone()
+    con.close()
+    assert (events, kept) == (0, 0)
+    assert len(seen) == 7  # six parts, the sixth failing, then the refusal of the rows read
+    assert rows_read == quarantined == sum(seen[:6]) == seen[6] == reasons[0] == reasons[1]
+    # The other files were read as usual.
+    assert len(got["consent_events"]) > 1000
 
 
 def test_the_publishing_transaction_does_not_hold_the_frames_it_has_written(tmp_path, monkeypatch):

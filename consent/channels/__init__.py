@@ -2,25 +2,29 @@
 
 A channel is a folder of the exports directory; the file's suffix picks the
 adapter. Adding a format means adding one module and one line to `ADAPTERS`.
+An adapter yields a file's reads in parts, in file order (memory holds one
+part of a large file); an adapter that reads a file whole yields one read.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from consent.channels.base import FileRead
-from consent.channels.csv_export import read_csv
-from consent.channels.whatsapp_webhook import read_webhooks
+from consent.channels import csv_export, whatsapp_webhook
 from consent.events import FileContext
 from consent.policy import ChannelConfig, Policy
 
-Adapter = Callable[[bytes, FileContext, ChannelConfig, Policy], FileRead]
+Adapter = Callable[[bytes, FileContext, ChannelConfig, Policy], Iterable[FileRead]]
 
+# (Part sizes are read at each call, so a test can make every file many parts.)
 ADAPTERS: dict[str, Adapter] = {
-    ".csv": lambda data, ctx, config, policy: read_csv(data, ctx, config),
-    ".json": lambda data, ctx, config, policy: read_webhooks(data, ctx, policy, ".json"),
-    ".jsonl": lambda data, ctx, config, policy: read_webhooks(data, ctx, policy, ".jsonl"),
+    ".csv": lambda data, ctx, config, policy: csv_export.read_csv_parts(data, ctx, config, csv_export.PART_CHARS),
+    ".json": lambda data, ctx, config, policy: whatsapp_webhook.read_webhook_parts(
+        data, ctx, policy, ".json", whatsapp_webhook.PART_PAYLOADS),
+    ".jsonl": lambda data, ctx, config, policy: whatsapp_webhook.read_webhook_parts(
+        data, ctx, policy, ".jsonl", whatsapp_webhook.PART_PAYLOADS),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 
 import polars as pl
 
@@ -48,27 +49,49 @@ def _guess_delimiter(header_line: str, expected: str) -> str | None:
     return None
 
 
+# A file larger than this is read in parts of about this many characters, cut between rows
+# (`consent.ingest` streams it): memory holds one part's rows and frames, not the whole file's.
+PART_CHARS = 16 * 1024 * 1024
+
+
 def read_csv(data: bytes, ctx: FileContext, config: ChannelConfig, plain_path: bool = True) -> FileRead:
-    """Every row of a CSV export. A file without quotes, NULs or lone carriage
+    """Every row of a CSV export, as one read. A file without quotes, NULs or lone carriage
     returns is split by Polars (`_read_plain`), any other by the csv module;
     both give the same rows (a fuzz test compares them; `plain_path=False`
     forces the csv module)."""
+    (read,) = read_csv_parts(data, ctx, config, part_chars=None, plain_path=plain_path)
+    return read
+
+
+def read_csv_parts(
+    data: bytes, ctx: FileContext, config: ChannelConfig, part_chars: int | None = PART_CHARS, plain_path: bool = True
+) -> Iterator[FileRead]:
+    """`read_csv` in parts of about `part_chars` characters of text (None: one part), cut between
+    rows, in file order: together exactly `read_csv`'s rows and notes (a fuzz test holds them equal).
+    At least one part; the file-level notes come with the first."""
     notes: list[str] = []
     try:
         text, note = decode(data)
     except UnicodeDecodeError as exc:
-        return FileRead(rows=[SourceRow(line=1, raw="", identity="", error=f"undecodable file: {exc.reason}")], notes=notes)
+        yield FileRead(rows=[SourceRow(line=1, raw="", identity="", error=f"undecodable file: {exc.reason}")], notes=notes)
+        return
+    del data  # from here on the text is read (a part at a time), not the bytes
     if note:
         notes.append(note)
-    if not text.strip():
+    if not text or text.isspace():
         notes.append("empty file")
-        return FileRead(rows=[], notes=notes)
+        yield FileRead(rows=[], notes=notes)
+        return
 
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=config.delimiter, strict=True)
+    plain = plain_path and _is_plain(text, config.delimiter)
+    # A plain file's header is its first line; any other is read by the csv module from the start.
+    first_line = text[: text.find("\n") + 1] if plain and "\n" in text else text
+    reader = csv.reader(io.StringIO(first_line, newline=""), delimiter=config.delimiter, strict=True)
     try:
         header = next(reader)
     except csv.Error as exc:
-        return FileRead(rows=[SourceRow(line=1, raw=text[:200], identity="", error=f"malformed CSV header: {exc}")], notes=notes)
+        yield FileRead(rows=[SourceRow(line=1, raw=text[:200], identity="", error=f"malformed CSV header: {exc}")], notes=notes)
+        return
     header = [h.strip().lstrip("\ufeff") for h in header]
 
     renamed = {export: canonical for canonical, export in config.columns.items()}
@@ -92,12 +115,23 @@ def read_csv(data: bytes, ctx: FileContext, config: ChannelConfig, plain_path: b
         if guessed:
             refusal += f" (the header looks {guessed!r}-delimited)"
         notes.append(refusal)
-    if plain_path and refusal is None and _is_plain(text, config.delimiter):
-        return _read_plain(text, header, canonical_of, config, notes)
+    if plain and refusal is None:
+        yield from _plain_parts(text, header, canonical_of, config, notes, part_chars)
+        return
+    if first_line is not text:  # a plain file refused: its rows are read (and refused) by the csv module
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=config.delimiter, strict=True)
+        next(reader)
+    yield from _module_parts(text, reader, header, canonical_of, config, notes, refusal, part_chars)
 
+
+def _module_parts(text: str, reader, header: list[str], canonical_of: list[str | None], config: ChannelConfig,
+                  notes: list[str], refusal: str | None, part_chars: int | None) -> Iterator[FileRead]:
+    """The rows after the header, as the csv module reads them, in parts."""
     rows: list[SourceRow] = []
     records: list[list[str]] = []
     lines: list[int] = []
+    size = 0
+    any_row = False
     previous_end = reader.line_num
     while True:
         start = previous_end + 1
@@ -115,16 +149,19 @@ def read_csv(data: bytes, ctx: FileContext, config: ChannelConfig, plain_path: b
         previous_end = reader.line_num
         if not record or all(not v.strip() for v in record):
             continue  # blank lines are not rows
+        size += sum(map(len, record)) + len(record)
         rejected = _rejected(start, header, record, refusal)
         if rejected is not None:
             rows.append(rejected)
-            continue
-        records.append(record)
-        lines.append(start)
-    if not rows and not records and not refusal:
+        else:
+            records.append(record)
+            lines.append(start)
+        if part_chars is not None and size >= part_chars:
+            yield FileRead(rows=rows, notes=notes, table=CsvTable.of_records(header, canonical_of, config, records, lines))
+            rows, records, lines, size, notes, any_row = [], [], [], 0, [], True
+    if not any_row and not rows and not records and not refusal:
         notes.append("header only")
-    table = CsvTable.of_records(header, canonical_of, config, records, lines)
-    return FileRead(rows=rows, notes=notes, table=table)
+    yield FileRead(rows=rows, notes=notes, table=CsvTable.of_records(header, canonical_of, config, records, lines))
 
 
 # The characters Python's str.strip() removes (more than Rust's notion of whitespace);
@@ -158,11 +195,34 @@ def _is_plain(text: str, delimiter: str) -> bool:
     )
 
 
-def _read_plain(text: str, header: list[str], canonical_of: list[str | None], config: ChannelConfig, notes: list[str]) -> FileRead:
-    """`read_csv` for a plain file, column-wise: no Python object per cell."""
+def _plain_parts(text: str, header: list[str], canonical_of: list[str | None], config: ChannelConfig,
+                 notes: list[str], part_chars: int | None) -> Iterator[FileRead]:
+    """A plain file's rows in parts cut after a line end (line numbers counted across them)."""
+    text = text.replace("\r\n", "\n")
+    start = text.find("\n") + 1 or len(text)  # the header is line 1
+    line = 2
+    any_row = False
+    while True:
+        end = len(text) if part_chars is None else text.find("\n", start + part_chars) + 1 or len(text)
+        body = text[start:end]
+        read = _read_plain(body, line, header, canonical_of, config, notes)
+        any_row = any_row or read.row_count > 0
+        if end >= len(text):
+            if not any_row:
+                read.notes.append("header only")
+            yield read
+            return
+        yield read
+        start, line, notes = end, line + body.count("\n"), []
+
+
+def _read_plain(body: str, first_line: int, header: list[str], canonical_of: list[str | None], config: ChannelConfig,
+                notes: list[str]) -> FileRead:
+    """Rows of a plain file's lines (`body`, its first line numbered `first_line`), column-wise: no
+    Python object per cell."""
     delimiter = config.delimiter
-    lines = pl.Series("text", [text.replace("\r\n", "\n")]).str.split("\n").explode()
-    frame = pl.DataFrame({"text": lines}).with_row_index("line", offset=1).slice(1)  # the header is line 1
+    lines = pl.Series("text", [body]).str.split("\n").explode()
+    frame = pl.DataFrame({"text": lines}).with_row_index("line", offset=first_line)
     # Blank lines (and rows of blank cells) are not rows.
     frame = frame.filter(pl.col("text").str.replace_all(delimiter, "", literal=True).str.strip_chars(PY_WHITESPACE) != "")
     frame = frame.with_columns(
@@ -183,8 +243,6 @@ def _read_plain(text: str, header: list[str], canonical_of: list[str | None], co
         *[pl.col("cells").list.get(i).alias(f"c{i}") for i in range(len(header))],
         "line",
     )
-    if not rows and cells.height == 0:
-        notes.append("header only")
     return FileRead(rows=rows, notes=notes, table=CsvTable(header, canonical_of, config, cells))
 
 
