@@ -13,6 +13,7 @@ import dagster as dg
 from assets.staging import stg_consent_events
 from consent.db import table_exists
 from consent.rules import RULES
+from consent.warehouse import duplicate_decisions
 from expectations import consent_events as consent_events_suite
 from expectations import consent_status as consent_status_suite
 from expectations import opt_in_notices as opt_in_notices_suite
@@ -73,7 +74,7 @@ def ledger_rows_are_well_formed(context: dg.AssetCheckExecutionContext, warehous
     )
 
 
-@dg.asset_check(asset="consent_status", description="GX suite `consent_status` on the rows this run changed: every opted_in row carries method, date, channel and lineage (ERROR); statuses known; one row per contact and purpose.")
+@dg.asset_check(asset="consent_status", description="GX suite `consent_status` on the rows this run changed: every opted_in row carries method, date, channel and lineage (ERROR); statuses known; one row per contact and purpose. And for every contact this run decided, one status row per business, contact and purpose and one violation row per event and rule (ERROR: neither table has a primary-key index, see consent/schema.py).")
 def opted_in_rows_have_evidence(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
         # The rows this run changed (every row on a full run); the others were validated when
@@ -84,7 +85,15 @@ def opted_in_rows_have_evidence(context: dg.AssetCheckExecutionContext, warehous
         changed = " EXCEPT ALL SELECT * FROM stg_replaced_status" if table_exists(con, "stg_replaced_status") else ""
         outcome = validate(con, consent_status_suite.rows_sql(f"SELECT * FROM consent_status{decided}{changed}"),
                            consent_status_suite.build_suite, "consent_status", docs_dir(warehouse, context))
-    return suite_check_result(outcome)
+        duplicates = duplicate_decisions(con)
+    result = suite_check_result(outcome)
+    if not any(duplicates.values()):
+        return result
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={**result.metadata, "keys held by more than one row": dg.MetadataValue.json(duplicates)},
+    )
 
 
 @dg.asset_check(asset="consent_notices", description="GX suite `opt_in_notices` on this run's opt-ins: the notice exists, was valid at the opt-in, names the business, mentions WhatsApp, states the purposes claimed, says how to opt out (severity per policy, WARN by default).")

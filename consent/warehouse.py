@@ -24,7 +24,7 @@ import polars as pl
 
 from consent import sql
 from consent.bulk import bulk_phase
-from consent.db import transaction, upsert, write_frame
+from consent.db import table_exists, transaction, upsert, write_frame
 from consent.faults import crash_point
 from consent.ingest import Pair, Progress, StagedExports, StagedFrames, stage_exports
 from consent.notices import NoticeFolder, NoticeTerms, read_notices, terms_from_rows
@@ -446,6 +446,22 @@ def _contact_ranges(con: duckdb.DuckDBPyConnection, events_per_range: int) -> li
 
 
 RUN_COUNTS = ("files_seen", "files_read", "rows_read", "events", "quarantined", "skipped")
+
+
+def duplicate_decisions(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Keys held by more than one row among the contacts this run decided (`stg_touched`: every
+    contact on a full run): (business, contact, purpose) in consent_status, (event, rule) in
+    consent_violations. Neither table has a primary-key index (schema version 6), so this is what
+    keeps them one row per key; both 0 when all is well."""
+    decided = ("WHERE business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched)"
+               if table_exists(con, "stg_touched") else "")
+    counts = con.execute(f"""
+        SELECT (SELECT count(*) FROM (SELECT 1 FROM consent_status {decided}
+                                      GROUP BY business, contact_id, purpose HAVING count(*) > 1)),
+               (SELECT count(*) FROM (SELECT 1 FROM consent_violations {decided}
+                                      GROUP BY event_id, rule HAVING count(*) > 1))
+    """).fetchone()
+    return {"consent_status": int(counts[0]), "consent_violations": int(counts[1])}
 
 
 def record_run(con: duckdb.DuckDBPyConnection, run: StagedRun, *, contacts: int, suppressed: int) -> dict:

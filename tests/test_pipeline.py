@@ -93,6 +93,28 @@ def test_an_event_id_already_in_the_ledger_fails_the_run(exports, warehouse_path
     assert "ledger_rows_are_well_formed" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("table", ["consent_status", "consent_violations"])
+def test_a_decision_written_twice_fails_the_run(exports, warehouse_path, monkeypatch, capsys, table):
+    """consent_status and consent_violations have no primary-key index (schema version 6): one row
+    per key is kept by construction and checked by an ERROR check (here: a range's rows of one table
+    written twice). The same night's rows pass the check when written once."""
+    import consent.warehouse as warehouse
+
+    real = warehouse.write_frame
+
+    def write_twice(con, name, frame, **kwargs):
+        real(con, name, frame, **kwargs)
+        if name == table:
+            real(con, name, frame, **kwargs)
+
+    monkeypatch.setattr(warehouse, "write_frame", write_twice)
+    capsys.readouterr()
+    assert run_cli(exports, warehouse_path) == 1
+    assert "opted_in_rows_have_evidence" in capsys.readouterr().out
+    monkeypatch.setattr(warehouse, "write_frame", real)
+    assert run_cli(exports, warehouse_path, "--full") == 0
+
+
 def _nights(exports: Path) -> list[list[str]]:
     """The channel folders in two nights: the first half, then the rest."""
     folders = sorted(p.name for p in exports.iterdir() if p.is_dir())
