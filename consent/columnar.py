@@ -20,6 +20,7 @@ import polars as pl
 
 from consent.channels.base import FileRead
 from consent.channels.csv_export import PY_WHITESPACE, CsvTable
+from consent.channels.whatsapp_webhook import WebhookTable, in_item_order, item_order
 from consent.events import (
     CANONICAL_CSV_COLUMNS,
     EVENT_SCHEMA,
@@ -35,6 +36,7 @@ from consent.events import (
     parse_timestamp,
     phone_keys,
 )
+from consent.schema import LINK_SCHEMA, QUARANTINE_SCHEMA, SEND_SCHEMA, SKIPPED_SCHEMA
 from consent.phones import PhoneBook
 
 _ASCII = r"^[\x00-\x7f]*$"
@@ -47,6 +49,10 @@ def _strip(expr: pl.Expr) -> pl.Expr:
 def phone_pairs(read: FileRead, ctx: FileContext) -> set[tuple[str, str | None]]:
     """Every (raw, region hint) pair the file's rows are normalised by."""
     pairs = {key for row in read.rows for key in phone_keys(row, ctx)}
+    if read.webhook is not None and read.webhook.height:
+        # Every ordinary item needs its own number (a message's sender, a status's recipient).
+        hint = ctx.default_region.upper() if ctx.default_region else None
+        pairs.update((raw, hint) for raw in read.webhook.frame.get_column("phone").unique().to_list())
     if read.table is not None and read.table.height:
         frame = _canonical(read.table, ctx).select("phone", "hint").unique().collect()
         pairs.update((raw, hint or None) for raw, hint in frame.iter_rows())
@@ -110,11 +116,17 @@ def build_file(
     rows = list(read.rows)
     table = read.table
     fast = None
+    if read.webhook is not None and read.webhook.height:
+        items, slow_positions = _build_webhook_table(read.webhook, ctx, phones, purposes, ingested_at, run_id)
+        rows.extend(read.webhook.source_rows(slow_positions))
+        rows.sort(key=lambda r: item_order(r.line, r.pointer))  # the rows' results in file order, as the fast ones
     if table is not None and table.height:
         fast, slow_positions = _build_table(table, ctx, phones, purposes, ingested_at, run_id)
         rows.extend(table.source_rows(slow_positions))
     lookup = phones.lookup({key for row in rows for key in phone_keys(row, ctx)})
     built = build_events(rows, ctx, lookup, purposes, ingested_at, run_id)
+    if read.webhook is not None and read.webhook.height:
+        return _merged(items, built)
     if table is None:
         return built
     in_file_order = ("source_line", "source_pointer")
@@ -194,6 +206,96 @@ def _build_table(
         *(pl.lit(None, dtype=pl.Utf8).alias(c) for c in ("whatsapp_user_id", "parent_user_id", "changed_to")),
     )
     return events.cast(EVENT_SCHEMA), slow
+
+
+def _build_webhook_table(
+    table: WebhookTable, ctx: FileContext, phones: PhoneBook, purposes: list[str], ingested_at: datetime, run_id: str
+) -> tuple[BuiltBatch, list[int]]:
+    """Events (messages), skipped items and sends (statuses) of a webhook read's ordinary items, and the
+    positions of the items left to `build_events`: a number that is not valid, a `phone_number_id`
+    no business claims, a purpose the policy does not know (what the row path warns or rejects on)."""
+    hint = ctx.default_region.upper() if ctx.default_region else None
+    frame = table.frame.with_row_index("position").with_columns(hint=pl.lit(hint or "", dtype=pl.Utf8))
+    book = phones.frame.rename({"phone_raw": "phone", "country_hint": "hint"})
+    frame = frame.join(book, on=["phone", "hint"], how="left", maintain_order="left")
+    if ctx.number_businesses is None:
+        business = pl.lit(ctx.business, dtype=pl.Utf8)
+    else:  # as `events.business_of`: the number's business; an unclaimed number goes to the row path
+        business = pl.when(pl.col("phone_number_id").is_null()).then(pl.lit(ctx.business)).otherwise(
+            pl.col("phone_number_id").replace_strict(ctx.number_businesses, default=None, return_dtype=pl.Utf8))
+    frame = frame.with_columns(business=business)
+    # A message's purposes as the row path reads them (`_lenient`: for an opt-out an unknown purpose is
+    # a warning, which the row path writes): each distinct value once; a value that does not parse
+    # cleanly goes to the row path.
+    frame = _parsed(frame.with_columns(purposes=pl.col("purposes").fill_null("")), "purposes",
+                    lambda v: parse_purposes(v, purposes), pl.List(pl.Utf8))
+    is_message = pl.col("skip_reason").is_null()
+    ordinary = pl.col("phone_e164").is_not_null() & pl.col("business").is_not_null() & (
+        ~is_message | pl.col("purposes__ok"))
+    frame = frame.with_columns(ordinary=ordinary.fill_null(False))
+    slow = frame.filter(~pl.col("ordinary")).get_column("position").to_list()
+    good = frame.filter(pl.col("ordinary"))
+    source = [pl.lit(ctx.source_file).alias("source_file"), pl.col("line").alias("source_line"),
+              pl.col("pointer").alias("source_pointer")]
+    lineage = [pl.lit(ingested_at, dtype=pl.Datetime("us")).alias("ingested_at"), pl.lit(run_id).alias("run_id")]
+
+    messages = good.filter(is_message)
+    ids = pl.Series("event_id", [event_id(ctx.channel, i) for i in messages.get_column("identity").to_list()], dtype=pl.Utf8)
+    events = messages.with_columns(event_id=ids).select(
+        "event_id",
+        pl.lit(ctx.channel).alias("channel"),
+        "event_type",
+        pl.col("phone").alias("phone_raw"),
+        pl.lit(hint, dtype=pl.Utf8).alias("country_hint"),
+        "phone_e164",
+        "phone_region",
+        "phone_type",
+        pl.col("purposes__value").alias("purposes"),
+        "occurred_at",
+        "consent_method",
+        pl.lit(None, dtype=pl.Utf8).alias("notice_version"),
+        pl.lit(None, dtype=pl.Boolean).alias("checkbox_pre_ticked"),
+        pl.lit(None, dtype=pl.Boolean).alias("bundled_with_terms"),
+        pl.lit("organic").alias("acquisition_source"),
+        "evidence_ref",
+        *source[:1], *source[1:],
+        pl.lit(ctx.file_hash).alias("file_hash"),
+        *lineage,
+        pl.lit([], dtype=pl.List(pl.Utf8)).alias("warnings"),
+        "business",
+        *(pl.lit(None, dtype=pl.Utf8).alias(c) for c in ("whatsapp_user_id", "parent_user_id", "changed_to")),
+    )
+    statuses = good.filter(~is_message)
+    skipped_ids = [event_id(ctx.channel, f"{ctx.file_hash}\x1f{line}\x1f{pointer}")
+                   for line, pointer in statuses.select("line", "pointer").iter_rows()]
+    skipped = statuses.with_columns(quarantine_id=pl.Series(skipped_ids, dtype=pl.Utf8)).select(
+        "quarantine_id", pl.lit(ctx.channel).alias("channel"), *source, pl.lit(ctx.file_hash).alias("file_hash"),
+        pl.col("raw").alias("raw_row"), pl.col("skip_reason").alias("reason"), *lineage,
+    )
+    sends = statuses.filter(pl.col("message_id") != "").select(
+        "message_id", "status", pl.col("occurred_at").alias("status_at"), pl.col("phone_e164").alias("recipient_e164"),
+        "pricing_category", "error_codes", *source, *lineage, "business",
+        pl.lit(None, dtype=pl.Utf8).alias("recipient_user_id"),
+    )
+    built = BuiltBatch(
+        events=events.cast(EVENT_SCHEMA),
+        quarantine=pl.DataFrame(schema=QUARANTINE_SCHEMA),
+        skipped=skipped.select(list(SKIPPED_SCHEMA)).cast(SKIPPED_SCHEMA),
+        sends=sends.select(list(SEND_SCHEMA)).cast(SEND_SCHEMA),
+        links=pl.DataFrame(schema=LINK_SCHEMA),
+    )
+    return built, slow
+
+
+def _merged(fast: BuiltBatch, slow: BuiltBatch) -> BuiltBatch:
+    """The two builds of one read's items, each frame in the items' file order (the row path's)."""
+    def both(name: str) -> pl.DataFrame:
+        a, b = getattr(fast, name), getattr(slow, name)
+        if not a.height or not b.height:
+            return a if a.height else b
+        return in_item_order(pl.concat([a, b], how="vertical"))
+
+    return BuiltBatch(**{name: both(name) for name in ("events", "quarantine", "skipped", "sends", "links")})
 
 
 __all__ = ["build_file", "phone_pairs"]

@@ -7,6 +7,7 @@ and the column-wise CSV builder must give exactly what the row-by-row
 reference gives.
 """
 
+import json
 import os
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from consent.channels.base import FileRead
 from consent.channels.csv_export import read_csv, read_csv_parts
 from consent.channels.whatsapp_webhook import WholeFile, read_webhook_parts, read_webhooks
 from consent.columnar import build_file, phone_pairs
-from consent.events import FileContext, build_events, phone_key
+from consent.events import FileContext, build_events, phone_key, phone_keys
 from consent.phones import PhoneBook, normalise
 from consent.policy import ChannelConfig, Policy
 
@@ -139,20 +140,51 @@ def test_fuzz_webhook_adapter_never_raises_and_conserves_rows(data, suffix):
     ctx = FileContext(channel="whatsapp", source_file="whatsapp/fuzz" + suffix, file_hash="f")
     whole = read_webhooks(data, ctx, Policy(), suffix)
     conserved(whole.rows, ctx)
-    # Read in parts of one or two payloads (a JSON array decoded element by element), the file gives
-    # exactly the same rows, or the streaming reader hands back the whole read.
-    for size in (1, 2):
-        assert [_row(r) for r in streamed(data, ctx, suffix, size)] == [_row(r) for r in whole.rows]
+    # Read in parts of one or two payloads (a JSON array decoded element by element), with ordinary
+    # items in columns or not, the file gives exactly the same rows, or the streaming reader hands
+    # back the whole read; and the column-wise build of its parts equals the row-by-row reference.
+    for size in (1, 2, 10_000):
+        for columnar in (True, False):
+            assert [_webhook_row(r) for r in streamed(data, ctx, suffix, size, columnar)] == [
+                _webhook_row(r) for r in whole.rows]
+    for business in (None, {"106540352242922": "acme"}):
+        ctx.number_businesses = business
+        same_webhook_build(data, ctx, suffix, whole)
 
 
-def streamed(data: bytes, ctx: FileContext, suffix: str, size: int) -> list:
+def _webhook_row(r):
+    return (*_row(r), r.occurred_at, r.send, r.links, r.phone_number_id)
+
+
+def streamed(data: bytes, ctx: FileContext, suffix: str, size: int, columnar: bool = True) -> list:
     rows = []
     try:
-        for part in read_webhook_parts(data, ctx, Policy(), suffix, part_payloads=size):
-            rows.extend(part.rows)
+        for part in read_webhook_parts(data, ctx, Policy(), suffix, part_payloads=size, columnar=columnar):
+            rows.extend(part.all_rows())
     except WholeFile as whole:
         return whole.read.rows
     return rows
+
+
+WEBHOOK_PURPOSES = (["marketing", "utility"], ["utility"])  # the second: Policy's marketing purpose unknown
+
+
+def same_webhook_build(data: bytes, ctx: FileContext, suffix: str, whole: FileRead) -> None:
+    """Parts read with ordinary items in columns, built column-wise, equal the whole file's rows
+    built one by one: events, quarantine, skipped items, sends and links, row for row, in order."""
+    try:
+        parts = list(read_webhook_parts(data, ctx, Policy(), suffix, part_payloads=3))
+    except WholeFile as whole_file:
+        parts = [whole_file.read]
+    pairs = {key for r in whole.rows for key in phone_keys(r, ctx)}
+    phones = PhoneBook.of_pairs(pairs | {key for p in parts for key in phone_pairs(p, ctx)})
+    for purposes in WEBHOOK_PURPOSES:
+        want = build_events(whole.rows, ctx, phones.lookup(), purposes, datetime(2026, 11, 10), "fuzz")
+        built = [build_file(p, ctx, phones, purposes, datetime(2026, 11, 10), "fuzz") for p in parts]
+        for name in ("events", "quarantine", "skipped", "sends", "links"):
+            got = pl.concat([getattr(b, name) for b in built], how="vertical")
+            assert got.schema == getattr(want, name).schema, name
+            assert got.to_dicts() == getattr(want, name).to_dicts(), name
 
 
 def _parses(line: str) -> bool:
@@ -173,7 +205,10 @@ def test_webhook_files_read_in_parts_equal_the_whole_read():
         data = path.read_bytes()
         ctx = FileContext(channel="whatsapp", source_file=path.name, file_hash="f")
         whole = read_webhooks(data, ctx, Policy(), path.suffix)
-        assert [_row(r) for r in streamed(data, ctx, path.suffix, 1)] == [_row(r) for r in whole.rows], path
+        assert [_webhook_row(r) for r in streamed(data, ctx, path.suffix, 1)] == [_webhook_row(r) for r in whole.rows], path
+        for business in (None, {"106540352242922": "acme"}):
+            ctx.number_businesses = business
+            same_webhook_build(data, ctx, path.suffix, whole)
         if path.suffix == ".jsonl":  # its well-formed payloads as one JSON array
             lines = [l for l in data.decode("utf-8-sig").splitlines() if l.strip() and _parses(l)]
             array = ("[\n" + ",\n".join(lines) + "\n]").encode()
@@ -204,3 +239,74 @@ def test_python_whitespace_constant_is_what_str_strip_removes():
     from consent.channels.csv_export import PY_WHITESPACE
 
     assert PY_WHITESPACE == "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
+
+
+# Webhook items as Meta posts them, ordinary and not: what the column reader must route right.
+_NUMBERS = ["4915112345678", "447400123456", "12", "+4915112345678", " 4915112345678 ", "", None, 4915112345678]
+_IDS = ["wamid.A1", "wamid.B2", " wamid.C3 ", "  ", "", None, 7]
+_TIMES = ["1762300800", 1762300860, "", None, "yesterday", " 1762300920 "]
+_USERS = [None, "US.13491208655302741918", "bad user id"]
+
+
+@st.composite
+def webhook_item(draw):
+    """A message or status item, from mostly ordinary to odd (wrong types, no id, BSUIDs, 131050)."""
+    maybe = lambda key, values: {key: draw(st.sampled_from(values))} if draw(st.booleans()) else {}  # noqa: E731
+    if draw(st.booleans()):
+        kind = draw(st.sampled_from(["text", "button", "interactive", "image", "system", None]))
+        item = {"type": kind, **maybe("from", _NUMBERS), **maybe("id", _IDS), **maybe("timestamp", _TIMES)}
+        item.update(maybe("from_user_id", _USERS))
+        if kind == "text":
+            item["text"] = draw(st.sampled_from([{"body": "STOP"}, {"body": " start "}, {"body": "Hi"}, {}, "STOP"]))
+        elif kind == "button":
+            item["button"] = draw(st.sampled_from([{"text": "Stop promotions"}, {"payload": "STOP"}, {"text": "More"}]))
+        elif kind == "interactive":
+            item["interactive"] = {"button_reply": {"id": "x", "title": draw(st.sampled_from(["Stop promotions", "Yes"]))}}
+        elif kind == "system":
+            item["system"] = draw(st.sampled_from([
+                {"type": "user_changed_number", "wa_id": "447400123456"},
+                {"type": "user_preference_changed", "value": "stop"},
+            ]))
+        return "messages", item
+    item = {"status": draw(st.sampled_from(["sent", "delivered", "read", "failed", None])),
+            **maybe("recipient_id", _NUMBERS), **maybe("id", _IDS), **maybe("timestamp", _TIMES)}
+    item.update(maybe("recipient_user_id", _USERS))
+    item.update(maybe("errors", [[{"code": 131050}], [{"code": "131050"}], [{"code": 131049}], ["x"]]))
+    item.update(maybe("pricing", [{"category": "marketing"}, {}, "marketing"]))
+    return "statuses", item
+
+
+@st.composite
+def webhook_file(draw):
+    payloads = []
+    for _ in range(draw(st.integers(1, 4))):
+        changes = []
+        for _ in range(draw(st.integers(1, 3))):
+            value = {"messaging_product": "whatsapp"}
+            number_id = draw(st.sampled_from(["106540352242922", "999", None, 5]))
+            if number_id is not None:
+                value["metadata"] = {"phone_number_id": number_id}
+            if draw(st.booleans()):
+                value["contacts"] = [{"wa_id": draw(st.sampled_from(_NUMBERS[:2])),
+                                      **({"user_id": _USERS[1]} if draw(st.booleans()) else {})}]
+            for key, item in draw(st.lists(webhook_item(), max_size=5)):
+                value.setdefault(key, []).append(item)
+            changes.append({"field": "messages", "value": value})
+        payloads.append({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": changes}]})
+    if draw(st.booleans()):
+        return "\n".join(json.dumps(p) for p in payloads).encode(), ".jsonl"
+    return json.dumps(payloads).encode(), ".json"
+
+
+@FUZZ
+@given(webhook_file(), st.sampled_from([None, {"106540352242922": "acme"}]), st.sampled_from([None, "de"]))
+def test_fuzz_webhook_items_read_in_columns_build_like_the_row_reader(file, businesses, region):
+    """Generated webhook files (ordinary items among odd ones, several changes and entries): the column
+    reader gives the row reader's rows, and its build the row-by-row build, row for row and in order."""
+    data, suffix = file
+    ctx = FileContext(channel="whatsapp", source_file="whatsapp/gen" + suffix, file_hash="g",
+                      default_region=region, number_businesses=businesses)
+    whole = read_webhooks(data, ctx, Policy(), suffix)
+    for size in (1, 10_000):
+        assert [_webhook_row(r) for r in streamed(data, ctx, suffix, size)] == [_webhook_row(r) for r in whole.rows]
+    same_webhook_build(data, ctx, suffix, whole)

@@ -39,6 +39,8 @@ import re
 from datetime import datetime, timezone
 from typing import Iterator
 
+import polars as pl
+
 from consent.channels.base import FileRead
 from consent.events import FileContext, SourceRow, raw_json
 from consent.phones import wa_id_to_raw
@@ -96,6 +98,23 @@ class _ItemReader:
         self.resume_keywords = policy.all_resume_keywords
 
     def message(self, msg: dict, line: int, pointer: str, contacts: list[dict]) -> SourceRow:
+        fields, links, skip, sender = self.message_fields(msg, contacts)
+        msg_id = str(msg.get("id") or "")
+        return SourceRow(
+            line=line,
+            raw=raw_json(msg),
+            identity=f"message\x1f{msg_id}" if msg_id else f"message\x1f{raw_json(msg)}",
+            fields=fields,
+            pointer=pointer,
+            occurred_at=_timestamp(msg.get("timestamp")),
+            error=None if sender else "message without sender (from, from_user_id)",
+            skip_reason=skip,
+            links=links,
+        )
+
+    def message_fields(self, msg: dict, contacts: list[dict]) -> tuple[dict[str, str | None], list[dict], str | None, bool]:
+        """A message's canonical fields, identifier links, skip reason and whether it names its sender
+        (the row reader and the column reader both use this)."""
         msg_id = str(msg.get("id") or "")
         kind = str(msg.get("type") or "unknown")
         skip = None
@@ -147,17 +166,7 @@ class _ItemReader:
                     fields.update(event_type="resume", purposes=self.marketing, consent_method="whatsapp_settings")
                 elif "stop" in value:
                     fields.update(event_type="opt_out", purposes=self.marketing, consent_method="whatsapp_settings")
-        return SourceRow(
-            line=line,
-            raw=raw_json(msg),
-            identity=f"message\x1f{msg_id}" if msg_id else f"message\x1f{raw_json(msg)}",
-            fields=fields,
-            pointer=pointer,
-            occurred_at=_timestamp(msg.get("timestamp")),
-            error=None if phone or user or parent else "message without sender (from, from_user_id)",
-            skip_reason=skip,
-            links=links,
-        )
+        return fields, links, skip, bool(phone or user or parent)
 
     @staticmethod
     def _reply_label(msg: dict) -> str:
@@ -169,40 +178,51 @@ class _ItemReader:
         return keyword_key(str(reply.get("title") or reply.get("id") or ""))
 
     def status(self, status: dict, line: int, pointer: str, contacts: list[dict]) -> SourceRow:
+        fields, send, skip, occurred_at = self.status_fields(status, contacts)
+        return SourceRow(
+            line=line,
+            raw=raw_json(status),
+            identity=f"status\x1f{status.get('id')}\x1f{send['status']}\x1f{status.get('timestamp')}",
+            links=[{"phone": fields["phone"] or None, "user_id": fields["whatsapp_user_id"],
+                    "parent_user_id": fields["parent_user_id"]}],
+            fields=fields,
+            pointer=pointer,
+            occurred_at=occurred_at,
+            send=send,
+            skip_reason=skip,
+        )
+
+    def status_fields(self, status: dict, contacts: list[dict]) -> tuple[dict[str, str | None], dict, str | None, datetime | None]:
+        """A status's canonical fields (an opt-out if it is error 131050), its send record, skip reason
+        and time (the row reader and the column reader both use this)."""
         state = str(status.get("status") or "unknown")
         codes = {e.get("code") for e in status.get("errors") or [] if isinstance(e, dict)}
         recipient = _contact_of(contacts, status.get("recipient_id"), status.get("recipient_user_id"))
         phone = wa_id_to_raw(status.get("recipient_id") or recipient.get("wa_id"))
         user = _text(status.get("recipient_user_id") or recipient.get("user_id"))
         parent = _text(status.get("recipient_parent_user_id") or recipient.get("parent_user_id"))
-        row = SourceRow(
-            line=line,
-            raw=raw_json(status),
-            identity=f"status\x1f{status.get('id')}\x1f{state}\x1f{status.get('timestamp')}",
-            links=[{"phone": phone or None, "user_id": user, "parent_user_id": parent}],
-            fields={
-                "phone": phone,
-                "whatsapp_user_id": user,
-                "parent_user_id": parent,
-                "event_type": "opt_out",
-                "purposes": self.marketing,
-                "evidence_ref": str(status.get("id") or "") or None,
-                "consent_method": "send_error_131050",
-            },
-            pointer=pointer,
-            occurred_at=_timestamp(status.get("timestamp")),
-            # Every status is also a record of a business-sent message, for the send audit.
-            send={
-                "message_id": str(status.get("id") or ""),
-                "status": state,
-                "pricing_category": str((status.get("pricing") or {}).get("category") or "") or None,
-                "recipient_user_id": user,
-                "error_codes": sorted(int(c) for c in codes if str(c).isdigit()),
-            },
-        )
+        fields: dict[str, str | None] = {
+            "phone": phone,
+            "whatsapp_user_id": user,
+            "parent_user_id": parent,
+            "event_type": "opt_out",
+            "purposes": self.marketing,
+            "evidence_ref": str(status.get("id") or "") or None,
+            "consent_method": "send_error_131050",
+        }
+        occurred_at = _timestamp(status.get("timestamp"))
+        # Every status is also a record of a business-sent message, for the send audit.
+        send = {
+            "message_id": str(status.get("id") or ""),
+            "status": state,
+            "pricing_category": str((status.get("pricing") or {}).get("category") or "") or None,
+            "recipient_user_id": user,
+            "error_codes": sorted(int(c) for c in codes if str(c).isdigit()),
+        }
+        skip = None
         if not (state == "failed" and (MARKETING_OPT_OUT_ERROR in codes or str(MARKETING_OPT_OUT_ERROR) in codes)):
-            row.skip_reason = f"message status {state!r} is not a consent event"
-        return row
+            skip = f"message status {state!r} is not a consent event"
+        return fields, send, skip, occurred_at
 
     def preference(self, pref: dict, line: int, pointer: str, contacts: list[dict]) -> SourceRow:
         value = str(pref.get("value") or "").lower()
@@ -298,27 +318,34 @@ class WholeFile(Exception):
 
 
 def read_webhook_parts(
-    data: bytes, ctx: FileContext, policy: Policy, suffix: str, part_payloads: int = PART_PAYLOADS
+    data: bytes, ctx: FileContext, policy: Policy, suffix: str, part_payloads: int = PART_PAYLOADS,
+    columnar: bool = True,
 ) -> Iterator[FileRead]:
     """The items of the file in parts of `part_payloads` payloads, in file order: together exactly
     `read_webhooks` (a fuzz test holds them equal). A JSONL file is cut between lines; a JSON array
-    is decoded element by element. Raises `WholeFile` when the document turns out malformed."""
+    is decoded element by element. Raises `WholeFile` when the document turns out malformed.
+
+    With `columnar`, ordinary items go into each part's `webhook` table (`WebhookTable`) instead
+    of one `SourceRow` each; `FileRead.all_rows` gives them back as the row reader reads them."""
     reader = _ItemReader(policy)
     rows: list[SourceRow] = []
+    table = _TableBuilder(reader) if columnar else None
     count = 0
     yielded = False
     try:
-        for line, payload, error in _payload_stream(data, suffix):
-            _read_payload(reader, rows, line, payload, error)
+        for line, payload, error, source in _payload_stream(data, suffix):
+            if table is not None:
+                table.begin(source)
+            _read_payload(reader, rows, line, payload, error, table)
             count += 1
             if count >= part_payloads:
-                yield FileRead(rows=rows)
+                yield FileRead(rows=rows, webhook=table.done() if table else None)
                 yielded = True
                 rows, count = [], 0
     except _Malformed:
         raise WholeFile(read_webhooks(data, ctx, policy, suffix)) from None
-    if rows or not yielded:
-        yield FileRead(rows=rows)
+    if rows or not yielded or (table and table.rows):
+        yield FileRead(rows=rows, webhook=table.done() if table else None)
 
 
 class _Malformed(Exception):
@@ -329,12 +356,12 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _LINE_CHUNK = 8 * 1024 * 1024
 
 
-def _payload_stream(data: bytes, suffix: str) -> Iterator[tuple[int, object, str | None]]:
-    """`_payloads`, lazily."""
+def _payload_stream(data: bytes, suffix: str) -> Iterator[tuple[int, object, str | None, str]]:
+    """`_payloads`, lazily, each with the text it was decoded from."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        yield 1, None, "webhook file is not UTF-8"
+        yield 1, None, "webhook file is not UTF-8", ""
         return
     if suffix == ".jsonl":
         number = 0
@@ -343,17 +370,18 @@ def _payload_stream(data: bytes, suffix: str) -> Iterator[tuple[int, object, str
             if not line.strip():
                 continue
             try:
-                yield number, json.loads(line), None
+                yield number, json.loads(line), None, line
             except json.JSONDecodeError as exc:
-                yield number, line, f"malformed JSON line: {exc.msg}"
+                yield number, line, f"malformed JSON line: {exc.msg}", line
             except RecursionError:
-                yield number, line[:4096], TOO_DEEP.format(what="line")
+                yield number, line[:4096], TOO_DEEP.format(what="line"), line
         return
     if not text.strip():
         return
     start = _WHITESPACE.match(text, 0).end()
     if text[start] != "[":
-        yield from _payloads(data, suffix)  # one document, not an array: nothing to stream
+        for number, payload, error in _payloads(data, suffix):  # one document, not an array: nothing to stream
+            yield number, payload, error, text
         return
     decoder = json.JSONDecoder()
     try:
@@ -361,9 +389,10 @@ def _payload_stream(data: bytes, suffix: str) -> Iterator[tuple[int, object, str
         number = 0
         if text[at] != "]":
             while True:
-                payload, at = decoder.raw_decode(text, at)
+                payload, end = decoder.raw_decode(text, at)
                 number += 1
-                yield number, payload, None
+                yield number, payload, None, text[at:end]
+                at = end
                 at = _WHITESPACE.match(text, at).end()
                 if text[at] == ",":
                     at = _WHITESPACE.match(text, at + 1).end()
@@ -388,14 +417,17 @@ def _lines(text: str) -> Iterator[str]:
         at = end
 
 
-def _read_payload(reader: "_ItemReader", rows: list[SourceRow], line: int, payload: object, error: str | None) -> None:
-    """The rows of one payload (a line of JSONL, an element of a JSON array), appended to `rows`."""
+def _read_payload(reader: "_ItemReader", rows: list[SourceRow], line: int, payload: object, error: str | None,
+                  table: "_TableBuilder | None" = None) -> None:
+    """The rows of one payload (a line of JSONL, an element of a JSON array), appended to `rows`
+    (its ordinary items to `table`, when given)."""
     if error:
         rows.append(SourceRow(line=line, raw=str(payload)[:4096], identity="", error=error))
         return
     if not isinstance(payload, dict) or payload.get("object") != "whatsapp_business_account":
         rows.append(SourceRow(line=line, raw=raw_json(payload)[:4096], identity="", error="not a WhatsApp Business webhook payload"))
         return
+    tabled = len(table.rows) if table is not None else 0
     before = len(rows)
     for e, entry in enumerate(_list(payload.get("entry"))):
         for c, change in enumerate(_list(entry.get("changes") if isinstance(entry, dict) else None)):
@@ -413,6 +445,9 @@ def _read_payload(reader: "_ItemReader", rows: list[SourceRow], line: int, paylo
                         rows.append(SourceRow(line=line, raw=raw_json(item)[:4096], identity="", pointer=pointer, error=f"malformed webhook item in {key}"))
                         continue
                     try:
+                        if table is not None and key != "user_preferences" and table.add(
+                                key, item, line, pointer, contacts, number_id):
+                            continue
                         rows.append(read_item(item, line, pointer, contacts))
                     except (AttributeError, TypeError, ValueError):  # a field of the wrong JSON type
                         rows.append(SourceRow(line=line, raw=raw_json(item)[:4096], identity="", pointer=pointer, error=f"malformed webhook item in {key}"))
@@ -420,7 +455,134 @@ def _read_payload(reader: "_ItemReader", rows: list[SourceRow], line: int, paylo
                 rows.extend(user_id_updates(value, line, base))
             for row in rows[first:]:
                 row.phone_number_id = None if number_id is None else str(number_id)
-    if len(rows) == before:
+    if len(rows) == before and (table is None or len(table.rows) == tabled):
         rows.append(
             SourceRow(line=line, raw=raw_json(payload)[:4096], identity="", skip_reason="webhook payload without messages, statuses or user preferences")
         )
+
+
+# The column reader's table (one row per ordinary item; see `WebhookTable`).
+TABLE_SCHEMA = {
+    "line": pl.Int64, "pointer": pl.Utf8, "phone_number_id": pl.Utf8, "phone": pl.Utf8,
+    "event_type": pl.Utf8, "purposes": pl.Utf8, "consent_method": pl.Utf8, "evidence_ref": pl.Utf8,
+    "occurred_at": pl.Datetime("us"), "identity": pl.Utf8, "raw": pl.Utf8, "skip_reason": pl.Utf8,
+    "message_id": pl.Utf8, "status": pl.Utf8, "pricing_category": pl.Utf8, "error_codes": pl.List(pl.Int64),
+}
+
+
+class WebhookTable:
+    """The ordinary items of a webhook read, column by column: messages (not `system`) with an id and
+    a time, and statuses that are not an opt-out (error 131050), each naming its person by number
+    only (no BSUID or parent BSUID: those are validated and linked row by row).
+
+    Messages carry their canonical fields, statuses their send record and raw JSON (they become
+    skipped items). `consent.columnar` builds the table with Polars and leaves what it cannot
+    (an invalid number, an unclaimed `phone_number_id`, an unknown purpose) to `build_events`
+    through `source_rows`, which reads those items exactly as the row reader does."""
+
+    def __init__(self, reader: _ItemReader, rows: list[tuple], slots: list[int], sources: list[str]):
+        self.frame = pl.DataFrame(rows, schema=TABLE_SCHEMA, orient="row")
+        self._reader = reader
+        # Each row's payload, as text: decoded again only for a row the column build leaves to the row
+        # path (holding every item's parsed JSON instead costs the garbage collector ~40% of the read).
+        self._slots = slots
+        self._sources = sources
+
+    @property
+    def height(self) -> int:
+        return self.frame.height
+
+    def source_rows(self, positions: list[int] | None = None) -> list[SourceRow]:
+        """The items (all, or those at `positions`) as the row reader reads them."""
+        lines = self.frame.get_column("line").to_list()
+        pointers = self.frame.get_column("pointer").to_list()
+        number_ids = self.frame.get_column("phone_number_id").to_list()
+        payloads: dict[int, dict] = {}
+        out = []
+        for p in range(self.height) if positions is None else positions:
+            slot = self._slots[p]
+            if slot not in payloads:
+                payloads[slot] = json.loads(self._sources[slot])
+            e, c, key, i = _POINTER.match(pointers[p]).groups()
+            value = payloads[slot]["entry"][int(e)]["changes"][int(c)]["value"]
+            item = value[key][int(i)]
+            contacts = [x for x in _list(value.get("contacts")) if isinstance(x, dict)]
+            read = self._reader.message if key == "messages" else self._reader.status
+            row = read(item, lines[p], pointers[p], contacts)
+            row.phone_number_id = number_ids[p]
+            out.append(row)
+        return out
+
+
+class _TableBuilder:
+    def __init__(self, reader: _ItemReader):
+        self.reader = reader
+        self.rows: list[tuple] = []  # one tuple per item, in TABLE_SCHEMA order
+        self.slots: list[int] = []  # the payload of each row, in `sources`
+        self.sources: list[str] = []  # the text of each payload with a row
+        self._source, self._slot = "", None  # the payload being read, and its place in `sources` once it has a row
+
+    def begin(self, source: str) -> None:
+        """The next payload, decoded from `source`."""
+        self._source, self._slot = source, None
+
+    def add(self, key: str, item: dict, line: int, pointer: str, contacts: list[dict], number_id: object) -> bool:
+        """Put an ordinary item in the table; False for any other (the caller reads it as a row).
+        Raises what the row reader raises on the item (the caller makes it a malformed item)."""
+        if key == "messages":
+            fields, _links, skip, _sender = self.reader.message_fields(item, contacts)
+            msg_id = str(item.get("id") or "")
+            occurred_at = _timestamp(item.get("timestamp"))
+            if (str(item.get("type") or "") == "system" or skip is not None or not fields["phone"] or not msg_id
+                    or occurred_at is None or fields["whatsapp_user_id"] or fields["parent_user_id"]):
+                return False
+            values = (fields["phone"], fields["event_type"], fields.get("purposes"), fields.get("consent_method"),
+                      _text(fields["evidence_ref"]), occurred_at, f"message\x1f{msg_id}", None, None, None, None, None,
+                      None)
+        else:
+            fields, send, skip, occurred_at = self.reader.status_fields(item, contacts)
+            if skip is None or not fields["phone"] or fields["whatsapp_user_id"] or fields["parent_user_id"]:
+                return False
+            values = (fields["phone"], None, None, None, None, occurred_at, None, raw_json(item), skip,
+                      send["message_id"], send["status"], send["pricing_category"], send["error_codes"])
+        self.rows.append((line, pointer, None if number_id is None else str(number_id), *values))
+        if self._slot is None:
+            self.sources.append(self._source)
+            self._slot = len(self.sources) - 1
+        self.slots.append(self._slot)
+        return True
+
+    def done(self) -> WebhookTable:
+        """The table so far; the builder starts a new one."""
+        table = WebhookTable(self.reader, self.rows, self.slots, self.sources)
+        self.rows, self.slots, self.sources, self._slot = [], [], [], None
+        return table
+
+
+_POINTER = re.compile(r"^entry\[(\d+)\]\.changes\[(\d+)\]\.value\.(\w+)\[(\d+)\]$")
+# Within a change, the row reader reads messages, then statuses, then user preferences, then BSUID updates.
+_KEY_ORDER = {"messages": 0, "statuses": 1, "user_preferences": 2, "user_id_update": 3}
+
+
+def item_order(line: int, pointer: str | None) -> tuple[int, int, int, int, int]:
+    """Where an item stands in its file (the row reader's order): by line, then by pointer's numbers."""
+    found = _POINTER.match(pointer or "")
+    if found is None:
+        return (line, -1, -1, -1, -1)
+    return (line, int(found[1]), int(found[2]), _KEY_ORDER.get(found[3], 9), int(found[4]))
+
+
+def in_item_order(frame: pl.DataFrame) -> pl.DataFrame:
+    """A frame with `source_line` and `source_pointer`, sorted as `item_order` sorts (stable)."""
+    groups = pl.col("source_pointer").str.extract_groups(_POINTER.pattern)
+    keys = frame.select(
+        pl.col("source_line"),
+        groups.struct.field("1").cast(pl.Int64).fill_null(-1).alias("e"),
+        groups.struct.field("2").cast(pl.Int64).fill_null(-1).alias("c"),
+        groups.struct.field("3").replace_strict(_KEY_ORDER, default=9, return_dtype=pl.Int64)
+        .fill_null(-1).alias("k"),
+        groups.struct.field("4").cast(pl.Int64).fill_null(-1).alias("i"),
+    )
+    return frame.with_columns(keys.select(pl.all().name.prefix("__o_"))).sort(
+        ["__o_source_line", "__o_e", "__o_c", "__o_k", "__o_i"], maintain_order=True
+    ).drop("__o_source_line", "__o_e", "__o_c", "__o_k", "__o_i")
