@@ -47,6 +47,10 @@ def tree_rss_mb(pid: int, own: bool = False) -> float:
 def main() -> None:
     command = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
     options = sys.argv[1:sys.argv.index("--")] if "--" in sys.argv else []
+    if not command or command[0].startswith("-") or {"-h", "--help"} & set(options) or (
+            "--samples" in options and options.index("--samples") + 1 >= len(options)):
+        print(__doc__.strip(), file=sys.stderr)
+        sys.exit(0 if {"-h", "--help"} & set(sys.argv) else 2)
     samples = open(options[options.index("--samples") + 1], "w") if "--samples" in options else None
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
