@@ -1,26 +1,35 @@
 """Memory a run frees goes back to the system.
 
-A full run's publishing process reads the touched contacts' histories range by range into Polars
-frames, sends them to the worker processes and writes what they decide; each range's memory is
-freed once it is written. Polars allocates with jemalloc, which keeps freed pages mapped for reuse
-until a decay time has passed (Polars sets 0.5 s dirty, 1 s muzzy), so the process's resident
-memory stayed higher while DuckDB, in the same process, filled up to its own limit.
-`_RJEM_MALLOC_CONF` (read when Polars loads its library; Polars puts its defaults first and
-jemalloc takes an option's last value) makes the decay immediate. It is set here, before anything
-imports Polars (`consent` is imported first by the CLI and by the Dagster definitions); a value the
-deployment sets itself is kept as it is.
+A full run's publishing process reads the touched contacts' histories range by range, sends each
+to a worker process (pickled) and writes what comes back; every range's memory is freed once it is
+written. glibc's malloc raises its mmap threshold each time a large mmapped block is freed (up to
+32 MiB), so the next ranges' large buffers come from the heap instead, and freed heap memory goes
+back to the system only from the top of the heap: the process's resident memory kept growing while
+DuckDB, in the same process, filled up to its own limit. Setting the trim threshold explicitly
+(64 KiB) turns that adjustment off: large blocks stay mmapped and are returned when freed.
 
-glibc's trim threshold (64 KiB instead of its dynamic default) was measured too and saved nothing
-(README, Performance, the eighth part of issue 16); it is not set.
+Polars' own allocator (jemalloc, `_RJEM_MALLOC_CONF` decay 0) was measured too: no lower peak,
+5-7% slower; not set. Measured on the benchmark: README, Performance (the eighth part of issue 16).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import sys
 
-JEMALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
+TRIM_THRESHOLD_BYTES = 64 * 1024
+_M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter number
 
 
-def return_freed_memory() -> None:
-    """Make Polars' allocator give freed memory back at once (call before Polars is imported)."""
-    os.environ.setdefault("_RJEM_MALLOC_CONF", JEMALLOC_CONF)
+def return_freed_memory() -> bool:
+    """Set glibc's trim threshold (Linux with glibc, unless the environment sets
+    `MALLOC_TRIM_THRESHOLD_` itself); whether it was set."""
+    if not sys.platform.startswith("linux") or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt): nothing to set
+        return False
