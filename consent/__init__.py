@@ -8,7 +8,3 @@
 - `reconcile`: the consent state machine.
 - `warehouse`: DuckDB schema and the one-transaction publish.
 """
-
-from consent.memory import return_freed_memory as _return_freed_memory
-
-_return_freed_memory()  # before anything imports Polars (see consent/memory.py)
