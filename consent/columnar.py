@@ -51,7 +51,7 @@ def phone_pairs(read: FileRead, ctx: FileContext) -> set[tuple[str, str | None]]
     pairs = {key for row in read.rows for key in phone_keys(row, ctx)}
     if read.webhook is not None and read.webhook.height:
         # Every ordinary item needs its own number (a message's sender, a status's recipient).
-        hint = ctx.default_region.upper() if ctx.default_region else None
+        hint = _webhook_hint(ctx)
         pairs.update((raw, hint) for raw in read.webhook.frame.get_column("phone").unique().to_list())
     if read.table is not None and read.table.height:
         frame = _canonical(read.table, ctx).select("phone", "hint").unique().collect()
@@ -115,17 +115,18 @@ def build_file(
     """Canonical events, quarantine, skipped items and sends of one file read."""
     rows = list(read.rows)
     table = read.table
+    webhook = read.webhook if read.webhook is not None and read.webhook.height else None
     fast = None
-    if read.webhook is not None and read.webhook.height:
-        items, slow_positions = _build_webhook_table(read.webhook, ctx, phones, purposes, ingested_at, run_id)
-        rows.extend(read.webhook.source_rows(slow_positions))
+    if webhook is not None:
+        items, slow_positions = _build_webhook_table(webhook, ctx, phones, purposes, ingested_at, run_id)
+        rows.extend(webhook.source_rows(slow_positions))
         rows.sort(key=lambda r: item_order(r.line, r.pointer))  # the rows' results in file order, as the fast ones
     if table is not None and table.height:
         fast, slow_positions = _build_table(table, ctx, phones, purposes, ingested_at, run_id)
         rows.extend(table.source_rows(slow_positions))
     lookup = phones.lookup({key for row in rows for key in phone_keys(row, ctx)})
     built = build_events(rows, ctx, lookup, purposes, ingested_at, run_id)
-    if read.webhook is not None and read.webhook.height:
+    if webhook is not None:
         return _merged(items, built)
     if table is None:
         return built
@@ -214,7 +215,7 @@ def _build_webhook_table(
     """Events (messages), skipped items and sends (statuses) of a webhook read's ordinary items, and the
     positions of the items left to `build_events`: a number that is not valid, a `phone_number_id`
     no business claims, a purpose the policy does not know (what the row path warns or rejects on)."""
-    hint = ctx.default_region.upper() if ctx.default_region else None
+    hint = _webhook_hint(ctx)
     frame = table.frame.with_row_index("position").with_columns(hint=pl.lit(hint or "", dtype=pl.Utf8))
     book = phones.frame.rename({"phone_raw": "phone", "country_hint": "hint"})
     frame = frame.join(book, on=["phone", "hint"], how="left", maintain_order="left")
@@ -258,7 +259,7 @@ def _build_webhook_table(
         pl.lit(None, dtype=pl.Boolean).alias("bundled_with_terms"),
         pl.lit("organic").alias("acquisition_source"),
         "evidence_ref",
-        *source[:1], *source[1:],
+        *source,
         pl.lit(ctx.file_hash).alias("file_hash"),
         *lineage,
         pl.lit([], dtype=pl.List(pl.Utf8)).alias("warnings"),
@@ -285,6 +286,12 @@ def _build_webhook_table(
         links=pl.DataFrame(schema=LINK_SCHEMA),
     )
     return built, slow
+
+
+def _webhook_hint(ctx: FileContext) -> str | None:
+    """The region hint of a webhook item's number: the channel's default region (`events.phone_key`;
+    webhook items have no country field)."""
+    return ctx.default_region.upper() if ctx.default_region else None
 
 
 def _merged(fast: BuiltBatch, slow: BuiltBatch) -> BuiltBatch:
