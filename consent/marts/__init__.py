@@ -96,6 +96,12 @@ def _scope(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
         sql.run(con, "mart_scope", {"run_id": run_id})
     for view in ("messages", "contacts", "since"):
         con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{view} AS SELECT * FROM stg_mart_{view}")
+    # Also as a variable: a constant the optimiser can push below joins (a subquery it cannot).
+    con.execute("SET VARIABLE mart_since = (SELECT day FROM stg_mart_since)")
+    if table_exists(con, "consent_daily"):  # kept by an incremental build: the days before `mart_since`
+        con.execute("CREATE OR REPLACE TEMP VIEW mart_audience_before AS "
+                    "SELECT business, channel, purpose, sendable_audience FROM consent_daily "
+                    "WHERE day = getvariable('mart_since') - 1 AND sendable_audience > 0")
 
 
 def last_mode(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
@@ -146,6 +152,9 @@ def prepare(con: duckdb.DuckDBPyConnection, policy: Policy) -> None:
     con.execute("CREATE OR REPLACE TEMP VIEW mart_contacts AS "
                 "SELECT NULL::VARCHAR AS business, NULL::VARCHAR AS contact_id WHERE false")
     con.execute("CREATE OR REPLACE TEMP VIEW mart_since AS SELECT NULL::DATE AS day WHERE false")
+    con.execute("SET VARIABLE mart_since = NULL::DATE")
+    con.execute("CREATE OR REPLACE TEMP VIEW mart_audience_before AS SELECT NULL::VARCHAR AS business, "
+                "NULL::VARCHAR AS channel, NULL::VARCHAR AS purpose, NULL::BIGINT AS sendable_audience WHERE false")
     con.execute("SET VARIABLE opt_out_deadline_business_days = ?", [policy.opt_out_deadline_business_days])
     con.execute("SET VARIABLE renewal_notice_days = ?", [policy.renewal_notice_days])
     first, last = con.execute(

@@ -13,11 +13,11 @@ WITH transitions AS (
     FROM consent_status_history AS h
     LEFT JOIN consent_events AS decided ON decided.event_id = h.decided_by_event_id
     LEFT JOIN consent_events AS consent ON consent.event_id = h.consent_event_id
-    -- on an incremental build, only rows that count on the days rebuilt (consent/sql/mart_scope.sql):
-    -- begun on one of them, or still open at the end of the first
+    -- on an incremental build (consent/sql/mart_scope.sql), only the rows that begin or end on a day
+    -- rebuilt: the others count the same on every rebuilt day as on the day before the first
     WHERE NOT getvariable('mart_scoped')
-       OR coalesce(h.valid_to, TIMESTAMP '9999-12-31') >= (SELECT day FROM mart_since) + INTERVAL 1 DAY
-       OR h.valid_from >= (SELECT day FROM mart_since)
+       OR h.valid_from >= getvariable('mart_since')
+       OR h.valid_to >= getvariable('mart_since')
 ),
 
 changes AS (
@@ -40,7 +40,7 @@ days AS (
         (SELECT coalesce(max(as_of), current_date)::DATE FROM runs) + INTERVAL 1 DAY,
         INTERVAL 1 DAY
     )
-    WHERE NOT getvariable('mart_scoped') OR CAST(range AS DATE) >= (SELECT day FROM mart_since)
+    WHERE NOT getvariable('mart_scoped') OR CAST(range AS DATE) >= getvariable('mart_since')
 ),
 
 audience AS (
@@ -51,7 +51,31 @@ audience AS (
         ON t.status = 'opted_in'
         AND t.valid_from < d.day + INTERVAL 1 DAY
         AND coalesce(t.valid_to, TIMESTAMP '9999-12-31') >= d.day + INTERVAL 1 DAY
+    WHERE NOT getvariable('mart_scoped')
     GROUP BY ALL
+
+    UNION ALL
+
+    -- on an incremental build: the audience this mart holds for the day before the first rebuilt day
+    -- (`mart_audience_before`), plus, for each rebuilt day, every row that counts on it and did not
+    -- then, less every row that counted then and does not on it (only rows beginning or ending since)
+    SELECT day, business, channel, purpose, CAST(sum(n) AS BIGINT) AS sendable_audience
+    FROM (
+        SELECT d.day, b.business, b.channel, b.purpose, b.sendable_audience AS n
+        FROM days AS d, mart_audience_before AS b
+        UNION ALL
+        SELECT
+            d.day, t.business, t.consent_channel, t.purpose,
+            CAST(t.valid_from < d.day + INTERVAL 1 DAY
+                 AND coalesce(t.valid_to, TIMESTAMP '9999-12-31') >= d.day + INTERVAL 1 DAY AS INTEGER)
+            - CAST(t.valid_from < getvariable('mart_since')
+                   AND coalesce(t.valid_to, TIMESTAMP '9999-12-31') >= getvariable('mart_since') AS INTEGER)
+        FROM days AS d, transitions AS t
+        WHERE t.status = 'opted_in'
+    )
+    WHERE getvariable('mart_scoped')
+    GROUP BY ALL
+    HAVING sum(n) > 0
 ),
 
 final AS (

@@ -4,6 +4,12 @@ WITH opted_in AS (
     FROM consent_status AS s
     LEFT JOIN consent_events AS e ON e.event_id = s.event_id
     WHERE s.status = 'opted_in'
+      -- only consents that can lapse within the notice period: a purpose with a validity, given at
+      -- most the shortest validity before the last run's clock plus the notice period
+      AND s.purpose IN (SELECT purpose FROM consent_validity)
+      AND s.consent_at <= (SELECT max(as_of) FROM runs)
+          + to_days(CAST(getvariable('renewal_notice_days') AS INTEGER))
+          - to_days((SELECT min(CAST(days AS INTEGER)) FROM consent_validity))
 ),
 
 valid AS (
