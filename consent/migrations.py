@@ -156,6 +156,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE consent_violations__v6 RENAME TO consent_violations",
         ),
     ),
+    Migration(
+        7,
+        "ten million events on one machine: phone_cache keeps one row per key without a primary-key index "
+        "(its checkpoint rewrote the whole index every night; the insert adds only keys not cached)",
+        (
+            """CREATE TABLE phone_cache__v7 (
+                phone_raw VARCHAR NOT NULL, country_hint VARCHAR NOT NULL, metadata_version VARCHAR NOT NULL,
+                phone_e164 VARCHAR, phone_region VARCHAR, phone_type VARCHAR, invalid_reason VARCHAR)""",
+            "INSERT INTO phone_cache__v7 BY NAME SELECT * FROM phone_cache",
+            "DROP TABLE phone_cache",
+            "ALTER TABLE phone_cache__v7 RENAME TO phone_cache",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1].version if MIGRATIONS else 1
 

@@ -44,6 +44,10 @@ def known_files(con: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
     return {tuple(r) for r in con.execute("SELECT DISTINCT channel, file_hash FROM source_files").fetchall()}
 
 
+class DuplicateCacheKeys(RuntimeError):
+    """The phone cache holds a key more than once (it has no primary-key index since schema version 7)."""
+
+
 class PhoneCache:
     """Normalisations kept in the warehouse by (raw, hint, phonenumbers metadata version).
 
@@ -70,7 +74,7 @@ class PhoneCache:
         wanted = pl.DataFrame(
             {"phone_raw": [p[0] for p in pairs], "country_hint": [p[1] or "" for p in pairs]},
             schema={"phone_raw": pl.Utf8, "country_hint": pl.Utf8},
-        )
+        ).unique(maintain_order=True)  # a hint of None and of "" are one key
         with self.connect() as con:
             con.register("wanted_pairs", wanted)
             cached = con.execute(
@@ -82,6 +86,14 @@ class PhoneCache:
                 [METADATA_VERSION],
             ).pl()
             con.unregister("wanted_pairs")
+        twice = cached.height - cached.select("phone_raw", "country_hint").unique().height
+        if twice:
+            # Never taken silently: a number would be built into two events, or into two different numbers.
+            raise DuplicateCacheKeys(
+                f"the warehouse's phone cache holds {twice} key(s) of this run more than once "
+                f"(phone_raw, country_hint, metadata_version {METADATA_VERSION}); it is only a cache: "
+                "`DELETE FROM phone_cache` and run again, and every number is parsed afresh"
+            )
         missing = wanted.join(cached, on=["phone_raw", "country_hint"], how="anti", maintain_order="left")
         missing_pairs = [(raw, hint or None) for raw, hint in missing.iter_rows()]
         self.hits += cached.height
@@ -89,10 +101,11 @@ class PhoneCache:
         fresh = normalise_frame(missing_pairs, workers=self.workers, progress=self.progress)
         if fresh.height:
             with self.connect() as con:
-                con.register("fresh_phones", fresh.with_columns(metadata_version=pl.lit(METADATA_VERSION)))
-                con.execute(
-                    "INSERT OR IGNORE INTO phone_cache BY NAME SELECT * FROM fresh_phones"
-                )
+                rows = fresh.with_columns(metadata_version=pl.lit(METADATA_VERSION)).unique(
+                    ["phone_raw", "country_hint"], keep="first", maintain_order=True)
+                con.register("fresh_phones", rows)
+                # Only the keys the lookup above did not find (one writer: the run's lock), once each.
+                con.execute("INSERT INTO phone_cache BY NAME SELECT * FROM fresh_phones")
                 con.unregister("fresh_phones")
         return PhoneBook(pl.concat([cached.cast(PHONE_BOOK_SCHEMA), fresh], how="vertical"))
 

@@ -82,6 +82,11 @@ def test_an_old_warehouse_is_migrated_in_place_by_the_next_run_and_loses_nothing
         assert query(v1_warehouse, f"SELECT DISTINCT business FROM {table}") in ([("default",)], []), table
     assert query(v1_warehouse, "SELECT count(*) FROM consent_status WHERE contact_id IS DISTINCT FROM phone_e164") == [(0,)]
     assert query(v1_warehouse, "SELECT count(*) FROM identifier_links") == [(0,)]
+    # The phone cache keeps its rows, one per key, without its primary key (schema version 7).
+    cached = set(after["phone_cache"])
+    assert set(before["phone_cache"]) <= cached and len(cached) == len(after["phone_cache"])
+    assert query(v1_warehouse, "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'phone_cache' "
+                               "AND constraint_type = 'PRIMARY KEY'") == [(0,)]
 
 
 def test_reading_an_old_warehouse_says_how_to_migrate_it(v1_warehouse, capsys):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -91,6 +92,62 @@ def test_new_phonenumbers_metadata_version_invalidates_the_cache(exports, wareho
     run_cli(exports, warehouse_path)
     seconds = json.loads(query(warehouse_path, "SELECT step_seconds FROM runs ORDER BY published_at DESC LIMIT 1")[0][0])
     assert (seconds["phone_cache_hits"], seconds["phone_cache_misses"]) == (0, 1)
+
+
+CACHE_KEYS = ("SELECT count(*), count(DISTINCT (phone_raw, country_hint, metadata_version)), "
+              "count(*) FILTER (WHERE metadata_version = '99.0.0') FROM phone_cache")
+
+
+def test_the_phone_cache_keeps_one_row_per_key_without_an_index(exports, warehouse_path, monkeypatch):
+    """Schema version 7: no primary key on phone_cache; the insert adds only keys it does not hold,
+    whatever the run (a night repeating cached spellings beside new ones, a --full rerun, a new
+    metadata version)."""
+    import consent.warehouse
+
+    run_cli(exports, warehouse_path)
+    assert query(warehouse_path, "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'phone_cache' "
+                                 "AND constraint_type = 'PRIMARY KEY'") == [(0,)]
+    (first,) = query(warehouse_path, CACHE_KEYS)
+    assert first[0] == first[1] > 0
+    (exports / "web_form" / "again.csv").write_text(
+        "phone,event_type\n+49 151 1234 5678,opt_out\n+49 151 1234 5678,opt_out\n"
+        "+49 151 1234 5690,opt_out\n+49 151 1234 5690,opt_out\n0151 12345691,opt_out\n"
+    )
+    assert run_cli(exports, warehouse_path) == 0
+    assert run_cli(exports, warehouse_path, "--full") == 0
+    (rows, keys, _), = query(warehouse_path, CACHE_KEYS)
+    assert rows == keys == first[0] + 2  # two new spellings, each once
+    monkeypatch.setattr(consent.warehouse, "METADATA_VERSION", "99.0.0")  # the same spellings, parsed afresh
+    shutil.copy(exports / "web_form" / "again.csv", exports / "web_form" / "again_later.csv")
+    (exports / "web_form" / "again_later.csv").open("a").write("+49 151 1234 5692,opt_out\n")
+    assert run_cli(exports, warehouse_path) == 0
+    (rows, keys, newer), = query(warehouse_path, CACHE_KEYS)
+    assert rows == keys == first[0] + 2 + 4 and newer == 4
+
+
+def test_a_phone_cache_key_held_twice_stops_the_run_and_says_what_to_do(exports, warehouse_path, capsys):
+    """Without an index nothing in DuckDB refuses a second row for a key (written by hand, or by a
+    faulty tool): a lookup that meets one stops the run before any event is built from it."""
+    import duckdb
+
+    assert run_cli(exports, warehouse_path) == 0
+    con = duckdb.connect(str(warehouse_path))
+    con.execute("INSERT INTO phone_cache SELECT * REPLACE ('+4915100000000' AS phone_e164) FROM phone_cache "
+                "WHERE phone_raw = '+49 151 1234 5678'")
+    con.close()
+    events = query(warehouse_path, "SELECT count(*) FROM consent_events")
+    (exports / "web_form" / "again.csv").write_text("phone,event_type\n+49 151 1234 5678,opt_out\n")
+    capsys.readouterr()
+    assert run_cli(exports, warehouse_path) != 0
+    err = capsys.readouterr().err
+    assert "phone cache holds 1 key(s) of this run more than once" in err and "DELETE FROM phone_cache" in err
+    assert query(warehouse_path, "SELECT count(*) FROM consent_events") == events
+    assert query(warehouse_path, "SELECT count(*) FROM consent_events WHERE phone_e164 = '+4915100000000'") == [(0,)]
+    con = duckdb.connect(str(warehouse_path))
+    con.execute("DELETE FROM phone_cache")
+    con.close()
+    assert run_cli(exports, warehouse_path) == 0  # as the message says
+    assert query(warehouse_path, "SELECT count(*) FROM consent_events") == [(events[0][0] + 1,)]
 
 
 def test_failing_run_calls_the_alert_hook_and_writes_the_summary(exports, warehouse_path, tmp_path, capsys):
