@@ -43,6 +43,27 @@ days AS (
     WHERE NOT getvariable('mart_scoped') OR CAST(range AS DATE) >= getvariable('mart_since')
 ),
 
+audience_steps AS (
+    -- on an incremental build: per day from the first rebuilt one, opted-in rows beginning less ending
+    SELECT day, business, channel, purpose, sum(n) AS n
+    FROM (
+        SELECT CAST(valid_from AS DATE) AS day, business, consent_channel AS channel, purpose, 1 AS n
+        FROM transitions
+        WHERE getvariable('mart_scoped') AND status = 'opted_in' AND valid_from >= getvariable('mart_since')
+        UNION ALL
+        SELECT CAST(valid_to AS DATE), business, consent_channel, purpose, -1
+        FROM transitions
+        WHERE getvariable('mart_scoped') AND status = 'opted_in' AND valid_to >= getvariable('mart_since')
+    )
+    GROUP BY ALL
+),
+
+audience_groups AS (
+    SELECT business, channel, purpose FROM mart_audience_before WHERE getvariable('mart_scoped')
+    UNION
+    SELECT business, channel, purpose FROM audience_steps
+),
+
 audience AS (
     -- contacts opted in at the end of each day, by the channel of their consent
     SELECT d.day, t.business, t.consent_channel AS channel, t.purpose, count(*) AS sendable_audience
@@ -57,25 +78,22 @@ audience AS (
     UNION ALL
 
     -- on an incremental build: the audience this mart holds for the day before the first rebuilt day
-    -- (`mart_audience_before`), plus, for each rebuilt day, every row that counts on it and did not
-    -- then, less every row that counted then and does not on it (only rows beginning or ending since)
-    SELECT day, business, channel, purpose, CAST(sum(n) AS BIGINT) AS sendable_audience
+    -- (`mart_audience_before`), plus, from the first rebuilt day on, a running sum of the rows that
+    -- begin to count (+1 on the day they begin) and stop (-1 on the day they end): a row counts at
+    -- the end of day D when it began on or before D and ends after it
+    SELECT day, business, channel, purpose, CAST(sendable_audience AS BIGINT) AS sendable_audience
     FROM (
-        SELECT d.day, b.business, b.channel, b.purpose, b.sendable_audience AS n
-        FROM days AS d, mart_audience_before AS b
-        UNION ALL
         SELECT
-            d.day, t.business, t.consent_channel, t.purpose,
-            CAST(t.valid_from < d.day + INTERVAL 1 DAY
-                 AND coalesce(t.valid_to, TIMESTAMP '9999-12-31') >= d.day + INTERVAL 1 DAY AS INTEGER)
-            - CAST(t.valid_from < getvariable('mart_since')
-                   AND coalesce(t.valid_to, TIMESTAMP '9999-12-31') >= getvariable('mart_since') AS INTEGER)
-        FROM days AS d, transitions AS t
-        WHERE t.status = 'opted_in'
+            d.day, g.business, g.channel, g.purpose,
+            coalesce(b.sendable_audience, 0) + sum(coalesce(m.n, 0)) OVER (
+                PARTITION BY g.business, g.channel, g.purpose ORDER BY d.day
+            ) AS sendable_audience
+        FROM days AS d
+        CROSS JOIN audience_groups AS g
+        LEFT JOIN mart_audience_before AS b USING (business, channel, purpose)
+        LEFT JOIN audience_steps AS m USING (day, business, channel, purpose)
     )
-    WHERE getvariable('mart_scoped')
-    GROUP BY ALL
-    HAVING sum(n) > 0
+    WHERE sendable_audience > 0
 ),
 
 final AS (
