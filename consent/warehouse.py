@@ -101,10 +101,9 @@ class PhoneCache:
         fresh = normalise_frame(missing_pairs, workers=self.workers, progress=self.progress)
         if fresh.height:
             with self.connect() as con:
-                rows = fresh.with_columns(metadata_version=pl.lit(METADATA_VERSION)).unique(
-                    ["phone_raw", "country_hint"], keep="first", maintain_order=True)
-                con.register("fresh_phones", rows)
-                # Only the keys the lookup above did not find (one writer: the run's lock), once each.
+                con.register("fresh_phones", fresh.with_columns(metadata_version=pl.lit(METADATA_VERSION)))
+                # Only the keys the lookup above did not find, once each (`wanted` is unique; one
+                # writer: the run's lock).
                 con.execute("INSERT INTO phone_cache BY NAME SELECT * FROM fresh_phones")
                 con.unregister("fresh_phones")
         return PhoneBook(pl.concat([cached.cast(PHONE_BOOK_SCHEMA), fresh], how="vertical"))
