@@ -119,7 +119,8 @@ def test_the_phone_cache_keeps_one_row_per_key_without_an_index(exports, warehou
     assert rows == keys == first[0] + 2  # two new spellings, each once
     monkeypatch.setattr(consent.warehouse, "METADATA_VERSION", "99.0.0")  # the same spellings, parsed afresh
     shutil.copy(exports / "web_form" / "again.csv", exports / "web_form" / "again_later.csv")
-    (exports / "web_form" / "again_later.csv").open("a").write("+49 151 1234 5692,opt_out\n")
+    with (exports / "web_form" / "again_later.csv").open("a") as later:
+        later.write("+49 151 1234 5692,opt_out\n")
     assert run_cli(exports, warehouse_path) == 0
     (rows, keys, newer), = query(warehouse_path, CACHE_KEYS)
     assert rows == keys == first[0] + 2 + 4 and newer == 4

@@ -42,7 +42,7 @@ def purpose_of(name: str) -> str:
 
 
 # The rows an incremental build replaces: the same condition deletes them and restricts the rebuild.
-SINCE = "day >= (SELECT day FROM mart_since)"
+SINCE = "day >= getvariable('mart_since')"
 INCREMENTAL: dict[str, str] = {
     "consent_daily": SINCE,
     "violations_summary": SINCE,
@@ -89,14 +89,14 @@ def build(
 
 
 def _scope(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
-    """What the run changed (consent/sql/mart_scope.sql), computed once per run, as the temporary
-    views the marts read: `mart_messages`, `mart_contacts`, `mart_since`."""
+    """What the run changed (consent/sql/mart_scope.sql), computed once per run, as what the marts
+    read: the temporary views `mart_messages`, `mart_contacts`, and the variable `mart_since` (the
+    first day to rebuild: a constant the optimiser can push below joins, a subquery it cannot)."""
     if not (table_exists(con, "stg_mart_scope")
             and con.execute("SELECT run_id FROM stg_mart_scope").fetchone() == (run_id,)):
         sql.run(con, "mart_scope", {"run_id": run_id})
-    for view in ("messages", "contacts", "since"):
+    for view in ("messages", "contacts"):
         con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{view} AS SELECT * FROM stg_mart_{view}")
-    # Also as a variable: a constant the optimiser can push below joins (a subquery it cannot).
     con.execute("SET VARIABLE mart_since = (SELECT day FROM stg_mart_since)")
     if table_exists(con, "consent_daily"):  # kept by an incremental build: the days before `mart_since`
         con.execute("CREATE OR REPLACE TEMP VIEW mart_audience_before AS "
@@ -151,7 +151,6 @@ def prepare(con: duckdb.DuckDBPyConnection, policy: Policy) -> None:
     con.execute("CREATE OR REPLACE TEMP VIEW mart_messages AS SELECT NULL::VARCHAR AS message_id WHERE false")
     con.execute("CREATE OR REPLACE TEMP VIEW mart_contacts AS "
                 "SELECT NULL::VARCHAR AS business, NULL::VARCHAR AS contact_id WHERE false")
-    con.execute("CREATE OR REPLACE TEMP VIEW mart_since AS SELECT NULL::DATE AS day WHERE false")
     con.execute("SET VARIABLE mart_since = NULL::DATE")
     con.execute("CREATE OR REPLACE TEMP VIEW mart_audience_before AS SELECT NULL::VARCHAR AS business, "
                 "NULL::VARCHAR AS channel, NULL::VARCHAR AS purpose, NULL::BIGINT AS sendable_audience WHERE false")
