@@ -102,7 +102,7 @@ class PurposeState:
     opted_out_at: datetime | None = None
     opt_out_event: Event | None = None
     pending_request: Event | None = None
-    # (status, since, deciding event id, consent evidence) at every change, in time order.
+    # (status, since, deciding event, consent evidence) at every change, in time order.
     history: list[tuple] = field(default_factory=list)
 
     def move(self, status: str, since: datetime, decided_by: Event | None = None, evidence=_KEEP) -> None:
@@ -111,7 +111,7 @@ class PurposeState:
             self.decided_by = decided_by
         if evidence is not _KEEP:
             self.evidence = evidence
-        self.history.append((status, since, self.decided_by.event_id if self.decided_by else None, self.evidence))
+        self.history.append((status, since, self.decided_by, self.evidence))
 
 
 @dataclass
@@ -459,9 +459,10 @@ def _reconcile_sorted(
             for n, (status, since, decided_by, evidence) in enumerate(s.history):
                 until = s.history[n + 1][1] if n + 1 < len(s.history) else None
                 history.append(
-                    (phone, purpose, status, since, until, decided_by,
+                    (phone, purpose, status, since, until, decided_by.event_id if decided_by else None,
                      evidence.event_id if evidence else None, evidence.consent_method if evidence else None,
-                     evidence.consent_at if evidence else None, business, contact)
+                     evidence.consent_at if evidence else None, business, contact,
+                     decided_by.channel if decided_by else None, evidence.channel if evidence else None)
                 )
         for v in result.violations:
             e = v.event

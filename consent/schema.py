@@ -109,6 +109,9 @@ CONSENT_STATUS_HISTORY = Table(
         "phone_e164": TEXT, "purpose": TEXT, "status": TEXT, "valid_from": TIME, "valid_to": TIME,
         "decided_by_event_id": TEXT, "consent_event_id": TEXT, "consent_method": TEXT, "consent_at": TIME,
         "business": TEXT, "contact_id": TEXT,
+        # Schema version 8: the channels of those two events, as the ledger has them, written when the
+        # row is decided (the marts counted them by joining every row to the ledger twice).
+        "decided_by_channel": TEXT, "consent_channel": TEXT,
     },
     not_null=("business", "contact_id", "purpose", "status", "valid_from"),
 )

@@ -137,3 +137,25 @@ def test_a_new_warehouse_is_created_at_the_latest_version_with_the_same_tables_a
     keys = ("SELECT table_name, constraint_column_names FROM duckdb_constraints() "
             "WHERE constraint_type = 'PRIMARY KEY' ORDER BY ALL")
     assert query(fresh, keys) == query(v1_warehouse, keys)
+
+
+# The channels a history row's events have in the ledger, next to the ones the row keeps (schema version 8).
+HISTORY_CHANNELS = """
+    SELECT h.decided_by_channel, d.channel, h.consent_channel, c.channel
+    FROM consent_status_history AS h
+    LEFT JOIN consent_events AS d ON d.event_id = h.decided_by_event_id
+    LEFT JOIN consent_events AS c ON c.event_id = h.consent_event_id
+"""
+
+
+def test_migrating_fills_each_history_rows_channels_from_the_ledger_and_keeps_every_row(old_warehouse):
+    from pipelines.cli import main
+
+    rows_before = query(old_warehouse, "SELECT count(*) FROM consent_status_history")[0][0]
+    assert main(["migrate", "--warehouse", str(old_warehouse)]) == 0
+    assert query(old_warehouse, "SELECT count(*) FROM consent_status_history")[0][0] == rows_before > 0
+    pairs = query(old_warehouse, HISTORY_CHANNELS)
+    assert all(kept == ledger for kept, ledger, _, _ in pairs)
+    assert all(kept == ledger for _, _, kept, ledger in pairs)
+    assert {kept for kept, _, _, _ in pairs} - {None}  # filled, not left empty
+    assert {kept for _, _, kept, _ in pairs} - {None}

@@ -164,6 +164,13 @@ def test_rows_are_conserved_and_a_second_run_changes_nothing(tmp_path_factory, f
         "(consent_method IS NULL OR consent_at IS NULL OR channel IS NULL OR event_id IS NULL OR source_file IS NULL)"
     ).fetchone()[0]
     assert missing == 0
+    # each history row keeps the channels its deciding and consent events have in the ledger
+    assert con.execute("""
+        SELECT count(*) FROM consent_status_history AS h
+        LEFT JOIN consent_events AS d ON d.event_id = h.decided_by_event_id
+        LEFT JOIN consent_events AS c ON c.event_id = h.consent_event_id
+        WHERE h.decided_by_channel IS DISTINCT FROM d.channel OR h.consent_channel IS DISTINCT FROM c.channel
+    """).fetchone()[0] == 0
     con.close()
 
 

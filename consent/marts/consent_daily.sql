@@ -8,11 +8,10 @@ WITH transitions AS (
         h.valid_from,
         h.valid_to,
         h.consent_method,
-        coalesce(decided.channel, 'unknown') AS decided_channel,
-        coalesce(consent.channel, decided.channel, 'unknown') AS consent_channel
+        -- the channels of the deciding and the consent event, kept on the row when it was decided
+        coalesce(h.decided_by_channel, 'unknown') AS decided_channel,
+        coalesce(h.consent_channel, h.decided_by_channel, 'unknown') AS consent_channel
     FROM consent_status_history AS h
-    LEFT JOIN consent_events AS decided ON decided.event_id = h.decided_by_event_id
-    LEFT JOIN consent_events AS consent ON consent.event_id = h.consent_event_id
     -- on an incremental build (consent/sql/mart_scope.sql), only the rows that begin or end on a day
     -- rebuilt: the others count the same on every rebuilt day as on the day before the first
     WHERE NOT getvariable('mart_scoped')
