@@ -125,6 +125,8 @@ def erase(con: duckdb.DuckDBPyConnection, identifier: str, salt: str, erased_at:
             ("stg_replaced_status", "contact_id IN (SELECT unnest($ids))"),
             ("stg_replaced_history", "contact_id IN (SELECT unnest($ids))"),
             ("stg_replaced_violations", "contact_id IN (SELECT unnest($ids))"),
+            ("stg_decided_history", "contact_id IN (SELECT unnest($ids))"),
+            ("stg_decided_violations", "contact_id IN (SELECT unnest($ids))"),
             ("stg_mart_contacts", "contact_id IN (SELECT unnest($ids))"),
         ):
             if table_exists(con, table):
@@ -316,7 +318,8 @@ def purge_retention(
         contacts = con.execute("SELECT count(*) FROM ended").fetchone()[0]
         events = con.execute("DELETE FROM consent_events WHERE phone_e164 IN (SELECT phone_e164 FROM ended)").fetchone()[0]
         for table in ("consent_status", "consent_violations", "consent_status_history",
-                      "stg_replaced_status", "stg_replaced_history", "stg_replaced_violations"):
+                      "stg_replaced_status", "stg_replaced_history", "stg_replaced_violations",
+                      "stg_decided_history", "stg_decided_violations"):
             if table_exists(con, table):
                 con.execute(f"DELETE FROM {table} WHERE contact_id IN (SELECT phone_e164 FROM ended)")
         con.execute("DELETE FROM message_statuses WHERE recipient_e164 IN (SELECT phone_e164 FROM ended)")

@@ -357,6 +357,13 @@ def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, poli
     scope_events(con, params, full)
     sql.run(con, "contact_events")
     sql.run(con, "touched_contacts", params)
+    # What an incremental run decides, kept as written: the incremental marts compare it with the
+    # rows it replaced (consent/sql/mart_scope.sql) without reading the whole history and violations
+    # again. Not on a full run (it decides everything; the marts are rebuilt whole).
+    for table, kept in ((CONSENT_STATUS_HISTORY, "stg_decided_history"), (CONSENT_VIOLATIONS, "stg_decided_violations")):
+        con.execute(f"DROP TABLE IF EXISTS {kept}")
+        if not full:
+            con.execute(f"CREATE TABLE {kept} AS SELECT * FROM {table.name} LIMIT 0")
 
 
 # A night whose scope has not closed after this many steps (a very long chain of links and number
@@ -410,9 +417,16 @@ def _decide_ranges(con, ranges, policy, as_of, notices, progress, workers) -> in
     total = sum(r[2] for r in ranges)
     counted = [0]
 
+    kept = {name: table_exists(con, f"stg_decided_{name}") for name in ("history", "violations")}
+
     def write(derived, contacts_in_range: int) -> None:
         for table, frame in zip((CONSENT_STATUS, CONSENT_VIOLATIONS, CONSENT_STATUS_HISTORY), derived):
             write_frame(con, table.name, frame)
+        _, violations, history = derived
+        if kept["history"]:  # an incremental run (select_touched_contacts)
+            write_frame(con, "stg_decided_history", history)
+        if kept["violations"]:
+            write_frame(con, "stg_decided_violations", violations)
         counted[0] += contacts_in_range
         if progress:
             progress("reconciling contacts", counted[0], total)

@@ -126,7 +126,8 @@ def _can_increment(con: duckdb.DuckDBPyConnection, name: str, run_id: str, finge
     """The mart reflects the run published just before `run_id`, with the same fingerprint, and
     `run_id` is the incremental run whose staging tables are still there."""
     if not all(table_exists(con, t) for t in (name, "mart_builds", "stg_run", "stg_touched", "stg_replaced_history",
-                                                  "stg_replaced_violations")):
+                                                  "stg_replaced_violations", "stg_decided_history",
+                                                  "stg_decided_violations")):
         return False
     built = con.execute("SELECT run_id, fingerprint FROM mart_builds WHERE mart = ?", [name]).fetchone()
     staged = con.execute("SELECT run_id, mode FROM stg_run").fetchone()

@@ -1,7 +1,8 @@
 -- mart_scope: what an incremental run changed, for the marts it rebuilds in part (consent/marts):
 -- the first day to rebuild, the messages and the contacts. Staging tables (`stg_mart_*`), computed
 -- once per run by the first mart that needs them (`stg_mart_scope` names the run); read after `publish`, from the run's staging tables (`stg_touched`: the contacts
--- decided again; `stg_replaced_history`, `stg_replaced_violations`: the rows they replaced).
+-- decided again; `stg_replaced_history`, `stg_replaced_violations`: the rows they replaced;
+-- `stg_decided_history`, `stg_decided_violations`: the rows the run wrote for them).
 
 -- Messages whose send-audit row may change: new statuses, a recipient BSUID linked now (or changed),
 -- or a recipient decided again (by number, by BSUID, or as the number its BSUID is linked to).
@@ -35,8 +36,8 @@ UNION SELECT business, phone_e164 FROM identifier_links
 -- clock (new days appear), and this run's quarantine day.
 CREATE OR REPLACE TABLE stg_mart_since AS
 WITH current_history AS (
-    SELECT * FROM consent_status_history
-    WHERE business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched)
+    -- the touched contacts' rows as the run wrote them (consent.warehouse.select_touched_contacts)
+    SELECT * FROM stg_decided_history
 ),
 only_new AS (SELECT * FROM current_history EXCEPT ALL SELECT * FROM stg_replaced_history),
 only_old AS (SELECT * FROM stg_replaced_history EXCEPT ALL SELECT * FROM current_history),
@@ -61,8 +62,7 @@ changed_history AS (
      AND e.valid_from = c.valid_from
 ),
 current_violations AS (
-    SELECT * FROM consent_violations
-    WHERE business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched)
+    SELECT * FROM stg_decided_violations
 ),
 changed_violations AS (
     SELECT * FROM (SELECT * FROM current_violations EXCEPT ALL SELECT * FROM stg_replaced_violations)
