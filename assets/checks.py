@@ -13,7 +13,7 @@ import dagster as dg
 from assets.staging import stg_consent_events
 from consent.db import table_exists
 from consent.rules import RULES
-from consent.warehouse import duplicate_decisions
+from consent.warehouse import duplicate_decisions, duplicate_ids
 from expectations import consent_events as consent_events_suite
 from expectations import consent_status as consent_status_suite
 from expectations import opt_in_notices as opt_in_notices_suite
@@ -54,7 +54,7 @@ def staged_opt_ins_have_evidence(
     return suite_check_result(outcome)
 
 
-@dg.asset_check(asset="consent_events", description="GX suite `consent_events` on the events this run appended: unique event_id, known event types and sources, E.164 numbers, lineage present (ERROR); and no event id of this run already in the ledger (ERROR: the ledger has no primary-key index, see consent/schema.py).")
+@dg.asset_check(asset="consent_events", description="GX suite `consent_events` on the events this run appended: unique event_id, known event types and sources, E.164 numbers, lineage present (ERROR); and no event id of this run already in the ledger, no id of this run's quarantined rows, skipped items or message statuses held twice (ERROR: none of these tables has a primary-key index, see consent/schema.py).")
 def ledger_rows_are_well_formed(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
         outcome = validate(con, consent_events_suite.ROWS_SQL, consent_events_suite.build_suite, "consent_events",
@@ -64,14 +64,16 @@ def ledger_rows_are_well_formed(context: dg.AssetCheckExecutionContext, warehous
             "AND event_id IN (SELECT event_id FROM consent_events WHERE run_id = $run)",
             {"run": context.run.run_id},
         ).fetchone()[0]
+        twice = {table: n for table, n in duplicate_ids(con, context.run.run_id).items() if n}
     result = suite_check_result(outcome)
-    if not already:
+    if not already and not twice:
         return result
-    return dg.AssetCheckResult(
-        passed=False,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={**result.metadata, "event ids already in the ledger": dg.MetadataValue.int(int(already))},
-    )
+    metadata = dict(result.metadata)
+    if already:
+        metadata["event ids already in the ledger"] = dg.MetadataValue.int(int(already))
+    if twice:
+        metadata["ids of this run held by more than one row"] = dg.MetadataValue.json(twice)
+    return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
 
 
 @dg.asset_check(asset="consent_status", description="GX suite `consent_status` on the rows this run changed: every opted_in row carries method, date, channel and lineage (ERROR); statuses known; one row per contact and purpose. And for every contact this run decided, one status row per business, contact and purpose and one violation row per event and rule (ERROR: neither table has a primary-key index, see consent/schema.py).")

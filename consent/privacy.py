@@ -217,10 +217,13 @@ def suppress_staged(con: duckdb.DuckDBPyConnection) -> int:
         return 0
     con.execute(
         """
-        INSERT OR IGNORE INTO skipped_items BY NAME
+        INSERT INTO skipped_items BY NAME
         SELECT 'erased-' || event_id AS skipped_id, channel, source_file, source_line, source_pointer, file_hash,
                NULL AS raw_row, ? AS reason, ingested_at, run_id
         FROM suppressed
+        -- one row per id the table does not hold (it has no primary-key index: schema version 9)
+        WHERE 'erased-' || event_id NOT IN (SELECT skipped_id FROM skipped_items)
+        QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY source_file, source_line, source_pointer) = 1
         """,
         [ERASED_REASON],
     )

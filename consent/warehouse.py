@@ -490,6 +490,28 @@ def duplicate_decisions(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return {"consent_status": int(counts[0]), "consent_violations": int(counts[1])}
 
 
+# Tables without a primary-key index whose ids append_ledger.sql keeps unique (schema version 9;
+# the ledger's event ids, version 5, are checked by `ledger_rows_are_well_formed` itself).
+APPENDED_KEYS = {
+    "quarantine": "quarantine_id",
+    "skipped_items": "skipped_id",
+    "message_statuses": "(message_id, status)",
+}
+
+
+def duplicate_ids(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, int]:
+    """Per table of APPENDED_KEYS: how many ids of the rows run `run_id` added are held by more than
+    one row (in the whole table, reading only the key columns). 0 each when all is well."""
+    counts = {}
+    for table, key in APPENDED_KEYS.items():
+        counts[table] = int(con.execute(f"""
+            SELECT count(*) FROM (
+                SELECT 1 FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE run_id = $run)
+                GROUP BY {key} HAVING count(*) > 1)
+        """, {"run": run_id}).fetchone()[0])
+    return counts
+
+
 def record_run(con: duckdb.DuckDBPyConnection, run: StagedRun, *, contacts: int, suppressed: int) -> dict:
     """The run's row of `runs` (status `published`) and the summary returned to the caller."""
     cursor = sql.run(con, "run_channels", {"run_id": run.run_id})

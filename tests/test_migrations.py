@@ -87,6 +87,14 @@ def test_an_old_warehouse_is_migrated_in_place_by_the_next_run_and_loses_nothing
     assert set(before["phone_cache"]) <= cached and len(cached) == len(after["phone_cache"])
     assert query(v1_warehouse, "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'phone_cache' "
                                "AND constraint_type = 'PRIMARY KEY'") == [(0,)]
+    # The quarantine, skipped items and message statuses keep their rows (compared above), one per id,
+    # without their primary keys (schema version 9).
+    assert query(v1_warehouse, "SELECT count(*) FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' "
+                               "AND table_name IN ('quarantine', 'skipped_items', 'message_statuses')") == [(0,)]
+    assert set(before["skipped_items"]) <= set(after["skipped_items"])
+    for table in ("quarantine", "skipped_items", "message_statuses"):
+        ids = [row[:2] if table == "message_statuses" else row[0] for row in after[table]]
+        assert len(set(ids)) == len(ids), table
 
 
 def test_reading_an_old_warehouse_says_how_to_migrate_it(v1_warehouse, capsys):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import AS_OF, query, run_cli, statuses
+from tests.conftest import AS_OF, FIXTURES, query, run_cli, statuses
 
 
 def test_fixture_run_decides_every_contact_by_the_rules(exports, warehouse_path, capsys):
@@ -92,6 +92,57 @@ def test_an_event_id_already_in_the_ledger_fails_the_run(exports, warehouse_path
     assert run_cli(exports, warehouse_path) == 1
     assert "ledger_rows_are_well_formed" in capsys.readouterr().out
 
+
+
+
+# Tables without a primary-key index (schema version 9) whose ids the append keeps unique.
+APPENDED_IDS = {
+    "quarantine": "SELECT quarantine_id FROM quarantine",
+    "skipped_items": "SELECT skipped_id FROM skipped_items",
+    "message_statuses": "SELECT message_id, status FROM message_statuses",
+}
+
+
+def _ids(warehouse_path: Path) -> dict[str, list]:
+    return {table: sorted(query(warehouse_path, sql)) for table, sql in APPENDED_IDS.items()}
+
+
+def _statuses_delivered_again(exports: Path, warehouse_path: Path) -> dict[str, list]:
+    """A run of the fixture exports with a statuses webhook, then the same statuses in another file
+    (in reverse order: another file to read, the same message ids and statuses). The ids before."""
+    statuses = FIXTURES / "sends" / "whatsapp" / "statuses_2026-11-06.jsonl"
+    shutil.copy(statuses, exports / "whatsapp")
+    assert run_cli(exports, warehouse_path) == 0
+    lines = statuses.read_text().splitlines()
+    (exports / "whatsapp" / "statuses_redelivered.jsonl").write_text("\n".join(reversed(lines)) + "\n")
+    return _ids(warehouse_path)
+
+
+def test_statuses_delivered_again_in_another_file_add_no_status_row(exports, warehouse_path):
+    before = _statuses_delivered_again(exports, warehouse_path)
+    assert all(before.values())
+    assert run_cli(exports, warehouse_path) == 0
+    after = _ids(warehouse_path)
+    assert after["message_statuses"] == before["message_statuses"]  # the same statuses, once
+    assert after["quarantine"] == before["quarantine"]
+    assert len(after["skipped_items"]) > len(before["skipped_items"])  # the new file's lineage is kept
+    for table, ids in after.items():
+        assert len(set(ids)) == len(ids), table
+
+
+def test_an_id_held_twice_fails_the_run(exports, warehouse_path, monkeypatch, capsys):
+    """The append without its de-duplication (every staged row inserted): the statuses delivered
+    again are held twice, and the ERROR check fails the run."""
+    from consent import sql
+
+    _statuses_delivered_again(exports, warehouse_path)
+    real = sql.statements
+    plain = (real("append_ledger")[0], *(f"INSERT INTO {t} BY NAME SELECT * FROM {s}" for t, s in (
+        ("quarantine", "stg_quarantine"), ("skipped_items", "stg_skipped"), ("message_statuses", "stg_message_statuses"))))
+    monkeypatch.setattr(sql, "statements", lambda name: plain if name == "append_ledger" else real(name))
+    capsys.readouterr()
+    assert run_cli(exports, warehouse_path) == 1
+    assert "ledger_rows_are_well_formed" in capsys.readouterr().out
 
 @pytest.mark.parametrize("table", ["consent_status", "consent_violations"])
 def test_a_decision_written_twice_fails_the_run(exports, warehouse_path, monkeypatch, capsys, table):

@@ -1,5 +1,7 @@
 -- append_ledger: the staged run joins the append-only ledger, the quarantine, the skipped items
 -- and the message statuses. Re-ingested rows add nothing (their ids are already there).
+-- None of the four tables has a primary-key index: each statement adds only ids the table does
+-- not hold, and the ERROR check `ledger_rows_are_well_formed` fails a run that leaves one twice.
 
 -- One row per new event id: the first by file, line, pointer (an aggregate of row ids,
 -- not a window sorting whole rows: ~2 s less at 1M events).
@@ -11,13 +13,25 @@ WHERE s.rowid IN (
     GROUP BY event_id
 );
 
-INSERT OR IGNORE INTO quarantine BY NAME SELECT * FROM stg_quarantine;
+-- The quarantine, the skipped items and the message statuses have no primary-key index either
+-- (schema version 9): one row per id (per message and status) that the table does not hold yet,
+-- the first staged.
+INSERT INTO quarantine BY NAME
+SELECT s.* FROM stg_quarantine AS s
+WHERE s.rowid IN (
+    SELECT min(rowid) FROM stg_quarantine ANTI JOIN quarantine USING (quarantine_id) GROUP BY quarantine_id
+);
 
-INSERT OR IGNORE INTO skipped_items BY NAME SELECT * FROM stg_skipped;
+INSERT INTO skipped_items BY NAME
+SELECT s.* FROM stg_skipped AS s
+WHERE s.rowid IN (
+    SELECT min(rowid) FROM stg_skipped ANTI JOIN skipped_items USING (skipped_id) GROUP BY skipped_id
+);
 
-INSERT OR IGNORE INTO message_statuses BY NAME
-SELECT * EXCLUDE (rank) FROM (
-    SELECT *, row_number() OVER (PARTITION BY message_id, status ORDER BY source_file, source_line) AS rank
-    FROM stg_message_statuses
-)
-WHERE rank = 1;
+INSERT INTO message_statuses BY NAME
+SELECT s.* FROM stg_message_statuses AS s
+WHERE s.rowid IN (
+    SELECT arg_min(rowid, (source_file, source_line))
+    FROM stg_message_statuses ANTI JOIN message_statuses USING (message_id, status)
+    GROUP BY message_id, status
+);
