@@ -354,15 +354,16 @@ def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, poli
         "dated_by": run.as_of + timedelta(minutes=policy.clock_skew_minutes),
     }
     sql.run(con, "time_alone", params)
-    scope_events(con, params, full)
+    first = scope_events(con, params, full)
     sql.run(con, "contact_events")
     sql.run(con, "touched_contacts", params)
     # What an incremental run decides, kept as written: the incremental marts compare it with the
     # rows it replaced (consent/sql/mart_scope.sql) without reading the whole history and violations
-    # again. Not on a full run (it decides everything; the marts are rebuilt whole).
+    # again. Not on a full run, nor on a first one: they decide every contact (a copy of every row),
+    # and the marts are rebuilt whole after them.
     for table, kept in ((CONSENT_STATUS_HISTORY, "stg_decided_history"), (CONSENT_VIOLATIONS, "stg_decided_violations")):
         con.execute(f"DROP TABLE IF EXISTS {kept}")
-        if not full:
+        if not full and not first:
             con.execute(f"CREATE TABLE {kept} AS SELECT * FROM {table.name} LIMIT 0")
 
 
@@ -371,11 +372,12 @@ def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, poli
 SCOPE_STEPS = 12
 
 
-def scope_events(con: duckdb.DuckDBPyConnection, params: dict, full: bool) -> None:
+def scope_events(con: duckdb.DuckDBPyConnection, params: dict, full: bool) -> bool:
     """`scoped_events` and `scoped_links`: what contact_events.sql reads. The whole ledger on a full
     run; on an incremental one, the events and links of the identifiers the night touched, grown
     until closed (consent/sql/event_scope.sql). A run whose events are the first in the ledger
-    reads the whole ledger as a full run does: its scope would be all of it, copied."""
+    reads the whole ledger as a full run does: its scope would be all of it, copied. Returns
+    whether the run is such a first run."""
     first = not full and con.execute(
         "SELECT NOT EXISTS (SELECT 1 FROM consent_events WHERE run_id <> ?)", [params["run_id"]]
     ).fetchone()[0]
@@ -385,9 +387,10 @@ def scope_events(con: duckdb.DuckDBPyConnection, params: dict, full: bool) -> No
             if sql.run(con, "event_scope_grow").fetchone()[0] == 0:
                 con.execute("CREATE OR REPLACE TEMP VIEW scoped_events AS SELECT * FROM scope_event_rows")
                 con.execute("CREATE OR REPLACE TEMP VIEW scoped_links AS SELECT * FROM scope_link_rows")
-                return
+                return False
     con.execute("CREATE OR REPLACE TEMP VIEW scoped_events AS SELECT * FROM consent_events")
     con.execute("CREATE OR REPLACE TEMP VIEW scoped_links AS SELECT * FROM identifier_links")
+    return first
 
 
 def reconcile_ranges(
