@@ -31,6 +31,24 @@ def _add_business(table: str) -> tuple[str, ...]:
     )
 
 
+def _without_key(table: str, version: int, columns: str) -> tuple[str, ...]:
+    """`table` recreated with `columns` (its layout, without the primary key), every row kept."""
+    return (
+        f"CREATE TABLE {table}__v{version} ({columns})",
+        f"INSERT INTO {table}__v{version} BY NAME SELECT * FROM {table}",
+        f"DROP TABLE {table}",
+        f"ALTER TABLE {table}__v{version} RENAME TO {table}",
+    )
+
+
+# The columns the quarantine and the skipped items share after their id (schema version 9).
+_REJECT_COLUMNS_V9 = (
+    "channel VARCHAR NOT NULL, source_file VARCHAR NOT NULL, source_line BIGINT, source_pointer VARCHAR, "
+    "file_hash VARCHAR NOT NULL, raw_row VARCHAR, reason VARCHAR NOT NULL, ingested_at TIMESTAMP NOT NULL, "
+    "run_id VARCHAR NOT NULL"
+)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -200,28 +218,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         "id without a primary-key index (rewritten whole at every checkpoint; append_ledger.sql adds only ids "
         "a table does not hold, and an ERROR check keeps them unique)",
         (
-            """CREATE TABLE quarantine__v9 (
-                quarantine_id VARCHAR NOT NULL, channel VARCHAR NOT NULL, source_file VARCHAR NOT NULL,
-                source_line BIGINT, source_pointer VARCHAR, file_hash VARCHAR NOT NULL, raw_row VARCHAR,
-                reason VARCHAR NOT NULL, ingested_at TIMESTAMP NOT NULL, run_id VARCHAR NOT NULL)""",
-            "INSERT INTO quarantine__v9 BY NAME SELECT * FROM quarantine",
-            "DROP TABLE quarantine",
-            "ALTER TABLE quarantine__v9 RENAME TO quarantine",
-            """CREATE TABLE skipped_items__v9 (
-                skipped_id VARCHAR NOT NULL, channel VARCHAR NOT NULL, source_file VARCHAR NOT NULL,
-                source_line BIGINT, source_pointer VARCHAR, file_hash VARCHAR NOT NULL, raw_row VARCHAR,
-                reason VARCHAR NOT NULL, ingested_at TIMESTAMP NOT NULL, run_id VARCHAR NOT NULL)""",
-            "INSERT INTO skipped_items__v9 BY NAME SELECT * FROM skipped_items",
-            "DROP TABLE skipped_items",
-            "ALTER TABLE skipped_items__v9 RENAME TO skipped_items",
-            """CREATE TABLE message_statuses__v9 (
+            *_without_key("quarantine", 9, f"quarantine_id VARCHAR NOT NULL, {_REJECT_COLUMNS_V9}"),
+            *_without_key("skipped_items", 9, f"skipped_id VARCHAR NOT NULL, {_REJECT_COLUMNS_V9}"),
+            *_without_key("message_statuses", 9, """
                 message_id VARCHAR NOT NULL, status VARCHAR NOT NULL, status_at TIMESTAMP, recipient_e164 VARCHAR,
                 pricing_category VARCHAR, error_codes BIGINT[], source_file VARCHAR NOT NULL, source_line BIGINT,
                 source_pointer VARCHAR, ingested_at TIMESTAMP NOT NULL, run_id VARCHAR NOT NULL, business VARCHAR,
-                recipient_user_id VARCHAR)""",
-            "INSERT INTO message_statuses__v9 BY NAME SELECT * FROM message_statuses",
-            "DROP TABLE message_statuses",
-            "ALTER TABLE message_statuses__v9 RENAME TO message_statuses",
+                recipient_user_id VARCHAR"""),
         ),
     ),
 )
