@@ -7,6 +7,7 @@ import dagster as dg
 from assets.privacy import retention_purge
 from assets.warehouse import published_warehouse
 from consent import marts
+from consent.sql import use_salt
 from pipelines.resources import ConsentSettings, WarehouseResource
 
 PUBLISHED_DEPS = [
@@ -38,8 +39,10 @@ def compliance_marts(
     policy, salt = settings.load_policy(), warehouse.salt()
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     with warehouse.connect() as con:
+        use_salt(con, salt)
+        marts.prepare(con, policy)  # once for every mart of the step (the calendar scans the ledger's dates)
         for name in (n for n in marts.MARTS if n in selected):
-            rows = marts.build(con, name, salt, policy, run_id=context.run_id, full=settings.full)
+            rows = marts.build(con, name, salt, policy, run_id=context.run_id, full=settings.full, prepared=True)
             mode = marts.last_mode(con, name)
             yield dg.MaterializeResult(
                 asset_key=name,

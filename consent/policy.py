@@ -9,6 +9,7 @@ before anything is read.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -82,9 +83,7 @@ class Policy(BaseModel):
     def _known_calendar(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        import holidays
-
-        if value not in holidays.list_supported_countries():
+        if value not in _supported_calendars():
             raise ValueError(f"unknown holiday calendar {value!r} (a country code of the `holidays` package, or null)")
         return value
 
@@ -225,6 +224,14 @@ class ChannelsFile(BaseModel):
 
     def business_names(self) -> list[str]:
         return sorted(self.businesses) or [DEFAULT_BUSINESS]
+
+
+@lru_cache(maxsize=1)
+def _supported_calendars() -> frozenset[str]:
+    """The `holidays` package's country codes (listed once per process: every step loads the policy)."""
+    import holidays
+
+    return frozenset(holidays.list_supported_countries())
 
 
 def _load_yaml(path: Path) -> dict:

@@ -170,6 +170,26 @@ def test_dashboard_renders_offline_without_errors_or_numbers(warehouse, tmp_path
     assert shot.returncode == 0 and screenshot.stat().st_size > 50_000
 
 
+def test_dashboard_headline_figures_count_what_the_status_table_holds(warehouse):
+    """The tiles and the per-business table come from two scans of consent_status; each figure is
+    what its own query over the table says (a contact is one business and contact_id)."""
+    import re
+
+    text = (warehouse.parent / "dashboard.html").read_text()
+    tiles = dict((k, int(v.replace(",", ""))) for v, k in re.findall(
+        r'<div class="v">([0-9,]+)</div><div class="k">([^<]+)</div>', text))
+    one = lambda sql, *params: query(warehouse, sql, list(params))[0][0]  # noqa: E731
+    assert tiles["contacts"] == one("SELECT count(*) FROM (SELECT DISTINCT business, contact_id FROM consent_status)") > 0
+    assert tiles["opted out (any purpose)"] == one(
+        "SELECT count(*) FROM (SELECT DISTINCT business, contact_id FROM consent_status WHERE status = 'opted_out')") > 0
+    purposes = [p for (p,) in query(warehouse, "SELECT DISTINCT purpose FROM consent_status ORDER BY 1")]
+    assert [k for k in tiles if k.startswith("sendable: ")] == [f"sendable: {p}" for p in purposes]
+    for purpose in purposes:
+        assert tiles[f"sendable: {purpose}"] == one(
+            "SELECT count(*) FROM consent_status WHERE purpose = ? AND sendable", purpose)
+    assert tiles["sendable: marketing"] > 0
+
+
 def test_the_run_writes_data_docs_for_every_suite_it_validated(warehouse):
     """The pages are rendered once, when the run ends (not after each suite): one validation page and
     one suite page per suite that had rows, all linked from the run's index."""

@@ -222,6 +222,12 @@ def test_missing_consent_dates_fail_the_run_but_opt_outs_still_apply(exports, wa
     assert got[("+4915201234570", "marketing")] == "opted_in"
     assert got[("+447400123456", "marketing")] == "opted_out"  # the same run's opt-outs are published
     assert query(warehouse_path, "SELECT status, checks_failed FROM runs")[0][0] == "failed"
+    # Without a date of their own, the two opt-ins count on the day they were ingested (the mart reads
+    # the ledger for them alone).
+    ingested = query(warehouse_path, "SELECT DISTINCT ingested_at::DATE FROM consent_events WHERE occurred_at IS NULL "
+                                     "AND event_type = 'opt_in'")
+    assert query(warehouse_path, "SELECT day, opt_ins FROM violations_summary WHERE rule = 'missing_consent_date'") == [
+        (ingested[0][0], 2)]
 
 
 def test_missing_consent_method_fails_the_check(exports, warehouse_path, capsys):

@@ -93,6 +93,18 @@ def test_policy_severities_come_from_the_registry_and_unknown_rules_are_refused(
         load_policy(path)
 
 
+def test_a_holiday_calendar_must_be_one_the_holidays_package_knows(tmp_path):
+    from consent.policy import ConfigError, load_policy
+
+    path = tmp_path / "policy.yaml"
+    for known in ("US", "DE", "US"):  # the second US is answered by the list kept from the first
+        path.write_text(f"holiday_calendar: {known}\n")
+        assert load_policy(path).holiday_calendar == known
+    path.write_text("holiday_calendar: XQ\n")
+    with pytest.raises(ConfigError, match="unknown holiday calendar 'XQ'"):
+        load_policy(path)
+
+
 def test_an_unknown_rule_in_the_policy_exits_2(exports, warehouse_path, capsys):
     from tests.conftest import run_cli
 

@@ -60,14 +60,20 @@ def build(
     *,
     run_id: str | None = None,
     full: bool = True,
+    prepared: bool = False,
 ) -> int:
     """(Re)build one mart table; returns its row count.
 
     With `run_id` (the run that just published) and `full=False`, rebuilds only what that run
-    changed when it can (see the module's docstring); `last_mode(con, name)` tells which way."""
+    changed when it can (see the module's docstring); `last_mode(con, name)` tells which way.
+    `prepared`: the caller has already called `use_salt(con, salt)` and `prepare(con, policy)` on
+    this connection (a run builds every mart on one connection, and prepares it once)."""
     policy = policy or Policy()
-    use_salt(con, salt)
-    prepare(con, policy)
+    if prepared:
+        _reset_scope(con)
+    else:
+        use_salt(con, salt)
+        prepare(con, policy)
     fingerprint = _fingerprint(con, name, salt, policy)
     with transaction(con):
         incremental = not full and run_id is not None and name in INCREMENTAL and _can_increment(con, name, run_id, fingerprint)
@@ -146,15 +152,8 @@ def prepare(con: duckdb.DuckDBPyConnection, policy: Policy) -> None:
     """What the policy says that marts read, as temporary tables of this connection:
     `business_calendar` (day, business_day_number: weekends and the holiday calendar's days do not
     count), `consent_validity` (purpose, region or null for any, days), and variables
-    `opt_out_deadline_business_days`, `renewal_notice_days`."""
-    con.execute("SET VARIABLE mart_scoped = false")
-    # Nothing in scope until an incremental build says otherwise (the marts' SQL names these views).
-    con.execute("CREATE OR REPLACE TEMP VIEW mart_messages AS SELECT NULL::VARCHAR AS message_id WHERE false")
-    con.execute("CREATE OR REPLACE TEMP VIEW mart_contacts AS "
-                "SELECT NULL::VARCHAR AS business, NULL::VARCHAR AS contact_id WHERE false")
-    con.execute("SET VARIABLE mart_since = NULL::DATE")
-    con.execute("CREATE OR REPLACE TEMP VIEW mart_audience_before AS SELECT NULL::VARCHAR AS business, "
-                "NULL::VARCHAR AS channel, NULL::VARCHAR AS purpose, NULL::BIGINT AS sendable_audience WHERE false")
+    `opt_out_deadline_business_days`, `renewal_notice_days`; and nothing in scope (`_reset_scope`)."""
+    _reset_scope(con)
     con.execute("SET VARIABLE opt_out_deadline_business_days = ?", [policy.opt_out_deadline_business_days])
     con.execute("SET VARIABLE renewal_notice_days = ?", [policy.renewal_notice_days])
     first, last = con.execute(
@@ -183,6 +182,17 @@ def prepare(con: duckdb.DuckDBPyConnection, policy: Policy) -> None:
     con.register("validity_frame", frame)
     con.execute("CREATE OR REPLACE TEMP TABLE consent_validity AS SELECT * FROM validity_frame")
     con.unregister("validity_frame")
+
+
+def _reset_scope(con: duckdb.DuckDBPyConnection) -> None:
+    """Nothing in scope until an incremental build says otherwise (the marts' SQL names these views)."""
+    con.execute("SET VARIABLE mart_scoped = false")
+    con.execute("CREATE OR REPLACE TEMP VIEW mart_messages AS SELECT NULL::VARCHAR AS message_id WHERE false")
+    con.execute("CREATE OR REPLACE TEMP VIEW mart_contacts AS "
+                "SELECT NULL::VARCHAR AS business, NULL::VARCHAR AS contact_id WHERE false")
+    con.execute("SET VARIABLE mart_since = NULL::DATE")
+    con.execute("CREATE OR REPLACE TEMP VIEW mart_audience_before AS SELECT NULL::VARCHAR AS business, "
+                "NULL::VARCHAR AS channel, NULL::VARCHAR AS purpose, NULL::BIGINT AS sendable_audience WHERE false")
 
 
 def _validity_rows(policy: Policy, purpose: str) -> list[tuple[str | None, float]]:

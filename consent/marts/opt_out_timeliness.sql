@@ -9,7 +9,11 @@ WITH requests AS (
         h.decided_by_event_id AS event_id,
         min(h.valid_from) AS asked_at,
         max(coalesce(h.valid_to, TIMESTAMP '9999-12-31')) AS until,
-        list(DISTINCT h.purpose ORDER BY h.purpose) AS purposes
+        list(DISTINCT h.purpose ORDER BY h.purpose) AS purposes,
+        -- the request's own event (one per id: the ledger's ids are unique), read once
+        e.channel,
+        e.run_id AS published_run,
+        e.ingested_at
     FROM consent_status_history AS h
     JOIN consent_events AS e ON e.event_id = h.decided_by_event_id AND e.event_type = 'opt_out'
     WHERE h.status = 'opted_out'
@@ -21,10 +25,9 @@ WITH requests AS (
 
 published AS (
     -- the run that first held the request: its clock (`as_of`) is when the warehouse knew
-    SELECT r.*, e.channel, e.run_id AS published_run, coalesce(ru.as_of, e.ingested_at) AS published_at
+    SELECT r.* EXCLUDE (ingested_at), coalesce(ru.as_of, r.ingested_at) AS published_at
     FROM requests AS r
-    JOIN consent_events AS e USING (event_id)
-    LEFT JOIN runs AS ru ON ru.run_id = e.run_id
+    LEFT JOIN runs AS ru ON ru.run_id = r.published_run
 ),
 
 sends AS (

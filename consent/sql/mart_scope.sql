@@ -71,8 +71,12 @@ changed_violations AS (
 )
 SELECT least(
     (SELECT min(first_change) FROM changed_history)::DATE,
+    -- (the ledger is read only for violations without a date of their own)
     (SELECT min(coalesce(v.occurred_at, e.ingested_at))
-     FROM changed_violations AS v LEFT JOIN consent_events AS e USING (event_id))::DATE,
+     FROM changed_violations AS v
+     LEFT JOIN (SELECT event_id, ingested_at FROM consent_events
+                WHERE event_id IN (SELECT event_id FROM changed_violations WHERE occurred_at IS NULL)) AS e
+       USING (event_id))::DATE,
     (SELECT max(as_of) FROM runs WHERE run_id <> $run_id)::DATE,
     (SELECT min(ingested_at) FROM quarantine WHERE run_id = $run_id)::DATE,
     (SELECT as_of FROM stg_run)::DATE
