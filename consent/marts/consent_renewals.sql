@@ -1,12 +1,13 @@
 -- consent_renewals: one row per opted-in contact and purpose whose consent lapses within the policy's renewal_notice_days (as of the last run): re-ask before it does.
 WITH opted_in AS (
     SELECT s.business, s.contact_id, s.purpose, s.consent_at, s.channel, s.consent_method, e.phone_region
-    FROM consent_status AS s
+    -- only consents that can lapse within the notice period: a purpose with a validity (joined first:
+    -- a policy without validities reads no status row), given at most the shortest validity before
+    -- the last run's clock plus the notice period
+    FROM (SELECT DISTINCT purpose FROM consent_validity) AS p
+    JOIN consent_status AS s ON s.purpose = p.purpose
     LEFT JOIN consent_events AS e ON e.event_id = s.event_id
     WHERE s.status = 'opted_in'
-      -- only consents that can lapse within the notice period: a purpose with a validity, given at
-      -- most the shortest validity before the last run's clock plus the notice period
-      AND s.purpose IN (SELECT purpose FROM consent_validity)
       AND s.consent_at <= (SELECT max(as_of) FROM runs)
           + to_days(CAST(getvariable('renewal_notice_days') AS INTEGER))
           - to_days((SELECT min(CAST(days AS INTEGER)) FROM consent_validity))
