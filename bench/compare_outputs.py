@@ -47,6 +47,7 @@ TABLES = {
     "notice_usage": "SELECT * FROM notice_usage",
     "send_audit": "SELECT * FROM send_audit",
     "opt_out_timeliness": "SELECT * EXCLUDE (published_run) FROM opt_out_timeliness",
+    "consent_renewals": "SELECT * FROM consent_renewals",
 }
 
 
