@@ -82,10 +82,13 @@ def opted_in_rows_have_evidence(context: dg.AssetCheckExecutionContext, warehous
         # The rows this run changed (every row on a full run); the others were validated when
         # written (a contact decided again into the same row, e.g. a pending request not yet
         # expired, was validated then).
-        decided = (" WHERE business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched)"
-                   if table_exists(con, "stg_touched") else "")
+        # An incremental run kept the statuses it wrote (`stg_decided_status`): the table's rows for
+        # the contacts it decided, without reading the whole table for them.
+        decided = ("stg_decided_status" if table_exists(con, "stg_decided_status") else
+                   "consent_status WHERE business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched)"
+                   if table_exists(con, "stg_touched") else "consent_status")
         changed = " EXCEPT ALL SELECT * FROM stg_replaced_status" if table_exists(con, "stg_replaced_status") else ""
-        outcome = validate(con, consent_status_suite.rows_sql(f"SELECT * FROM consent_status{decided}{changed}"),
+        outcome = validate(con, consent_status_suite.rows_sql(f"SELECT * FROM {decided}{changed}"),
                            consent_status_suite.build_suite, "consent_status", docs_dir(warehouse, context))
         duplicates = duplicate_decisions(con)
     result = suite_check_result(outcome)

@@ -125,8 +125,11 @@ def erase(con: duckdb.DuckDBPyConnection, identifier: str, salt: str, erased_at:
             ("stg_replaced_status", "contact_id IN (SELECT unnest($ids))"),
             ("stg_replaced_history", "contact_id IN (SELECT unnest($ids))"),
             ("stg_replaced_violations", "contact_id IN (SELECT unnest($ids))"),
+            ("stg_decided_status", "contact_id IN (SELECT unnest($ids))"),
             ("stg_decided_history", "contact_id IN (SELECT unnest($ids))"),
             ("stg_decided_violations", "contact_id IN (SELECT unnest($ids))"),
+            ("stg_mart_history_delta", "contact_id IN (SELECT unnest($ids))"),
+            ("stg_mart_status_delta", "contact_id IN (SELECT unnest($ids))"),
             ("stg_mart_contacts", "contact_id IN (SELECT unnest($ids))"),
         ):
             if table_exists(con, table):
@@ -322,7 +325,8 @@ def purge_retention(
         events = con.execute("DELETE FROM consent_events WHERE phone_e164 IN (SELECT phone_e164 FROM ended)").fetchone()[0]
         for table in ("consent_status", "consent_violations", "consent_status_history",
                       "stg_replaced_status", "stg_replaced_history", "stg_replaced_violations",
-                      "stg_decided_history", "stg_decided_violations"):
+                      "stg_decided_status", "stg_decided_history", "stg_decided_violations",
+                      "stg_mart_history_delta", "stg_mart_status_delta"):
             if table_exists(con, table):
                 con.execute(f"DELETE FROM {table} WHERE contact_id IN (SELECT phone_e164 FROM ended)")
         con.execute("DELETE FROM message_statuses WHERE recipient_e164 IN (SELECT phone_e164 FROM ended)")

@@ -358,10 +358,11 @@ def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, poli
     sql.run(con, "contact_events")
     sql.run(con, "touched_contacts", params)
     # What an incremental run decides, kept as written: the incremental marts compare it with the
-    # rows it replaced (consent/sql/mart_scope.sql) without reading the whole history and violations
-    # again. Not on a full run, nor on a first one: they decide every contact (a copy of every row),
-    # and the marts are rebuilt whole after them.
-    for table, kept in ((CONSENT_STATUS_HISTORY, "stg_decided_history"), (CONSENT_VIOLATIONS, "stg_decided_violations")):
+    # rows it replaced (consent/sql/mart_scope.sql), and the status check validates the statuses that
+    # changed, without reading the whole tables again. Not on a full run, nor on a first one: they
+    # decide every contact (a copy of every row), and the marts are rebuilt whole after them.
+    for table, kept in ((CONSENT_STATUS, "stg_decided_status"), (CONSENT_STATUS_HISTORY, "stg_decided_history"),
+                        (CONSENT_VIOLATIONS, "stg_decided_violations")):
         con.execute(f"DROP TABLE IF EXISTS {kept}")
         if not full and not first:
             con.execute(f"CREATE TABLE {kept} AS SELECT * FROM {table.name} LIMIT 0")
@@ -420,13 +421,15 @@ def _decide_ranges(con, ranges, policy, as_of, notices, progress, workers) -> in
     total = sum(r[2] for r in ranges)
     counted = [0]
 
-    kept = {name: table_exists(con, f"stg_decided_{name}") for name in ("history", "violations")}
+    kept = {name: table_exists(con, f"stg_decided_{name}") for name in ("status", "history", "violations")}
 
     def write(derived, contacts_in_range: int) -> None:
         for table, frame in zip((CONSENT_STATUS, CONSENT_VIOLATIONS, CONSENT_STATUS_HISTORY), derived):
             write_frame(con, table.name, frame)
-        _, violations, history = derived
-        if kept["history"]:  # an incremental run (select_touched_contacts)
+        status, violations, history = derived
+        if kept["status"]:  # an incremental run (select_touched_contacts)
+            write_frame(con, "stg_decided_status", status)
+        if kept["history"]:
             write_frame(con, "stg_decided_history", history)
         if kept["violations"]:
             write_frame(con, "stg_decided_violations", violations)

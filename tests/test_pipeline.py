@@ -166,6 +166,36 @@ def test_a_decision_written_twice_fails_the_run(exports, warehouse_path, monkeyp
     assert run_cli(exports, warehouse_path, "--full") == 0
 
 
+def test_a_night_that_writes_an_opted_in_status_without_evidence_fails(tmp_path, exports, monkeypatch, capsys):
+    """The status check of a night validates the statuses it decided (kept as written,
+    `stg_decided_status`): an opted_in row without its consent method, written by a faulty state
+    machine to the table and its copy alike, fails the run."""
+    import polars as pl
+
+    import consent.warehouse as warehouse
+
+    path, staged = tmp_path / "wh.duckdb", tmp_path / "staged"
+    first, second = _nights(exports)
+    for folder in first:
+        shutil.copytree(exports / folder, staged / folder)
+    assert run_cli(staged, path) == 0
+    for folder in second:
+        shutil.copytree(exports / folder, staged / folder)
+    real = warehouse.write_frame
+
+    def without_method(con, name, frame, **kwargs):
+        if name in ("consent_status", "stg_decided_status"):
+            frame = frame.with_columns(
+                pl.when(pl.col("status") == "opted_in").then(None).otherwise(pl.col("consent_method")).alias("consent_method"))
+        real(con, name, frame, **kwargs)
+
+    monkeypatch.setattr(warehouse, "write_frame", without_method)
+    capsys.readouterr()
+    assert run_cli(staged, path) == 1
+    assert query(path, "SELECT count(*) FROM stg_decided_status WHERE status = 'opted_in'")[0][0] > 0
+    assert "opted_in_rows_have_evidence" in capsys.readouterr().out
+
+
 def _nights(exports: Path) -> list[list[str]]:
     """The channel folders in two nights: the first half, then the rest."""
     folders = sorted(p.name for p in exports.iterdir() if p.is_dir())

@@ -219,3 +219,85 @@ def test_files_arriving_one_by_one_in_any_order_give_the_same_warehouse(tmp_path
     if hours is None:  # and, on one clock, the single run
         assert {k: v for k, v in nights.items() if k != "events"} == {
             k: v for k, v in tables(together).items() if k != "events"}
+
+
+@st.composite
+def histories(draw, contacts: list[str]) -> dict[str, list[tuple]]:
+    """Per contact, transitions as consent_status_history holds them: few days, channels and
+    statuses, so that several contacts' rows begin on the same day through the same channel."""
+    out = {}
+    for contact in contacts:
+        rows, hour = [], draw(st.integers(0, 30))
+        for _ in range(draw(st.integers(0, 4))):
+            rows.append([draw(st.sampled_from(["acme", "beta"])) if not rows else rows[0][0],
+                         draw(st.sampled_from(["marketing", "utility"])),
+                         draw(st.sampled_from(["opted_in", "opted_in", "opted_out", "pending", "expired", "no_consent"])),
+                         datetime(2026, 11, 1) + timedelta(hours=hour),
+                         draw(st.sampled_from(["double_opt_in", "checkbox", None])),
+                         draw(st.sampled_from(["web_form", "email_link", None])),
+                         draw(st.sampled_from(["web_form", "email_link", None]))])
+            hour += draw(st.integers(0, 60))
+        ends = {}  # each (business, purpose) row ends where the next one of the same purpose begins
+        for row in reversed(rows):
+            row.insert(4, ends.get(row[1]))
+            ends[row[1]] = row[3]
+        out[contact] = [tuple(r) for r in rows]
+    return out
+
+
+@settings(COMMON, max_examples=60)
+@given(st.data())
+def test_consent_daily_by_difference_equals_a_whole_build(tmp_path_factory, data):
+    """Issue 16: an incremental night builds consent_daily from the mart it had plus the history rows
+    it wrote less those it replaced. Generated histories, some contacts decided again (rows kept,
+    ended elsewhere, added, removed), a clock that may move: the mart equals one built whole."""
+    contacts = [f"+4915100000{n:02d}" for n in range(8)]
+    before = data.draw(histories(contacts))
+    touched = data.draw(st.lists(st.sampled_from(contacts), unique=True, max_size=5))
+    after = dict(before)
+    for contact in touched:  # decided again: a prefix kept (perhaps ended differently), a new tail
+        kept = before[contact][: data.draw(st.integers(0, len(before[contact])))]
+        tail = data.draw(histories([contact]))[contact]
+        after[contact] = [r if data.draw(st.booleans()) else (*r[:4], None, *r[5:]) for r in kept] + tail
+    previous = datetime(2026, 11, 1) + timedelta(days=data.draw(st.integers(0, 8)))
+    clock = previous + timedelta(days=data.draw(st.integers(0, 3)))
+
+    con = duckdb.connect(str(tmp_path_factory.mktemp("daily") / "w.duckdb"))
+    ensure_schema(con)
+    columns = "business, purpose, status, valid_from, valid_to, consent_method, decided_by_channel, consent_channel"
+
+    def history(rows: dict[str, list[tuple]]) -> list[tuple]:
+        return [(c, *r) for c, rs in rows.items() for r in rs]
+
+    def write(table: str, rows: list[tuple]) -> None:
+        if rows:
+            con.executemany(f"INSERT INTO {table} (contact_id, {columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    run = "INSERT INTO runs (run_id, mode, as_of, started_at, published_at, status) VALUES (?, 'incremental', ?, ?, ?, 'succeeded')"
+    con.execute(run, ["r0", previous, previous, previous])
+    write("consent_status_history", history(before))
+    marts.build(con, "consent_daily", "test-salt", run_id="r0")  # what the previous night left
+
+    con.execute(run, ["r1", clock, clock, clock + timedelta(minutes=1)])
+    keys = [(before.get(c) or after.get(c) or [("acme",)])[0][0] + chr(31) + c for c in touched]
+    con.execute("CREATE TABLE stg_touched AS SELECT unnest(?::VARCHAR[]) AS contact_key", [keys])
+    con.execute("CREATE TABLE stg_run AS SELECT 'r1' AS run_id, 'incremental' AS mode, ?::TIMESTAMP AS as_of", [clock])
+    con.execute("CREATE TABLE stg_identifier_links AS SELECT * FROM identifier_links LIMIT 0")
+    for kept in ("stg_replaced_history", "stg_decided_history"):
+        con.execute(f"CREATE TABLE {kept} AS SELECT * FROM consent_status_history LIMIT 0")
+    for kept in ("stg_replaced_violations", "stg_decided_violations"):
+        con.execute(f"CREATE TABLE {kept} AS SELECT * FROM consent_violations LIMIT 0")
+    for kept in ("stg_replaced_status", "stg_decided_status"):
+        con.execute(f"CREATE TABLE {kept} AS SELECT * FROM consent_status LIMIT 0")
+    write("stg_replaced_history", history({c: before[c] for c in touched}))
+    write("stg_decided_history", history({c: after[c] for c in touched}))
+    con.execute("DELETE FROM consent_status_history WHERE contact_id IN (SELECT unnest(?::VARCHAR[]))", [touched])
+    write("consent_status_history", history({c: after[c] for c in touched}))
+
+    marts.build(con, "consent_daily", "test-salt", run_id="r1", full=False)
+    assert marts.last_mode(con, "consent_daily") == "incremental"
+    by_difference = con.execute("SELECT * FROM consent_daily ORDER BY ALL").fetchall()
+    marts.build(con, "consent_daily", "test-salt")
+    assert con.execute("SELECT * FROM consent_daily ORDER BY ALL").fetchall() == by_difference
+    types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'consent_daily'").fetchall())
+    assert {types[c] for c in ("opt_ins", "opt_outs", "confirmations", "net_change", "sendable_audience")} == {"BIGINT"}

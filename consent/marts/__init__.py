@@ -9,12 +9,15 @@ run could change (`INCREMENTAL`: the days from the earliest one touched, the
 messages and contacts touched; consent/sql/mart_scope.sql says which): those
 rows are deleted and built again in one transaction, with the same SQL
 restricted by the same condition, so both ways give the same table (a test
-builds both and compares). A mart is built whole when it has no
+builds both and compares). Two marts are built by difference: `consent_daily`
+and `consent_coverage` add to the rows they held the touched contacts' history
+rows and statuses the run wrote, less those it replaced (their cost follows
+what changed, not the history; a property test compares consent_daily with a
+whole build over generated histories). A mart is built whole when it has no
 `mart_builds` row for the previous published run with the same fingerprint
 (its SQL, the policy, the purposes present, the salt): a new warehouse, a
 `--full` run, a changed policy, an erasure or a retention purge in between.
-The other marts read current statuses only (their cost grows with contacts,
-not history) and are always built whole.
+The other marts (`notice_usage`, `consent_renewals`) are always built whole.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ def purpose_of(name: str) -> str:
 SINCE = "day >= getvariable('mart_since')"
 INCREMENTAL: dict[str, str] = {
     "consent_daily": SINCE,
+    # by difference (its SQL): every row replaced by the mart as it was plus the statuses that changed
+    "consent_coverage": "true",
     "violations_summary": SINCE,
     "quarantine_summary": SINCE,
     "send_audit": "message_id IN (SELECT message_id FROM mart_messages)",
@@ -78,7 +83,7 @@ def build(
     with transaction(con):
         incremental = not full and run_id is not None and name in INCREMENTAL and _can_increment(con, name, run_id, fingerprint)
         if incremental:
-            _scope(con, run_id)
+            _scope(con, run_id, name)
             con.execute("SET VARIABLE mart_scoped = true")
             condition = INCREMENTAL[name]
             con.execute(f"DELETE FROM {name} WHERE {condition}")
@@ -94,20 +99,26 @@ def build(
     return con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
 
 
-def _scope(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+def _scope(con: duckdb.DuckDBPyConnection, run_id: str, name: str) -> None:
     """What the run changed (consent/sql/mart_scope.sql), computed once per run, as what the marts
-    read: the temporary views `mart_messages`, `mart_contacts`, and the variable `mart_since` (the
-    first day to rebuild: a constant the optimiser can push below joins, a subquery it cannot)."""
+    read: the temporary views `mart_messages`, `mart_contacts`, `mart_history_delta`,
+    `mart_status_delta`, the variables `mart_since` (the first day to rebuild: a constant the
+    optimiser can push below joins, a subquery it cannot) and `mart_previous_day`; and, for a mart
+    built by difference (`name`), its rows as they are before the build deletes them."""
     if not (table_exists(con, "stg_mart_scope")
             and con.execute("SELECT run_id FROM stg_mart_scope").fetchone() == (run_id,)):
         sql.run(con, "mart_scope", {"run_id": run_id})
     for view in ("messages", "contacts"):
         con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{view} AS SELECT * FROM stg_mart_{view}")
+    for delta in ("history", "status"):
+        con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{delta}_delta AS SELECT * FROM stg_mart_{delta}_delta")
     con.execute("SET VARIABLE mart_since = (SELECT day FROM stg_mart_since)")
-    if table_exists(con, "consent_daily"):  # kept by an incremental build: the days before `mart_since`
-        con.execute("CREATE OR REPLACE TEMP VIEW mart_audience_before AS "
-                    "SELECT business, channel, purpose, sendable_audience FROM consent_daily "
-                    "WHERE day = getvariable('mart_since') - 1 AND sendable_audience > 0")
+    con.execute("SET VARIABLE mart_previous_day = (SELECT previous_day FROM stg_mart_since)")
+    if name == "consent_daily":  # the rows it starts from (the build deletes those from `mart_since`)
+        con.execute("CREATE OR REPLACE TEMP TABLE mart_daily_before AS SELECT * FROM consent_daily "
+                    "WHERE day >= least(getvariable('mart_since'), getvariable('mart_previous_day'))")
+    if name == "consent_coverage":
+        con.execute("CREATE OR REPLACE TEMP TABLE mart_coverage_before AS SELECT * FROM consent_coverage")
 
 
 def last_mode(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
@@ -131,8 +142,9 @@ def _fingerprint(con: duckdb.DuckDBPyConnection, name: str, salt: str, policy: P
 def _can_increment(con: duckdb.DuckDBPyConnection, name: str, run_id: str, fingerprint: str) -> bool:
     """The mart reflects the run published just before `run_id`, with the same fingerprint, and
     `run_id` is the incremental run whose staging tables are still there."""
-    if not all(table_exists(con, t) for t in (name, "mart_builds", "stg_run", "stg_touched", "stg_replaced_history",
-                                                  "stg_replaced_violations", "stg_decided_history",
+    if not all(table_exists(con, t) for t in (name, "mart_builds", "stg_run", "stg_touched", "stg_replaced_status",
+                                                  "stg_replaced_history", "stg_replaced_violations",
+                                                  "stg_decided_status", "stg_decided_history",
                                                   "stg_decided_violations")):
         return False
     built = con.execute("SELECT run_id, fingerprint FROM mart_builds WHERE mart = ?", [name]).fetchone()
@@ -191,8 +203,15 @@ def _reset_scope(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE OR REPLACE TEMP VIEW mart_contacts AS "
                 "SELECT NULL::VARCHAR AS business, NULL::VARCHAR AS contact_id WHERE false")
     con.execute("SET VARIABLE mart_since = NULL::DATE")
-    con.execute("CREATE OR REPLACE TEMP VIEW mart_audience_before AS SELECT NULL::VARCHAR AS business, "
-                "NULL::VARCHAR AS channel, NULL::VARCHAR AS purpose, NULL::BIGINT AS sendable_audience WHERE false")
+    con.execute("SET VARIABLE mart_previous_day = NULL::DATE")
+    for delta, table in (("history", "consent_status_history"), ("status", "consent_status")):
+        con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{delta}_delta AS SELECT NULL::INTEGER AS sign, * FROM {table} WHERE false")
+    con.execute("CREATE OR REPLACE TEMP TABLE mart_daily_before (day DATE, business VARCHAR, channel VARCHAR, "
+                "purpose VARCHAR, opt_ins BIGINT, opt_outs BIGINT, confirmations BIGINT, net_change BIGINT, "
+                "sendable_audience BIGINT)")
+    con.execute("CREATE OR REPLACE TEMP TABLE mart_coverage_before (business VARCHAR, channel VARCHAR, purpose VARCHAR, "
+                "opted_in_contacts BIGINT, with_method BIGINT, with_date BIGINT, with_notice BIGINT, "
+                "with_lineage BIGINT, complete BIGINT, complete_share DOUBLE)")
 
 
 def _validity_rows(policy: Policy, purpose: str) -> list[tuple[str | None, float]]:

@@ -3,6 +3,8 @@
 -- once per run by the first mart that needs them (`stg_mart_scope` names the run); read after `publish`, from the run's staging tables (`stg_touched`: the contacts
 -- decided again; `stg_replaced_history`, `stg_replaced_violations`: the rows they replaced;
 -- `stg_decided_history`, `stg_decided_violations`: the rows the run wrote for them).
+-- consent_daily and consent_coverage are built by difference from the changed history rows and
+-- statuses (`stg_mart_history_delta`, `stg_mart_status_delta`).
 
 -- Messages whose send-audit row may change: new statuses, a recipient BSUID linked now (or changed),
 -- or a recipient decided again (by number, by BSUID, or as the number its BSUID is linked to).
@@ -80,6 +82,22 @@ SELECT least(
     (SELECT max(as_of) FROM runs WHERE run_id <> $run_id)::DATE,
     (SELECT min(ingested_at) FROM quarantine WHERE run_id = $run_id)::DATE,
     (SELECT as_of FROM stg_run)::DATE
-) AS day;
+) AS day,
+-- the clock day of the run that built the marts last (an incremental build needs that run to be the
+-- previous published one): consent_daily holds every day up to it
+(SELECT as_of FROM runs WHERE published_at IS NOT NULL AND run_id <> $run_id
+ ORDER BY published_at DESC LIMIT 1)::DATE AS previous_day;
 
 CREATE OR REPLACE TABLE stg_mart_scope AS SELECT $run_id AS run_id;
+
+-- The touched contacts' history rows the run wrote (+1) and those it replaced (-1), where they differ.
+CREATE OR REPLACE TABLE stg_mart_history_delta AS
+SELECT 1 AS sign, * FROM (SELECT * FROM stg_decided_history EXCEPT ALL SELECT * FROM stg_replaced_history)
+UNION ALL
+SELECT -1, * FROM (SELECT * FROM stg_replaced_history EXCEPT ALL SELECT * FROM stg_decided_history);
+
+-- The touched contacts' statuses the run wrote (+1) and those it replaced (-1), where they differ.
+CREATE OR REPLACE TABLE stg_mart_status_delta AS
+SELECT 1 AS sign, * FROM (SELECT * FROM stg_decided_status EXCEPT ALL SELECT * FROM stg_replaced_status)
+UNION ALL
+SELECT -1, * FROM (SELECT * FROM stg_replaced_status EXCEPT ALL SELECT * FROM stg_decided_status);
