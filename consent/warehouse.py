@@ -357,6 +357,7 @@ def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, poli
     first = scope_events(con, params, full)
     sql.run(con, "contact_events")
     sql.run(con, "touched_contacts", params)
+    replace_touched(con, full)
     # What an incremental run decides, kept as written: the incremental marts compare it with the
     # rows it replaced (consent/sql/mart_scope.sql), and the status check validates the statuses that
     # changed, without reading the whole tables again. Not on a full run, nor on a first one: they
@@ -366,6 +367,31 @@ def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, poli
         con.execute(f"DROP TABLE IF EXISTS {kept}")
         if not full and not first:
             con.execute(f"CREATE TABLE {kept} AS SELECT * FROM {table.name} LIMIT 0")
+
+
+# A night touching at most this many contacts sets their rows aside with `DELETE ... RETURNING`
+# (one pass over each table; the rows held in this process), more by reading them and deleting them
+# in SQL (two passes; DuckDB can spill): the memory a night holds stays bounded.
+RETURNING_CONTACTS = 50_000
+TOUCHED = "business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched)"
+
+
+def replace_touched(con: duckdb.DuckDBPyConnection, full: bool) -> None:
+    """Delete the touched contacts' statuses, history and violations (every row on a full run), to be
+    decided again, and keep the rows deleted as `stg_replaced_*` (empty on a full run): the status
+    check validates only rows that changed, and the incremental marts (consent/sql/mart_scope.sql)
+    take the difference between these and the rows the run writes."""
+    returning = not full and con.execute("SELECT count(*) FROM stg_touched").fetchone()[0] <= RETURNING_CONTACTS
+    for table, kept in ((CONSENT_STATUS, "stg_replaced_status"), (CONSENT_STATUS_HISTORY, "stg_replaced_history"),
+                        (CONSENT_VIOLATIONS, "stg_replaced_violations")):
+        con.execute(f"CREATE OR REPLACE TABLE {kept} AS SELECT * FROM {table.name} LIMIT 0")
+        if full:
+            con.execute(f"DELETE FROM {table.name}")
+        elif returning:
+            write_frame(con, kept, con.execute(f"DELETE FROM {table.name} WHERE {TOUCHED} RETURNING *").pl())
+        else:
+            con.execute(f"INSERT INTO {kept} SELECT * FROM {table.name} WHERE {TOUCHED}")
+            con.execute(f"DELETE FROM {table.name} WHERE {TOUCHED}")
 
 
 # A night whose scope has not closed after this many steps (a very long chain of links and number

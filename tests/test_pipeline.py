@@ -196,6 +196,43 @@ def test_a_night_that_writes_an_opted_in_status_without_evidence_fails(tmp_path,
     assert "opted_in_rows_have_evidence" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("returning", [True, False])
+def test_a_night_sets_aside_exactly_the_rows_it_decides_again(tmp_path, exports, monkeypatch, returning):
+    """A night deletes the touched contacts' statuses, history and violations and keeps them as
+    `stg_replaced_*` (what the status check and the marts built by difference compare with): with
+    `DELETE ... RETURNING` on a small night, by reading then deleting in SQL on a large one
+    (`RETURNING_CONTACTS`, here 0 to take that way). Both keep exactly the rows the tables held for
+    those contacts, and leave the tables as a full run does."""
+    import duckdb
+
+    import consent.warehouse as warehouse
+
+    if not returning:
+        monkeypatch.setattr(warehouse, "RETURNING_CONTACTS", 0)
+    path, staged = tmp_path / "wh.duckdb", tmp_path / "staged"
+    first, second = _nights(exports)
+    for folder in first:
+        shutil.copytree(exports / folder, staged / folder)
+    assert run_cli(staged, path) == 0
+    tables = ("consent_status", "consent_status_history", "consent_violations")
+    con = duckdb.connect(str(path), read_only=True)
+    before = {t: con.execute(f"SELECT * FROM {t}").fetchall() for t in tables}
+    columns = {t: [r[0] for r in con.execute(f"DESCRIBE {t}").fetchall()] for t in tables}
+    con.close()
+    for folder in second:
+        shutil.copytree(exports / folder, staged / folder)
+    assert run_cli(staged, path) == 0
+    touched = {tuple(k.split(chr(31))) for (k,) in query(path, "SELECT contact_key FROM stg_touched")}
+    for table, kept in zip(tables, ("stg_replaced_status", "stg_replaced_history", "stg_replaced_violations")):
+        at = columns[table].index("business"), columns[table].index("contact_id")
+        expected = sorted(r for r in before[table] if (r[at[0]], r[at[1]]) in touched)
+        assert sorted(query(path, f"SELECT * FROM {kept}")) == expected, table
+        assert expected or table == "consent_violations", table  # the night decides contacts again
+    night = {t: sorted(query(path, f"SELECT * FROM {t}")) for t in tables}
+    assert run_cli(staged, path, "--full") == 0
+    assert {t: sorted(query(path, f"SELECT * FROM {t}")) for t in tables} == night
+
+
 def _nights(exports: Path) -> list[list[str]]:
     """The channel folders in two nights: the first half, then the rest."""
     folders = sorted(p.name for p in exports.iterdir() if p.is_dir())

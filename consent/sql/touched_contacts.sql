@@ -21,22 +21,3 @@ UNION SELECT business || chr(31) || contact_id FROM consent_status
       WHERE phone_e164 IS NULL AND contact_id IN (
           SELECT whatsapp_user_id FROM stg_identifier_links UNION SELECT previous_user_id FROM stg_identifier_links
           UNION SELECT parent_user_id FROM stg_identifier_links);
-
--- The statuses, history and violations about to be replaced, kept for what follows the publish:
--- the status check validates only rows that changed; the incremental marts
--- (consent/sql/mart_scope.sql) compare history and violations with the new rows (the first day
--- that differs is where the marts' days are rebuilt from). Empty on a full run.
-CREATE OR REPLACE TABLE stg_replaced_status AS
-SELECT * FROM consent_status
-WHERE NOT $full AND business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched);
-CREATE OR REPLACE TABLE stg_replaced_history AS
-SELECT * FROM consent_status_history
-WHERE NOT $full AND business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched);
-CREATE OR REPLACE TABLE stg_replaced_violations AS
-SELECT * FROM consent_violations
-WHERE NOT $full AND business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched);
-
--- Their derived rows are decided again.
-DELETE FROM consent_status WHERE $full OR business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched);
-DELETE FROM consent_violations WHERE $full OR business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched);
-DELETE FROM consent_status_history WHERE $full OR business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched);
