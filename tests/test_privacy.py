@@ -177,3 +177,24 @@ def test_no_raw_number_in_logs_metadata_or_alerts(exports, warehouse_path, caplo
     for digits in NATIONAL_DIGITS + ["15201234568"]:
         assert digits not in re.sub(r"[\s\-()]", "", everything), digits
     assert not re.search(r"\+\d{8,15}\b", everything)
+
+
+def test_erasure_after_a_night_leaves_no_trace_in_the_nights_copies(exports, warehouse_path, tmp_path):
+    """A night keeps copies of the rows it replaced and wrote, and the marts' differences
+    (`stg_replaced_*`, `stg_decided_*`, `stg_mart_*_delta`, issue 16): an erasure clears them too."""
+    from pipelines.cli import main
+
+    staged = tmp_path / "staged"
+    shutil.copytree(exports / "email_link", staged / "email_link")
+    assert run_cli(staged, warehouse_path) == 0
+    for folder in ("web_form", "preference_center", "whatsapp"):  # the number's events arrive a night later
+        shutil.copytree(exports / folder, staged / folder)
+    assert run_cli(staged, warehouse_path) == 0
+    copies = ("stg_decided_status", "stg_decided_history", "stg_mart_history_delta", "stg_mart_status_delta")
+    held = {t: query(warehouse_path, f"SELECT count(*) FROM {t} WHERE contact_id = '+4915112345678'")[0][0] for t in copies}
+    assert all(held.values()), held
+    assert main(["erase", "0151 12345678", "--country", "DE", "--warehouse", str(warehouse_path),
+                 "--exports", str(staged)]) == 0
+    for path in warehouse_path.parent.rglob("*"):
+        if path.is_file():
+            assert b"15112345678" not in re.sub(rb"\D", b"", path.read_bytes()), path
