@@ -13,7 +13,7 @@ import dagster as dg
 from assets.staging import stg_consent_events
 from consent.db import table_exists
 from consent.rules import RULES
-from consent.warehouse import duplicate_decisions, duplicate_ids
+from consent.warehouse import TOUCHED, duplicate_decisions, duplicate_ids
 from expectations import consent_events as consent_events_suite
 from expectations import consent_status as consent_status_suite
 from expectations import opt_in_notices as opt_in_notices_suite
@@ -89,7 +89,7 @@ def opted_in_rows_have_evidence(context: dg.AssetCheckExecutionContext, warehous
         # An incremental run kept the statuses it wrote (`stg_decided_status`): the table's rows for
         # the contacts it decided, without reading the whole table for them.
         decided = ("stg_decided_status" if table_exists(con, "stg_decided_status") else
-                   "consent_status WHERE business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched)"
+                   f"consent_status WHERE {TOUCHED}"
                    if table_exists(con, "stg_touched") else "consent_status")
         changed = " EXCEPT ALL SELECT * FROM stg_replaced_status" if table_exists(con, "stg_replaced_status") else ""
         outcome = validate(con, consent_status_suite.rows_sql(f"SELECT * FROM {decided}{changed}"),

@@ -373,6 +373,7 @@ def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, poli
 # (one pass over each table; the rows held in this process), more by reading them and deleting them
 # in SQL (two passes; DuckDB can spill): the memory a night holds stays bounded.
 RETURNING_CONTACTS = 50_000
+# The rows of a table keyed by business and contact that belong to the contacts this run decides.
 TOUCHED = "business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched)"
 
 
@@ -511,8 +512,7 @@ def duplicate_decisions(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     contact on a full run): (business, contact, purpose) in consent_status, (event, rule) in
     consent_violations. Neither table has a primary-key index (schema version 6), so this is what
     keeps them one row per key; both 0 when all is well."""
-    decided = ("WHERE business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched)"
-               if table_exists(con, "stg_touched") else "")
+    decided = f"WHERE {TOUCHED}" if table_exists(con, "stg_touched") else ""
     counts = con.execute(f"""
         SELECT (SELECT count(*) FROM (SELECT 1 FROM consent_status {decided}
                                       GROUP BY business, contact_id, purpose HAVING count(*) > 1)),
