@@ -40,7 +40,7 @@ counted AS (
 ),
 
 totals AS (
-    SELECT business, channel, purpose, * EXCLUDE (business, channel, purpose) FROM counted
+    SELECT * FROM counted
     WHERE NOT getvariable('mart_scoped')
     UNION ALL
     -- the mart as it was plus the changes
