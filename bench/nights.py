@@ -11,7 +11,9 @@ and this one, each on its own copy of it, first runs a night over what the
 warehouse has read (not timed: afterwards every mart reflects that version's
 last run), then times in fresh processes: the start-up alone (importing the
 pipeline), a night adding 10,000 new events (bench/generate.py, seed 3: not the
-benchmark's night), and then a night with nothing new. Both
+benchmark's night), a night with nothing new, and a second night adding another
+10,000 (seed 4). The first of those nights is the first append after the
+benchmark's own night; the second is a night in a row of nights. Both
 versions run with this `.venv`'s Python (the baseline's modules imported from its
 own folder), read the same files and run at the same clock. It prints the times,
 the ratios issue 16 sets targets for (the night across sizes, the nothing-new night
@@ -63,14 +65,16 @@ def measure(checkout: Path, command: list[str]) -> dict:
     return result
 
 
-def night_exports(n: int) -> tuple[Path, Path]:
-    """The exports the warehouse for N has read (`bench/benchmark.py`'s exports and night), and the
-    same plus 10,000 new events in new files. Hard links: same size and modification time, not read again."""
+def night_exports(n: int) -> tuple[Path, Path, Path]:
+    """The exports the warehouse for N has read (`bench/benchmark.py`'s exports and night), the
+    same plus 10,000 new events in new files, and those plus 10,000 more. Hard links: same size and
+    modification time, not read again."""
     if not (WORK / f"consent_{n}.duckdb").exists():
         raise SystemExit(f"no warehouse for N={n}: run bench/benchmark.py --sizes {n} first")
     folders = []
     for name, base, extra in ((f"known_{n}", BENCH / "data" / f"events_{n}", [(WORK / "extra", 2, "night2_")]),
-                              (f"night3_{n}", WORK / f"known_{n}", [(WORK / "extra3", 3, "night3_")])):
+                              (f"night3_{n}", WORK / f"known_{n}", [(WORK / "extra3", 3, "night3_")]),
+                              (f"night4_{n}", WORK / f"night3_{n}", [(WORK / "extra4", 4, "night4_")])):
         folder = WORK / name
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(base, folder, copy_function=os.link, ignore=shutil.ignore_patterns(".complete"))
@@ -79,7 +83,7 @@ def night_exports(n: int) -> tuple[Path, Path]:
                 for file in channel.iterdir():
                     shutil.copy2(file, folder / channel.name / f"{prefix}{file.name}")
         folders.append(folder)
-    return folders[0], folders[1]
+    return folders[0], folders[1], folders[2]
 
 
 def columns(warehouse: Path) -> dict[str, list[str]]:
@@ -110,7 +114,7 @@ def main() -> None:
     results: dict[int, dict[str, dict]] = {}
     same = True
     for n in args.sizes:
-        known, night = night_exports(n)
+        known, night, second = night_exports(n)
         results[n] = {}
         warehouses = {}
         for label, checkout in versions.items():
@@ -127,6 +131,7 @@ def main() -> None:
                 "start-up": measure(checkout, [PYTHON, "-c", "import pipelines.definitions"]),
                 "10k night": measure(checkout, [*run, str(night)]),
                 "nothing new": measure(checkout, [*run, str(night)]),
+                "second night": measure(checkout, [*run, str(second)]),
             }
             warehouses[label] = warehouse
         layouts = {label: columns(warehouse) for label, warehouse in warehouses.items()}
@@ -138,18 +143,20 @@ def main() -> None:
             equal = sums["baseline"][name] == sums["this"][name]
             same &= equal
             print(f"N={n:,} {name}: {'identical' if equal else 'DIFFERENT'} ({sums['this'][name][0]:,} rows)")
-    print(f"\n{'N':>10} {'version':9} {'start-up s':>11} {'10k night s':>12} {'nothing new s':>14} {'peak MB':>8}"
-          f" {'nothing new / start-up':>23}")
+    print(f"\n{'N':>10} {'version':9} {'start-up s':>11} {'10k night s':>12} {'nothing new s':>14}"
+          f" {'second night s':>15} {'peak MB':>8} {'nothing new / start-up':>23}")
     for n, by_version in results.items():
         for label, r in by_version.items():
             ratio = r["nothing new"]["wall"] / r["start-up"]["wall"]
             print(f"{n:>10,} {label:9} {r['start-up']['wall']:11.1f} {r['10k night']['wall']:12.1f}"
-                  f" {r['nothing new']['wall']:14.1f} {r['10k night']['peak_mb']:8.0f} {ratio:23.2f}x")
+                  f" {r['nothing new']['wall']:14.1f} {r['second night']['wall']:15.1f}"
+                  f" {r['10k night']['peak_mb']:8.0f} {ratio:23.2f}x")
     if len(results) > 1:
         first, last = min(results), max(results)
         for label in versions:
-            print(f"{label}: the 10k night on {last:,} events / on {first:,}: "
-                  f"{results[last][label]['10k night']['wall'] / results[first][label]['10k night']['wall']:.2f}x")
+            for night in ("10k night", "second night"):
+                print(f"{label}: the {night} on {last:,} events / on {first:,}: "
+                      f"{results[last][label][night]['wall'] / results[first][label][night]['wall']:.2f}x")
     (WORK / "nights_results.json").write_text(json.dumps(results, indent=1))
     raise SystemExit(0 if same else 1)
 

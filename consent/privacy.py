@@ -23,14 +23,17 @@ from consent.db import table_exists, transaction, upsert
 from consent.marts import forget_builds
 
 ERASED_REASON = "erased number (GDPR Art. 17): event not re-imported"
-# A night's copies of the rows it replaced and wrote, and the marts' differences between them
-# (consent.warehouse.replace_touched, consent/sql/mart_scope.sql): rows keyed by `contact_id` that
-# erasure and retention clear like the tables they copy.
-NIGHT_COPIES = (
-    "stg_replaced_status", "stg_replaced_history", "stg_replaced_violations",
-    "stg_decided_status", "stg_decided_history", "stg_decided_violations",
-    "stg_mart_history_delta", "stg_mart_status_delta",
-)
+# A night's copies of the rows it replaced and wrote, the marts' differences between them and
+# what the marts read of the contacts in scope (consent.warehouse.replace_touched,
+# consent/sql/mart_scope.sql), with the column naming the contact: erasure and retention clear them
+# like the tables they copy.
+NIGHT_COPIES = {
+    **dict.fromkeys(("stg_replaced_status", "stg_replaced_history", "stg_replaced_violations",
+                     "stg_decided_status", "stg_decided_history", "stg_decided_violations",
+                     "stg_mart_history_delta", "stg_mart_status_delta", "stg_mart_contacts", "stg_mart_history"),
+                    "contact_id"),
+    "stg_mart_sends": "recipient",
+}
 
 def phone_hash(phone_e164: str, salt: str) -> str:
     """Salted SHA-256 of the E.164 number: the Python twin of SQL `salted_hash` (consent/sql/macros.sql)."""
@@ -130,7 +133,7 @@ def erase(con: duckdb.DuckDBPyConnection, identifier: str, salt: str, erased_at:
             ("stg_skipped", _text_match_sql("raw_row")),
             ("stg_message_statuses", _person_sql("recipient_e164", "recipient_user_id")),
             ("stg_identifier_links", "list_has_any([phone_e164, whatsapp_user_id, parent_user_id, previous_user_id], $ids)"),
-            *((copy, "contact_id IN (SELECT unnest($ids))") for copy in (*NIGHT_COPIES, "stg_mart_contacts")),
+            *((copy, f"{column} IN (SELECT unnest($ids))") for copy, column in NIGHT_COPIES.items()),
         ):
             if table_exists(con, table):
                 report.staging_rows_removed += _delete(con, table, condition, params)
@@ -323,9 +326,10 @@ def purge_retention(
         )
         contacts = con.execute("SELECT count(*) FROM ended").fetchone()[0]
         events = con.execute("DELETE FROM consent_events WHERE phone_e164 IN (SELECT phone_e164 FROM ended)").fetchone()[0]
-        for table in ("consent_status", "consent_violations", "consent_status_history", *NIGHT_COPIES):
+        for table, column in {**dict.fromkeys(("consent_status", "consent_violations", "consent_status_history"),
+                                              "contact_id"), **NIGHT_COPIES}.items():
             if table_exists(con, table):
-                con.execute(f"DELETE FROM {table} WHERE contact_id IN (SELECT phone_e164 FROM ended)")
+                con.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT phone_e164 FROM ended)")
         con.execute("DELETE FROM message_statuses WHERE recipient_e164 IN (SELECT phone_e164 FROM ended)")
         if events:
             forget_builds(con)  # the marts are rebuilt whole, without the purged contacts

@@ -350,3 +350,30 @@ def test_a_night_reads_every_event_its_contacts_inherit_through_number_changes_a
     by_night = query(warehouse, history)
     assert run_cli(exports, warehouse, "--full", as_of="2026-11-10T00:00:00Z") == 0
     assert status_of(warehouse) == night and query(warehouse, history) == by_night
+
+
+def test_a_nights_status_addressed_by_bsuid_alone_reaches_the_marts_of_the_number_it_is_linked_to(tmp_path):
+    """Issue 16: a night builds send_audit and opt_out_timeliness from the messages and history of
+    the contacts in scope only. A status that names only the BSUID arrives a night after the STOP;
+    the number it is linked to has no new event that night, yet its audit rows appear, as a full
+    build gives them."""
+    from consent import marts
+
+    exports, warehouse = tmp_path / "exports", tmp_path / "wh" / "consent.duckdb"
+    web_opt_in(exports, f"{PHONE},,opt_in,marketing;utility,2026-11-01T10:00:00Z,checkbox,v1,{USER}",
+               "+4915100000001,,opt_in,marketing,2026-11-01T10:00:00Z,checkbox,v1,")
+    write(exports, "whatsapp/hooks_1.jsonl", [username_stop(3)])
+    assert run_cli(exports, warehouse, as_of="2026-11-06T00:00:00Z") == 0
+    write(exports, "whatsapp/hooks_2.jsonl", [delivered(6, with_phone=False)])
+    assert run_cli(exports, warehouse, as_of="2026-11-07T00:00:00Z") == 0
+    assert query(warehouse, "SELECT count(*) FROM stg_touched WHERE contact_key LIKE ?", [f"%{PHONE}"]) == [(0,)]
+    modes = dict(query(warehouse, "SELECT mart, mode FROM mart_builds"))
+    assert modes["send_audit"] == modes["opt_out_timeliness"] == "incremental"
+    hashed = query(warehouse, "SELECT DISTINCT contact_hash FROM opt_out_timeliness")
+    assert query(warehouse, "SELECT message_id, category, status_at_send, finding FROM send_audit") == [
+        ("wamid.sent1", "marketing", "opted_out", "sent_after_opt_out")]
+    assert query(warehouse, "SELECT messages_after_opt_out, findings FROM opt_out_timeliness") == [
+        (1, ["sent_after_opt_out"])] and len(hashed) == 1
+    by_night = {m: query(warehouse, f"SELECT * FROM {m} ORDER BY ALL") for m in marts.MARTS}
+    assert run_cli(exports, warehouse, "--full", as_of="2026-11-07T00:00:00Z") == 0
+    assert {m: query(warehouse, f"SELECT * FROM {m} ORDER BY ALL") for m in marts.MARTS} == by_night

@@ -180,8 +180,10 @@ def test_no_raw_number_in_logs_metadata_or_alerts(exports, warehouse_path, caplo
 
 
 def test_erasure_after_a_night_leaves_no_trace_in_the_nights_copies(exports, warehouse_path, tmp_path):
-    """A night keeps copies of the rows it replaced and wrote, and the marts' differences
-    (`stg_replaced_*`, `stg_decided_*`, `stg_mart_*_delta`, issue 16): an erasure clears them too."""
+    """A night keeps copies of the rows it replaced and wrote, the marts' differences and what the
+    marts read of the contacts in scope (`stg_replaced_*`, `stg_decided_*`, `stg_mart_*`, issue
+    16): an erasure clears them too."""
+    from consent.privacy import NIGHT_COPIES
     from pipelines.cli import main
 
     staged = tmp_path / "staged"
@@ -189,9 +191,19 @@ def test_erasure_after_a_night_leaves_no_trace_in_the_nights_copies(exports, war
     assert run_cli(staged, warehouse_path) == 0
     for folder in ("web_form", "preference_center", "whatsapp"):  # the number's events arrive a night later
         shutil.copytree(exports / folder, staged / folder)
+    sent = {"id": "wamid.TO-ERASED", "status": "delivered", "timestamp": "1793872800", "recipient_id": "4915112345678",
+            "pricing": {"billable": True, "pricing_model": "PMP", "category": "marketing"}}
+    (staged / "whatsapp" / "statuses.jsonl").write_text(json.dumps(
+        {"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550783881",
+                                                          "phone_number_id": "106540352242922"},
+            "statuses": [sent]}}]}]}) + "\n")
     assert run_cli(staged, warehouse_path) == 0
-    copies = ("stg_decided_status", "stg_decided_history", "stg_mart_history_delta", "stg_mart_status_delta")
-    held = {t: query(warehouse_path, f"SELECT count(*) FROM {t} WHERE contact_id = '+4915112345678'")[0][0] for t in copies}
+    copies = {t: NIGHT_COPIES[t] for t in ("stg_decided_status", "stg_decided_history", "stg_mart_history_delta",
+                                           "stg_mart_status_delta", "stg_mart_contacts", "stg_mart_history",
+                                           "stg_mart_sends")}
+    held = {t: query(warehouse_path, f"SELECT count(*) FROM {t} WHERE {c} = '+4915112345678'")[0][0]
+            for t, c in copies.items()}
     assert all(held.values()), held
     assert main(["erase", "0151 12345678", "--country", "DE", "--warehouse", str(warehouse_path),
                  "--exports", str(staged)]) == 0

@@ -101,14 +101,14 @@ def build(
 
 def _scope(con: duckdb.DuckDBPyConnection, run_id: str, name: str) -> None:
     """What the run changed (consent/sql/mart_scope.sql), computed once per run, as what the marts
-    read: the temporary views `mart_messages`, `mart_contacts`, `mart_history_delta`,
-    `mart_status_delta`, the variables `mart_since` (the first day to rebuild: a constant the
+    read: the temporary views `mart_messages`, `mart_contacts`, `mart_history` (their history),
+    `mart_sends` (the messages sent to them), `mart_history_delta`, `mart_status_delta`, the variables `mart_since` (the first day to rebuild: a constant the
     optimiser can push below joins, a subquery it cannot) and `mart_previous_day`; and, for a mart
     built by difference (`name`), its rows as they are before the build deletes them."""
     if not (table_exists(con, "stg_mart_scope")
             and con.execute("SELECT run_id FROM stg_mart_scope").fetchone() == (run_id,)):
         sql.run(con, "mart_scope", {"run_id": run_id})
-    for view in ("messages", "contacts"):
+    for view in ("messages", "contacts", "history", "sends"):
         con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{view} AS SELECT * FROM stg_mart_{view}")
     for delta in ("history", "status"):
         con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{delta}_delta AS SELECT * FROM stg_mart_{delta}_delta")
@@ -202,6 +202,9 @@ def _reset_scope(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE OR REPLACE TEMP VIEW mart_messages AS SELECT NULL::VARCHAR AS message_id WHERE false")
     con.execute("CREATE OR REPLACE TEMP VIEW mart_contacts AS "
                 "SELECT NULL::VARCHAR AS business, NULL::VARCHAR AS contact_id WHERE false")
+    # whole tables: every contact's history, every message sent
+    con.execute("CREATE OR REPLACE TEMP VIEW mart_history AS SELECT * FROM consent_status_history")
+    con.execute("CREATE OR REPLACE TEMP VIEW mart_sends AS SELECT * FROM business_sends()")
     con.execute("SET VARIABLE mart_since = NULL::DATE")
     con.execute("SET VARIABLE mart_previous_day = NULL::DATE")
     for delta, table in (("history", "consent_status_history"), ("status", "consent_status")):

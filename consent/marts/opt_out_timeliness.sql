@@ -14,12 +14,11 @@ WITH requests AS (
         e.channel,
         e.run_id AS published_run,
         e.ingested_at
-    FROM consent_status_history AS h
+    -- the whole history, or on an incremental build the history of the contacts the run changed
+    -- (`mart_history`: consent/marts/__init__.py, consent/sql/mart_scope.sql)
+    FROM mart_history AS h
     JOIN consent_events AS e ON e.event_id = h.decided_by_event_id AND e.event_type = 'opt_out'
     WHERE h.status = 'opted_out'
-      -- on an incremental build, only the contacts the run changed (consent/sql/mart_scope.sql)
-      AND (NOT getvariable('mart_scoped')
-           OR (h.business, h.contact_id) IN (SELECT (business, contact_id) FROM mart_contacts))
     GROUP BY ALL
 ),
 
@@ -31,8 +30,9 @@ published AS (
 ),
 
 sends AS (
-    -- the recipient as a contact id (consent/sql/send_macros.sql)
-    SELECT * FROM business_sends()
+    -- the recipient as a contact id (consent/sql/send_macros.sql): every message sent, or on an
+    -- incremental build those sent to the contacts the run changed
+    SELECT * FROM mart_sends
 ),
 
 after AS (

@@ -4,7 +4,8 @@
 -- linked to (the `business_sends()` macro, consent/sql/send_macros.sql).
 WITH sends AS (
     -- on an incremental build, only the messages the run changed (consent/sql/mart_scope.sql)
-    SELECT * FROM business_sends()
+    -- (`mart_sends`: every message sent, or on an incremental build those sent to the contacts in scope)
+    SELECT * FROM mart_sends
     WHERE NOT getvariable('mart_scoped') OR message_id IN (SELECT message_id FROM mart_messages)
 ),
 
@@ -18,7 +19,8 @@ checked AS (
         h.status AS status_at_send,
         p.purpose IS NOT NULL AS is_purpose
     FROM sends AS s
-    LEFT JOIN consent_status_history AS h
+    -- (`mart_history`: the whole history, or on an incremental build the recipients' history)
+    LEFT JOIN mart_history AS h
         ON h.business = s.business
         AND h.contact_id = s.recipient
         AND h.purpose = s.category

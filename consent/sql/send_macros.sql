@@ -10,8 +10,10 @@ WHERE phone_e164 IS NOT NULL AND whatsapp_user_id IS NOT NULL
 GROUP BY ALL;
 
 -- One row per business-sent message (from status webhooks): its recipient as a contact id (the
--- number, else the number its BSUID is linked to, else the BSUID), first status time, category.
-CREATE OR REPLACE TEMP MACRO business_sends() AS TABLE
+-- number, else the number its BSUID is linked to, else the BSUID), first status time, category;
+-- from the status rows of the table named (`message_statuses`, or the statuses of some messages
+-- only: every status row of each message, so that the row is the same).
+CREATE OR REPLACE TEMP MACRO sends_from(statuses) AS TABLE
 SELECT
     m.message_id,
     m.business,
@@ -20,6 +22,9 @@ SELECT
     any_value(m.pricing_category) FILTER (WHERE m.pricing_category IS NOT NULL) AS category,
     list(DISTINCT m.status ORDER BY m.status) AS statuses,
     bool_or(list_contains(m.error_codes, 131050)) AS refused_by_whatsapp
-FROM message_statuses AS m
+FROM query_table(statuses) AS m
 LEFT JOIN linked_numbers() AS l ON l.business = m.business AND l.whatsapp_user_id = m.recipient_user_id
 GROUP BY m.message_id, m.business;
+
+-- Every business-sent message.
+CREATE OR REPLACE TEMP MACRO business_sends() AS TABLE SELECT * FROM sends_from('message_statuses');
