@@ -30,7 +30,8 @@ ERASED_REASON = "erased number (GDPR Art. 17): event not re-imported"
 NIGHT_COPIES = {
     **dict.fromkeys(("stg_replaced_status", "stg_replaced_history", "stg_replaced_violations",
                      "stg_decided_status", "stg_decided_history", "stg_decided_violations",
-                     "stg_mart_history_delta", "stg_mart_status_delta", "stg_mart_contacts", "stg_mart_history"),
+                     "stg_mart_history_delta", "stg_mart_status_delta", "stg_mart_violations_delta",
+                     "stg_mart_contacts", "stg_mart_history"),
                     "contact_id"),
     "stg_mart_sends": "recipient",
 }

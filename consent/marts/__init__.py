@@ -9,11 +9,12 @@ run could change (`INCREMENTAL`: the days from the earliest one touched, the
 messages and contacts touched; consent/sql/mart_scope.sql says which): those
 rows are deleted and built again in one transaction, with the same SQL
 restricted by the same condition, so both ways give the same table (a test
-builds both and compares). Two marts are built by difference: `consent_daily`
-and `consent_coverage` add to the rows they held the touched contacts' history
-rows and statuses the run wrote, less those it replaced (their cost follows
-what changed, not the history; a property test compares consent_daily with a
-whole build over generated histories). A mart is built whole when it has no
+builds both and compares). Three marts are built by difference:
+`consent_daily`, `consent_coverage` and `violations_summary` add to the rows
+they held the touched contacts' history rows, statuses or violations the run
+wrote, less those it replaced (their cost follows what changed, not the
+history; a property test compares consent_daily with a whole build over
+generated histories). A mart is built whole when it has no
 `mart_builds` row for the previous published run with the same fingerprint
 (its SQL, the policy, the purposes present, the salt): a new warehouse, a
 `--full` run, a changed policy, an erasure or a retention purge in between.
@@ -50,7 +51,8 @@ INCREMENTAL: dict[str, str] = {
     "consent_daily": SINCE,
     # by difference (its SQL): every row replaced by the mart as it was plus the statuses that changed
     "consent_coverage": "true",
-    "violations_summary": SINCE,
+    # by difference (its SQL), like consent_coverage
+    "violations_summary": "true",
     "quarantine_summary": SINCE,
     "send_audit": "message_id IN (SELECT message_id FROM mart_messages)",
     "opt_out_timeliness": "(business, contact_hash) IN (SELECT (business, salted_hash(contact_id)) FROM mart_contacts)",
@@ -110,15 +112,16 @@ def _scope(con: duckdb.DuckDBPyConnection, run_id: str, name: str) -> None:
         sql.run(con, "mart_scope", {"run_id": run_id})
     for view in ("messages", "contacts", "history", "sends"):
         con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{view} AS SELECT * FROM stg_mart_{view}")
-    for delta in ("history", "status"):
+    for delta in ("history", "status", "violations"):
         con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{delta}_delta AS SELECT * FROM stg_mart_{delta}_delta")
     con.execute("SET VARIABLE mart_since = (SELECT day FROM stg_mart_since)")
     con.execute("SET VARIABLE mart_previous_day = (SELECT previous_day FROM stg_mart_since)")
     if name == "consent_daily":  # the rows it starts from (the build deletes those from `mart_since`)
         con.execute("CREATE OR REPLACE TEMP TABLE mart_daily_before AS SELECT * FROM consent_daily "
                     "WHERE day >= least(getvariable('mart_since'), getvariable('mart_previous_day'))")
-    if name == "consent_coverage":
-        con.execute("CREATE OR REPLACE TEMP TABLE mart_coverage_before AS SELECT * FROM consent_coverage")
+    if name in ("consent_coverage", "violations_summary"):
+        before = {"consent_coverage": "mart_coverage_before", "violations_summary": "mart_violations_before"}[name]
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {before} AS SELECT * FROM {name}")
 
 
 def last_mode(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
@@ -207,7 +210,8 @@ def _reset_scope(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE OR REPLACE TEMP VIEW mart_sends AS SELECT * FROM business_sends()")
     con.execute("SET VARIABLE mart_since = NULL::DATE")
     con.execute("SET VARIABLE mart_previous_day = NULL::DATE")
-    for delta, table in (("history", "consent_status_history"), ("status", "consent_status")):
+    for delta, table in (("history", "consent_status_history"), ("status", "consent_status"),
+                         ("violations", "consent_violations")):
         con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{delta}_delta AS SELECT NULL::INTEGER AS sign, * FROM {table} WHERE false")
     con.execute("CREATE OR REPLACE TEMP TABLE mart_daily_before (day DATE, business VARCHAR, channel VARCHAR, "
                 "purpose VARCHAR, opt_ins BIGINT, opt_outs BIGINT, confirmations BIGINT, net_change BIGINT, "
@@ -215,6 +219,8 @@ def _reset_scope(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE OR REPLACE TEMP TABLE mart_coverage_before (business VARCHAR, channel VARCHAR, purpose VARCHAR, "
                 "opted_in_contacts BIGINT, with_method BIGINT, with_date BIGINT, with_notice BIGINT, "
                 "with_lineage BIGINT, complete BIGINT, complete_share DOUBLE)")
+    con.execute("CREATE OR REPLACE TEMP TABLE mart_violations_before (day DATE, business VARCHAR, channel VARCHAR, "
+                "rule VARCHAR, severity VARCHAR, opt_ins BIGINT, refused BIGINT)")
 
 
 def _validity_rows(policy: Policy, purpose: str) -> list[tuple[str | None, float]]:

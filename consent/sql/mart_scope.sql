@@ -3,8 +3,10 @@
 -- once per run by the first mart that needs them (`stg_mart_scope` names the run); read after `publish`, from the run's staging tables (`stg_touched`: the contacts
 -- decided again; `stg_replaced_history`, `stg_replaced_violations`: the rows they replaced;
 -- `stg_decided_history`, `stg_decided_violations`: the rows the run wrote for them).
--- consent_daily and consent_coverage are built by difference from the changed history rows and
--- statuses (`stg_mart_history_delta`, `stg_mart_status_delta`).
+-- consent_daily, consent_coverage and violations_summary are built by difference from the changed
+-- history rows, statuses and violations (`stg_mart_history_delta`, `stg_mart_status_delta`,
+-- `stg_mart_violations_delta`); send_audit and opt_out_timeliness read the history and the messages
+-- of the contacts in scope (`stg_mart_history`, `stg_mart_sends`).
 
 -- Messages whose send-audit row may change: new statuses, a recipient BSUID linked now (or changed),
 -- or a recipient decided again (by number, by BSUID, or as the number its BSUID is linked to).
@@ -68,6 +70,12 @@ CREATE OR REPLACE TABLE stg_mart_sends AS
 SELECT s.* FROM sends_from('mart_contact_statuses') AS s
 SEMI JOIN stg_mart_contacts AS c ON c.business = s.business AND c.contact_id = s.recipient;
 
+-- The touched contacts' violations the run wrote (+1) and those it replaced (-1), where they differ.
+CREATE OR REPLACE TABLE stg_mart_violations_delta AS
+SELECT 1 AS sign, * FROM (SELECT * FROM stg_decided_violations EXCEPT ALL SELECT * FROM stg_replaced_violations)
+UNION ALL
+SELECT -1, * FROM (SELECT * FROM stg_replaced_violations EXCEPT ALL SELECT * FROM stg_decided_violations);
+
 -- The first day whose figures may change. The touched contacts' history and violations were
 -- decided again from their whole histories, mostly into the same rows: only rows that differ from
 -- the replaced ones count. A row whose only change is its end (`valid_to`) changes the days from
@@ -100,13 +108,8 @@ changed_history AS (
       ON e.business = c.business AND e.contact_id = c.contact_id AND e.purpose = c.purpose
      AND e.valid_from = c.valid_from
 ),
-current_violations AS (
-    SELECT * FROM stg_decided_violations
-),
 changed_violations AS (
-    SELECT * FROM (SELECT * FROM current_violations EXCEPT ALL SELECT * FROM stg_replaced_violations)
-    UNION ALL
-    SELECT * FROM (SELECT * FROM stg_replaced_violations EXCEPT ALL SELECT * FROM current_violations)
+    SELECT * EXCLUDE (sign) FROM stg_mart_violations_delta
 )
 SELECT least(
     (SELECT min(first_change) FROM changed_history)::DATE,
