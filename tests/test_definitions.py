@@ -31,7 +31,7 @@ def test_definitions_hold_the_assets_checks_and_job():
         "consent_status", "consent_violations", "consent_status_history", "runs", "retention_purge", "message_statuses",
         "consent_daily", "consent_coverage", "quarantine_summary", "violations_summary", "send_audit",
         "compliance_dashboard", "consent_notices", "notice_usage", "identifier_links", "opt_out_timeliness",
-        "consent_renewals", "audience_checks",
+        "consent_renewals", "audience_checks", "business_contacts",
     }
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert checks == {

@@ -9,12 +9,12 @@ run could change (`INCREMENTAL`: the days from the earliest one touched, the
 messages and contacts touched; consent/sql/mart_scope.sql says which): those
 rows are deleted and built again in one transaction, with the same SQL
 restricted by the same condition, so both ways give the same table (a test
-builds both and compares). Three marts are built by difference:
-`consent_daily`, `consent_coverage` and `violations_summary` add to the rows
-they held the touched contacts' history rows, statuses or violations the run
-wrote, less those it replaced (their cost follows what changed, not the
-history; a property test compares consent_daily with a whole build over
-generated histories). A mart is built whole when it has no
+builds both and compares). Four marts are built by difference (`BEFORE`):
+`consent_daily`, `consent_coverage`, `violations_summary` and
+`business_contacts` add to the rows they held the touched contacts' history
+rows, statuses or violations the run wrote, less those it replaced (their cost
+follows what changed, not the history; a property test compares consent_daily
+with a whole build over generated histories). A mart is built whole when it has no
 `mart_builds` row for the previous published run with the same fingerprint
 (its SQL, the policy, the purposes present, the salt): a new warehouse, a
 `--full` run, a changed policy, an erasure or a retention purge in between.
@@ -53,9 +53,27 @@ INCREMENTAL: dict[str, str] = {
     "consent_coverage": "true",
     # by difference (its SQL), like consent_coverage
     "violations_summary": "true",
+    "business_contacts": "true",
     "quarantine_summary": SINCE,
     "send_audit": "message_id IN (SELECT message_id FROM mart_messages)",
     "opt_out_timeliness": "(business, contact_hash) IN (SELECT (business, salted_hash(contact_id)) FROM mart_contacts)",
+}
+
+
+# The marts built by difference: the columns of the rows each starts from (`<mart>_before`, a
+# temporary table: the mart's rows before the build deletes them; none on a whole build), and which
+# of its rows those are.
+BEFORE: dict[str, tuple[str, str]] = {
+    "consent_daily": ("day DATE, business VARCHAR, channel VARCHAR, purpose VARCHAR, opt_ins BIGINT, opt_outs BIGINT, "
+                      "confirmations BIGINT, net_change BIGINT, sendable_audience BIGINT",
+                      "day >= least(getvariable('mart_since'), getvariable('mart_previous_day'))"),
+    "consent_coverage": ("business VARCHAR, channel VARCHAR, purpose VARCHAR, opted_in_contacts BIGINT, "
+                         "with_method BIGINT, with_date BIGINT, with_notice BIGINT, with_lineage BIGINT, "
+                         "complete BIGINT, complete_share DOUBLE", "true"),
+    "violations_summary": ("day DATE, business VARCHAR, channel VARCHAR, rule VARCHAR, severity VARCHAR, "
+                           "opt_ins BIGINT, refused BIGINT", "true"),
+    "business_contacts": ("business VARCHAR, contacts BIGINT, known_by_bsuid_only BIGINT, "
+                          "sendable_contact_purposes BIGINT, opted_out BIGINT", "true"),
 }
 
 
@@ -104,9 +122,11 @@ def build(
 def _scope(con: duckdb.DuckDBPyConnection, run_id: str, name: str) -> None:
     """What the run changed (consent/sql/mart_scope.sql), computed once per run, as what the marts
     read: the temporary views `mart_messages`, `mart_contacts`, `mart_history` (their history),
-    `mart_sends` (the messages sent to them), `mart_history_delta`, `mart_status_delta`, the variables `mart_since` (the first day to rebuild: a constant the
-    optimiser can push below joins, a subquery it cannot) and `mart_previous_day`; and, for a mart
-    built by difference (`name`), its rows as they are before the build deletes them."""
+    `mart_sends` (the messages sent to them), `mart_history_delta`, `mart_status_delta`,
+    `mart_violations_delta`, `mart_decided_status` and `mart_replaced_status` (the touched contacts'
+    statuses as written and as replaced), the variables `mart_since` (the first day to rebuild: a
+    constant the optimiser can push below joins, a subquery it cannot) and `mart_previous_day`; and,
+    for a mart built by difference (`name`, `BEFORE`), its rows before the build deletes them."""
     if not (table_exists(con, "stg_mart_scope")
             and con.execute("SELECT run_id FROM stg_mart_scope").fetchone() == (run_id,)):
         sql.run(con, "mart_scope", {"run_id": run_id})
@@ -116,12 +136,10 @@ def _scope(con: duckdb.DuckDBPyConnection, run_id: str, name: str) -> None:
         con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{delta}_delta AS SELECT * FROM stg_mart_{delta}_delta")
     con.execute("SET VARIABLE mart_since = (SELECT day FROM stg_mart_since)")
     con.execute("SET VARIABLE mart_previous_day = (SELECT previous_day FROM stg_mart_since)")
-    if name == "consent_daily":  # the rows it starts from (the build deletes those from `mart_since`)
-        con.execute("CREATE OR REPLACE TEMP TABLE mart_daily_before AS SELECT * FROM consent_daily "
-                    "WHERE day >= least(getvariable('mart_since'), getvariable('mart_previous_day'))")
-    if name in ("consent_coverage", "violations_summary"):
-        before = {"consent_coverage": "mart_coverage_before", "violations_summary": "mart_violations_before"}[name]
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {before} AS SELECT * FROM {name}")
+    for copy in ("decided", "replaced"):
+        con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{copy}_status AS SELECT * FROM stg_{copy}_status")
+    if name in BEFORE:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name}_before AS SELECT * FROM {name} WHERE {BEFORE[name][1]}")
 
 
 def last_mode(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
@@ -213,14 +231,10 @@ def _reset_scope(con: duckdb.DuckDBPyConnection) -> None:
     for delta, table in (("history", "consent_status_history"), ("status", "consent_status"),
                          ("violations", "consent_violations")):
         con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{delta}_delta AS SELECT NULL::INTEGER AS sign, * FROM {table} WHERE false")
-    con.execute("CREATE OR REPLACE TEMP TABLE mart_daily_before (day DATE, business VARCHAR, channel VARCHAR, "
-                "purpose VARCHAR, opt_ins BIGINT, opt_outs BIGINT, confirmations BIGINT, net_change BIGINT, "
-                "sendable_audience BIGINT)")
-    con.execute("CREATE OR REPLACE TEMP TABLE mart_coverage_before (business VARCHAR, channel VARCHAR, purpose VARCHAR, "
-                "opted_in_contacts BIGINT, with_method BIGINT, with_date BIGINT, with_notice BIGINT, "
-                "with_lineage BIGINT, complete BIGINT, complete_share DOUBLE)")
-    con.execute("CREATE OR REPLACE TEMP TABLE mart_violations_before (day DATE, business VARCHAR, channel VARCHAR, "
-                "rule VARCHAR, severity VARCHAR, opt_ins BIGINT, refused BIGINT)")
+    for copy in ("decided", "replaced"):
+        con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{copy}_status AS SELECT * FROM consent_status WHERE false")
+    for name, (columns, _) in BEFORE.items():
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name}_before ({columns})")
 
 
 def _validity_rows(policy: Policy, purpose: str) -> list[tuple[str | None, float]]:

@@ -1,6 +1,6 @@
 -- consent_coverage: share of opted_in contacts with complete evidence (method, date, notice, lineage), per business, channel and purpose.
 -- Whole: from every status. Incremental (`mart_scoped`, consent/sql/mart_scope.sql): by difference, the
--- mart as it was (`mart_coverage_before`) plus the statuses the run wrote less those it replaced
+-- mart as it was (`consent_coverage_before`) plus the statuses the run wrote less those it replaced
 -- (`mart_status_delta`, a sign each).
 WITH statuses AS (
     SELECT 1 AS sign, * FROM consent_status
@@ -48,7 +48,7 @@ totals AS (
            sum(with_notice), sum(with_lineage), sum(complete)
     FROM (
         SELECT business, channel, purpose, opted_in_contacts, with_method, with_date, with_notice, with_lineage, complete
-        FROM mart_coverage_before
+        FROM consent_coverage_before
         UNION ALL
         SELECT * FROM counted
     )

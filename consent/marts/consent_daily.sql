@@ -1,7 +1,7 @@
 -- consent_daily: per day, business, channel and purpose: opt-ins, opt-outs, confirmations, net change, sendable audience.
 -- Built from consent_status_history, so a day's figures are what the rules decided, not raw event counts.
 -- Whole: from every history row. Incremental (`mart_scoped`, consent/sql/mart_scope.sql): by difference,
--- the mart's rows from the first day to rebuild (`mart_daily_before`, kept before they are deleted)
+-- the mart's rows from the first day to rebuild (`consent_daily_before`, kept before they are deleted)
 -- plus the history rows the run wrote less those it replaced (`mart_history_delta`, a sign each), so
 -- the cost follows the rows the run changed, not the history's length.
 WITH transitions AS (
@@ -124,7 +124,7 @@ kept_audience AS (
     SELECT day, business, channel, purpose, sum(n) AS sendable_audience
     FROM (
         SELECT b.day, b.business, b.channel, b.purpose, b.sendable_audience AS n
-        FROM mart_daily_before AS b
+        FROM consent_daily_before AS b
         WHERE b.day IN (SELECT day FROM kept_days)
         UNION ALL
         SELECT d.day, s.business, s.channel, s.purpose, s.n
@@ -139,7 +139,7 @@ anchor AS (
     SELECT business, channel, purpose, sum(n) AS n
     FROM (
         SELECT business, channel, purpose, sendable_audience AS n
-        FROM mart_daily_before WHERE day = getvariable('mart_previous_day')
+        FROM consent_daily_before WHERE day = getvariable('mart_previous_day')
         UNION ALL
         SELECT business, channel, purpose, n FROM delta_steps WHERE day <= getvariable('mart_previous_day')
     )
@@ -196,7 +196,7 @@ scoped AS (
         b.day IS NOT NULL AS was_there,
         coalesce(b.sendable_audience, 0) AS audience_was,
         coalesce(c.transitions, 0) AS transitions_added
-    FROM (SELECT * FROM mart_daily_before WHERE day >= getvariable('mart_since')) AS b
+    FROM (SELECT * FROM consent_daily_before WHERE day >= getvariable('mart_since')) AS b
     FULL JOIN (SELECT * FROM delta_changes WHERE day >= getvariable('mart_since')) AS c
         USING (day, business, channel, purpose)
     FULL JOIN scoped_audience AS a USING (day, business, channel, purpose)

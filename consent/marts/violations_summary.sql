@@ -1,6 +1,6 @@
 -- violations_summary: opt-ins refused or warned about, per day of the opt-in, business, channel, rule and severity.
 -- Whole: from every violation. Incremental (`mart_scoped`, consent/sql/mart_scope.sql): by difference, the
--- mart as it was (`mart_violations_before`) plus the violations the run wrote less those it replaced
+-- mart as it was (`violations_summary_before`) plus the violations the run wrote less those it replaced
 -- (`mart_violations_delta`, a sign each).
 WITH violations AS (
     SELECT 1 AS sign, * FROM consent_violations
@@ -33,7 +33,7 @@ totals AS (
     UNION ALL
     -- the mart as it was plus the changes
     SELECT day, business, channel, rule, severity, sum(opt_ins), sum(refused)
-    FROM (SELECT * FROM mart_violations_before UNION ALL SELECT * FROM counted)
+    FROM (SELECT * FROM violations_summary_before UNION ALL SELECT * FROM counted)
     WHERE getvariable('mart_scoped')
     GROUP BY ALL
 )
