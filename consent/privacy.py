@@ -36,6 +36,7 @@ NIGHT_COPIES = {
     "stg_mart_sends": "recipient",
 }
 
+
 def phone_hash(phone_e164: str, salt: str) -> str:
     """Salted SHA-256 of the E.164 number: the Python twin of SQL `salted_hash` (consent/sql/macros.sql)."""
     return hashlib.sha256((salt + phone_e164).encode("utf-8")).hexdigest()[:32]

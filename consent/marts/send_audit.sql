@@ -3,8 +3,8 @@
 -- The recipient is matched by number, or by BSUID (`recipient_user_id`) through the number it is
 -- linked to (the `business_sends()` macro, consent/sql/send_macros.sql).
 WITH sends AS (
-    -- on an incremental build, only the messages the run changed (consent/sql/mart_scope.sql)
-    -- (`mart_sends`: every message sent, or on an incremental build those sent to the contacts in scope)
+    -- every message sent (`mart_sends`); on an incremental build, the messages the run changed, of
+    -- those sent to the contacts in scope (consent/sql/mart_scope.sql)
     SELECT * FROM mart_sends
     WHERE NOT getvariable('mart_scoped') OR message_id IN (SELECT message_id FROM mart_messages)
 ),
