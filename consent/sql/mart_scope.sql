@@ -5,8 +5,9 @@
 -- `stg_decided_history`, `stg_decided_violations`: the rows the run wrote for them).
 -- consent_daily, consent_coverage and violations_summary are built by difference from the changed
 -- history rows, statuses and violations (`stg_mart_history_delta`, `stg_mart_status_delta`,
--- `stg_mart_violations_delta`); send_audit and opt_out_timeliness read the history and the messages
--- of the contacts in scope (`stg_mart_history`, `stg_mart_sends`).
+-- `stg_mart_violations_delta`), business_contacts from the touched contacts' statuses as written and
+-- as replaced (`stg_decided_status`, `stg_replaced_status`); send_audit and opt_out_timeliness read
+-- the history and the messages of the contacts in scope (`stg_mart_history`, `stg_mart_sends`).
 
 -- Messages whose send-audit row may change: new statuses, a recipient BSUID linked now (or changed),
 -- or a recipient decided again (by number, by BSUID, or as the number its BSUID is linked to).
