@@ -359,7 +359,12 @@ def test_reconciling_the_ledger_in_small_ranges_of_contacts_changes_nothing(tmp_
     real_ranges = consent.warehouse._contact_ranges
     monkeypatch.setattr(consent.warehouse, "_contact_ranges", lambda con, n: seen.append(real_ranges(con, n)) or seen[-1])
     monkeypatch.setattr(consent.warehouse, "RECONCILE_RANGE_EVENTS", 3)
+    monkeypatch.setattr(consent.warehouse, "CONTACT_COUNTS_FETCH", 2)  # the counts read a few at a time
     ranged = tmp_path / "ranged.duckdb"
     assert run_cli(exports, ranged) == 0
     assert len(seen[0]) > 3  # the fixture's contacts were really cut into several ranges
+    bounds = [key for low, high, _ in seen[0] for key in (low, high)]
+    assert bounds == sorted(bounds) and len(set(bounds[1::2])) == len(seen[0])  # in order, none twice
+    [(contacts,)] = query(whole, "SELECT count(DISTINCT (business, contact_id)) FROM consent_status")
+    assert sum(n for _, _, n in seen[0]) == contacts  # every contact in exactly one range
     assert _tables(ranged) == _tables(whole)
