@@ -495,8 +495,8 @@ def _contact_ranges(con: duckdb.DuckDBPyConnection, events_per_range: int) -> li
     ranges: list[tuple[str, str, int]] = []
     start, last, events, contacts = None, None, 0, 0
     counts = sql.run(con, "contact_ranges")
-    # Read in pieces: a full run's 1.44M contacts at 5M events, fetched whole, held ~360 MB of
-    # Python tuples at once, much of which the process kept after they were freed.
+    # Read in pieces: the 1.44M pairs of a full run at 5M events, fetched whole, held ~360 MB of
+    # Python tuples at once (~145 MB of it still held by the process once they were freed).
     while piece := counts.fetchmany(CONTACT_COUNTS_FETCH):
         for phone, n in piece:
             start = start or phone
