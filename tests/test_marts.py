@@ -313,3 +313,40 @@ def test_a_mart_materialised_alone_in_the_ui_builds_only_itself(warehouse, tmp_p
     assert [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()] == ["consent_coverage"]
     assert query(copy, "SELECT count(*) FROM consent_coverage")[0][0] == before["consent_coverage"] > 0
     assert query(copy, "SELECT count(*) FROM consent_daily")[0][0] == 0  # not selected: not built
+
+
+def test_a_mart_built_in_several_statements_gives_the_runs_rows_and_leaves_no_temporary_table(warehouse, tmp_path):
+    """opt_out_timeliness writes its requests and their messages as temporary tables before its rows
+    (consent/marts/opt_out_timeliness.sql says why): built again on a copy, it equals what the run
+    built, and the connection holds none of those tables afterwards, nor after a build that fails."""
+    import duckdb
+
+    from consent import marts
+
+    copy = tmp_path / "consent.duckdb"
+    shutil.copy(warehouse, copy)
+    rows = query(copy, "SELECT * FROM opt_out_timeliness ORDER BY ALL")
+    assert any(r[-1] != ["honoured"] for r in rows)  # the fixture has messages sent after an opt-out
+    before, _ = marts.statements("opt_out_timeliness")
+    assert len(before) == 2
+    temporary = "SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name LIKE 'opt_out_%' ORDER BY 1"
+    with duckdb.connect(str(copy)) as con:
+        assert marts.build(con, "opt_out_timeliness", (warehouse.parent / ".hash_salt").read_text().strip()) == len(rows)
+        assert con.execute(temporary).fetchall() == []
+        assert con.execute("SELECT * FROM opt_out_timeliness ORDER BY ALL").fetchall() == rows
+        con.execute("ALTER TABLE runs RENAME TO runs_gone")  # the last statement reads `runs`
+        with pytest.raises(duckdb.CatalogException):
+            marts.build(con, "opt_out_timeliness", "salt")
+        assert con.execute(temporary).fetchall() == []
+
+
+def test_a_mart_statement_before_the_last_must_create_a_temporary_table(monkeypatch):
+    from consent import marts
+
+    monkeypatch.setitem(marts.MARTS, "broken", "-- broken: one row\nDELETE FROM consent_status;\nSELECT 1 AS x\n")
+    marts.statements.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="broken.sql: a statement before the last must create a temporary table"):
+            marts.statements("broken")
+    finally:
+        marts.statements.cache_clear()

@@ -129,3 +129,11 @@ def test_a_time_dependent_rule_brings_its_contacts_back_every_night(exports, war
     assert query(warehouse_path, "SELECT contacts_reconciled FROM runs ORDER BY started_at DESC LIMIT 1") == [(0,)]
     assert run_cli(exports, warehouse_path, as_of="2026-11-21T00:00:00Z") == 0
     assert statuses(warehouse_path)[("+4915201234570", "marketing")] == "opted_in"
+
+
+def test_sql_statements_end_at_a_semicolon_ending_a_line_of_code_not_of_comment():
+    from consent import sql
+
+    text = ("-- a; b;\nSELECT 1 AS a; -- the first\n-- ends with a semicolon;\nSELECT 2\n  AS b;\n\n"
+            "-- only a comment;\n")
+    assert sql.split(text) == ("-- a; b;\nSELECT 1 AS a", "-- ends with a semicolon;\nSELECT 2\n  AS b")

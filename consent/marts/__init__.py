@@ -1,7 +1,10 @@
 """Compliance marts: one SQL file per mart, named after the table it builds.
 
 Each file starts with `-- <name>: <what one row is>` and reads top-down as
-named CTEs. Marts never hold a raw number: counts, or `salted_hash(...)`
+named CTEs. Its last statement gives the mart's rows; statements before it, if
+any, each create a temporary table that the later ones read (the planner knows
+a table's size, not a CTE's: opt_out_timeliness.sql says why it needs this),
+dropped once the mart is built. Marts never hold a raw number: counts, or `salted_hash(...)`
 (the macro of consent/sql/macros.sql).
 
 `build` replaces a mart whole, or, after an incremental run, only the rows the
@@ -24,7 +27,8 @@ The other marts (`notice_usage`, `consent_renewals`) are always built whole.
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
+import re
+from functools import cache, lru_cache
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -38,6 +42,20 @@ from consent.sql import use_salt
 
 FOLDER = Path(__file__).parent
 MARTS: dict[str, str] = {path.stem: path.read_text(encoding="utf-8") for path in sorted(FOLDER.glob("*.sql"))}
+
+
+@cache
+def statements(name: str) -> tuple[tuple[str, ...], str]:
+    """A mart's statements: those that create its temporary tables, and the query of its rows."""
+    *before, rows = sql.split(MARTS[name])
+    for statement in before:
+        if not _TEMP_TABLE.match(statement):
+            raise ValueError(f"consent/marts/{name}.sql: a statement before the last must create a temporary "
+                             f"table: {statement.splitlines()[0]!r}")
+    return tuple(before), rows
+
+
+_TEMP_TABLE = re.compile(r"(?:--[^\n]*\n\s*)*CREATE OR REPLACE TEMP TABLE (\w+) AS\b", re.IGNORECASE)
 
 
 def purpose_of(name: str) -> str:
@@ -100,17 +118,24 @@ def build(
         use_salt(con, salt)
         prepare(con, policy)
     fingerprint = _fingerprint(con, name, salt, policy)
+    before, rows = statements(name)
     with transaction(con):
         incremental = not full and run_id is not None and name in INCREMENTAL and _can_increment(con, name, run_id, fingerprint)
         if incremental:
             _scope(con, run_id, name)
             con.execute("SET VARIABLE mart_scoped = true")
+        for statement in before:
+            con.execute(statement)
+        if incremental:
             condition = INCREMENTAL[name]
             con.execute(f"DELETE FROM {name} WHERE {condition}")
-            con.execute(f"INSERT INTO {name} SELECT * FROM ({MARTS[name]}) WHERE {condition}")
+            con.execute(f"INSERT INTO {name} SELECT * FROM ({rows}) WHERE {condition}")
             con.execute("SET VARIABLE mart_scoped = false")
         else:
-            con.execute(f"CREATE OR REPLACE TABLE {name} AS {MARTS[name]}")
+            con.execute(f"CREATE OR REPLACE TABLE {name} AS {rows}")
+        # the temporary tables go with the build (a failed build's go with its rollback)
+        for statement in before:
+            con.execute(f"DROP TABLE temp.main.{_TEMP_TABLE.match(statement).group(1)}")
         if run_id is not None and table_exists(con, "mart_builds"):
             con.execute(
                 "INSERT OR REPLACE INTO mart_builds VALUES (?, ?, ?, ?, now()::TIMESTAMP)",

@@ -2,34 +2,33 @@
 -- Findings: honoured (nothing sent for the purposes opted out of), confirmation_message (one non-marketing
 -- message within 5 minutes: allowed), sent_after_opt_out, late (published more than the policy's business
 -- days after the request; weekends and the holiday calendar's days do not count).
-WITH requests AS (
-    SELECT
-        h.business,
-        h.contact_id,
-        h.decided_by_event_id AS event_id,
-        min(h.valid_from) AS asked_at,
-        max(coalesce(h.valid_to, TIMESTAMP '9999-12-31')) AS until,
-        list(DISTINCT h.purpose ORDER BY h.purpose) AS purposes,
-        -- the request's own event (one per id: the ledger's ids are unique), read once
-        e.channel,
-        e.run_id AS published_run,
-        e.ingested_at
-    -- the whole history, or on an incremental build the history of the contacts the run changed
-    -- (`mart_history`: consent/marts/__init__.py, consent/sql/mart_scope.sql)
-    FROM mart_history AS h
-    JOIN consent_events AS e ON e.event_id = h.decided_by_event_id AND e.event_type = 'opt_out'
-    WHERE h.status = 'opted_out'
-    GROUP BY ALL
-),
+-- Built in three statements (consent/marts/__init__.py runs a mart's statements in order; the last is
+-- the mart's rows). The first two write the requests and the messages sent after them as temporary
+-- tables, so that the planner knows how few requests have messages: in one statement it cannot
+-- estimate a join bounded by time (at 10M events it guessed 50M rows for 73k), so it built the
+-- final join's hash table on every request and kept it through the final sort, and a 1GB DuckDB
+-- limit ran out of memory.
 
-published AS (
-    -- the run that first held the request: its clock (`as_of`) is when the warehouse knew
-    SELECT r.* EXCLUDE (ingested_at), coalesce(ru.as_of, r.ingested_at) AS published_at
-    FROM requests AS r
-    LEFT JOIN runs AS ru ON ru.run_id = r.published_run
-),
+-- One row per opt-out request: the history rows its event decided (one per purpose), read once.
+CREATE OR REPLACE TEMP TABLE opt_out_requests AS
+SELECT
+    h.business,
+    h.contact_id,
+    h.decided_by_event_id AS event_id,
+    min(h.valid_from) AS asked_at,
+    max(coalesce(h.valid_to, TIMESTAMP '9999-12-31')) AS until,
+    -- purposes are never null; a sorted list of the distinct values (an ORDER BY inside the
+    -- aggregate keeps every row of every group apart: at 1.45M requests it was twice the memory)
+    list_sort(list_distinct(list(h.purpose))) AS purposes
+-- the whole history, or on an incremental build the history of the contacts the run changed
+-- (`mart_history`: consent/marts/__init__.py, consent/sql/mart_scope.sql)
+FROM mart_history AS h
+WHERE h.status = 'opted_out'
+GROUP BY ALL;
 
-sends AS (
+-- One row per request that has messages after it: the first, and how many it should not have had.
+CREATE OR REPLACE TEMP TABLE opt_out_messages AS
+WITH sends AS (
     -- the recipient as a contact id (consent/sql/send_macros.sql): every message sent, or on an
     -- incremental build those sent to the contacts the run changed
     SELECT * FROM mart_sends
@@ -40,7 +39,7 @@ after AS (
         p.business, p.contact_id, p.event_id, p.asked_at, s.message_id, s.sent_at, s.category,
         row_number() OVER (PARTITION BY p.business, p.contact_id, p.event_id ORDER BY s.sent_at, s.message_id) AS n,
         list_contains(p.purposes, s.category) AS covered
-    FROM published AS p
+    FROM opt_out_requests AS p
     JOIN sends AS s
       ON s.business = p.business AND s.recipient = p.contact_id
      AND s.sent_at > p.asked_at AND s.sent_at < p.until
@@ -52,17 +51,28 @@ judged AS (
         -- one message, the first, within 5 minutes and not marketing: the allowed confirmation
         (n = 1 AND sent_at <= asked_at + INTERVAL 5 MINUTE AND coalesce(category, '') <> 'marketing') AS confirmation
     FROM after
-),
+)
 
-per_request AS (
+SELECT
+    business, contact_id, event_id,
+    min(sent_at) AS first_message_at,
+    arg_min(category, sent_at) AS first_message_category,
+    bool_or(confirmation) AS confirmation_message,
+    count(*) FILTER (WHERE covered AND NOT confirmation) AS messages_after_opt_out
+FROM judged
+GROUP BY ALL;
+
+WITH published AS (
+    -- the request's own event (one per id: the ledger's ids are unique), and the run that first
+    -- held it: its clock (`as_of`) is when the warehouse knew
     SELECT
-        business, contact_id, event_id,
-        min(sent_at) AS first_message_at,
-        arg_min(category, sent_at) AS first_message_category,
-        bool_or(confirmation) AS confirmation_message,
-        count(*) FILTER (WHERE covered AND NOT confirmation) AS messages_after_opt_out
-    FROM judged
-    GROUP BY ALL
+        r.*,
+        e.channel,
+        e.run_id AS published_run,
+        coalesce(ru.as_of, e.ingested_at) AS published_at
+    FROM opt_out_requests AS r
+    JOIN consent_events AS e ON e.event_id = r.event_id AND e.event_type = 'opt_out'
+    LEFT JOIN runs AS ru ON ru.run_id = e.run_id
 ),
 
 final AS (
@@ -88,7 +98,7 @@ final AS (
                  THEN 'late' END
         ], lambda f: f IS NOT NULL) AS findings
     FROM published AS p
-    LEFT JOIN per_request AS r USING (business, contact_id, event_id)
+    LEFT JOIN opt_out_messages AS r USING (business, contact_id, event_id)
     LEFT JOIN business_calendar AS ac ON ac.day = p.asked_at::DATE
     LEFT JOIN business_calendar AS pc ON pc.day = p.published_at::DATE
 )

@@ -21,9 +21,24 @@ _PARAMETER = re.compile(r"\$([A-Za-z_]\w*)")
 
 @cache
 def statements(name: str) -> tuple[str, ...]:
-    text = (FOLDER / f"{name}.sql").read_text(encoding="utf-8")
-    parts = re.split(r";[ \t]*(?:--[^\n]*)?\n", text + "\n")
+    return split((FOLDER / f"{name}.sql").read_text(encoding="utf-8"))
+
+
+def split(text: str) -> tuple[str, ...]:
+    """The statements of a SQL text: each ends with `;` at the end of a line (a comment may follow
+    it); a comment line ending with `;` ends nothing; parts holding only comments are dropped."""
+    parts, current = [], []
+    for line in text.splitlines():
+        end = None if line.lstrip().startswith("--") else _END.search(line)
+        current.append(line[:end.start()] if end else line)
+        if end:
+            parts.append("\n".join(current))
+            current = []
+    parts.append("\n".join(current))
     return tuple(part.strip() for part in parts if _code(part))
+
+
+_END = re.compile(r";[ \t]*(?:--.*)?$")
 
 
 def _code(part: str) -> bool:
