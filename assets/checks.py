@@ -13,7 +13,7 @@ import dagster as dg
 from assets.staging import stg_consent_events
 from consent.db import table_exists
 from consent.rules import RULES
-from consent.warehouse import TOUCHED, duplicate_decisions, duplicate_ids
+from consent.warehouse import changed_status_rows, duplicate_decisions, duplicate_ids
 from expectations import consent_events as consent_events_suite
 from expectations import consent_status as consent_status_suite
 from expectations import opt_in_notices as opt_in_notices_suite
@@ -83,16 +83,12 @@ def ledger_rows_are_well_formed(context: dg.AssetCheckExecutionContext, warehous
 @dg.asset_check(asset="consent_status", description="GX suite `consent_status` on the rows this run changed: every opted_in row carries method, date, channel and lineage (ERROR); statuses known; one row per contact and purpose. And for every contact this run decided, one status row per business, contact and purpose and one violation row per event and rule (ERROR: neither table has a primary-key index, see consent/schema.py).")
 def opted_in_rows_have_evidence(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
-        # The rows this run changed (every row on a full run); the others were validated when
-        # written (a contact decided again into the same row, e.g. a pending request not yet
-        # expired, was validated then).
-        # An incremental run kept the statuses it wrote (`stg_decided_status`): the table's rows for
-        # the contacts it decided, without reading the whole table for them.
-        decided = ("stg_decided_status" if table_exists(con, "stg_decided_status") else
-                   f"consent_status WHERE {TOUCHED}"
-                   if table_exists(con, "stg_touched") else "consent_status")
-        changed = " EXCEPT ALL SELECT * FROM stg_replaced_status" if table_exists(con, "stg_replaced_status") else ""
-        outcome = validate(con, consent_status_suite.rows_sql(f"SELECT * FROM {decided}{changed}"),
+        # The rows this run changed (every row on a full or first run); the others were validated
+        # when written (a contact decided again into the same row, e.g. a pending request not yet
+        # expired, was validated then). An incremental run kept the statuses it wrote
+        # (`stg_decided_status`): the table's rows for the contacts it decided, without reading the
+        # whole table for them.
+        outcome = validate(con, consent_status_suite.rows_sql(changed_status_rows(con)),
                            consent_status_suite.build_suite, "consent_status", docs_dir(warehouse, context))
         duplicates = duplicate_decisions(con)
     result = suite_check_result(outcome)

@@ -512,12 +512,29 @@ def _contact_ranges(con: duckdb.DuckDBPyConnection, events_per_range: int) -> li
 RUN_COUNTS = ("files_seen", "files_read", "rows_read", "events", "quarantined", "skipped")
 
 
+def decided_every_contact(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the run just published decided every contact (a full run, or the first run of a
+    warehouse): it kept no copy of what it wrote (`stg_decided_status`), and every row of the
+    status, history and violation tables is its own."""
+    return not table_exists(con, "stg_decided_status")
+
+
+def changed_status_rows(con: duckdb.DuckDBPyConnection) -> str:
+    """A query of the consent_status rows the run just published changed: an incremental run's rows
+    as it wrote them less those it replaced; after a run that decided every contact, the whole
+    table (read as it is: filtering every row by the touched contacts and taking away no replaced
+    rows gave the same rows, and at 10M events ran out of memory under a 1GB limit)."""
+    if decided_every_contact(con):
+        return "SELECT * FROM consent_status"
+    return "SELECT * FROM stg_decided_status EXCEPT ALL SELECT * FROM stg_replaced_status"
+
+
 def duplicate_decisions(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Keys held by more than one row among the contacts this run decided (`stg_touched`: every
-    contact on a full run): (business, contact, purpose) in consent_status, (event, rule) in
-    consent_violations. Neither table has a primary-key index (schema version 6), so this is what
-    keeps them one row per key; both 0 when all is well."""
-    decided = f"WHERE {TOUCHED}" if table_exists(con, "stg_touched") else ""
+    """Keys held by more than one row among the contacts this run decided (`stg_touched`; every
+    contact after a run that decided them all): (business, contact, purpose) in consent_status,
+    (event, rule) in consent_violations. Neither table has a primary-key index (schema version 6),
+    so this is what keeps them one row per key; both 0 when all is well."""
+    decided = "" if decided_every_contact(con) or not table_exists(con, "stg_touched") else f"WHERE {TOUCHED}"
     counts = con.execute(f"""
         SELECT (SELECT count(*) FROM (SELECT 1 FROM consent_status {decided}
                                       GROUP BY business, contact_id, purpose HAVING count(*) > 1)),

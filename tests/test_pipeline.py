@@ -196,6 +196,32 @@ def test_a_night_that_writes_an_opted_in_status_without_evidence_fails(tmp_path,
     assert "opted_in_rows_have_evidence" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("full", [False, True])
+def test_a_run_deciding_every_contact_validates_every_status_row(tmp_path, exports, monkeypatch, capsys, full):
+    """A first run and a `--full` run keep no copy of what they decide: the status check reads the
+    whole table (every row is theirs), and an opted_in row without its consent method fails them."""
+    import polars as pl
+
+    import consent.warehouse as warehouse
+
+    path = tmp_path / "wh.duckdb"
+    if full:
+        assert run_cli(exports, path) == 0
+    real = warehouse.write_frame
+
+    def without_method(con, name, frame, **kwargs):
+        if name == "consent_status":
+            frame = frame.with_columns(
+                pl.when(pl.col("status") == "opted_in").then(None).otherwise(pl.col("consent_method")).alias("consent_method"))
+        real(con, name, frame, **kwargs)
+
+    monkeypatch.setattr(warehouse, "write_frame", without_method)
+    capsys.readouterr()
+    assert run_cli(exports, path, *(["--full"] if full else [])) == 1
+    assert "opted_in_rows_have_evidence" in capsys.readouterr().out
+    assert query(path, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'stg_decided_status'") == [(0,)]
+
+
 @pytest.mark.parametrize("returning", [True, False])
 def test_a_night_sets_aside_exactly_the_rows_it_decides_again(tmp_path, exports, monkeypatch, returning):
     """A night deletes the touched contacts' statuses, history and violations and keeps them as
