@@ -48,7 +48,7 @@ class WarehouseResource(dg.ConfigurableResource, WarehouseAccess):
 
     path: Optional[str] = None
     lock_timeout_seconds: Optional[float] = None
-    # DuckDB's memory limit per connection (e.g. "4GB"; default 2GB) and where it spills what does
+    # DuckDB's memory limit per connection (e.g. "4GB"; default 1GB) and where it spills what does
     # not fit (default: `.duckdb_tmp/` beside the warehouse): large runs spill, not grow.
     memory_limit: Optional[str] = None
     temp_directory: Optional[str] = None

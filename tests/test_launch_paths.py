@@ -155,13 +155,13 @@ def test_a_bad_setting_in_the_environment_is_a_configuration_error(monkeypatch, 
 
 
 def test_duckdb_has_a_memory_limit_unless_told_otherwise(monkeypatch, tmp_path):
-    """Every connection spills past 2GB by default (DuckDB's own default is 80% of RAM), and prints
+    """Every connection spills past 1GB by default (DuckDB's own default is 80% of RAM), and prints
     no progress bar."""
     from pipelines.access import Warehouse
 
     monkeypatch.delenv("CONSENT_MEMORY_LIMIT", raising=False)
     with Warehouse(path=str(tmp_path / "w.duckdb")).connect() as con:
-        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "1.8 GiB"  # 2GB
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "953.6 MiB"  # 1GB
         # and no DuckDB progress bar on stdout (a run's progress is its own lines on stderr)
         assert con.execute("SELECT current_setting('enable_progress_bar')").fetchone()[0] is False
     monkeypatch.setenv("CONSENT_MEMORY_LIMIT", "3GiB")
