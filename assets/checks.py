@@ -11,7 +11,6 @@ from pathlib import Path
 import dagster as dg
 
 from assets.staging import stg_consent_events
-from consent.db import table_exists
 from consent.rules import RULES
 from consent.warehouse import changed_status_rows, duplicate_decisions, duplicate_ids
 from expectations import consent_events as consent_events_suite
