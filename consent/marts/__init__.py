@@ -45,14 +45,18 @@ MARTS: dict[str, str] = {path.stem: path.read_text(encoding="utf-8") for path in
 
 
 @cache
-def statements(name: str) -> tuple[tuple[str, ...], str]:
-    """A mart's statements: those that create its temporary tables, and the query of its rows."""
+def statements(name: str) -> tuple[tuple[tuple[str, str], ...], str]:
+    """A mart's statements: (temporary table, the statement creating it) for each before the last,
+    and the query of its rows."""
     *before, rows = sql.split(MARTS[name])
+    tables = []
     for statement in before:
-        if not _TEMP_TABLE.match(statement):
+        created = _TEMP_TABLE.match(statement)
+        if not created:
             raise ValueError(f"consent/marts/{name}.sql: a statement before the last must create a temporary "
                              f"table: {statement.splitlines()[0]!r}")
-    return tuple(before), rows
+        tables.append((created.group(1), statement))
+    return tuple(tables), rows
 
 
 _TEMP_TABLE = re.compile(r"(?:--[^\n]*\n\s*)*CREATE OR REPLACE TEMP TABLE (\w+) AS\b", re.IGNORECASE)
@@ -124,7 +128,7 @@ def build(
         if incremental:
             _scope(con, run_id, name)
             con.execute("SET VARIABLE mart_scoped = true")
-        for statement in before:
+        for _, statement in before:
             con.execute(statement)
         if incremental:
             condition = INCREMENTAL[name]
@@ -134,8 +138,8 @@ def build(
         else:
             con.execute(f"CREATE OR REPLACE TABLE {name} AS {rows}")
         # the temporary tables go with the build (a failed build's go with its rollback)
-        for statement in before:
-            con.execute(f"DROP TABLE temp.main.{_TEMP_TABLE.match(statement).group(1)}")
+        for table, _ in before:
+            con.execute(f"DROP TABLE temp.main.{table}")
         if run_id is not None and table_exists(con, "mart_builds"):
             con.execute(
                 "INSERT OR REPLACE INTO mart_builds VALUES (?, ?, ?, ?, now()::TIMESTAMP)",
