@@ -13,6 +13,8 @@ so nights on ledgers of different sizes compare, and (h) the same night again:
 nothing new. It prints wall time, rows per second, peak memory (max RSS of the
 measured process and its workers), and the ratios; (e) is the start-up alone
 (importing the pipeline's libraries), the part of every run no data size changes;
+(g) is Dagster's floor: the same import, then `consent_job`'s steps doing nothing
+(bench/dagster_floor.py --child), what a run through the job costs before any work;
 (f) is `consent check` of an N-row audience (up to --audience-max) against (b)'s warehouse (numbers the
 warehouse knows, one in ten spelled nationally, some unknown): the pre-send gate
 is a DuckDB join, so it should take seconds at 1M rows. Across sizes it prints
@@ -166,6 +168,7 @@ def main() -> None:
         results.append(row("c duckdb scan floor", measure([PYTHON, "-c", FLOOR, str(exports)]), n))
         # What any run of this stack pays before reading a byte: importing Dagster, GX, Polars, DuckDB.
         results.append(row("e start-up (imports only)", measure([PYTHON, "-c", "import pipelines.definitions"]), n))
+        results.append(row("g Dagster floor (no-op steps)", measure([PYTHON, str(BENCH / "dagster_floor.py"), "--child"]), n))
         night = night_exports(exports, work)
         run_night = [CONSENT, "run", "--exports", str(night), "--warehouse", str(warehouse), "--as-of", AS_OF,
                      "--workers", str(args.workers)]
@@ -182,7 +185,8 @@ def main() -> None:
         print(f"consent run / floor: {by['b']['seconds'] / by['c']['seconds']:.1f}x; "
               f"start-up alone: {by['e']['seconds']:.1f} s")
         print(f"10k-event night / full run: {by['d']['seconds'] / by['b']['seconds']:.1%}; "
-              f"nothing-new night / start-up: {by['h']['seconds'] / by['e']['seconds']:.2f}x")
+              f"nothing-new night / start-up: {by['h']['seconds'] / by['e']['seconds']:.2f}x "
+              f"(Dagster's floor / start-up: {by['g']['seconds'] / by['e']['seconds']:.2f}x)")
         if "f" in by:
             print(f"pre-send check of {n:,} audience rows: {by['f']['seconds']:.1f} s")
         summary.append({"n": n, **{r["approach"]: r for r in results}})

@@ -219,3 +219,22 @@ def test_the_pipeline_imports_great_expectations_only_to_validate_rows():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split("\n")[:2] == ["False True 8", "True True 8"]
+
+
+def test_the_dagster_floor_runs_a_copy_of_consent_jobs_steps():
+    """bench/dagster_floor.py (issue 16's nothing-new target) times consent_job's own graph with no-op
+    bodies: every step, asset and check of the real job, and nothing else."""
+    import json
+
+    from pipelines.definitions import defs
+
+    real = defs.resolve_job_def("consent_job")
+    graph = real.asset_layer.asset_graph
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "dagster_floor.py"), "--child"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["success"] is True
+    assert report["steps"] == len(real.nodes_in_topological_order)
+    assert report["materialisations"] == sum(len(a.keys) for a in graph.assets_defs if a.is_executable)
+    assert report["check_evaluations"] == sum(len(list(a.check_specs)) for a in graph.assets_defs if a.is_executable)
