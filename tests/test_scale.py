@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -224,8 +225,6 @@ def test_the_pipeline_imports_great_expectations_only_to_validate_rows():
 def test_the_dagster_floor_runs_a_copy_of_consent_jobs_steps():
     """bench/dagster_floor.py (issue 16's nothing-new target) times consent_job's own graph with no-op
     bodies: every step, asset and check of the real job, and nothing else."""
-    import json
-
     from pipelines.definitions import defs
 
     real = defs.resolve_job_def("consent_job")
