@@ -12,8 +12,8 @@ process or one of its workers, as bench/benchmark.py measures it), and prints a 
 decided: events, quarantine, statuses, history, violations, and the marts.
 With --night-events K, both then run the next night (the same exports plus K
 new events, seed 2) on their warehouses, and the checksums are taken after
-that incremental night. Run ids and wall-clock times are left out. Exit 1
-when a checksum differs.
+that incremental night. Run ids and wall-clock times are left out. Where a
+checksum differs it prints how many rows are only in each version; exit 1.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,17 +61,39 @@ def columns(warehouse: Path) -> dict[str, list[str]]:
 
 
 def checksums(warehouse: Path, shared: dict[str, list[str]]) -> dict[str, tuple[int, str]]:
-    """Rows and a checksum per table, over the columns both versions have (a newer schema adds columns)."""
+    """Rows and a checksum per table, over the columns both versions have (a newer schema adds columns).
+    The checksum sums the rows' hashes: any order, and a duplicated row counts twice (an xor of the
+    hashes would cancel two equal rows)."""
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
         return {
             name: con.execute(
-                f"SELECT count(*), coalesce(bit_xor(hash(({', '.join(shared[name])}))), 0)::VARCHAR FROM ({sql}) AS t"
+                f"SELECT count(*), coalesce(sum(hash(({', '.join(shared[name])}))::HUGEINT), 0)::VARCHAR FROM ({sql}) AS t"
             ).fetchone()
             for name, sql in TABLES.items()
         }
     finally:
         con.close()
+
+
+def differing_rows(warehouses: dict[str, Path], name: str, shared: dict[str, list[str]]) -> tuple[int, int]:
+    """Rows of table `name` only in the baseline, and only in this version (as multisets)."""
+    con = duckdb.connect()
+    try:
+        for label, warehouse in warehouses.items():
+            con.execute(f"ATTACH '{warehouse}' AS {label} (READ_ONLY)")
+        side = {label: f"SELECT {', '.join(shared[name])} FROM ({_in(TABLES[name], label)})" for label in warehouses}
+        return tuple(
+            con.execute(f"SELECT count(*) FROM ({side[a]} EXCEPT ALL {side[b]})").fetchone()[0]
+            for a, b in (("baseline", "this"), ("this", "baseline"))
+        )
+    finally:
+        con.close()
+
+
+def _in(sql: str, catalog: str) -> str:
+    """A TABLES query reading from the attached `catalog`."""
+    return re.sub(r"\bFROM (\w+)", lambda m: f"FROM {catalog}.{m.group(1)}", sql, count=1)
 
 
 def run(checkout: Path, exports: Path, warehouse: Path) -> str:
@@ -136,7 +159,11 @@ def main() -> int:
     for name in TABLES:
         same = results["baseline"][name] == results["this"][name]
         differ += not same
-        print(f"{name:<24}{results['this'][name][0]:>10}  {'yes' if same else 'NO: ' + str(results['baseline'][name])}")
+        if same:
+            print(f"{name:<24}{results['this'][name][0]:>10}  yes")
+            continue
+        only_old, only_new = differing_rows(warehouses, name, shared)
+        print(f"{name:<24}{results['this'][name][0]:>10}  NO: {only_old} rows only in the baseline, {only_new} only in this")
     return 1 if differ else 0
 
 

@@ -66,6 +66,83 @@ def test_send_audit_checks_each_message_against_consent_at_send_time(warehouse):
     assert all(len(h) == 32 and not h.startswith("+") for h in hashes)
 
 
+def _status_line(message_id: str, status: str, timestamp: int, recipient_id: str, category: str) -> str:
+    """One status webhook as Meta sends it (one JSON object per line, as in tests/fixtures/sends)."""
+    item = {"id": message_id, "status": status, "timestamp": str(timestamp), "recipient_id": recipient_id,
+            "pricing": {"billable": True, "pricing_model": "PMP", "category": category}}
+    value = {"messaging_product": "whatsapp",
+             "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+             "statuses": [item]}
+    return json.dumps({"object": "whatsapp_business_account",
+                       "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}]})
+
+
+@pytest.mark.parametrize("order", ["as_sent", "reversed"])
+def test_a_message_whose_statuses_name_two_numbers_is_the_earliest_statuses(tmp_path, order):
+    """Status rows of one message id that disagree (two recipients, two categories): the earliest
+    status decides, whatever order the rows arrive in, so every build of the send audit agrees."""
+    exports = tmp_path / "exports"
+    shutil.copytree(FIXTURES / "exports", exports)
+    shutil.copy(FIXTURES / "sends" / "whatsapp" / "statuses_2026-11-06.jsonl", exports / "whatsapp")
+    lines = [_status_line("wamid.SEND-TWO", "delivered", 1793959305, "4915201234567", "utility"),
+             _status_line("wamid.SEND-TWO", "sent", 1793959300, "447400123456", "marketing")]
+    (exports / "whatsapp" / "statuses_2026-11-07.jsonl").write_text(
+        "\n".join(lines if order == "as_sent" else lines[::-1]) + "\n")
+    path = tmp_path / "wh" / "consent.duckdb"
+    assert run_cli(exports, path) == 0
+    rows = {r[0]: r[1:] for r in query(path, "SELECT message_id, recipient_hash, category, sent_at FROM send_audit")}
+    assert rows["wamid.SEND-TWO"][0] == rows["wamid.SEND-GB"][0]  # 447400123456, named by the "sent" status
+    assert rows["wamid.SEND-TWO"][1:] == ("marketing", dt.datetime(2026, 11, 6, 10, 1, 40))
+
+
+def test_a_message_moving_to_another_recipient_on_a_later_night_rebuilds_the_one_it_left(tmp_path):
+    """Night 1: a message's only status names the opted-out GB number (a send after its opt-out).
+    Night 2: an earlier status of the same message id names the DE number, so the message is now
+    DE's. The night's marts must drop it from GB's opt-out row too, as a `--full` build does."""
+    from consent import marts
+
+    exports, path = tmp_path / "exports", tmp_path / "wh" / "consent.duckdb"
+    shutil.copytree(FIXTURES / "exports", exports)
+    (exports / "whatsapp" / "statuses_2026-11-07.jsonl").write_text(
+        _status_line("wamid.SEND-MOVES", "delivered", 1793959260, "447400123456", "marketing") + "\n")
+    assert run_cli(exports, path, as_of="2026-11-09T00:00:00Z") == 0
+    gb_row = "SELECT messages_after_opt_out FROM opt_out_timeliness WHERE first_message_at = ?"
+    assert query(path, gb_row, [dt.datetime(2026, 11, 6, 10, 1)]) == [(1,)]
+
+    (exports / "whatsapp" / "statuses_2026-11-08.jsonl").write_text(
+        _status_line("wamid.SEND-MOVES", "sent", 1793959230, "4915201234567", "marketing") + "\n")
+    assert run_cli(exports, path, as_of="2026-11-10T00:00:00Z") == 0
+    assert dict(query(path, "SELECT mart, mode FROM mart_builds"))["opt_out_timeliness"] == "incremental"
+    by_night = {m: query(path, f"SELECT * EXCLUDE (published_run) FROM {m} ORDER BY ALL")
+                if m == "opt_out_timeliness" else query(path, f"SELECT * FROM {m} ORDER BY ALL") for m in marts.MARTS}
+    assert query(path, gb_row, [dt.datetime(2026, 11, 6, 10, 1)]) == []
+
+    assert run_cli(exports, path, "--full", as_of="2026-11-10T00:00:00Z") == 0
+    assert {m: query(path, f"SELECT * EXCLUDE (published_run) FROM {m} ORDER BY ALL")
+            if m == "opt_out_timeliness" else query(path, f"SELECT * FROM {m} ORDER BY ALL")
+            for m in marts.MARTS} == by_night
+
+
+def test_a_changed_send_macro_changes_every_marts_fingerprint(warehouse, monkeypatch):
+    """The marts read sends through `send_macros.sql`: a warehouse upgraded to a version whose macros
+    differ builds every mart whole once, not its old rows beside new ones."""
+    import duckdb
+
+    from consent import marts, sql
+    from consent.policy import Policy
+
+    policy = Policy()
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        before = {name: marts._fingerprint(con, name, "salt", policy) for name in marts.MARTS}
+        original = sql.statements
+        monkeypatch.setattr(sql, "statements", lambda name: original(name) + (("SELECT 1",) if name == "send_macros" else ()))
+        after = {name: marts._fingerprint(con, name, "salt", policy) for name in marts.MARTS}
+    finally:
+        con.close()
+    assert all(before[name] != after[name] for name in marts.MARTS)
+
+
 def test_marts_hold_no_raw_numbers(warehouse):
     for mart in ("consent_daily", "consent_coverage", "quarantine_summary", "violations_summary", "send_audit"):
         text = json.dumps(query(warehouse, f"SELECT * FROM {mart}"), default=str)

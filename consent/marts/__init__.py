@@ -185,7 +185,8 @@ def forget_builds(con: duckdb.DuckDBPyConnection) -> None:
 
 def _fingerprint(con: duckdb.DuckDBPyConnection, name: str, salt: str, policy: Policy) -> str:
     purposes = con.execute("SELECT list(DISTINCT purpose ORDER BY purpose) FROM consent_status").fetchone()[0]
-    parts = [MARTS[name], "\n".join(sql.statements("mart_scope")), policy.model_dump_json(), repr(purposes), salt]
+    parts = [MARTS[name], *("\n".join(sql.statements(f)) for f in ("mart_scope", "send_macros")), policy.model_dump_json(),
+             repr(purposes), salt]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 

@@ -24,15 +24,22 @@ UNION SELECT m.message_id FROM message_statuses AS m
       WHERE l.business || chr(31) || l.phone_e164 IN (SELECT contact_key FROM stg_touched);
 
 -- Contacts whose opt-out timeliness rows may change: decided again, the recipient of a changed
--- message, or a number a BSUID of this run's links pointed to before (its messages may move away).
--- (`sends_from` groups only the statuses of the messages named: not every message's.)
+-- message before this run or after it, or a number a BSUID of this run's links pointed to before
+-- (its messages may move away). A changed message's recipient, then or now, is one of the numbers
+-- or BSUIDs its status rows name, or the number such a BSUID is linked to: all of them are in
+-- scope, so a message that moves to another recipient (its earliest status is new) leaves the
+-- contact it was counted for rebuilt too.
 CREATE OR REPLACE TEMP TABLE mart_changed_statuses AS
-SELECT * FROM message_statuses WHERE message_id IN (SELECT message_id FROM stg_mart_messages);
+SELECT business, recipient_e164, recipient_user_id FROM message_statuses
+WHERE message_id IN (SELECT message_id FROM stg_mart_messages);
 
 CREATE OR REPLACE TABLE stg_mart_contacts AS
 SELECT string_split(contact_key, chr(31))[1] AS business, string_split(contact_key, chr(31))[2] AS contact_id
 FROM stg_touched
-UNION SELECT business, recipient FROM sends_from('mart_changed_statuses')
+UNION SELECT business, recipient_e164 FROM mart_changed_statuses WHERE recipient_e164 IS NOT NULL
+UNION SELECT business, recipient_user_id FROM mart_changed_statuses WHERE recipient_user_id IS NOT NULL
+UNION SELECT m.business, l.phone FROM mart_changed_statuses AS m
+      JOIN linked_numbers() AS l ON l.business = m.business AND l.whatsapp_user_id = m.recipient_user_id
 UNION SELECT business, phone_e164 FROM identifier_links
       WHERE phone_e164 IS NOT NULL
         AND whatsapp_user_id IN (SELECT whatsapp_user_id FROM stg_identifier_links

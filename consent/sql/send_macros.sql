@@ -12,14 +12,20 @@ GROUP BY ALL;
 -- One row per business-sent message (from status webhooks): its recipient as a contact id (the
 -- number, else the number its BSUID is linked to, else the BSUID), first status time, category;
 -- from the status rows of the table named (`message_statuses`, or the statuses of some messages
--- only: every status row of each message, so that the row is the same).
+-- only: every status row of each message, so that the row is the same). Should a message's status
+-- rows disagree (two recipients, two categories), the earliest status row that names one decides,
+-- ties by the smaller value: the same row whatever order the rows are read in (arg_min skips NULLs).
 CREATE OR REPLACE TEMP MACRO sends_from(statuses) AS TABLE
 SELECT
     m.message_id,
     m.business,
-    coalesce(any_value(m.recipient_e164), any_value(l.phone), any_value(m.recipient_user_id)) AS recipient,
+    coalesce(
+        arg_min(m.recipient_e164, (m.status_at, m.recipient_e164)),
+        arg_min(l.phone, (m.status_at, l.phone)),
+        arg_min(m.recipient_user_id, (m.status_at, m.recipient_user_id))
+    ) AS recipient,
     min(m.status_at) AS sent_at,
-    any_value(m.pricing_category) FILTER (WHERE m.pricing_category IS NOT NULL) AS category,
+    arg_min(m.pricing_category, (m.status_at, m.pricing_category)) AS category,
     list(DISTINCT m.status ORDER BY m.status) AS statuses,
     bool_or(list_contains(m.error_codes, 131050)) AS refused_by_whatsapp
 FROM query_table(statuses) AS m
