@@ -19,7 +19,7 @@ rows, statuses or violations the run wrote, less those it replaced (their cost
 follows what changed, not the history; a property test compares consent_daily
 with a whole build over generated histories). A mart is built whole when it has no
 `mart_builds` row for the previous published run with the same fingerprint
-(its SQL, the policy, the purposes present, the salt): a new warehouse, a
+(its SQL, mart_scope.sql and send_macros.sql, the policy, the purposes present, the salt): a new warehouse, a
 `--full` run, a changed policy, an erasure or a retention purge in between.
 The other marts (`notice_usage`, `consent_renewals`) are always built whole.
 """
