@@ -379,11 +379,9 @@ def _print_rows(columns: list[str], rows: list[tuple], fmt: str, out=None) -> No
     if fmt == "json":
         print(json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1), file=out)
     elif fmt == "csv":
-        import csv
+        from consent.csv_safe import write_csv
 
-        writer = csv.writer(out)
-        writer.writerow(columns)
-        writer.writerows(rows)
+        write_csv(out, columns, rows)
     elif fmt == "txt":
         for row in rows:
             print(row[0], file=out)
@@ -439,9 +437,38 @@ def _business_for(warehouse: WarehouseAccess, given: str | None) -> str:
     return given or (businesses[0] if businesses else "default")
 
 
+def _require_known_names(args, warehouse: WarehouseAccess) -> None:
+    """A misspelt --business or --purpose is an error (exit 2) naming the known ones, never an empty list.
+    Known: the names the warehouse holds, the businesses of businesses.yaml, the policy's purposes."""
+    from consent.names import unknown_name, warehouse_names
+
+    with warehouse.connect(read_only=True) as con:
+        known = warehouse_names(con)
+    settings = _resources(args, warn=False)["settings"]
+    try:
+        known["business"].update(settings.load_channels().business_names())
+        known["purpose"].update(settings.load_policy().purposes)
+    except ConfigError:
+        pass  # a broken configuration file does not hide the warehouse's own names
+    for option, given, kind in (("--business", args.business, "business"), ("--purpose", args.purpose, "purpose")):
+        message = unknown_name(option, given, known[kind]) if given is not None else None
+        if message:
+            raise UsageError(message)
+
+
+def _say_if_empty(rows: list, args, business: str) -> None:
+    """An empty sendable or suppression list is legal, and worth one line: it suppresses or reaches nobody."""
+    if rows:
+        return
+    what = "suppression list" if args.suppression else "sendable list"
+    scope = f"{business}" + (f", purpose {args.purpose}" if args.purpose else "")
+    print(f"consent export: warning: the {what} of {scope} is empty (0 contacts)", file=sys.stderr)
+
+
 def command_export(args) -> int:
     warehouse = _warehouse(args)
     business = _business_for(warehouse, args.business)
+    _require_known_names(args, warehouse)
     if args.renewal_due:
         return _export_renewals(args, warehouse, business)
     # A contact is named by number, by BSUID, or both (a contact known only by BSUID has no number).
@@ -463,6 +490,7 @@ def command_export(args) -> int:
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from exc
     _write_list(columns, rows, fmt, args.out, f"contacts of {business}")
+    _say_if_empty(rows, args, business)
     if erased:
         print(f"note: {erased} erased identifiers are on the suppression list as salted hashes only; "
               "they are kept out of every import and cannot be exported", file=sys.stderr)
@@ -515,6 +543,7 @@ def command_check(args) -> int:
     with warehouse.connect():
         pass  # a writing command: an older warehouse is migrated first
     business = _business_for(warehouse, args.business)
+    _require_known_names(args, warehouse)
     try:
         at = parse_as_of(args.at)
     except ValueError as exc:
