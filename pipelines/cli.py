@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -196,6 +197,9 @@ def command_run(args) -> int:
 
 def _report(warehouse: WarehouseAccess, result) -> int:
     summary = _recorded(warehouse, result.run_id)
+    disk_full = _report_disk_full(warehouse, result, summary)
+    if disk_full is not None:
+        return disk_full
     if not summary.get("finished"):
         return _report_unfinished(warehouse, result, summary)
     for reason in filter(None, (summary.get("failure_reason") or "").split("; ")):
@@ -221,6 +225,32 @@ def _report(warehouse: WarehouseAccess, result) -> int:
     else:
         print("run FAILED: an ERROR check failed; opt-outs of this run are published, "
               "opt-ins without evidence are not opted in.")
+    return EXIT_FAILED
+
+
+def _report_disk_full(warehouse: WarehouseAccess, result, summary: dict) -> int | None:
+    """A full disk ends the run in one line: where it struck, and the alert (or why there is none).
+    None when the disk was not full. Each step commits or rolls back whole, so the warehouse holds
+    what the last commit wrote."""
+    from consent.faults import is_disk_full
+
+    reasons = [r for r in (summary.get("failure_reason") or "").split("; ") if r] + _failure_messages(result)
+    full = [r for r in reasons if is_disk_full(r)]
+    if not full and not is_disk_full(summary.get("warehouse_error") or ""):
+        return None
+    places = [re.split(r" (?:failed|not written): ", r)[0] for r in full if re.search(r" (?:failed|not written): ", r)]
+    where = ", ".join(dict.fromkeys(places)) or "finishing the run"
+    run_id = result.run_id
+    alerts = sorted((Path(warehouse.file).resolve().parent / "alerts").glob(f"*-{run_id[:8]}*.json"))
+    if alerts:
+        said = f"alert written to {alerts[-1]}"
+    else:
+        summary.update(run_id=run_id, status="failed", reason="; ".join(full or reasons))
+        try:
+            said = f"alert written to {raise_alert(summary, warehouse.file, warehouse.alert)}"
+        except OSError as exc:
+            said = f"the alert could not be written either ({exc.strerror or exc})"
+    _stderr(f"consent run: FAILED, the disk is full ({where}); nothing past the last commit was written; {said}")
     return EXIT_FAILED
 
 
