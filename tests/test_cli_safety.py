@@ -107,6 +107,16 @@ def test_an_empty_sendable_or_suppression_list_of_a_known_business_says_so_and_e
         "consent export: warning: the sendable list of acme_bank, purpose marketing is empty (0 contacts)"]
 
 
+def test_a_purpose_added_to_the_policy_since_the_last_run_is_known_and_its_list_empty(shop, tmp_path, capsys):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("purposes: [marketing, utility, service]\n")
+    assert cli(shop, "export", "--purpose", "service", "--business", "acme_shoes", "--policy", str(policy)) == 0
+    assert lines_of(capsys.readouterr().err) == [
+        "consent export: warning: the sendable list of acme_shoes, purpose service is empty (0 contacts)"]
+    assert cli(shop, "export", "--purpose", "servce", "--business", "acme_shoes", "--policy", str(policy)) == 2
+    assert "did you mean 'service'?" in capsys.readouterr().err
+
+
 def test_a_list_with_contacts_prints_no_warning(shop, capsys):
     assert cli(shop, "export", "--purpose", "marketing", "--business", "acme_shoes") == 0
     captured = capsys.readouterr()
