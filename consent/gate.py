@@ -26,6 +26,7 @@ import polars as pl
 
 from consent import sql
 from consent.events import BSUID, PARENT_BSUID
+from consent.csv_safe import safe_csv_text
 from consent.phones import METADATA_VERSION, normalise_frame
 from consent.policy import Policy
 
@@ -222,10 +223,12 @@ def write_decisions(decided: pl.DataFrame, out, fmt: str) -> None:
         else:
             out.write(text + "\n")
         return
+    # Audience columns are the sender's own text: a would-be formula is escaped like every CSV cell.
+    text = safe_csv_text(public.write_csv())
     if isinstance(out, (str, Path)):
-        public.write_csv(out)
+        Path(out).write_text(text, encoding="utf-8")
     else:
-        out.write(public.write_csv())
+        out.write(text)
 
 
 def sendable_rows(decided: pl.DataFrame, audience: Audience) -> pl.DataFrame:

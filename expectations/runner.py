@@ -18,6 +18,7 @@ imports it; start-up, issue 16).
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 from dataclasses import dataclass, field
@@ -106,8 +107,41 @@ def write_docs(docs_dir: Path) -> Path | None:
     context = _contexts.pop(str(docs_dir), None)
     if not identifiers or context is None:
         return None
+    dropped = _QuietDiskFull.dropped
     context.build_data_docs(site_names=["run_docs"], resource_identifiers=identifiers)
+    if _QuietDiskFull.dropped > dropped:  # GX logged a full disk and carried on: the site is not whole
+        raise OSError(errno.ENOSPC, "No space left on device", str(docs_dir))
     return docs_dir / "index.html"
+
+
+class _QuietDiskFull(logging.Handler):
+    """GX's records go on to the root logger's handlers as before, except those of a full disk (GX
+    logs their tracebacks): the run reports a full disk once, in one line."""
+
+    dropped = 0  # disk-full records dropped: GX logs some errors of a site build instead of raising
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        from consent.faults import is_disk_full
+
+        error = record.exc_info[1] if record.exc_info else None
+        if is_disk_full(error) or is_disk_full(record.getMessage()):
+            type(self).dropped += 1
+            return False
+        root = logging.getLogger()
+        if root.filter(record):
+            root.callHandlers(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:  # handle() forwards; nothing to emit here
+        pass
+
+
+def quiet_gx_disk_full() -> None:
+    """Route every GX logger (created now or later, all below `great_expectations`) through the filter."""
+    gx_logger = logging.getLogger("great_expectations")
+    if not any(isinstance(h, _QuietDiskFull) for h in gx_logger.handlers):
+        gx_logger.addHandler(_QuietDiskFull())
+        gx_logger.propagate = False
 
 
 def _context(docs_dir: Path | None):
@@ -119,6 +153,7 @@ def _context(docs_dir: Path | None):
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    quiet_gx_disk_full()
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     if docs_dir is not None:

@@ -42,7 +42,11 @@ def raise_alert(summary: dict, warehouse_path: str, command: str | None) -> Path
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     body = json.dumps(summary, indent=2, default=str)
     path = _new_file(folder, f"{stamp}-{str(summary.get('run_id', 'run'))[:8]}")
-    path.write_text(body, encoding="utf-8")
+    try:
+        path.write_text(body, encoding="utf-8")
+    except OSError:
+        path.unlink(missing_ok=True)  # no empty alert left behind (a full disk): the caller says so
+        raise
     if command:
         try:
             done = subprocess.run(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -196,6 +197,9 @@ def command_run(args) -> int:
 
 def _report(warehouse: WarehouseAccess, result) -> int:
     summary = _recorded(warehouse, result.run_id)
+    disk_full = _report_disk_full(warehouse, result, summary)
+    if disk_full is not None:
+        return disk_full
     if not summary.get("finished"):
         return _report_unfinished(warehouse, result, summary)
     for reason in filter(None, (summary.get("failure_reason") or "").split("; ")):
@@ -221,6 +225,32 @@ def _report(warehouse: WarehouseAccess, result) -> int:
     else:
         print("run FAILED: an ERROR check failed; opt-outs of this run are published, "
               "opt-ins without evidence are not opted in.")
+    return EXIT_FAILED
+
+
+def _report_disk_full(warehouse: WarehouseAccess, result, summary: dict) -> int | None:
+    """A full disk ends the run in one line: where it struck, and the alert (or why there is none).
+    None when the disk was not full. Each step commits or rolls back whole, so the warehouse holds
+    what the last commit wrote."""
+    from consent.faults import is_disk_full
+
+    reasons = [r for r in (summary.get("failure_reason") or "").split("; ") if r] + _failure_messages(result)
+    full = [r for r in reasons if is_disk_full(r)]
+    if not full and not is_disk_full(summary.get("warehouse_error") or ""):
+        return None
+    places = [re.split(r" (?:failed|not written): ", r)[0] for r in full if re.search(r" (?:failed|not written): ", r)]
+    where = ", ".join(dict.fromkeys(places)) or "finishing the run"
+    run_id = result.run_id
+    alerts = sorted((Path(warehouse.file).resolve().parent / "alerts").glob(f"*-{run_id[:8]}*.json"))
+    if alerts:
+        said = f"alert written to {alerts[-1]}"
+    else:
+        summary.update(run_id=run_id, status="failed", reason="; ".join(full or reasons))
+        try:
+            said = f"alert written to {raise_alert(summary, warehouse.file, warehouse.alert)}"
+        except OSError as exc:
+            said = f"the alert could not be written either ({exc.strerror or exc})"
+    _stderr(f"consent run: FAILED, the disk is full ({where}); nothing past the last commit was written; {said}")
     return EXIT_FAILED
 
 
@@ -379,11 +409,9 @@ def _print_rows(columns: list[str], rows: list[tuple], fmt: str, out=None) -> No
     if fmt == "json":
         print(json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1), file=out)
     elif fmt == "csv":
-        import csv
+        from consent.csv_safe import write_csv
 
-        writer = csv.writer(out)
-        writer.writerow(columns)
-        writer.writerows(rows)
+        write_csv(out, columns, rows)
     elif fmt == "txt":
         for row in rows:
             print(row[0], file=out)
@@ -439,9 +467,38 @@ def _business_for(warehouse: WarehouseAccess, given: str | None) -> str:
     return given or (businesses[0] if businesses else "default")
 
 
+def _require_known_names(args, warehouse: WarehouseAccess) -> None:
+    """A misspelt --business or --purpose is an error (exit 2) naming the known ones, never an empty list.
+    Known: the names the warehouse holds, the businesses of businesses.yaml, the policy's purposes."""
+    from consent.names import unknown_name, warehouse_names
+
+    with warehouse.connect(read_only=True) as con:
+        known = warehouse_names(con)
+    settings = _resources(args, warn=False)["settings"]
+    try:
+        known["business"].update(settings.load_channels().business_names())
+        known["purpose"].update(settings.load_policy().purposes)
+    except ConfigError:
+        pass  # a broken configuration file does not hide the warehouse's own names
+    for option, given, kind in (("--business", args.business, "business"), ("--purpose", args.purpose, "purpose")):
+        message = unknown_name(option, given, known[kind]) if given is not None else None
+        if message:
+            raise UsageError(message)
+
+
+def _say_if_empty(rows: list, args, business: str) -> None:
+    """An empty sendable or suppression list is legal, and worth one line: it suppresses or reaches nobody."""
+    if rows:
+        return
+    what = "suppression list" if args.suppression else "sendable list"
+    scope = f"{business}" + (f", purpose {args.purpose}" if args.purpose else "")
+    print(f"consent export: warning: the {what} of {scope} is empty (0 contacts)", file=sys.stderr)
+
+
 def command_export(args) -> int:
     warehouse = _warehouse(args)
     business = _business_for(warehouse, args.business)
+    _require_known_names(args, warehouse)
     if args.renewal_due:
         return _export_renewals(args, warehouse, business)
     # A contact is named by number, by BSUID, or both (a contact known only by BSUID has no number).
@@ -463,6 +520,7 @@ def command_export(args) -> int:
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from exc
     _write_list(columns, rows, fmt, args.out, f"contacts of {business}")
+    _say_if_empty(rows, args, business)
     if erased:
         print(f"note: {erased} erased identifiers are on the suppression list as salted hashes only; "
               "they are kept out of every import and cannot be exported", file=sys.stderr)
@@ -515,6 +573,7 @@ def command_check(args) -> int:
     with warehouse.connect():
         pass  # a writing command: an older warehouse is migrated first
     business = _business_for(warehouse, args.business)
+    _require_known_names(args, warehouse)
     try:
         at = parse_as_of(args.at)
     except ValueError as exc:

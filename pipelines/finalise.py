@@ -29,6 +29,7 @@ import dagster as dg
 import duckdb
 
 from consent.ingest import mask_numbers
+from consent.faults import is_disk_full
 from pipelines.alerts import failed_checks, is_failed_error, raise_alert
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,14 @@ def root_message(error) -> str:
     return mask_numbers(re.sub(r"^[\w.]+(Error|Exception|Locked): ", "", line))
 
 
+def _disk_full_or_warn(exc: Exception, what: str) -> list[str]:
+    """A full disk fails the run (one reason line); any other error of the pages is a warning."""
+    if is_disk_full(exc):
+        return [f"{what} not written: no space left on device"]
+    log.warning("%s not written: %s", what, type(exc).__name__)
+    return []
+
+
 def outcomes_of(evaluations: list) -> dict:
     """Every check's outcome; a failed one keeps its metadata (counts and lineage, never numbers)."""
     outcomes = {}
@@ -86,12 +95,12 @@ def finalise_run(
     from consent.runs import already_finished, finish_run, run_summary
     from expectations.runner import docs_folder, write_docs
 
+    failures = step_failures(instance, run_id)
     try:
         write_docs(docs_folder(warehouse_path, run_id))
     except Exception as exc:  # the run's record and its alert matter more than the pages
-        log.warning("data docs not written: %s", type(exc).__name__)
+        failures += _disk_full_or_warn(exc, "data docs")
     evaluations = check_evaluations(instance, run_id)
-    failures = step_failures(instance, run_id)
     failed_errors = [e.check_name for e in evaluations if is_failed_error(e)]
     status = "failed" if failures or failed_errors else "succeeded"
     with connect() as con:
@@ -99,17 +108,20 @@ def finalise_run(
             # Once per run: `dagster job execute` sets the resources up again after the run ends
             # (to load outputs); that second teardown must not record or alert twice.
             return run_summary(con, run_id)
-        finish_run(
-            con, run_id, status=status, checks_failed=failed_errors or (["run failed"] if failures else []),
-            check_outcomes=outcomes_of(evaluations), failure_reason="; ".join(failures) or None,
-        )
-        summary = run_summary(con, run_id)
+        ended = {"check_outcomes": outcomes_of(evaluations)}
+        finish_run(con, run_id, status=status, checks_failed=failed_errors or (["run failed"] if failures else []),
+                   failure_reason="; ".join(failures) or None, **ended)
         dashboard = Path(warehouse_path).resolve().parent / "dashboard.html"
         if dashboard.exists():
             try:
                 refresh_last_run(con, dashboard)
             except Exception as exc:  # the run's record and its alert matter more than the page
-                log.warning("dashboard not refreshed: %s", type(exc).__name__)
+                full = _disk_full_or_warn(exc, "dashboard")
+                if full:  # recorded again, as failed: the page shows an older night
+                    failures, status = failures + full, "failed"
+                    finish_run(con, run_id, status=status, checks_failed=failed_errors or ["run failed"],
+                               failure_reason="; ".join(failures), **ended)
+        summary = run_summary(con, run_id)
     if status == "failed":
         summary.update(status="failed", failed_checks=failed_checks(evaluations))
         if failures:
