@@ -6,7 +6,9 @@ built (a CRM segment, an upload): a `phone` column (any spelling, with a
 other columns are kept as they are. Each row gets a decision (`send` or
 `block`) and the reason, from the status the warehouse held at the moment
 asked (`consent_status_history`), so a past send can be re-checked as of its
-time. The decision is one DuckDB join over the audience, not a Python loop;
+time, with what time alone changes applied at that moment (a closed double
+opt-in window, a lapsed consent). A row naming a number and a BSUID not linked
+to it is blocked if either contact is (consent-rules.md section 11). The decision is one DuckDB join over the audience, not a Python loop;
 only spellings the warehouse has never seen are parsed by `phonenumbers`.
 Every check is logged (`send_checks`, `send_check_rows`, recipients as
 salted hashes only).
