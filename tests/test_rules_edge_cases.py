@@ -176,6 +176,22 @@ def test_2_a_bsuid_only_stop_reaches_every_linked_number_and_its_opt_in_only_the
     assert history_of(wh) == results[0]
 
 
+def test_2_a_newer_link_learnt_on_a_later_night_takes_the_bsuid_only_opt_in_from_the_earlier_number(tmp_path):
+    exports, wh = paths(tmp_path, "x")
+    write(exports / "web_form/signups.csv", rows(f"{PHONE},,inbound_message,,2026-11-01T10:00:00Z,,,{USER}"))
+    write(exports / "in_app/consents.csv", rows(",,opt_in,marketing,2026-11-06T10:00:00Z,in_app_prompt,v1," + USER))
+    assert run_cli(exports, wh, as_of="2026-11-07T00:00:00Z") == 0
+    assert status_of(wh)[(PHONE, "marketing")] == "opted_in"
+    # the next night learns that the BSUID was linked to PHONE_B on the 3rd: the opt-in is PHONE_B's
+    write(exports / "whatsapp/link_b.jsonl", [sent(PHONE_B, 3, "wamid.b1", category="utility", user=USER)])
+    assert run_cli(exports, wh, as_of="2026-11-08T00:00:00Z") == 0
+    assert status_of(wh) == {(PHONE, "marketing"): "no_consent", (PHONE, "utility"): "no_consent",
+                             (PHONE_B, "marketing"): "opted_in", (PHONE_B, "utility"): "no_consent"}
+    night = history_of(wh)
+    assert run_cli(exports, wh, "--full", as_of="2026-11-08T00:00:00Z") == 0
+    assert history_of(wh) == night
+
+
 # --- 3. The old number's own opt-out survives a number change --------------------------------------
 
 def test_3_a_number_change_ends_consents_never_the_old_numbers_own_opt_out(tmp_path):
