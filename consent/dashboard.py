@@ -229,7 +229,9 @@ def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path) -> int:
                    count(*) FILTER (WHERE list_contains(findings, 'confirmation_message')) AS with_confirmation,
                    count(*) FILTER (WHERE list_contains(findings, 'sent_after_opt_out')) AS sent_after_opt_out,
                    count(*) FILTER (WHERE list_contains(findings, 'late')) AS published_late,
-                   max(business_days_to_publish) AS slowest_business_days
+                   count(*) FILTER (WHERE list_contains(findings, 'backfilled')) AS backfilled,
+                   max(business_days_to_publish) FILTER (WHERE NOT list_contains(findings, 'backfilled'))
+                       AS slowest_business_days
             FROM opt_out_timeliness GROUP BY ALL ORDER BY ALL""")
         late = _rows(con, """
             SELECT asked_at, published_at, business_days_to_publish, channel, contact_hash,

@@ -6,7 +6,9 @@ built (a CRM segment, an upload): a `phone` column (any spelling, with a
 other columns are kept as they are. Each row gets a decision (`send` or
 `block`) and the reason, from the status the warehouse held at the moment
 asked (`consent_status_history`), so a past send can be re-checked as of its
-time. The decision is one DuckDB join over the audience, not a Python loop;
+time, with what time alone changes applied at that moment (a closed double
+opt-in window, a lapsed consent). A row naming a number and a BSUID not linked
+to it is blocked if either contact is (consent-rules.md section 11). The decision is one DuckDB join over the audience, not a Python loop;
 only spellings the warehouse has never seen are parsed by `phonenumbers`.
 Every check is logged (`send_checks`, `send_check_rows`, recipients as
 salted hashes only).
@@ -18,7 +20,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -137,26 +139,22 @@ def decide(con: duckdb.DuckDBPyConnection, audience: Audience, *, purpose: str, 
     finally:
         con.unregister("audience")
     found = found.sort("row_number")
-    validity = _validity_days(found, policy, purpose)
-    expires = pl.col("consent_at") + pl.duration(days=pl.col("validity_days"))
-    renew_from = expires - pl.duration(days=policy.renewal_notice_days)
-    reason = (
-        pl.when(pl.col("phone_given") & pl.col("phone_e164").is_null() & pl.col("user_id").is_null())
-        .then(pl.lit("invalid_number"))
-        .when(pl.col("user_invalid") & ~pl.col("phone_given")).then(pl.lit("invalid_user_id"))
+    number, user = _contact_reason(found, policy, purpose, at, ""), _contact_reason(found, policy, purpose, at, "u_")
+    invalid = (
+        pl.when(pl.col("phone_given") & pl.col("phone_e164").is_null()).then(pl.lit("invalid_number"))
+        .when(pl.col("user_invalid")).then(pl.lit("invalid_user_id"))
         .when(pl.col("erased")).then(pl.lit("erased"))
-        .when((pl.col("status") == "opted_out") | (pl.col("user_status") == "opted_out")).then(pl.lit("opted_out"))
-        .when(pl.col("status").is_null() & ~pl.col("known")).then(pl.lit("unknown_contact"))
-        .when(pl.col("status").is_null()).then(pl.lit("no_consent"))
-        .when((pl.col("status") == "opted_in") & pl.col("validity_days").is_not_null() & (expires <= pl.lit(at)))
-        .then(pl.lit("expired"))
-        .when((pl.col("status") == "opted_in") & pl.col("validity_days").is_not_null() & (renew_from <= pl.lit(at)))
-        .then(pl.lit("consent_renewal_due"))
-        .otherwise(pl.col("status"))
+        .when(pl.col("user_own_status") == "opted_out").then(pl.lit("opted_out"))
     )
-    decided = validity.with_columns(reason=reason).with_columns(
-        decision=pl.when(pl.col("reason").is_in(list(SEND_REASONS))).then(pl.lit("send")).otherwise(pl.lit("block")),
-        status_since=pl.when(pl.col("status").is_not_null()).then(pl.col("status_since")),
+    # A row naming a number and a BSUID not linked to it is blocked if either is; the reason is that one's.
+    sends = list(SEND_REASONS)
+    by_user = pl.col("u_named") & pl.col("reason").is_in(sends) & ~pl.col("u_reason").is_in(sends)
+    decided = found.with_columns(number + user).with_columns(
+        reason=pl.coalesce(invalid, pl.when(by_user).then(pl.col("u_reason")).otherwise(pl.col("reason"))),
+        status_since=pl.when(by_user).then(pl.col("u_since")).otherwise(pl.col("since")),
+        evidence_event_id=pl.when(by_user).then(pl.col("u_evidence_event_id")).otherwise(pl.col("evidence_event_id")),
+    ).with_columns(
+        decision=pl.when(pl.col("reason").is_in(sends)).then(pl.lit("send")).otherwise(pl.lit("block")),
     )
     out = pl.concat(
         [audience.frame, decided.select("decision", "reason", "status_since", "evidence_event_id")], how="horizontal"
@@ -166,13 +164,59 @@ def decide(con: duckdb.DuckDBPyConnection, audience: Audience, *, purpose: str, 
     )
 
 
-def _validity_days(found: pl.DataFrame, policy: Policy, purpose: str) -> pl.DataFrame:
-    """Each row's consent validity in days (per purpose and country of the number), or null."""
-    regions = found.get_column("phone_region").unique().to_list()
-    days = {r: policy.validity_days(purpose, r) for r in regions}
-    return found.with_columns(
-        validity_days=pl.col("phone_region").replace_strict(days, default=policy.validity_days(purpose), return_dtype=pl.Float64)
+def _contact_reason(found: pl.DataFrame, policy: Policy, purpose: str, at: datetime, prefix: str) -> list[pl.Expr]:
+    """`<prefix>reason` and `<prefix>since` of one contact of each row, as of `at`: its status then, with
+    every time-dependent rule applied at `at` (a closed double opt-in window or a lapsed consent
+    reads `expired` from the moment it closed, whatever the last run saw)."""
+    col = lambda name: pl.col(prefix + name)  # noqa: E731
+    regions = found.get_column(prefix + "phone_region").unique().to_list()
+    validity = col("phone_region").replace_strict(
+        {r: policy.validity_days(purpose, r) for r in regions}, default=policy.validity_days(purpose), return_dtype=pl.Float64)
+    expires = col("consent_at") + pl.duration(days=validity)
+    window_closes = col("status_since") + pl.duration(days=policy.confirmation_window_days)
+    lapsed = (col("status") == "opted_in") & validity.is_not_null() & (expires <= pl.lit(at))
+    closed = (col("status") == "pending") & (window_closes <= pl.lit(at))
+    reason = (
+        pl.when(col("status").is_null() & ~col("known")).then(pl.lit("unknown_contact"))
+        .when(col("status").is_null()).then(pl.lit("no_consent"))
+        .when(lapsed | closed).then(pl.lit("expired"))
+        .when((col("status") == "opted_in") & validity.is_not_null()
+              & (expires - pl.duration(days=policy.renewal_notice_days) <= pl.lit(at)))
+        .then(pl.lit("consent_renewal_due"))
+        .otherwise(col("status"))
     )
+    since = (
+        pl.when(col("status").is_null()).then(pl.lit(None, pl.Datetime("us")))
+        .when(lapsed).then(expires).when(closed).then(window_closes)
+        .otherwise(col("status_since"))
+    )
+    return [reason.alias(prefix + "reason"), since.alias(prefix + "since")]
+
+
+RENEWAL_COLUMNS = ("phone_e164", "whatsapp_user_id", "consent_at", "channel", "consent_method", "expires_at")
+OPTED_IN_AT = """
+SELECT h.phone_e164, s.whatsapp_user_id, h.consent_at, h.consent_channel, h.consent_method, e.phone_region
+FROM consent_status_history AS h
+LEFT JOIN consent_status AS s USING (business, contact_id, purpose)
+LEFT JOIN consent_events AS e ON e.event_id = h.consent_event_id
+WHERE h.business = $business AND h.purpose = $purpose AND h.status = 'opted_in'
+  AND h.valid_from <= $at AND coalesce(h.valid_to, TIMESTAMP '9999-12-31') > $at
+ORDER BY h.consent_at, h.contact_id
+"""
+
+
+def renewals_due(rows: list[tuple], policy: Policy, purpose: str, at: datetime) -> list[tuple]:
+    """Of the contacts opted in at `at` (rows of `OPTED_IN_AT`), those whose consent lapses within the
+    renewal notice, as of `at`: one that has lapsed by then is expired, no longer renewable."""
+    due = []
+    for phone, user, consent_at, channel, method, region in rows:
+        days = policy.validity_days(purpose, region)
+        if days is None or consent_at is None:
+            continue
+        expires = consent_at + timedelta(days=days)
+        if expires - timedelta(days=policy.renewal_notice_days) <= at < expires:
+            due.append((phone, user, consent_at, channel, method, expires))
+    return due
 
 
 def summary(decided: pl.DataFrame) -> dict[str, int]:
@@ -236,5 +280,5 @@ def sendable_rows(decided: pl.DataFrame, audience: Audience) -> pl.DataFrame:
     return decided.filter(pl.col("decision") == "send").select(audience.frame.columns)
 
 
-__all__ = ["Audience", "AudienceError", "REASONS", "decide", "read_audience", "record_check", "summary",
+__all__ = ["Audience", "AudienceError", "REASONS", "decide", "read_audience", "record_check", "renewals_due", "summary",
            "write_decisions", "sendable_rows"]

@@ -96,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="contacts whose consent for --purpose lapses within the policy's renewal_notice_days")
     export.add_argument("--policy", help="policy YAML for --renewal-due (default: CONSENT_POLICY, or the exports folder's)")
     export.add_argument("--exports", help="exports folder whose policy.yaml applies to --renewal-due (default: CONSENT_EXPORTS)")
+    export.add_argument("--at", help="--renewal-due as of this moment (ISO 8601, UTC if no offset; default: now)")
     check = sub.add_parser(
         "check", help="decide, row by row, whether an audience may be messaged (exit 0: all may; 3: some blocked)")
     check.add_argument("audience", help="CSV with a `phone` column (any spelling) and/or `whatsapp_user_id`; other columns kept")
@@ -534,22 +535,14 @@ def _export_renewals(args, warehouse: WarehouseAccess, business: str) -> int:
     policy = _resources(args, warn=False)["settings"].load_policy()
     if not policy.consent_expires:
         raise UsageError("the policy sets no consent_validity_days: no consent lapses")
-    query = ("SELECT s.phone_e164, s.whatsapp_user_id, s.consent_at, s.channel, s.consent_method, e.phone_region "
-             "FROM consent_status AS s LEFT JOIN consent_events AS e ON e.event_id = s.event_id "
-             "WHERE s.business = $business AND s.purpose = $purpose AND s.status = 'opted_in' ORDER BY s.consent_at, s.contact_id")
-    columns, rows = read_only_query(warehouse, query, {"business": business, "purpose": args.purpose})
-    from datetime import datetime, timedelta, timezone
+    from consent.gate import OPTED_IN_AT, RENEWAL_COLUMNS, renewals_due
 
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
-    due = []
-    for phone, user, consent_at, channel, method, region in rows:
-        days = policy.validity_days(args.purpose, region)
-        if days is None or consent_at is None:
-            continue
-        expires = consent_at + timedelta(days=days)
-        if expires - timedelta(days=policy.renewal_notice_days) <= now:
-            due.append((phone, user, consent_at, channel, method, expires))
-    columns = ["phone_e164", "whatsapp_user_id", "consent_at", "channel", "consent_method", "expires_at"]
+    try:
+        at = parse_as_of(args.at)
+    except ValueError as exc:
+        raise UsageError(f"--at: not an ISO 8601 timestamp: {args.at!r}") from exc
+    _, rows = read_only_query(warehouse, OPTED_IN_AT, {"business": business, "purpose": args.purpose, "at": at})
+    due, columns = renewals_due(rows, policy, args.purpose, at), list(RENEWAL_COLUMNS)
     _write_list(columns, due, args.format or "csv", args.out, f"contacts of {business} due for renewal")
     return EXIT_OK
 

@@ -173,6 +173,9 @@ def test_opt_out_timeliness_counts_business_days_without_weekends_and_us_federal
     """2026-11-11 (Veterans Day) and 2026-11-26 (Thanksgiving) are US federal holidays."""
     exports, path = tmp_path / "exports", tmp_path / "wh" / "consent.duckdb"
     a, b = "+12015550101", "+12015550102"
+    # the channel's first run (its history: backfilled, never late), so that the opt-outs below are judged on time
+    write(exports / "preference_center" / "history.csv", TIMELINESS_HEADER + "+12015550100,,opt_out,,2026-10-01T10:00:00Z,,\n")
+    assert run_cli(exports, path, as_of="2026-11-02T00:00:00Z") == 0
     write(exports / "preference_center" / "optouts.csv", TIMELINESS_HEADER + "\n".join([
         f"{a},,opt_in,marketing;utility,2026-11-01T10:00:00Z,checkbox,v1",
         f"{a},,opt_out,,2026-11-10T15:00:00Z,,",  # Tuesday
@@ -188,18 +191,19 @@ def test_opt_out_timeliness_counts_business_days_without_weekends_and_us_federal
     # Published 2026-11-25 (Wednesday): 10 business days after Tuesday the 10th with the holiday on the 11th.
     assert run_cli(exports, path, as_of="2026-11-25T08:00:00Z") == 0
     row = query(path, "SELECT business_days_to_publish, findings, first_message_category, messages_after_opt_out "
-                      "FROM opt_out_timeliness")
+                      "FROM opt_out_timeliness WHERE asked_at > '2026-11-02'")
     assert row == [(10, ["confirmation_message", "sent_after_opt_out"], "utility", 1)]
     # A second opt-out, asked on Friday the 13th, published after Thanksgiving: 9 business days, not late.
-    write(exports / "web_form" / "late.csv", TIMELINESS_HEADER + f"{b},,opt_out,,2026-11-13T12:00:00Z,,\n")
+    write(exports / "preference_center" / "late.csv", TIMELINESS_HEADER + f"{b},,opt_out,,2026-11-13T12:00:00Z,,\n")
     assert run_cli(exports, path, as_of="2026-11-27T08:00:00Z") == 0
-    assert query(path, "SELECT business_days_to_publish, findings FROM opt_out_timeliness WHERE channel = 'web_form'") == [
+    assert query(path, "SELECT business_days_to_publish, findings FROM opt_out_timeliness WHERE asked_at = '2026-11-13 12:00'") == [
         (9, ["honoured"])]
     # Without the holiday calendar the same opt-outs count 11 and 10 business days: the first is late.
     write(exports / "policy.yaml", "holiday_calendar: null\n")
     assert run_cli(exports, path, as_of="2026-11-27T08:00:00Z") == 0
-    days = query(path, "SELECT channel, business_days_to_publish, list_contains(findings, 'late') FROM opt_out_timeliness ORDER BY 1")
-    assert days == [("preference_center", 11, True), ("web_form", 10, False)]
+    days = query(path, "SELECT asked_at::DATE::TEXT, business_days_to_publish, list_contains(findings, 'late') "
+                       "FROM opt_out_timeliness WHERE asked_at > '2026-11-02' ORDER BY 1")
+    assert days == [("2026-11-10", 11, True), ("2026-11-13", 10, False)]
     from pipelines.cli import main
 
     assert main(["audit", "opt-out-timeliness", "--warehouse", str(path)]) == 0
@@ -223,7 +227,7 @@ def test_renewals_with_validity_per_country(tmp_path, capsys):
 
     out = tmp_path / "renew.csv"
     assert main(["export", "--renewal-due", "--purpose", "marketing", "--warehouse", str(path),
-                 "--exports", str(exports), "--out", str(out)]) == 0
+                 "--exports", str(exports), "--out", str(out), "--at", "2026-11-06T00:00:00Z"]) == 0
     lines = out.read_text().splitlines()
     assert lines[0] == "phone_e164,whatsapp_user_id,consent_at,channel,consent_method,expires_at"
     assert len(lines) == 2 and lines[1].startswith(de_due)

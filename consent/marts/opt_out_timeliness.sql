@@ -1,7 +1,8 @@
 -- opt_out_timeliness: one row per opt-out request and contact: when the person asked, when the warehouse published it, the first message the business sent after it, and the findings.
 -- Findings: honoured (nothing sent for the purposes opted out of), confirmation_message (one non-marketing
 -- message within 5 minutes: allowed), sent_after_opt_out, late (published more than the policy's business
--- days after the request; weekends and the holiday calendar's days do not count).
+-- days after the request; weekends and the holiday calendar's days do not count), backfilled (loaded by
+-- the first run that read its channel: history, never `late`, judged by the sends after it alone).
 -- Built in three statements (consent/marts/__init__.py runs a mart's statements in order; the last is
 -- the mart's rows). The first two write the requests and the messages sent after them as temporary
 -- tables, so that the planner knows how few requests have messages: in one statement it cannot
@@ -62,17 +63,28 @@ SELECT
 FROM judged
 GROUP BY ALL;
 
-WITH published AS (
+WITH channel_first_run AS (
+    -- the first run that read each channel folder (events carry their folder as `channel`)
+    SELECT f.channel, arg_min(f.first_seen_run, (ru.started_at, f.first_seen_run)) AS first_run
+    FROM source_files AS f
+    JOIN runs AS ru ON ru.run_id = f.first_seen_run
+    GROUP BY f.channel
+),
+
+published AS (
     -- the request's own event (one per id: the ledger's ids are unique), and the run that first
     -- held it: its clock (`as_of`) is when the warehouse knew
     SELECT
         r.*,
         e.channel,
         e.run_id AS published_run,
-        coalesce(ru.as_of, e.ingested_at) AS published_at
+        coalesce(ru.as_of, e.ingested_at) AS published_at,
+        -- a backfill of history: when the business acted on it before is unknown
+        coalesce(e.run_id = c.first_run, false) AS backfilled
     FROM opt_out_requests AS r
     JOIN consent_events AS e ON e.event_id = r.event_id AND e.event_type = 'opt_out'
     LEFT JOIN runs AS ru ON ru.run_id = e.run_id
+    LEFT JOIN channel_first_run AS c ON c.channel = e.channel
 ),
 
 final AS (
@@ -94,7 +106,9 @@ final AS (
             CASE WHEN coalesce(r.messages_after_opt_out, 0) = 0 THEN 'honoured' END,
             CASE WHEN r.confirmation_message THEN 'confirmation_message' END,
             CASE WHEN r.messages_after_opt_out > 0 THEN 'sent_after_opt_out' END,
-            CASE WHEN pc.business_day_number - ac.business_day_number > getvariable('opt_out_deadline_business_days')
+            CASE WHEN p.backfilled THEN 'backfilled' END,
+            CASE WHEN NOT p.backfilled
+                  AND pc.business_day_number - ac.business_day_number > getvariable('opt_out_deadline_business_days')
                  THEN 'late' END
         ], lambda f: f IS NOT NULL) AS findings
     FROM published AS p

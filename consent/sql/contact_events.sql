@@ -4,9 +4,9 @@
 -- `scoped_events` and `scoped_links`: the whole ledger and links on a full run, the part an
 -- incremental run needs on a night (event_scope.sql; consent.warehouse.scope_events).
 
--- A BSUID reaches the number it was most recently linked to (in its business); a BSUID that
--- replaced another (or was replaced) reaches the other's number when it has none of its own.
-CREATE OR REPLACE TEMP VIEW bsuid_phone AS
+-- Every number a BSUID is linked to (in its business), with when; a BSUID that replaced another (or
+-- was replaced) reaches the other's numbers when it has none of its own.
+CREATE OR REPLACE TEMP VIEW bsuid_phones AS
 WITH direct AS (
     SELECT business, whatsapp_user_id AS user_id, phone_e164 AS phone, linked_at, 2 AS priority
     FROM scoped_links WHERE phone_e164 IS NOT NULL AND whatsapp_user_id IS NOT NULL
@@ -18,9 +18,15 @@ WITH direct AS (
     FROM scoped_links AS l JOIN direct AS d ON d.business = l.business AND d.user_id = l.whatsapp_user_id
     WHERE l.previous_user_id IS NOT NULL
 )
-SELECT business, user_id, arg_max(phone, (priority, linked_at, phone)) AS phone
+SELECT business, user_id, phone, max(priority) AS priority, max(linked_at) AS linked_at
 FROM (SELECT * FROM direct UNION ALL SELECT * FROM moved)
-GROUP BY ALL;
+GROUP BY business, user_id, phone
+-- a BSUID's own links, else those of the BSUID it replaced or that replaced it
+QUALIFY max(priority) = max(max(priority)) OVER (PARTITION BY business, user_id);
+
+-- A BSUID reaches the number it was most recently linked to.
+CREATE OR REPLACE TEMP VIEW bsuid_phone AS
+SELECT business, user_id, arg_max(phone, (linked_at, phone)) AS phone FROM bsuid_phones GROUP BY ALL;
 
 -- A parent BSUID spans the businesses of one enterprise: it reaches the number it was most recently
 -- linked to, directly or through one of its BSUIDs.
@@ -38,11 +44,18 @@ GROUP BY ALL;
 
 -- Each event's contact: its number; else the number its BSUID (or parent BSUID) is linked to;
 -- else the BSUID itself (kept, never quarantined, until a link is learnt).
+-- A BSUID-only opt-out also reaches every other number its BSUID is linked to (when in doubt, suppress).
 CREATE OR REPLACE TEMP VIEW ledger_contacts AS
 SELECT e.*, coalesce(e.phone_e164, b.phone, p.phone, e.whatsapp_user_id, e.parent_user_id) AS contact_id
 FROM scoped_events AS e
 LEFT JOIN bsuid_phone AS b ON e.phone_e164 IS NULL AND b.business = e.business AND b.user_id = e.whatsapp_user_id
-LEFT JOIN parent_phone AS p ON e.phone_e164 IS NULL AND p.parent_user_id = e.parent_user_id;
+LEFT JOIN parent_phone AS p ON e.phone_e164 IS NULL AND p.parent_user_id = e.parent_user_id
+UNION ALL
+SELECT e.*, a.phone AS contact_id
+FROM scoped_events AS e
+JOIN bsuid_phones AS a ON a.business = e.business AND a.user_id = e.whatsapp_user_id
+JOIN bsuid_phone AS b ON b.business = e.business AND b.user_id = e.whatsapp_user_id AND b.phone <> a.phone
+WHERE e.phone_e164 IS NULL AND e.event_type = 'opt_out';
 
 -- Number changes, followed along chains (old -> new -> newer): the old number's history before
 -- the first change reaches every later number.

@@ -20,4 +20,9 @@ UNION SELECT contact_key FROM contact_events
 UNION SELECT business || chr(31) || contact_id FROM consent_status
       WHERE phone_e164 IS NULL AND contact_id IN (
           SELECT whatsapp_user_id FROM stg_identifier_links UNION SELECT previous_user_id FROM stg_identifier_links
-          UNION SELECT parent_user_id FROM stg_identifier_links);
+          UNION SELECT parent_user_id FROM stg_identifier_links)
+-- ... and every number those BSUIDs were linked to before: the latest link decides where a BSUID-only
+-- opt-in goes, so a new link can take it from another number
+UNION SELECT business || chr(31) || phone_e164 FROM scoped_links
+      WHERE phone_e164 IS NOT NULL AND whatsapp_user_id IN (
+          SELECT whatsapp_user_id FROM stg_identifier_links UNION SELECT previous_user_id FROM stg_identifier_links);
