@@ -75,12 +75,6 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def age(path: Path, seconds: int = 3600) -> None:
-    """Make the file look written `seconds` ago (its ctime moves to now: only mtime goes back)."""
-    then = path.stat().st_mtime_ns - seconds * 10**9
-    os.utime(path, ns=(then, then))
-
-
 @contextmanager
 def opens_of(monkeypatch, path: Path, before_open):
     """Call `before_open(n)` before the n-th open (1, 2, ...) of `path` for reading, by any means
@@ -317,6 +311,7 @@ def test_a_first_row_of_data_refuses_the_file_and_no_note_quotes_it(first_row):
     read = read_csv(data, ctx(), ChannelConfig())
     assert read.table is None or read.table.height == 0
     assert read.rows and all(r.error.startswith("file refused:") for r in read.rows)
+    assert read.rows[0].line == 1 and len(read.rows) == 2  # the first row is a row: quarantined, counted
     joined = " ".join(read.notes + [r.error for r in read.rows])
     for cell in first_row.split(","):
         assert cell not in joined or cell in ("phone", "x", "y", "DE")
