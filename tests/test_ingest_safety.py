@@ -435,3 +435,15 @@ def test_the_sensor_finds_files_by_the_staging_rule(tmp_path):
     (exports / "web_form" / "planted.csv").symlink_to(outside)
     assert set(export_fingerprints(exports)) == {"web_form/a.csv", "notices/n.md"}
     assert {f.source_file for f in list_exports(exports).files} == {"web_form/a.csv"}
+
+
+def test_a_notice_symlinked_from_outside_the_exports_folder_is_not_read(tmp_path):
+    from consent.notices import read_notices
+
+    outside = write(tmp_path / "elsewhere" / "n.yaml", "notice_version: planted-v1\nbusiness: acme\n")
+    exports = tmp_path / "exports"
+    (exports / "notices").mkdir(parents=True)
+    (exports / "notices" / "planted.yaml").symlink_to(outside)
+    folder = read_notices(exports)
+    assert folder.notices == []
+    assert folder.refused == [("notices/planted.yaml", "symlink leads outside the exports folder: not followed")]
