@@ -149,6 +149,22 @@ def rows_conserved(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     )
 
 
+@dg.asset_check(asset="source_files", description="Every file read: a file or folder of the exports that could not be "
+                "listed or read whole (permission, vanished, a symlink out of the exports folder or in a loop, a file "
+                "that kept changing while read) is named here (ERROR); every other file was published, and this one "
+                "is read again next run.")
+def every_file_read(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect() as con:
+        unread = con.execute(
+            "SELECT source_file, notes FROM stg_source_files WHERE state = 'unread' ORDER BY source_file"
+        ).fetchall()
+    return dg.AssetCheckResult(
+        passed=not unread,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"files_not_read": dg.MetadataValue.json([{"source_file": f, "notes": list(n)} for f, n in unread])},
+    )
+
+
 @dg.asset_check(
     asset="consent_violations",
     description="Policy: opt-ins of this run that break a rule of the registry (consent/rules.py) whose configured "
@@ -185,6 +201,7 @@ CHECKS = [
     ledger_rows_are_well_formed,
     opted_in_rows_have_evidence,
     rows_conserved,
+    every_file_read,
     no_error_violations,
     opt_in_notices_meet_policy,
     notices_unchanged,

@@ -29,11 +29,14 @@ def stg_consent_events(
         mode="full" if settings.full else "incremental",
         workers=settings.worker_count,
         progress=ProgressReporter(context.log),
+        reread=settings.reread,
     )
     new_files = [f for f in staged.files if f.state == "new"]
     for f in staged.files:
         for note in f.notes:
             context.log.warning(f"{f.source_file}: {note}")
+    for name in staged.ignored:
+        context.log.warning(f"ignored {name}")
     return dg.MaterializeResult(
         metadata={
             "files_seen": len(staged.files),

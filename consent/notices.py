@@ -149,8 +149,12 @@ def read_notices(exports_dir: Path) -> NoticeFolder:
     seen: dict[str, Notice] = {}
     if not folder.is_dir():
         return NoticeFolder(notices, refused)
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        relative = path.relative_to(exports_dir).as_posix()
+    from consent.ingest import list_exports  # the one rule for files, and the exports folder as boundary
+
+    listing = list_exports(exports_dir, include_notices=True)
+    refused += [(name, note) for channel, name, note in listing.unread if channel == "notices"]
+    for export in (f for f in listing.files if f.channel == "notices"):
+        path, relative = export.path, export.source_file
         if path.suffix.lower() not in (".yaml", ".yml", ".md"):
             refused.append((relative, f"unsupported notice file type {path.suffix or '(none)'}"))
             continue

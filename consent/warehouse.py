@@ -213,8 +213,10 @@ def stage_run(
     mode: str = "incremental",
     workers: int = 1,
     progress: Progress | None = None,
+    reread: bool = False,
 ) -> StagedExports:
-    """Read the exports not seen before into the `stg_*` tables (the first half of a run).
+    """Read the exports not seen before into the `stg_*` tables (the first half of a run);
+    with `reread`, every file, as if none had been seen (the ledger keeps each id once).
 
     Batch by batch (`consent.ingest.BATCH_BYTES` of files each), a large file part by part, and
     written `consent.ingest.FLUSH_ROWS` rows at a time: memory holds one batch or part. Holds a
@@ -223,9 +225,9 @@ def stage_run(
     """
     started_at = datetime.now(timezone.utc).replace(tzinfo=None)
     with connect() as con:
-        known = known_files(con)
-        # A full run hashes every file again; an incremental one trusts unchanged size and mtime.
-        fingerprints = {} if mode == "full" else {
+        known = set() if reread else known_files(con)
+        # A full run hashes every file again; an incremental one trusts unchanged size and times.
+        fingerprints = {} if mode == "full" or reread else {
             (f, size, mtime): h
             for f, size, mtime, h in con.execute("SELECT source_file, size_bytes, mtime_ns, file_hash FROM file_fingerprints").fetchall()
         }

@@ -345,6 +345,7 @@ class Settings(SettingsAccess):
     policy_file: Optional[str] = None
     as_of: Optional[str] = None
     full: bool = False
+    reread: bool = False
     workers: Optional[int] = None
     audiences_dir: Optional[str] = None
 

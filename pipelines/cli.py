@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--as-of", dest="as_of", help="fix 'now' (ISO 8601, UTC if no offset)")
     run.add_argument("--policy", help="policy YAML (default: CONSENT_POLICY, or policy.yaml in the exports folder, if any)")
     run.add_argument("--full", action="store_true", help="rebuild every status from the ledger")
+    run.add_argument("--reread", action="store_true",
+                     help="read every export file again from scratch (what the ledger holds is not added twice)")
     run.add_argument("--workers", type=int, help="processes for phone normalisation (default: CONSENT_WORKERS or up to 2)")
     run.add_argument("--lock-timeout", type=float, help=LOCK_HELP)
     run.add_argument(
@@ -136,7 +138,8 @@ def _resources(args, warn: bool = True, dagster: bool = False) -> dict:
             },
             "settings": {
                 "exports_dir": flags.get("exports"), "policy_file": flags.get("policy"), "as_of": flags.get("as_of"),
-                "full": flags.get("full"), "workers": flags.get("workers"),
+                "full": flags.get("full"), "reread": flags.get("reread"),
+                "workers": flags.get("workers"),
             },
         },
     )

@@ -96,6 +96,8 @@ class ConsentSettings(dg.ConfigurableResource, SettingsAccess):
     as_of: Optional[str] = None
     # Rebuild every status from the ledger instead of only touched contacts.
     full: bool = False
+    # Read every export file again, as if none had been seen (known hashes and fingerprints ignored).
+    reread: bool = False
     # Worker processes for phone normalisation of large batches.
     workers: Optional[int] = None
     # Audiences to check before a campaign (`audiences/` beside the exports folder by default).

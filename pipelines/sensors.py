@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from consent.ingest import list_exports
 from consent.runs import run_summary
 from pipelines.alerts import raise_alert
 from pipelines.jobs import audience_check_job, consent_job
@@ -19,15 +20,11 @@ SETTLE_SECONDS = 30
 
 
 def export_fingerprints(exports_dir: Path) -> dict[str, list[int]]:
-    """(size, mtime) of every file in a channel folder: cheap; the run itself compares content hashes."""
-    out: dict[str, list[int]] = {}
+    """(size, mtime) of every file in a channel folder (and notices/), found by the staging step's own
+    rule (`list_exports`): cheap; the run itself compares content hashes."""
     if not exports_dir.is_dir():
-        return out
-    for path in sorted(exports_dir.glob("*/**/*")):
-        if path.is_file() and not path.name.startswith("."):
-            stat = path.stat()
-            out[path.relative_to(exports_dir).as_posix()] = [stat.st_size, stat.st_mtime_ns]
-    return out
+        return {}
+    return {f.source_file: [f.size_bytes, f.mtime_ns] for f in list_exports(exports_dir, include_notices=True).files}
 
 
 def new_or_changed(previous: dict[str, list[int]], current: dict[str, list[int]], now: float, settle: float) -> list[str]:

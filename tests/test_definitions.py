@@ -36,7 +36,7 @@ def test_definitions_hold_the_assets_checks_and_job():
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert checks == {
         "staged_opt_ins_have_evidence", "ledger_rows_are_well_formed", "opted_in_rows_have_evidence",
-        "rows_conserved", "no_error_violations", "opt_in_notices_meet_policy", "notices_unchanged",
+        "rows_conserved", "every_file_read", "no_error_violations", "opt_in_notices_meet_policy", "notices_unchanged",
         "audiences_hold_no_opted_out",
     }
     assert defs.resolve_job_def("consent_job").name == "consent_job"

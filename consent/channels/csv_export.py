@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 
 import polars as pl
@@ -47,6 +48,36 @@ def _guess_delimiter(header_line: str, expected: str) -> str | None:
         if candidate != expected and header_line.count(candidate) >= 1 and header_line.count(expected) == 0:
             return candidate
     return None
+
+
+# A header cell that is a number or a user ID, not a column name: the first row is data. Names
+# (spelt as the reader sees them) are quoted in notes only after their digit runs are masked.
+_NUMBER_CELL = re.compile(r"\+?[\d\s().\-/]+")
+_USER_ID_CELL = re.compile(r"[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]*\d[A-Za-z0-9]*")
+_DIGIT_RUN = re.compile(r"\d(?:[\s().\-/]*\d){4,}")
+
+
+def _data_cell(cell: str) -> bool:
+    return bool(_NUMBER_CELL.fullmatch(cell) and sum(c.isdigit() for c in cell) >= 5) or bool(_USER_ID_CELL.fullmatch(cell))
+
+
+def _header_refusal(header: list[str], canonical_of: list[str | None]) -> tuple[str | None, bool]:
+    """Why the first row cannot be read as a header (the file is refused whole), or None, and
+    whether that row is data. Never guessed: a column named twice (after strip, case, BOM and the
+    channel's mapping), a first row holding a number-like cell or no known column name. The reason
+    names positions, never cells."""
+    keys = [canonical or name.lower() for name, canonical in zip(header, canonical_of)]
+    for i, key in enumerate(keys):
+        if key and key in keys[:i]:
+            first = keys.index(key) + 1
+            named = repr(canonical_of[i]) if canonical_of[i] else "a column"
+            return (f"file refused: {named} is named twice in the header (columns {first} and {i + 1}); "
+                    "which one counts is not guessed"), False
+    for i, name in enumerate(header):
+        if canonical_of[i] is None and _data_cell(name):
+            return (f"file refused: the first row looks like data, not a header (column {i + 1} holds a "
+                    "number or user ID)"), True
+    return None, False
 
 
 # A file larger than this is read in parts of about this many characters, cut between rows
@@ -102,18 +133,22 @@ def read_csv_parts(
         canonical_of.append(canonical)
         if canonical is None and name:
             unknown.append(name)
-    if unknown:
-        notes.append("unknown columns ignored: " + ", ".join(sorted(unknown)[:10]))
+    refusal, first_is_data = _header_refusal(header, canonical_of)
+    # Unknown names are listed only under a header that names a known column (else they may be cells).
+    if unknown and refusal is None and any(canonical_of):
+        notes.append("unknown columns ignored: " + ", ".join(_DIGIT_RUN.sub("#", n) for n in sorted(unknown)[:10]))
     present = {c for c in canonical_of if c}
     missing = [c for c in REQUIRED_CSV_COLUMNS if c not in present and c not in config.defaults]
     if not any(c in present for c in IDENTIFIER_CSV_COLUMNS):
         missing.insert(0, IDENTIFIER_CSV_COLUMNS[0])
-    refusal = None
-    if missing:
+    if missing and refusal is None:
         refusal = f"file refused: missing required column {missing[0]!r}"
         guessed = _guess_delimiter(text.splitlines()[0], config.delimiter)
         if guessed:
             refusal += f" (the header looks {guessed!r}-delimited)"
+        elif not any(canonical_of):  # no column name at all: the first row is taken for data, not skipped
+            refusal, first_is_data = "file refused: the first row names no known column (a header is required)", True
+    if refusal:
         notes.append(refusal)
     if plain and refusal is None:
         yield from _plain_parts(text, header, canonical_of, config, notes, part_chars)
@@ -121,13 +156,16 @@ def read_csv_parts(
     if first_line is not text:  # a plain file refused: its rows are read (and refused) by the csv module
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=config.delimiter, strict=True)
         next(reader)
-    yield from _module_parts(text, reader, header, canonical_of, config, notes, refusal, part_chars)
+    # A first row that is data is a row of the file: quarantined with the others (rows read = quarantined).
+    first = [SourceRow(line=1, raw=raw_json(header), identity="", error=refusal)] if first_is_data else []
+    yield from _module_parts(text, reader, header, canonical_of, config, notes, refusal, part_chars, first)
 
 
 def _module_parts(text: str, reader, header: list[str], canonical_of: list[str | None], config: ChannelConfig,
-                  notes: list[str], refusal: str | None, part_chars: int | None) -> Iterator[FileRead]:
-    """The rows after the header, as the csv module reads them, in parts."""
-    rows: list[SourceRow] = []
+                  notes: list[str], refusal: str | None, part_chars: int | None,
+                  first: list[SourceRow] | None = None) -> Iterator[FileRead]:
+    """The rows after the header (after `first`, rows already read), as the csv module reads them, in parts."""
+    rows: list[SourceRow] = list(first or [])
     records: list[list[str]] = []
     lines: list[int] = []
     size = 0
@@ -175,7 +213,8 @@ PY_WHITESPACE = (
 def _rejected(line: int, header: list[str], record: list[str], refusal: str | None = None) -> SourceRow | None:
     """The quarantine row of a record that cannot be read (refused file, ragged row, over-long field), else None."""
     if refusal or len(record) != len(header):
-        raw = raw_json(dict(zip(header, record)) if len(record) == len(header) else record)
+        keyed = len(record) == len(header) and len(set(header)) == len(header)  # a dict would drop a cell
+        raw = raw_json(dict(zip(header, record)) if keyed else record)
         reason = refusal or f"ragged row: {len(record)} fields, header has {len(header)}"
         return SourceRow(line=line, raw=raw, identity="", error=reason)
     if max(map(len, record), default=0) > MAX_FIELD_CHARS:

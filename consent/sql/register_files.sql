@@ -1,5 +1,7 @@
 -- register_files: the file registry and the fingerprints learn this run's files; a changed file
 -- (same name, new content) records how many events of its earlier versions it no longer holds.
+-- A file not read whole (`unread`) is not registered, and a file changed too recently to trust its
+-- size and times keeps no fingerprint: the next run reads it again.
 
 INSERT INTO source_files BY NAME
 SELECT
@@ -7,11 +9,12 @@ SELECT
     $run_id AS first_seen_run, $run_id AS last_seen_run,
     rows_read, events, quarantined, skipped, notes
 FROM stg_source_files
-WHERE state <> 'unsupported'
+WHERE state NOT IN ('unsupported', 'unread')
 ON CONFLICT (channel, source_file, file_hash) DO UPDATE SET last_seen_run = excluded.last_seen_run;
 
 INSERT OR REPLACE INTO file_fingerprints BY NAME
-SELECT source_file, size_bytes, mtime_ns, file_hash FROM stg_source_files WHERE state <> 'unsupported';
+SELECT source_file, size_bytes, mtime_ns, file_hash FROM stg_source_files
+WHERE state NOT IN ('unsupported', 'unread') AND mtime_ns IS NOT NULL AND file_hash <> '';
 
 UPDATE source_files AS f SET new_events = n.new_events
 FROM (
