@@ -88,11 +88,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("opt_out_with_unreadable_field_refused", "opt-outs never blocked", "consent/events.py",
              '        if event_type != "opt_out":\n            raise', '        if True:\n            raise',
              ("tests/test_reliability.py::test_opt_out_with_unreadable_date_applies_at_ingestion_time_with_a_warning",)),
-    Mutation("opt_out_reaches_a_later_opt_in_of_the_resume", "opt-outs never blocked", "consent/reconcile.py",
-             "if state.status == \"opted_out\" and prior is not None and prior.consent_at <= state.opted_out_at:",
-             "if state.status == \"opted_out\" and prior is not None:",
-             (R + "test_section4_earlier_dated_opt_in_arriving_late_does_not_undo_an_opt_out",
-              R + "test_section4_invalid_opt_in_after_opt_out_keeps_the_opt_out")),
+    Mutation("whatsapp_settings_stop_not_an_opt_out", "opt-outs never blocked", "consent/channels/whatsapp_webhook.py",
+             '"event_type": {"stop": "opt_out", "resume": "resume"}.get(value, ""),',
+             '"event_type": {"stop": "inbound_message", "resume": "resume"}.get(value, ""),',
+             (I + "test_user_preferences_stop_and_131050_failure_addressed_by_bsuid",)),
     # --- erasure ------------------------------------------------------------------------------
     Mutation("erasure_bsuid_match_dropped", "erasure", "consent/privacy.py",
              "            UNION ALL\n"
@@ -159,7 +158,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("migration_loses_skipped_items", "migrations", "consent/migrations.py",
              '*_without_key("skipped_items", 9, f"skipped_id VARCHAR NOT NULL, {_REJECT_COLUMNS_V9}"),',
              '*_without_key("skipped_items", 9, f"skipped_id VARCHAR NOT NULL, {_REJECT_COLUMNS_V9}"), '
-             '"DELETE FROM skipped_items WHERE raw_row IS NULL",',
+             '"DELETE FROM skipped_items WHERE raw_row IS NOT NULL",',
              ("tests/test_migrations.py::test_an_old_warehouse_is_migrated_in_place_by_the_next_run_and_loses_nothing",)),
     # --- incremental equals full --------------------------------------------------------------
     Mutation("mart_scope_forgets_numbers_a_relinked_bsuid_pointed_to", "incremental equals full",
