@@ -4,8 +4,10 @@ Each entry of MUTATIONS is one small change to the code (file, exact old text, n
 guarantee it breaks and the tests that claim that guarantee. For each, this script applies the
 change to a temporary copy of the repository, runs those tests there (the copy's code, not the
 installed one: checked before anything runs) and prints one line: "caught by TEST" or "SURVIVED".
-It ends with "N caught, M survived" and exits non-zero if any change survived or no longer applies
-(its old text is not found exactly once in the current code: keep the list current when code moves).
+First it runs every chosen test once on the unchanged copy: a test that already fails would "catch"
+every change. It ends with "N caught, M survived" and exits non-zero if any change survived or no
+longer applies (its old text is not found exactly once in the current code: keep the list current
+when code moves).
 
     .venv/bin/python bench/mutations.py            # every mutation (several minutes; run it with nice)
     .venv/bin/python bench/mutations.py --list     # the mutations, their guarantee and file
@@ -114,10 +116,10 @@ MUTATIONS: tuple[Mutation, ...] = (
              "return (self.effective_at,)",
              (R + "test_section5_at_equal_instants_the_opt_out_wins",
               R + "test_property_shuffling_events_never_changes_status")),
-    Mutation("a_bsuid_reaches_an_arbitrary_number", "order independence", "consent/sql/contact_events.sql",
-             "SELECT business, user_id, arg_max(phone, (priority, linked_at, phone)) AS phone",
-             "SELECT business, user_id, any_value(phone) AS phone",
-             (N + "test_nights_with_a_relinked_bsuid_and_a_jumping_clock_equal_a_full_rebuild",)),
+    Mutation("events_applied_in_arrival_order", "order independence", "consent/reconcile.py",
+             "        for event in sorted(events, key=Event.sort_key):\n",
+             "        for event in events:\n",
+             (R + "test_property_shuffling_events_never_changes_status",)),
     # --- number change ------------------------------------------------------------------------
     Mutation("number_change_keeps_the_old_numbers_consent_for_a_start", "number change", "consent/reconcile.py",
              "            state.last_valid_consent = None\n            state.pending_request = None\n",
@@ -258,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", metavar="NAME", help="run this mutation only (repeatable)")
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip running the chosen tests once on the unchanged copy first")
     args = parser.parse_args(argv)
     chosen = MUTATIONS
     if args.only:
@@ -277,6 +281,14 @@ def main(argv: list[str] | None = None) -> int:
         copy = Path(tmp) / "repo"
         copy_repository(copy)
         check_imports_from(copy)
+        if not args.no_baseline:
+            # A test that fails without any change would "catch" every change: it must pass first.
+            tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+            outcome, detail = run_tests(copy, tests)
+            if outcome != "passed":
+                print(f"ERROR baseline: the unchanged code fails {detail}")
+                return 1
+            print(f"baseline: {len(tests)} tests pass on the unchanged code", flush=True)
         for m in chosen:
             if any(line.startswith(f"{m.name}:") for line in broken):
                 continue
