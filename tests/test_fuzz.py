@@ -140,6 +140,8 @@ def test_fuzz_webhook_adapter_never_raises_and_conserves_rows(data, suffix):
     ctx = FileContext(channel="whatsapp", source_file="whatsapp/fuzz" + suffix, file_hash="f")
     whole = read_webhooks(data, ctx, Policy(), suffix)
     conserved(whole.rows, ctx)
+    # The items counted in the payloads (rows read) are the rows the reader made, on any input.
+    assert whole.row_count == len(whole.rows)
     # Read in parts of one or two payloads (a JSON array decoded element by element), with ordinary
     # items in columns or not, the file gives exactly the same rows, or the streaming reader hands
     # back the whole read; and the column-wise build of its parts equals the row-by-row reference.
@@ -161,6 +163,7 @@ def streamed(data: bytes, ctx: FileContext, suffix: str, size: int, columnar: bo
     try:
         for part in read_webhook_parts(data, ctx, Policy(), suffix, part_payloads=size, columnar=columnar):
             rows.extend(part.all_rows())
+            assert part.row_count == len(part.all_rows())  # each part's items counted = its rows
     except WholeFile as whole:
         return whole.read.rows
     return rows

@@ -276,9 +276,19 @@ def test_erase_and_access_by_bsuid_cover_the_linked_number(tmp_path, capsys):
                           ("message_statuses", "coalesce(recipient_e164, recipient_user_id)")):
         assert query(warehouse, f"SELECT count(*) FROM {table} WHERE {column} IN (?, ?)", [PHONE, USER]) == [(0,)], table
     assert query(warehouse, "SELECT count(*) FROM suppression_list") == [(2,)]
-    # The next run re-reads the same exports: neither identifier comes back.
+    # Both exports come again, each with a row of another person more (so both files are read again):
+    # neither identifier comes back, by number or by BSUID alone (the STOP names only the BSUID).
+    other = username_stop(6, mid="wamid.other")
+    other["entry"][0]["changes"][0]["value"]["contacts"][0]["user_id"] = "DE.42"
+    other["entry"][0]["changes"][0]["value"]["messages"][0]["from_user_id"] = "DE.42"
+    write(exports, "whatsapp/hooks.jsonl", [username_stop(5), delivered(3), other])
+    web_opt_in(exports, f"{PHONE},,opt_in,marketing,2026-11-01T10:00:00Z,checkbox,v1,{USER}",
+               f"{NEW_PHONE},,opt_in,marketing,2026-11-01T10:00:00Z,checkbox,v1,")
     assert run_cli(exports, warehouse, "--full") == 0
-    assert query(warehouse, "SELECT count(*) FROM consent_events") == [(0,)]
+    assert query(warehouse, "SELECT files_read FROM runs ORDER BY started_at DESC LIMIT 1") == [(2,)]
+    assert sorted(query(warehouse, "SELECT coalesce(phone_e164, whatsapp_user_id), event_type FROM consent_events")) == [
+        (NEW_PHONE, "opt_in"), ("DE.42", "opt_out")]
+    assert query(warehouse, "SELECT count(*) FROM skipped_items WHERE reason LIKE 'erased%'") == [(2,)]
     # Nor do the links or sends that named them.
     assert query(warehouse, "SELECT count(*) FROM identifier_links") == [(0,)]
     assert query(warehouse, "SELECT count(*) FROM message_statuses") == [(0,)]

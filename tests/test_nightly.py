@@ -63,22 +63,22 @@ def test_sensor_requests_one_run_per_batch_of_new_or_changed_files(exports):
 
 
 def test_adding_one_file_processes_only_its_rows(exports, warehouse_path):
-    run_cli(exports, warehouse_path)
+    assert run_cli(exports, warehouse_path) == 0
     (exports / "web_form" / "late.csv").write_text(
         "phone,event_type,purposes,occurred_at,consent_method,notice_version\n"
         "+4915201234571,opt_in,marketing,2026-11-05T10:00:00Z,checkbox,web-v3\n"
     )
-    run_cli(exports, warehouse_path)
+    assert run_cli(exports, warehouse_path) == 0
     last = query(warehouse_path, "SELECT files_read, rows_read, new_events, contacts_reconciled FROM runs ORDER BY published_at DESC LIMIT 1")
     assert last == [(1, 1, 1, 1)]
 
 
 def test_phone_numbers_seen_before_are_not_parsed_again(exports, warehouse_path):
-    run_cli(exports, warehouse_path)
+    assert run_cli(exports, warehouse_path) == 0
     cached = query(warehouse_path, "SELECT count(*) FROM phone_cache")[0][0]
     assert cached > 0
     (exports / "web_form" / "again.csv").write_text("phone,event_type\n+49 151 1234 5678,opt_out\n")
-    run_cli(exports, warehouse_path)
+    assert run_cli(exports, warehouse_path) == 0
     seconds = json.loads(query(warehouse_path, "SELECT step_seconds FROM runs ORDER BY published_at DESC LIMIT 1")[0][0])
     assert (seconds["phone_cache_hits"], seconds["phone_cache_misses"]) == (1, 0)
 
@@ -86,10 +86,10 @@ def test_phone_numbers_seen_before_are_not_parsed_again(exports, warehouse_path)
 def test_new_phonenumbers_metadata_version_invalidates_the_cache(exports, warehouse_path, monkeypatch):
     import consent.warehouse
 
-    run_cli(exports, warehouse_path)
+    assert run_cli(exports, warehouse_path) == 0
     monkeypatch.setattr(consent.warehouse, "METADATA_VERSION", "99.0.0")
     (exports / "web_form" / "again.csv").write_text("phone,event_type\n+49 151 1234 5678,opt_out\n")
-    run_cli(exports, warehouse_path)
+    assert run_cli(exports, warehouse_path) == 0
     seconds = json.loads(query(warehouse_path, "SELECT step_seconds FROM runs ORDER BY published_at DESC LIMIT 1")[0][0])
     assert (seconds["phone_cache_hits"], seconds["phone_cache_misses"]) == (0, 1)
 
@@ -104,7 +104,7 @@ def test_the_phone_cache_keeps_one_row_per_key_without_an_index(exports, warehou
     metadata version)."""
     import consent.warehouse
 
-    run_cli(exports, warehouse_path)
+    assert run_cli(exports, warehouse_path) == 0
     assert query(warehouse_path, "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'phone_cache' "
                                  "AND constraint_type = 'PRIMARY KEY'") == [(0,)]
     (first,) = query(warehouse_path, CACHE_KEYS)
@@ -179,8 +179,8 @@ def test_successful_run_raises_no_alert(exports, warehouse_path, tmp_path):
 def test_runs_command_prints_the_history(exports, warehouse_path, capsys):
     from pipelines.cli import main
 
-    run_cli(exports, warehouse_path)
-    run_cli(exports, warehouse_path)
+    assert run_cli(exports, warehouse_path) == 0
+    assert run_cli(exports, warehouse_path) == 0
     capsys.readouterr()
     assert main(["runs", "--warehouse", str(warehouse_path)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

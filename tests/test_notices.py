@@ -101,7 +101,7 @@ def test_evidence_audit_shows_the_notice_text_the_person_saw(with_notices, wareh
     from pipelines.cli import main
 
     _optins(with_notices, ["+4915201234570,opt_in,marketing,2026-11-02T10:00:00Z,checkbox,web-v3"])
-    run_cli(with_notices, warehouse_path)
+    assert run_cli(with_notices, warehouse_path) == 0
     capsys.readouterr()
     assert main(["audit", "evidence", "+4915201234570", "--warehouse", str(warehouse_path), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -113,7 +113,7 @@ def test_notice_usage_mart_and_dashboard(with_notices, warehouse_path):
         "+4915201234570,opt_in,marketing,2026-11-02T10:00:00Z,checkbox,web-v3",
         "+4915201234571,opt_in,marketing,2026-11-02T10:00:00Z,checkbox,web-v9",
     ])
-    run_cli(with_notices, warehouse_path)
+    assert run_cli(with_notices, warehouse_path) == 0
     usage = {(v, s): n for v, s, n in query(warehouse_path, "SELECT notice_version, notice_state, sum(opt_ins) FROM notice_usage GROUP BY ALL")}
     assert usage[("web-v3", "ok")] == 5  # DE, GB, US, FR (refused for other rules: still counted) and the new row
     assert usage[("web-v9", "not in registry")] == 1

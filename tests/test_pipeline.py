@@ -25,7 +25,7 @@ def test_fixture_run_decides_every_contact_by_the_rules(exports, warehouse_path,
 
 
 def test_every_file_conserves_its_rows(exports, warehouse_path):
-    run_cli(exports, warehouse_path)
+    assert run_cli(exports, warehouse_path) == 0
     files = query(warehouse_path, "SELECT source_file, rows_read, events, quarantined, skipped FROM source_files")
     assert len(files) == 5
     for source_file, rows_read, events, quarantined, skipped in files:
@@ -51,7 +51,7 @@ def _tables(path: Path) -> dict[str, list]:
 
 
 def test_second_run_over_unchanged_exports_reads_nothing_and_changes_nothing(exports, warehouse_path):
-    run_cli(exports, warehouse_path)
+    assert run_cli(exports, warehouse_path) == 0
     before = _tables(warehouse_path)
     assert run_cli(exports, warehouse_path) == 0
     assert _tables(warehouse_path) == before
@@ -60,7 +60,7 @@ def test_second_run_over_unchanged_exports_reads_nothing_and_changes_nothing(exp
 
 
 def test_same_file_under_another_name_adds_nothing(exports, warehouse_path):
-    run_cli(exports, warehouse_path)
+    assert run_cli(exports, warehouse_path) == 0
     before = _tables(warehouse_path)
     shutil.copy(exports / "web_form" / "signups_2026-11-01.csv", exports / "web_form" / "signups_copy.csv")
     # The same rows re-exported in another column order are the same events too.
@@ -272,15 +272,15 @@ def test_full_rebuild_equals_incremental_runs(tmp_path, exports):
     for night in _nights(exports):
         for folder in night:
             shutil.copytree(exports / folder, staged / folder)
-        run_cli(staged, incremental, as_of="2026-11-05T00:00:00Z")
-    run_cli(staged, incremental)  # later clock: the pending request expires
+        assert run_cli(staged, incremental, as_of="2026-11-05T00:00:00Z") == 0
+    assert run_cli(staged, incremental) == 0  # later clock: the pending request expires
     before = _tables(incremental)
     assert run_cli(staged, incremental, "--full") == 0
     assert _tables(incremental) == before
 
 
 def test_changed_file_is_read_again_and_removed_events_are_reported(exports, warehouse_path):
-    run_cli(exports, warehouse_path)
+    assert run_cli(exports, warehouse_path) == 0
     path = exports / "web_form" / "signups_2026-11-01.csv"
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:2] + lines[3:]) + "\n")  # drop the second data row

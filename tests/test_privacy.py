@@ -43,7 +43,7 @@ def test_encrypted_warehouse_holds_no_number_and_needs_its_key(exports, warehous
 
 def test_without_a_key_the_cli_warns_once(exports, warehouse_path, capsys, monkeypatch):
     monkeypatch.delenv("CONSENT_WAREHOUSE_KEY", raising=False)
-    run_cli(exports, warehouse_path)
+    assert run_cli(exports, warehouse_path) == 0
     assert capsys.readouterr().err.count("the warehouse is not encrypted") == 1
 
 
@@ -115,7 +115,7 @@ def statuses_with_key(path: Path, encrypted: bool) -> dict:
 def test_access_request_exports_every_event_status_and_evidence(exports, warehouse_path, tmp_path):
     from pipelines.cli import main
 
-    run_cli(exports, warehouse_path)
+    assert run_cli(exports, warehouse_path) == 0
     out = tmp_path / "access.json"
     assert main(["access", "+55 11 96123-4567", "--warehouse", str(warehouse_path), "--out", str(out)]) == 0
     report = json.loads(out.read_text())

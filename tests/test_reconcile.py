@@ -200,6 +200,12 @@ def test_section4_resume_without_earlier_valid_opt_in_gives_nothing():
 
 
 def test_section4_resume_after_a_later_opt_in_is_not_needed_and_resume_before_opt_out_does_nothing():
+    # After a later opt-in, a resume changes nothing: the later opt-in stays the evidence, from its time.
+    later = ev(2, "opt_in")
+    rows, _ = decide([ev(0, "opt_in"), ev(1, "opt_out", purposes=()), later, ev(3, "resume", channel="whatsapp", purposes=())])
+    assert rows["marketing"]["status"] == "opted_in"
+    assert (rows["marketing"]["event_id"], rows["marketing"]["status_since"]) == (later["event_id"], T0 + timedelta(hours=2))
+    # A resume before the opt-out restores nothing afterwards.
     assert status([ev(0, "opt_in"), ev(1, "resume"), ev(2, "opt_out")]) == "opted_out"
 
 

@@ -70,11 +70,21 @@ def test_bad_input_outcome_and_conservation(bad_run, source_file):
         assert any(reason in text for text in reasons + list(notes or [])), (reasons, notes)
 
 
-def test_unknown_webhook_fields_are_counted_as_skipped(bad_run):
+def test_unknown_webhook_fields_are_counted_as_skipped(bad_run, tmp_path):
     _, warehouse = bad_run
     # The template status change is in the same payload as two messages, so the payload is not empty:
     # unknown change fields carry no items and are not rows.
     assert query(warehouse, "SELECT count(*) FROM skipped_items WHERE source_file = 'whatsapp/unknown_types.json'") == [(0,)]
+    # Alone in its payload, the same change is one row, counted as skipped with its reason.
+    exports, alone = tmp_path / "exports", tmp_path / "wh" / "consent.duckdb"
+    (exports / "whatsapp").mkdir(parents=True)
+    (exports / "whatsapp" / "template.json").write_text(
+        '{"object":"whatsapp_business_account","entry":[{"id":"1","changes":'
+        '[{"field":"message_template_status_update","value":{"event":"APPROVED"}}]}]}')
+    assert run_cli(exports, alone) == 0
+    assert query(alone, "SELECT rows_read, events, quarantined, skipped FROM source_files") == [(1, 0, 0, 1)]
+    assert query(alone, "SELECT source_line, reason FROM skipped_items") == [
+        (1, "webhook payload without messages, statuses or user preferences")]
 
 
 def test_opt_out_with_unreadable_date_applies_at_ingestion_time_with_a_warning(bad_run):
@@ -130,11 +140,11 @@ def crash_reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("reference")
     night1, night2 = _split_exports(FIXTURES / "exports", root)
     warehouse = root / "reference.duckdb"
-    run_cli(night1, warehouse)
+    assert run_cli(night1, warehouse) == 0
     after_night1 = root / "after_night1.duckdb"
     shutil.copy(warehouse, after_night1)
     before = snapshot(warehouse)
-    run_cli(night2, warehouse)
+    assert run_cli(night2, warehouse) == 0
     return after_night1, before, snapshot(warehouse)
 
 
@@ -166,7 +176,7 @@ def test_run_killed_at_any_point_leaves_before_or_after_and_the_next_run_complet
 def test_second_run_waits_for_the_lock_then_exits_with_a_clear_message(exports, warehouse_path, capsys):
     from pipelines.resources import RunLock
 
-    run_cli(exports, warehouse_path)
+    assert run_cli(exports, warehouse_path) == 0
     lock = RunLock(warehouse_path, timeout_seconds=1)
     lock.acquire()  # another run is writing
     try:
@@ -191,6 +201,8 @@ def test_read_only_audit_during_a_run_works(tmp_path):
     subprocess.run([sys.executable, str(REPO / "bench" / "generate.py"), str(tmp_path / "more"), "--events", "8000",
                     "--seed", "9"], check=True, capture_output=True)
     shutil.copytree(tmp_path / "more" / "web_form", exports / "web_form_batch2")
+    sendable = "SELECT count(*) FROM consent_status WHERE sendable"
+    (before,) = query(warehouse, sendable)[0]
     run = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "run", "--exports", str(exports), "--warehouse", str(warehouse),
          "--as-of", "2026-11-26T00:00:00Z"],
@@ -199,15 +211,16 @@ def test_read_only_audit_during_a_run_works(tmp_path):
     from pipelines.cli import read_only_query
     from pipelines.resources import WarehouseResource
 
-    audits = 0
+    seen = []
     try:
         while run.poll() is None:
-            columns, rows = read_only_query(WarehouseResource(path=str(warehouse), lock_timeout_seconds=60),
-                                            "SELECT count(*) FROM consent_status WHERE sendable")
-            assert columns and rows[0][0] >= 0
-            audits += 1
+            columns, rows = read_only_query(WarehouseResource(path=str(warehouse), lock_timeout_seconds=60), sendable)
+            assert len(columns) == 1
+            seen.append(rows[0][0])
             time.sleep(0.1)
     finally:
         run.wait(timeout=300)
     assert run.returncode == 0
-    assert audits >= 1
+    (after,) = query(warehouse, sendable)[0]
+    # Each audit saw the warehouse before the run or after it, never a half-written state.
+    assert seen and set(seen) <= {before, after} and after != before

@@ -25,9 +25,14 @@ class FileRead:
     notes: list[str] = field(default_factory=list)
     table: CsvTable | None = None
     webhook: WebhookTable | None = None
+    # The rows the input itself says it holds, counted apart from the reader (a webhook file's items,
+    # counted in its payloads): a reader that drops an item then breaks conservation instead of hiding it.
+    items: int | None = None
 
     @property
     def row_count(self) -> int:
+        if self.items is not None:
+            return self.items
         return (len(self.rows) + (self.table.height if self.table is not None else 0)
                 + (self.webhook.height if self.webhook is not None else 0))
 

@@ -280,6 +280,8 @@ def user_id_updates(value: dict, line: int, base: str) -> list[SourceRow]:
     rows = []
     for i, item in enumerate(_list(value.get("user_id_update"))):
         if not isinstance(item, dict):
+            rows.append(SourceRow(line=line, raw=raw_json(item)[:4096], identity="", pointer=f"{base}.user_id_update[{i}]",
+                                  error="malformed webhook item in user_id_update"))
             continue
         previous = _text(item.get("previous_user_id") or (item.get("previous") or {}).get("user_id"))
         new = _text(item.get("user_id") or (item.get("current") or {}).get("user_id"))
@@ -299,9 +301,11 @@ def read_webhooks(data: bytes, ctx: FileContext, policy: Policy, suffix: str) ->
     """Every item of the file, read at once: the reference `read_webhook_parts` must equal."""
     reader = _ItemReader(policy)
     rows: list[SourceRow] = []
+    items = 0
     for line, payload, error in _payloads(data, suffix):
+        items += payload_items(payload, error)
         _read_payload(reader, rows, line, payload, error)
-    return FileRead(rows=rows)
+    return FileRead(rows=rows, items=items)
 
 
 # Payloads per part when a file is read in parts: memory holds one part's items, not the file's.
@@ -330,22 +334,23 @@ def read_webhook_parts(
     reader = _ItemReader(policy)
     rows: list[SourceRow] = []
     table = _TableBuilder(reader) if columnar else None
-    count = 0
+    count = items = 0
     yielded = False
     try:
         for line, payload, error, source in _payload_stream(data, suffix):
             if table is not None:
                 table.begin(source)
+            items += payload_items(payload, error)
             _read_payload(reader, rows, line, payload, error, table)
             count += 1
             if count >= part_payloads:
-                yield FileRead(rows=rows, webhook=table.done() if table else None)
+                yield FileRead(rows=rows, webhook=table.done() if table else None, items=items)
                 yielded = True
-                rows, count = [], 0
+                rows, count, items = [], 0, 0
     except _Malformed:
         raise WholeFile(read_webhooks(data, ctx, policy, suffix)) from None
     if rows or not yielded or (table and table.rows):
-        yield FileRead(rows=rows, webhook=table.done() if table else None)
+        yield FileRead(rows=rows, webhook=table.done() if table else None, items=items)
 
 
 class _Malformed(Exception):
@@ -415,6 +420,24 @@ def _lines(text: str) -> Iterator[str]:
         end = len(text) if end == -1 else end + 1
         yield from text[at:end].splitlines()
         at = end
+
+
+def payload_items(payload: object, error: str | None) -> int:
+    """The rows one payload must account for, counted from the payload, not from what the reader made
+    of it: each item of its `messages`, `statuses`, `user_preferences` and `user_id_update` lists, or
+    one row for a payload that is malformed or holds no item."""
+    if error or not isinstance(payload, dict) or payload.get("object") != "whatsapp_business_account":
+        return 1
+    items = 0
+    for entry in _list(payload.get("entry")):
+        for change in _list(entry.get("changes") if isinstance(entry, dict) else None):
+            value = change.get("value") if isinstance(change, dict) else None
+            if not isinstance(value, dict):
+                continue
+            items += sum(len(value.get(key) or []) for key in ("messages", "statuses", "user_preferences"))
+            if change.get("field") == "user_id_update" or "user_id_update" in value:
+                items += len(_list(value.get("user_id_update")))
+    return max(items, 1)
 
 
 def _read_payload(reader: "_ItemReader", rows: list[SourceRow], line: int, payload: object, error: str | None,
