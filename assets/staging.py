@@ -3,6 +3,8 @@
 
 import dagster as dg
 
+from assets import redacted
+from consent.redact import redact
 from consent.warehouse import stage_run
 from pipelines.progress import ProgressReporter
 from pipelines.resources import ConsentSettings, WarehouseResource
@@ -29,13 +31,14 @@ def stg_consent_events(
         mode="full" if settings.full else "incremental",
         workers=settings.worker_count,
         progress=ProgressReporter(context.log),
+        salt=warehouse.salt(),
     )
     new_files = [f for f in staged.files if f.state == "new"]
     for f in staged.files:
         for note in f.notes:
-            context.log.warning(f"{f.source_file}: {note}")
+            context.log.warning(redact(f"{f.source_file}: {note}"))
     return dg.MaterializeResult(
-        metadata={
+        metadata=redacted({
             "files_seen": len(staged.files),
             "files_read": len(new_files),
             "rows_read": sum(f.rows_read for f in new_files),
@@ -51,5 +54,5 @@ def stg_consent_events(
                     for f in new_files
                 )
             ),
-        }
+        })
     )
