@@ -397,6 +397,14 @@ def erase_staged_raw_rows(con: duckdb.DuckDBPyConnection) -> int:
     return con.execute("SELECT count(*) FROM erased_raw").fetchone()[0]
 
 
+def erased_rows_staged(con: duckdb.DuckDBPyConnection) -> int:
+    """Rows of the last staged run kept as skipped items because they named an erased number
+    (`erase_staged_raw_rows`; its events dropped by `suppress_staged` are counted in the run summary)."""
+    if not table_exists(con, "stg_skipped"):
+        return 0
+    return con.execute("SELECT count(*) FROM stg_skipped WHERE reason = ?", [ERASED_REASON]).fetchone()[0]
+
+
 def access_report(con: duckdb.DuckDBPyConnection, phone_e164: str, salt: str) -> dict:
     """Everything the warehouse holds about one number (GDPR Art. 15), with its evidence."""
 

@@ -145,6 +145,8 @@ def test_erased_number_is_gone_and_a_reimport_in_every_spelling_brings_back_no_c
     assert run_cli(exports, warehouse_path) == 0
     assert tables_holding_person(warehouse_path) == []
     assert files_holding_person(warehouse_path.parent, warehouse_path) == []
+    # Nor the database file's bytes: the staged rows dropped at publish left nothing in freed blocks.
+    assert not holds_person(warehouse_path.read_bytes())
     erased = dict(query(warehouse_path, "SELECT source_file, count(*) FROM skipped_items WHERE reason = ? "
                                         "AND raw_row IS NULL GROUP BY ALL", [ERASED]))
     assert erased == {"reimport/spellings.csv": 5, "whatsapp/again.jsonl": 4}
