@@ -218,3 +218,22 @@ def test_notes_logs_and_metadata_hold_no_number(exports, warehouse_path, caplog,
     notes = query(warehouse_path, "SELECT source_file, notes FROM source_files WHERE channel = 'in_app'")
     assert any(n for _, n in notes)
     assert not any(holds_person(" ".join(n)) for _, n in notes)
+
+
+def test_a_new_opt_in_after_the_erasure_lets_the_number_back_in(exports, warehouse_path):
+    """Rules, section 8: a new valid opt-in dated after the erasure makes the number known again,
+    its other rows (a quarantined one too) with it."""
+    from pipelines.cli import main
+
+    assert run_cli(exports, warehouse_path) == 0
+    assert main(["erase", PHONE, "--warehouse", str(warehouse_path), "--exports", str(exports)]) == 0
+    (exports / "web_form" / "came_back.csv").write_text(CSV_HEADER + "\n".join([
+        "0151 12345678,DE,opt_in,marketing,2099-01-01T00:00:00Z,checkbox,web-v4",
+        "0151 12345678,DE,opt_in,utility,someday,checkbox,web-v4",  # quarantined for its date
+    ]) + "\n")
+    assert run_cli(exports, warehouse_path, as_of="2099-01-02T00:00:00Z") == 0
+    assert query(warehouse_path, "SELECT status FROM consent_status WHERE phone_e164 = ? AND purpose = 'marketing'",
+                 [PHONE]) == [("opted_in",)]
+    kept = query(warehouse_path, "SELECT raw_row FROM quarantine WHERE source_file = 'web_form/came_back.csv'")
+    assert len(kept) == 1 and '"0151 12345678"' in kept[0][0] and '"someday"' in kept[0][0]
+    assert query(warehouse_path, "SELECT count(*) FROM skipped_items WHERE reason = ?", [ERASED]) == [(0,)]
