@@ -13,8 +13,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import polars as pl
-
 NUMBER_MARK = "[number]"
 BSUID_MARK = "[bsuid]"
 
@@ -67,13 +65,3 @@ def redact_value(value: Any) -> Any:
         return type(value)(redact_value(v) for v in value)
     return value
 
-
-def redact_series(series: pl.Series) -> pl.Series:
-    """A text column redacted: each distinct value once (labels repeat), mapped back in Polars."""
-    if series.dtype != pl.Utf8 or series.is_empty():
-        return series
-    distinct = series.drop_nulls().unique()
-    if distinct.is_empty():
-        return series
-    mapping = {v: redact(v) for v in distinct.to_list()}
-    return series.replace(mapping)

@@ -237,3 +237,16 @@ def test_a_new_opt_in_after_the_erasure_lets_the_number_back_in(exports, warehou
     kept = query(warehouse_path, "SELECT raw_row FROM quarantine WHERE source_file = 'web_form/came_back.csv'")
     assert len(kept) == 1 and '"0151 12345678"' in kept[0][0] and '"someday"' in kept[0][0]
     assert query(warehouse_path, "SELECT count(*) FROM skipped_items WHERE reason = ?", [ERASED]) == [(0,)]
+
+
+def test_redaction_masks_every_spelling_and_keeps_dates_hashes_and_counts():
+    from consent.redact import redact
+
+    for spelled in ("+49 151 1234 5678", "0151 12345678", "0049 151 12345678", "+49 (0)151 1234 5678",
+                    "4915112345678", "(201) 555-0123", "06.12.34.56.78", "0151/1234-5678"):
+        assert redact(f"note: {spelled}, again") == "note: [number], again", spelled
+    assert redact(f"user {USER} and DE.ENT.11815799212886844830") == "user [bsuid] and [bsuid]"
+    kept = ("line 12 2026-11-01T09:00:00Z", "run 3f2b1c9e-1234-4a5b-8c9d-0123456789ab",
+            "hash 0a1b2c3d4e5f60718293a4b5c6d7e8f9", "123456 of 1,000,000 rows at 12:30:00", "whatsapp/US.json")
+    for text in kept:
+        assert redact(text) == text

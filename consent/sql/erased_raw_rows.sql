@@ -3,7 +3,7 @@
 -- the separators people type) is cut after each of its groups (a number followed by a date in the
 -- same run), and every tail of 6 to 15 digits is hashed: one of them is the national number,
 -- whatever the prefix (+, 00, a country code, a trunk 0, "(0)"). The whole run is hashed as E.164
--- too, for numbers erased before national hashes were kept. Numbers given a new opt-in after their
+-- too (a wa_id; numbers erased before national hashes were kept). Numbers given a new opt-in after their
 -- erasure (`reconsented`) are not matched: they are known again.
 CREATE OR REPLACE TEMP TABLE erased_raw AS
 WITH raw AS (
@@ -11,14 +11,19 @@ WITH raw AS (
     UNION ALL
     SELECT 'skipped' AS kind, skipped_id AS id, raw_row FROM stg_skipped WHERE raw_row IS NOT NULL
 ), digit_runs AS (
-    SELECT kind, id, string_split_regex(unnest(regexp_extract_all(raw_row, '\+?[0-9][0-9 .()/\-]*[0-9]')), '[^0-9]+') AS parts
-    FROM raw
+    SELECT kind, id, unnest(regexp_extract_all(raw_row, '\+?[0-9][0-9 .()/\-]*[0-9]')) AS spelled FROM raw
+), runs AS (
+    -- 11 digits or more, no separator, no leading 0: an international number (a wa_id, E.164
+    -- without its +), matched whole; any other run may be national and has its tails hashed.
+    SELECT kind, id, string_split_regex(spelled, '[^0-9]+') AS parts,
+           NOT regexp_full_match(spelled, '\+?[1-9][0-9]{10,}') AS national
+    FROM digit_runs
 ), cut_at AS (
-    SELECT kind, id, parts, unnest(range(1, len(parts) + 1)) AS groups FROM digit_runs
+    SELECT kind, id, parts, national, unnest(range(1, len(parts) + 1)) AS groups FROM runs
 ), cut AS (
-    SELECT kind, id, array_to_string(parts[1:groups], '') AS run FROM cut_at
+    SELECT kind, id, national, array_to_string(parts[1:groups], '') AS run FROM cut_at
 ), tails AS (
-    SELECT kind, id, run, unnest(range(6, least(length(run), 15) + 1)) AS digits FROM cut
+    SELECT kind, id, run, unnest(range(6, least(length(run), 15) + 1)) AS digits FROM cut WHERE national
 ), candidates AS (
     SELECT kind, id, right(run, digits::INTEGER) AS candidate FROM tails
     UNION ALL
@@ -30,7 +35,8 @@ WITH raw AS (
     UNION ALL
     SELECT national_hash FROM suppression_list
     WHERE national_hash IS NOT NULL AND phone_hash NOT IN (SELECT hash FROM reconsented)
-), hashed AS (
-    SELECT DISTINCT kind, id, salted_hash(candidate) AS hash FROM candidates WHERE candidate <> ''
+), matched AS (  -- each distinct candidate hashed once (rows repeat ids, business numbers, dates)
+    SELECT candidate FROM (SELECT DISTINCT candidate FROM candidates WHERE candidate <> '')
+    WHERE salted_hash(candidate) IN (SELECT hash FROM erased)
 )
-SELECT DISTINCT kind, id FROM hashed JOIN erased USING (hash);
+SELECT DISTINCT kind, id FROM candidates WHERE candidate IN (SELECT candidate FROM matched);
