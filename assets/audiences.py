@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets import redacted
 from consent.gate import AudienceError, decide, read_audience, record_check, sendable_rows, summary, write_decisions
 from consent.runs import start_run
 from pipelines.resources import ConsentSettings, WarehouseResource
@@ -93,13 +94,13 @@ def audience_checks(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     notes += [f"{name}: not in audiences/<purpose>/ (or <business>/<purpose>/): not checked"
               for name in unplaced_files(root, files)]
     context.log.info(f"checked {len(checked)} audience files; {len(opted_out)} hold opted-out contacts")
-    yield dg.MaterializeResult(metadata={
+    yield dg.MaterializeResult(metadata=redacted({
         "checked": dg.MetadataValue.json(checked), "notes": dg.MetadataValue.json(notes),
         "out_dir": dg.MetadataValue.path(str(out_dir)),
-    })
+    }))
     yield dg.AssetCheckResult(
         check_name="audiences_hold_no_opted_out",
         passed=not opted_out,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"opted_out_rows_by_file": dg.MetadataValue.json(opted_out)},
+        metadata=redacted({"opted_out_rows_by_file": dg.MetadataValue.json(opted_out)}),
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets import redacted
 from assets.staging import stg_consent_events
 from consent.rules import RULES
 from consent.warehouse import changed_status_rows, duplicate_decisions, duplicate_ids
@@ -35,7 +36,7 @@ def suite_check_result(outcome: SuiteOutcome) -> dg.AssetCheckResult:
             {"unexpected_count": r.unexpected_count, "failing_rows": r.failing_rows}
         )
     severity = dg.AssetCheckSeverity.ERROR if outcome.errors else dg.AssetCheckSeverity.WARN
-    return dg.AssetCheckResult(passed=not failed, severity=severity, metadata=metadata)
+    return dg.AssetCheckResult(passed=not failed, severity=severity, metadata=redacted(metadata))
 
 
 def docs_dir(warehouse: WarehouseResource, context: dg.AssetCheckExecutionContext) -> Path:
@@ -76,7 +77,7 @@ def ledger_rows_are_well_formed(context: dg.AssetCheckExecutionContext, warehous
         metadata["event ids already in the ledger"] = dg.MetadataValue.int(int(already))
     if twice:
         metadata["ids of this run held by more than one row"] = dg.MetadataValue.json(twice)
-    return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
+    return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata=redacted(metadata))
 
 
 @dg.asset_check(asset="consent_status", description="GX suite `consent_status` on the rows this run changed: every opted_in row carries method, date, channel and lineage (ERROR); statuses known; one row per contact and purpose. And for every contact this run decided, one status row per business, contact and purpose and one violation row per event and rule (ERROR: neither table has a primary-key index, see consent/schema.py).")
@@ -96,7 +97,7 @@ def opted_in_rows_have_evidence(context: dg.AssetCheckExecutionContext, warehous
     return dg.AssetCheckResult(
         passed=False,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={**result.metadata, "keys held by more than one row": dg.MetadataValue.json(duplicates)},
+        metadata=redacted({**result.metadata, "keys held by more than one row": dg.MetadataValue.json(duplicates)}),
     )
 
 
@@ -119,10 +120,10 @@ def notices_unchanged(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=not refused,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
+        metadata=redacted({
             "notices_registered": dg.MetadataValue.int(int(registered)),
             "notices_refused": dg.MetadataValue.json([{"source_file": f, "reason": r} for f, r in refused]),
-        },
+        }),
     )
 
 
@@ -140,12 +141,12 @@ def rows_conserved(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=not broken,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
+        metadata=redacted({
             "files_checked": dg.MetadataValue.int(int(files)),
             "files_not_conserved": dg.MetadataValue.json(
                 [dict(zip(("channel", "source_file", "rows_read", "events", "quarantined", "skipped"), r)) for r in broken]
             ),
-        },
+        }),
     )
 
 
@@ -192,7 +193,7 @@ def no_error_violations(context: dg.AssetCheckExecutionContext, warehouse: Wareh
     return dg.AssetCheckResult(
         passed=not rows,
         severity=dg.AssetCheckSeverity.ERROR if errors else dg.AssetCheckSeverity.WARN,
-        metadata={"violations": dg.MetadataValue.json(findings)},
+        metadata=redacted({"violations": dg.MetadataValue.json(findings)}),
     )
 
 

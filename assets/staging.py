@@ -3,6 +3,8 @@
 
 import dagster as dg
 
+from assets import redacted
+from consent.redact import redact
 from consent.warehouse import stage_run
 from pipelines.progress import ProgressReporter
 from pipelines.resources import ConsentSettings, WarehouseResource
@@ -30,15 +32,16 @@ def stg_consent_events(
         workers=settings.worker_count,
         progress=ProgressReporter(context.log),
         reread=settings.reread,
+        salt=warehouse.salt(),
     )
     new_files = [f for f in staged.files if f.state == "new"]
     for f in staged.files:
         for note in f.notes:
-            context.log.warning(f"{f.source_file}: {note}")
+            context.log.warning(redact(f"{f.source_file}: {note}"))
     for name in staged.ignored:
-        context.log.warning(f"ignored {name}")
+        context.log.warning(redact(f"ignored {name}"))
     return dg.MaterializeResult(
-        metadata={
+        metadata=redacted({
             "files_seen": len(staged.files),
             "files_read": len(new_files),
             "rows_read": sum(f.rows_read for f in new_files),
@@ -54,5 +57,5 @@ def stg_consent_events(
                     for f in new_files
                 )
             ),
-        }
+        })
     )

@@ -4,6 +4,7 @@
 import dagster as dg
 
 from assets.staging import stg_consent_events
+from consent.privacy import erased_rows_staged
 from consent.warehouse import publish
 from pipelines.progress import ProgressReporter
 from pipelines.resources import ConsentSettings, WarehouseResource
@@ -44,6 +45,12 @@ def published_warehouse(
         counts = {
             name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in PUBLISHED
         }
+        erased = erased_rows_staged(con) + summary["suppressed_events"]
+    if erased:
+        # The night staged rows of an erased number before dropping them: rewrite the file, so no
+        # byte of them is left in its freed blocks.
+        warehouse.compact()
+        context.log.info(f"{erased} rows of erased numbers were kept without their identifiers; warehouse compacted")
     context.log.info(
         f"published run: {summary['new_events']} new events, {summary['quarantined']} quarantined, "
         f"{summary['contacts_reconciled']} contacts reconciled"

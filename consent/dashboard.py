@@ -18,6 +18,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from consent.db import table_exists
+from consent.redact import redact
 
 STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 0; background: #f5f6f8; color: #1d2330; }
@@ -39,8 +40,19 @@ th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid #eceef2; }
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:
+    """A query's columns and rows, every text value redacted: labels come from free-text fields
+    (a notice version, a reason) where someone may have typed a number."""
     cursor = con.execute(sql)
-    return [d[0] for d in cursor.description], cursor.fetchall()
+    seen: dict[str, str] = {}
+
+    def label(value):
+        if isinstance(value, str):
+            if value not in seen:
+                seen[value] = redact(value)
+            return seen[value]
+        return value
+
+    return [d[0] for d in cursor.description], [tuple(label(v) for v in row) for row in cursor.fetchall()]
 
 
 def _figure(fig: go.Figure, height: int = 320) -> str:

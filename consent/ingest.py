@@ -574,8 +574,10 @@ def unreadable_file(path: Path | None, exc: BaseException, what: str, rows_read:
 
 
 def mask_numbers(text: str) -> str:
-    """An error message may quote a row: runs of digits are masked, so no number leaves in it."""
-    return _DIGITS.sub("#", text)
+    """An error message may quote a row: numbers and BSUIDs are masked (`consent.redact.redact`)."""
+    from consent.redact import redact
+
+    return redact(text)
 
 
 def _concat(frames: Iterable[pl.DataFrame], schema: dict) -> pl.DataFrame:

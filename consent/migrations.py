@@ -227,6 +227,12 @@ MIGRATIONS: tuple[Migration, ...] = (
                 recipient_user_id VARCHAR"""),
         ),
     ),
+    Migration(
+        10,
+        "suppression_list.national_hash: the salted hash of an erased number's national digits, so free text "
+        "naming it in any spelling is recognised at import (rows erased before keep only their E.164 hash)",
+        ("ALTER TABLE suppression_list ADD COLUMN IF NOT EXISTS national_hash VARCHAR",),
+    ),
 )
 LATEST = MIGRATIONS[-1].version if MIGRATIONS else 1
 

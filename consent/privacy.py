@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 import phonenumbers
 
+from consent import sql
 from consent.db import table_exists, transaction, upsert
 from consent.marts import forget_builds
 
@@ -58,6 +59,7 @@ class ErasureReport:
     skipped_removed: int = 0
     cache_entries_removed: int = 0
     staging_rows_removed: int = 0
+    free_text_cleared: int = 0
     files_still_containing: list[str] = field(default_factory=list)
     # Every identifier erased (the one given and those linked to it); not printed: personal data.
     identifiers: list[str] = field(default_factory=list, repr=False)
@@ -139,10 +141,67 @@ def erase(con: duckdb.DuckDBPyConnection, identifier: str, salt: str, erased_at:
         ):
             if table_exists(con, table):
                 report.staging_rows_removed += _delete(con, table, condition, params)
+        report.free_text_cleared = scrub_free_text(con, params["digits"] if phones else [], users)
         for erased in ids:
-            upsert(con, "suppression_list", {"phone_hash": phone_hash(erased, salt), "erased_at": erased_at, "reason": reason})
+            national = phone_hash(number_digits(erased), salt) if erased.startswith("+") else None
+            upsert(con, "suppression_list", {"phone_hash": phone_hash(erased, salt), "erased_at": erased_at,
+                                             "reason": reason, "national_hash": national})
         forget_builds(con)  # the marts are rebuilt whole by the next run
     return report
+
+
+# Columns naming a contact or a row exactly (their rows of the person are deleted above, and a
+# digit run of another contact's number that merely contains the erased digits must not be
+# touched), and file names (keys joining tables): the free-text sweep leaves them alone.
+_NOT_FREE_TEXT = {"phone_e164", "whatsapp_user_id", "parent_user_id", "previous_user_id", "contact_id", "recipient",
+                  "recipient_e164", "recipient_user_id", "phone_raw", "source_file", "file_hash", "event_type",
+                  "channel", "business", "purpose", "status", "metadata_version"}
+ERASED_MARK = "[erased]"
+_SPELLING = re.compile(r"\+?\(?\d(?:[\d \t.\-/()\u00a0]*\d)?\)?")
+
+
+def scrub_text(text: str, digits: list[str], users: list[str]) -> str:
+    """The text with each digit run holding the erased digits, and each erased BSUID, replaced by
+    ERASED_MARK; if the digits still show across other characters, every digit is masked."""
+    for user in users:
+        text = text.replace(user, ERASED_MARK)
+    if digits:
+        text = _SPELLING.sub(lambda m: ERASED_MARK if any(d in re.sub(r"\D", "", m.group(0)) for d in digits)
+                             else m.group(0), text)
+        if any(d in re.sub(r"\D", "", text) for d in digits):
+            text = re.sub(r"\d", "#", text)
+    return text
+
+
+def scrub_free_text(con: duckdb.DuckDBPyConnection, digits: list[str], users: list[str]) -> int:
+    """Rewrite every free-text cell of every table (notes, reasons, run records, staging copies)
+    that still holds an erased number in any spelling or an erased BSUID; the cells rewritten."""
+    if not digits and not users:
+        return 0
+    columns = con.execute(
+        """
+        SELECT c.table_name, c.column_name, c.data_type FROM duckdb_columns() c
+        JOIN duckdb_tables() t ON t.table_oid = c.table_oid
+        WHERE c.database_name = current_database() AND c.schema_name = 'main' AND NOT c.internal AND c.data_type IN ('VARCHAR', 'VARCHAR[]')
+        ORDER BY c.table_name, c.column_index
+        """
+    ).fetchall()
+    # The digits with anything but digits between them (what an auditor finds by stripping the
+    # non-digits), or a BSUID: one linear regular expression, one pass over each column.
+    pattern = "|".join([*("[^0-9]*".join(d) for d in digits), *(re.escape(u) for u in users)])
+    rewritten = 0
+    for table, column, data_type in columns:
+        if column in _NOT_FREE_TEXT or column.endswith(("_id", "_hash")):
+            continue
+        text = f'array_to_string("{column}", chr(10))' if data_type.endswith("[]") else f'"{column}"'
+        cells = con.execute(f'SELECT rowid, "{column}" FROM "{table}" WHERE regexp_matches({text}, ?)',
+                            [pattern]).fetchall()
+        for rowid, value in cells:
+            new = [scrub_text(v, digits, users) if v else v for v in value] if isinstance(value, list) \
+                else scrub_text(value, digits, users)
+            con.execute(f'UPDATE "{table}" SET "{column}" = ? WHERE rowid = ?', [new, rowid])
+        rewritten += len(cells)
+    return rewritten
 
 
 def _run(con, sql: str, params: dict):
@@ -173,6 +232,41 @@ def files_containing(exports_dir: Path, identifier: str) -> list[str]:
     return found
 
 
+def erased_text(identifiers: list[str]) -> tuple[list[str], list[str]]:
+    """(national digits of the numbers, the BSUIDs) among erased identifiers: what free text is searched for."""
+    return ([number_digits(i) for i in identifiers if i.startswith("+")],
+            [i for i in identifiers if not i.startswith("+")])
+
+
+def scrub_warehouse_files(folder: Path, identifiers: list[str], keep: set[Path]) -> dict[str, list[str]]:
+    """Files under the warehouse folder (alerts, Data Docs, the dashboard, reports, checked
+    audiences) that hold an erased identifier in any spelling: rewritten with each spelling
+    replaced by ERASED_MARK, or removed when they are not text. `keep`: the database files and
+    secrets (the database is compacted instead). Returns the relative names, by what was done."""
+    digits, users = erased_text(identifiers)
+    done: dict[str, list[str]] = {"rewritten": [], "removed": []}
+    if not folder.is_dir():
+        return done
+    kept = {p.resolve() for p in keep}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
+        if path.resolve() in kept or path.name.startswith("."):
+            continue
+        data = path.read_bytes()
+        flat = re.sub(rb"\D", b"", data)
+        if not any(d.encode() in flat for d in digits) and not any(u.encode() in data for u in users):
+            continue
+        name = path.relative_to(folder).as_posix()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            path.unlink()
+            done["removed"].append(name)
+            continue
+        path.write_text(scrub_text(text, digits, users), encoding="utf-8")
+        done["rewritten"].append(name)
+    return done
+
+
 def suppress_staged(con: duckdb.DuckDBPyConnection) -> int:
     """Keep erased numbers out of a new run (call inside the publish transaction, after `use_salt`).
 
@@ -182,6 +276,7 @@ def suppress_staged(con: duckdb.DuckDBPyConnection) -> int:
     """
     if not con.execute("SELECT count(*) FROM suppression_list").fetchone()[0]:
         return 0
+    erase_staged_raw_rows(con)
     # Links and sends of erased identifiers are not learnt again either (they are not consent).
     con.execute(
         """
@@ -244,6 +339,73 @@ def suppress_staged(con: duckdb.DuckDBPyConnection) -> int:
     )
     con.execute("DELETE FROM stg_consent_events WHERE event_id IN (SELECT event_id FROM suppressed)")
     return count
+
+
+def erase_staged_raw_rows(con: duckdb.DuckDBPyConnection) -> int:
+    """Staged quarantine rows and skipped items naming an erased number or BSUID in their raw text
+    are kept as skipped items with the reason ERASED_REASON and without their raw row (a
+    quarantined row moves to the skipped items: the file's counts still add up). Call with the
+    salt set, when the suppression list is not empty; the rows so kept."""
+    # Numbers given a new opt-in after their erasure are known again (rules, section 8).
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE reconsented AS
+        WITH opt_ins AS (
+            SELECT phone_e164, whatsapp_user_id, occurred_at FROM stg_consent_events
+            WHERE event_type IN ('opt_in', 'opt_in_confirm')
+            UNION ALL
+            SELECT phone_e164, whatsapp_user_id, occurred_at FROM consent_events
+            WHERE event_type IN ('opt_in', 'opt_in_confirm') AND occurred_at > (SELECT min(erased_at) FROM suppression_list)
+        ), hashed AS (
+            SELECT salted_hash(phone_e164) AS hash, occurred_at FROM opt_ins WHERE phone_e164 IS NOT NULL
+            UNION ALL SELECT salted_hash(whatsapp_user_id), occurred_at FROM opt_ins WHERE whatsapp_user_id IS NOT NULL
+        )
+        SELECT DISTINCT s.phone_hash AS hash FROM hashed h JOIN suppression_list s ON s.phone_hash = h.hash
+        WHERE h.occurred_at > s.erased_at
+        """
+    )
+    sql.run(con, "erased_raw_rows")
+    con.execute(
+        """
+        UPDATE stg_skipped SET raw_row = NULL, reason = $reason
+        WHERE skipped_id IN (SELECT id FROM erased_raw WHERE kind = 'skipped')
+        """,
+        {"reason": ERASED_REASON},
+    )
+    moved = con.execute(
+        """
+        DELETE FROM stg_quarantine WHERE quarantine_id IN (SELECT id FROM erased_raw WHERE kind = 'quarantine')
+        RETURNING *
+        """
+    ).pl()
+    if moved.height:
+        con.register("moved_rows", moved)
+        con.execute(
+            """
+            INSERT INTO stg_skipped BY NAME
+            SELECT 'erased-' || quarantine_id AS skipped_id, * EXCLUDE (quarantine_id, raw_row, reason),
+                   NULL AS raw_row, $reason AS reason
+            FROM moved_rows
+            """,
+            {"reason": ERASED_REASON},
+        )
+        con.execute(
+            """
+            UPDATE stg_source_files f SET quarantined = f.quarantined - n.k, skipped = f.skipped + n.k
+            FROM (SELECT source_file, file_hash, count(*) AS k FROM moved_rows GROUP BY ALL) n
+            WHERE f.source_file = n.source_file AND f.file_hash = n.file_hash
+            """
+        )
+        con.unregister("moved_rows")
+    return con.execute("SELECT count(*) FROM erased_raw").fetchone()[0]
+
+
+def erased_rows_staged(con: duckdb.DuckDBPyConnection) -> int:
+    """Rows of the last staged run kept as skipped items because they named an erased number
+    (`erase_staged_raw_rows`; its events dropped by `suppress_staged` are counted in the run summary)."""
+    if not table_exists(con, "stg_skipped"):
+        return 0
+    return con.execute("SELECT count(*) FROM stg_skipped WHERE reason = ?", [ERASED_REASON]).fetchone()[0]
 
 
 def access_report(con: duckdb.DuckDBPyConnection, phone_e164: str, salt: str) -> dict:

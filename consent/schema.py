@@ -200,7 +200,9 @@ RUNS = Table(
 )
 SUPPRESSION_LIST = Table(
     "suppression_list",
-    {"phone_hash": TEXT, "erased_at": TIME, "reason": TEXT},
+    # Schema version 10: national_hash, the salted hash of the national significant number, so a
+    # later import naming the number in national form in free text is known as erased too.
+    {"phone_hash": TEXT, "erased_at": TIME, "reason": TEXT, "national_hash": TEXT},
     primary_key=("phone_hash",),
     not_null=("erased_at", "reason"),
 )

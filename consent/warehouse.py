@@ -30,8 +30,9 @@ from consent.ingest import Pair, Progress, StagedExports, StagedFrames, stage_ex
 from consent.notices import NoticeFolder, NoticeTerms, read_notices, terms_from_rows
 from consent.phones import METADATA_VERSION, PHONE_BOOK_SCHEMA, PhoneBook, normalise_frame
 from consent.policy import ChannelsFile, Policy
-from consent.privacy import suppress_staged
+from consent.privacy import phone_hash, suppress_staged
 from consent.reconcile import decide_range, reconcile
+from consent.redact import redact
 from consent.rules import TIME_DEPENDENT, UNTIL_DATED
 from consent.schema import (
     CONSENT_STATUS, CONSENT_STATUS_HISTORY, CONSENT_VIOLATIONS, EVENT_SCHEMA, LINK_SCHEMA, QUARANTINE_SCHEMA, RUNS,
@@ -60,9 +61,12 @@ class PhoneCache:
         connect: Callable[[], ContextManager[duckdb.DuckDBPyConnection]],
         workers: int = 1,
         progress: Progress | None = None,
+        salt: str | None = None,
     ):
         # A connection only while reading or writing the cache: parsing holds no lock.
         self.connect = connect
+        # With the salt, spellings of erased numbers (suppression_list) are resolved but not cached.
+        self.salt = salt
         self.workers = workers
         self.progress = progress
         self.hits = 0
@@ -101,12 +105,25 @@ class PhoneCache:
         fresh = normalise_frame(missing_pairs, workers=self.workers, progress=self.progress)
         if fresh.height:
             with self.connect() as con:
-                con.register("fresh_phones", fresh.with_columns(metadata_version=pl.lit(METADATA_VERSION)))
+                kept = self._not_erased(con, fresh)
+                con.register("fresh_phones", kept.with_columns(metadata_version=pl.lit(METADATA_VERSION)))
                 # Only the keys the lookup above did not find, once each (`wanted` is unique; one
                 # writer: the run's lock).
                 con.execute("INSERT INTO phone_cache BY NAME SELECT * FROM fresh_phones")
                 con.unregister("fresh_phones")
         return PhoneBook(pl.concat([cached.cast(PHONE_BOOK_SCHEMA), fresh], how="vertical"))
+
+    def _not_erased(self, con: duckdb.DuckDBPyConnection, fresh: pl.DataFrame) -> pl.DataFrame:
+        """The fresh normalisations less those of erased numbers: an erased number is kept only as
+        a salted hash, never as a cached spelling (hashed here only when some number was erased)."""
+        if self.salt is None:
+            return fresh
+        erased = {h for (h,) in con.execute("SELECT phone_hash FROM suppression_list").fetchall()}
+        if not erased:
+            return fresh
+        numbers = fresh.get_column("phone_e164").drop_nulls().unique()
+        hit = [n for n in numbers.to_list() if phone_hash(n, self.salt) in erased]
+        return fresh.filter(~pl.col("phone_e164").is_in(hit).fill_null(False)) if hit else fresh
 
 
 STAGING_SLICE_ROWS = 250_000
@@ -149,7 +166,7 @@ def finish_staging(
     """The run's files, notices and `stg_run`, in one transaction: the staged run is complete."""
     files = pl.DataFrame(
         [
-            {**{k: v for k, v in asdict(f).items() if k != "notes"}, "notes": list(f.notes)}
+            {**{k: v for k, v in asdict(f).items() if k != "notes"}, "notes": [redact(n) for n in f.notes]}
             for f in staged.files
         ],
         schema={
@@ -161,7 +178,7 @@ def finish_staging(
     run = pl.DataFrame(
         {
             "run_id": [run_id], "mode": [mode], "as_of": [as_of], "started_at": [started_at],
-            "ignored": [staged.ignored], "step_seconds": [json.dumps(staged.seconds)],
+            "ignored": [[redact(i) for i in staged.ignored]], "step_seconds": [json.dumps(staged.seconds)],
             "businesses": [businesses or ["default"]],
         },
         schema={
@@ -214,6 +231,7 @@ def stage_run(
     workers: int = 1,
     progress: Progress | None = None,
     reread: bool = False,
+    salt: str | None = None,
 ) -> StagedExports:
     """Read the exports not seen before into the `stg_*` tables (the first half of a run);
     with `reread`, every file, as if none had been seen (the ledger keeps each id once).
@@ -241,7 +259,7 @@ def stage_run(
         with connect() as con:
             retract_staging(con, source_file)
 
-    cache = PhoneCache(connect, workers=workers, progress=progress)
+    cache = PhoneCache(connect, workers=workers, progress=progress, salt=salt)
     staged = stage_exports(
         exports_dir,
         policy=policy,

@@ -13,6 +13,8 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+from consent.redact import redact_value
+
 
 log = logging.getLogger(__name__)
 HOOK_TIMEOUT_SECONDS = 60
@@ -40,7 +42,8 @@ def raise_alert(summary: dict, warehouse_path: str, command: str | None) -> Path
     folder = Path(warehouse_path).resolve().parent / "alerts"
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    body = json.dumps(summary, indent=2, default=str)
+    # Whatever text reached the summary (a reason, a note, check metadata), no number leaves in it.
+    body = json.dumps(redact_value(json.loads(json.dumps(summary, default=str))), indent=2)
     path = _new_file(folder, f"{stamp}-{str(summary.get('run_id', 'run'))[:8]}")
     try:
         path.write_text(body, encoding="utf-8")

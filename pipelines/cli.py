@@ -620,7 +620,7 @@ def _contact(number: str, country: str | None) -> str:
 def command_erase(args) -> int:
     from datetime import datetime, timezone
 
-    from consent.privacy import erase, files_containing
+    from consent.privacy import erase, files_containing, scrub_warehouse_files
     phone = _contact(args.number, args.country)
     resources = _resources(args)
     warehouse, exports = resources["warehouse"], resources["settings"].exports_path
@@ -634,8 +634,13 @@ def command_erase(args) -> int:
         # Deleted rows can linger in freed blocks: rewrite the file so no byte of the number is left.
         warehouse.compact()
         # Access reports this tool wrote for the number are files the warehouse keeps too.
-        for old_report in Path(warehouse.file).resolve().parent.glob(f"access_{report.phone_hash[:12]}.json"):
+        folder = Path(warehouse.file).resolve().parent
+        for old_report in folder.glob(f"access_{report.phone_hash[:12]}.json"):
             old_report.unlink()
+        # Alerts, Data Docs, the dashboard, other reports: whatever else the warehouse wrote.
+        database = Path(warehouse.file).resolve()
+        files = scrub_warehouse_files(folder, report.identifiers or [phone],
+                                      keep={p for p in folder.glob(database.name + "*")})
     finally:
         lock.release()
     report.files_still_containing = sorted({f for i in report.identifiers or [phone] for f in files_containing(exports, i)})
@@ -643,6 +648,9 @@ def command_erase(args) -> int:
     for key, value in report.__dict__.items():
         if key not in ("phone_hash", "files_still_containing", "identifiers"):
             print(f"  {key.replace('_', ' ')}: {value}")
+    for done, names in files.items():
+        for name in names:
+            print(f"  warehouse file {done} (it held the number): {name}")
     if report.files_still_containing:
         print("export files outside the warehouse that still contain the number (delete or redact them):")
         for name in report.files_still_containing:
