@@ -145,12 +145,12 @@ MUTATIONS: tuple[Mutation, ...] = (
              (I + "test_two_businesses_keep_separate_consent_and_a_stop_to_one_ends_only_its_own",)),
     # --- the gate -----------------------------------------------------------------------------
     Mutation("gate_ignores_an_unlinked_bsuids_stop", "the gate", "consent/sql/audience_decisions.sql",
-             "CASE WHEN r.user_id IS DISTINCT FROM r.contact_id THEN b.status END AS user_status",
-             "CAST(NULL AS VARCHAR) AS user_status",
+             "LEFT JOIN at_time AS u ON u.contact_id = r.user_contact_id",
+             "LEFT JOIN at_time AS u ON false",
              (G + "test_a_row_with_an_opted_in_number_and_an_unlinked_bsuid_that_sent_stop_is_blocked",)),
     Mutation("gate_reads_todays_status_for_a_past_send", "the gate", "consent/sql/audience_decisions.sql",
-             "      AND valid_from <= $at AND coalesce(valid_to, TIMESTAMP '9999-12-31') > $at",
-             "      AND valid_to IS NULL",
+             "      AND h.valid_from <= $at AND coalesce(h.valid_to, TIMESTAMP '9999-12-31') > $at",
+             "      AND h.valid_to IS NULL",
              ("tests/test_gate.py::test_a_past_send_is_rechecked_as_of_its_time_and_renewal_due_still_sends",)),
     # --- migrations ---------------------------------------------------------------------------
     Mutation("migration_loses_phone_cache_rows", "migrations", "consent/migrations.py",
