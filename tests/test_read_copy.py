@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import FIXTURES, run_cli
+from tests.conftest import AS_OF, FIXTURES, run_cli
 
 # A BI tool or an auditor's shell: a read-only DuckDB connection held open on a file, in another process.
 HOLDER = r"""
@@ -158,7 +158,16 @@ def test_a_copy_older_than_the_warehouse_is_replaced_before_it_is_read(copied, c
     assert sql(warehouse, "SELECT mode FROM runs", capsys) == [{"mode": "changed"}]
 
 
-def test_writing_commands_replace_the_copy_under_the_run_lock(copied, capsys, tmp_path):
+def copy_says(warehouse: Path, query: str) -> list[tuple]:
+    """What the read copy itself holds, opened as a BI tool opens it (no command refreshes it first)."""
+    con = duckdb.connect(str(read_copy(warehouse)), read_only=True)
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
+def test_writing_commands_replace_the_copy_when_they_commit(copied, tmp_path):
     from pipelines.cli import main
 
     warehouse, exports = copied
@@ -166,14 +175,33 @@ def test_writing_commands_replace_the_copy_under_the_run_lock(copied, capsys, tm
     audience = tmp_path / "audience.csv"
     audience.write_text("phone\n+4915112345678\n")
     assert main(["check", str(audience), "--purpose", "marketing", "--exports", str(exports), *w]) in (0, 3)
-    assert sql(warehouse, "SELECT count(*) AS checks FROM send_checks", capsys) == [{"checks": 1}]
+    assert copy_says(warehouse, "SELECT count(*) FROM send_checks") == [(1,)]
     stamp = read_copy(warehouse).stat().st_ino
     assert main(["erase", "+4915112345678", "--exports", str(exports), *w]) == 0
     assert read_copy(warehouse).stat().st_ino != stamp  # a new file, renamed over the old one
-    assert sql(warehouse, "SELECT count(*) AS erased FROM suppression_list", capsys) == [{"erased": 1}]
+    assert copy_says(warehouse, "SELECT count(*) FROM suppression_list") == [(1,)]
     stamp = read_copy(warehouse).stat().st_ino
     assert main(["migrate", *w]) == 0
     assert read_copy(warehouse).stat().st_ino != stamp
+
+
+def test_a_run_launched_by_dagster_replaces_the_copy_in_its_finalisation(copied):
+    """The schedule, the sensors and the UI run the job without the CLI: the job itself replaces the copy."""
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+    from pipelines.resources import ConsentSettings, WarehouseResource
+
+    warehouse, exports = copied
+    shutil.copytree(FIXTURES / "exports" / "preference_center", exports / "preference_center")
+    resources = {"warehouse": WarehouseResource(path=str(warehouse)),
+                 "settings": ConsentSettings(exports_dir=str(exports), as_of=AS_OF)}
+    with dg.instance_for_test() as instance:
+        result = build_definitions(resources).resolve_job_def("consent_job").execute_in_process(
+            instance=instance, raise_on_error=False)
+    assert result.success
+    assert copy_says(warehouse, "SELECT count(*), count(finished_at) FROM runs") == [(2, 2)]
+    assert read_copy(warehouse).stat().st_mtime_ns >= warehouse.stat().st_mtime_ns
 
 
 # No read path reaches the salt.
