@@ -197,7 +197,7 @@ class WarehouseAccess(FromEnvironment):
                 if read_only:
                     require_current(con)
                     # A reader never creates a salt, and never holds it in a variable or macro.
-                    use_reader_macros(con, self.salt(create=False) if hashing else None)
+                    use_reader_macros(con, self.salt(create=False) if hashing else None, hashing)
                 else:
                     for written in (path, path.with_name(path.name + ".wal")):
                         _owner_only_file(written)  # files older code left readable by others

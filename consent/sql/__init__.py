@@ -70,16 +70,18 @@ def use_salt(con: duckdb.DuckDBPyConnection, salt: str | None) -> None:
         run(con, "send_macros")
 
 
-def use_reader_macros(con: duckdb.DuckDBPyConnection, salt: str | None = None) -> None:
+def use_reader_macros(con: duckdb.DuckDBPyConnection, salt: str | None = None, hashing: bool = False) -> None:
     """A read-only connection's macros: the send macros, and `salted_hash(value)` only when a salt
     is given (the canned audits), as a Python function: the salt stays in this process, out of
     `getvariable`, `duckdb_variables()`, `duckdb_settings()` and `duckdb_functions()`."""
-    if salt is not None:
+    if hashing:
         from duckdb.sqltypes import VARCHAR
 
         from consent.privacy import phone_hash
 
-        con.create_function("salted_hash", lambda value: phone_hash(value, salt), [VARCHAR], VARCHAR, side_effects=False)
+        # Without a salt there is no hash (NULL), never an unsalted one.
+        hashed = (lambda value: phone_hash(value, salt)) if salt else (lambda value: None)
+        con.create_function("salted_hash", hashed, [VARCHAR], VARCHAR, side_effects=False)
     tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()}
     if {"identifier_links", "message_statuses"} <= tables:
         run(con, "send_macros")
