@@ -18,6 +18,8 @@ import fcntl
 import os
 import re
 import secrets
+import shutil
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ import duckdb
 
 from consent.migrations import ensure_schema, require_current
 from consent.policy import ChannelsFile, ConfigError, Policy, load_channels, load_policy
-from consent.sql import use_salt
+from consent.sql import use_reader_macros, use_salt
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EXPORTS = str(REPO_ROOT / "sample_exports")
@@ -155,7 +157,10 @@ class WarehouseAccess(FromEnvironment):
                     handle.write(secrets.token_hex(32))
             except FileExistsError:
                 pass
-        return path.read_text().strip() if path.exists() else None
+        if not path.exists():
+            return None
+        _owner_only_file(path)  # a salt file left readable by others (older code, a copy) is closed first
+        return path.read_text().strip()
 
     def compact(self) -> None:
         """Rewrite the database into a fresh file, so deleted rows leave no bytes behind."""
@@ -170,15 +175,40 @@ class WarehouseAccess(FromEnvironment):
         os.replace(fresh, path)
 
     @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self, read_only: bool = False, *, hashing: bool = False,
+                file: str | Path | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection with the warehouse attached as the default catalog.
 
-        Waits up to `lock_timeout_seconds` while another process writes.
+        Waits up to `lock_timeout_seconds` while another process writes. A read-only
+        connection (`file`: the warehouse or its read copy) never sees the salt: it has
+        `salted_hash()` only with `hashing` (canned audits), as a Python function.
+        Every file DuckDB creates meanwhile (the warehouse, its WAL, spill files) is
+        readable by its owner only.
         """
-        path = Path(self.file)
+        path = Path(file or self.file)
         if read_only and not path.exists():
             raise FileNotFoundError(f"no warehouse at {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
+        with owner_only():
+            con = self._connection(path)
+            try:
+                self._attach(con, self._attach_sql(path, "warehouse", read_only), path)
+                con.execute("USE warehouse")
+                if read_only:
+                    require_current(con)
+                    # A reader never creates a salt, and never holds it in a variable or macro.
+                    use_reader_macros(con, self.salt(create=False) if hashing else None, hashing)
+                else:
+                    for written in (path, path.with_name(path.name + ".wal")):
+                        _owner_only_file(written)  # files older code left readable by others
+                    ensure_schema(con)
+                    use_salt(con, self.salt())
+                yield con
+            finally:
+                con.close()
+
+    def _connection(self, path: Path) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB with the project's settings, nothing attached yet."""
         config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
         extensions = _extension_directory()
         if extensions:
@@ -195,26 +225,57 @@ class WarehouseAccess(FromEnvironment):
                 raise ConfigError(
                     f"CONSENT_MEMORY_LIMIT (warehouse memory_limit): {limit!r} is not a memory size such as 2GB or 512MB"
                 ) from exc
-            if not read_only:
-                spill = self.setting("temp_directory") or str(path.resolve().parent / ".duckdb_tmp")
-                con.execute("SET temp_directory = ?", [spill])
-            options = ["READ_ONLY"] if read_only else []
+            # Readers spill too: beside the warehouse, not into whatever folder the command ran in.
+            spill = self.setting("temp_directory") or str(Path(self.file).resolve().parent / ".duckdb_tmp")
+            con.execute("SET temp_directory = ?", [spill])
             if self.key:
                 # DuckDB 1.4 writes encrypted files only with httpfs's crypto module loaded.
                 con.execute("LOAD httpfs")
-                options.append(f"ENCRYPTION_KEY {_sql_text(self.key)}")
-            attach = f"ATTACH {_sql_text(str(path))} AS warehouse" + (f" ({', '.join(options)})" if options else "")
-            self._attach(con, attach, path)
-            con.execute("USE warehouse")
-            if read_only:
-                require_current(con)
-            else:
-                ensure_schema(con)
-            # A reader never creates a salt: without one, salted_hash() gives NULL.
-            use_salt(con, self.salt(create=not read_only))
-            yield con
+                # Spill files of an encrypted warehouse are encrypted too (set before attaching).
+                con.execute("SET temp_file_encryption = true")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def check_key(self) -> None:
+        """Raise `WarehouseKeyError` (one true line) when the key does not fit the file: missing,
+        wrong, or given for a plaintext file. Reads the read copy when there is one (a writer
+        never locks it); writes nothing. A file that cannot be opened for another reason
+        (locked) is left to the command's own connection."""
+        path = Path(self.file)
+        probe = self.read_copy if self.read_copy.exists() else path
+        if not probe.exists():
+            return
+        con = self._connection(path)
+        try:
+            con.execute(self._attach_sql(probe, "probe", read_only=True))
+        except duckdb.Error as exc:
+            error = self._key_error(path, str(exc))
+            if error is not None:
+                raise error from None
         finally:
             con.close()
+
+    def _attach_sql(self, path: Path, alias: str, read_only: bool) -> str:
+        options = ["READ_ONLY"] if read_only else []
+        if self.key:
+            options.append(f"ENCRYPTION_KEY {_sql_text(self.key)}")
+        return f"ATTACH {_sql_text(str(path))} AS {alias}" + (f" ({', '.join(options)})" if options else "")
+
+    def _key_error(self, path: Path, message: str) -> WarehouseKeyError | None:
+        """The one true line for DuckDB's encryption errors; None for any other error."""
+        lowered = message.lower()
+        if "without a key" in lowered:
+            return WarehouseKeyError(f"cannot open the warehouse {path}: it is encrypted (set CONSENT_WAREHOUSE_KEY)")
+        if "wrong encryption key" in lowered:
+            return WarehouseKeyError(f"cannot open the warehouse {path}: wrong key (check CONSENT_WAREHOUSE_KEY)")
+        if "not encrypted" in lowered:
+            return WarehouseKeyError(f"cannot open the warehouse {path}: it is not encrypted, but a key was given "
+                                     "(unset CONSENT_WAREHOUSE_KEY to open it)")
+        if "encrypt" in lowered:
+            return WarehouseKeyError(f"cannot open the warehouse {path}: {message.splitlines()[0]}")
+        return None
 
     def _attach(self, con: duckdb.DuckDBPyConnection, attach: str, path: Path) -> None:
         deadline = time.monotonic() + self.lock_timeout
@@ -224,17 +285,142 @@ class WarehouseAccess(FromEnvironment):
                 return
             except duckdb.Error as exc:
                 message = str(exc)
-                lowered = message.lower()
-                if "encrypt" in lowered or "key" in lowered and "wrong" in lowered:
-                    hint = "set CONSENT_WAREHOUSE_KEY" if not self.key else "check CONSENT_WAREHOUSE_KEY"
-                    raise WarehouseKeyError(f"cannot open the warehouse {path}: it is encrypted ({hint})") from exc
-                if "lock" not in lowered:
+                error = self._key_error(path, message)
+                if error is not None:
+                    raise error from None
+                if "lock" not in message.lower():
                     raise
                 if time.monotonic() >= deadline:
                     raise WarehouseLocked(
                         f"the warehouse {path} is locked by another run; waited {self.lock_timeout:g} s"
                     ) from exc
                 time.sleep(0.2)
+
+    # The read copy: what every reader opens, so that no reader ever holds the warehouse's file.
+
+    @property
+    def read_copy(self) -> Path:
+        """`<name>.read.duckdb` beside the warehouse: a byte copy of it as the last writer committed it."""
+        path = Path(self.file)
+        return path.with_name(f"{path.stem}.read{path.suffix or '.duckdb'}")
+
+    def publish_read_copy(self) -> Path | None:
+        """Replace the read copy with the committed warehouse, atomically (a new file renamed over
+        the old one: a reader holding the old copy keeps it and blocks nothing). Call under the run
+        lock, with no connection of this process open; None when there is no warehouse yet."""
+        path = Path(self.file)
+        if not path.exists():
+            return None
+        with owner_only():
+            if path.with_name(path.name + ".wal").exists():
+                con = self._connection(path)  # fold committed transactions into the file the copy is made of
+                try:
+                    self._attach(con, self._attach_sql(path, "folded", read_only=False), path)
+                    con.execute("CHECKPOINT folded")
+                finally:
+                    con.close()
+            con = self._connection(path)
+            try:
+                # A read-only attach holds DuckDB's shared lock: no writer can start while the bytes are copied.
+                self._attach(con, self._attach_sql(path, "held", read_only=True), path)
+                if path.with_name(path.name + ".wal").exists():
+                    raise RuntimeError(f"the warehouse {path} has a write-ahead log that a checkpoint did not fold in")
+                replace_atomically(path, self.read_copy)
+            finally:
+                con.close()
+        return self.read_copy
+
+    def readable_file(self) -> Path:
+        """The file a reader opens: the read copy, made first when it is missing or older than the
+        warehouse and no writer holds the run lock; while a writer does, the last copy (or, for a
+        warehouse no code has copied yet, the warehouse itself)."""
+        path, copy = Path(self.file), self.read_copy
+        if not path.exists():
+            return path
+        if _is_current(copy, path):
+            return copy
+        lock = RunLock(path, 0)
+        try:
+            lock.acquire()
+        except (WarehouseLocked, OSError):
+            return copy if copy.exists() else path
+        try:
+            self.publish_read_copy()
+        except (OSError, WarehouseLocked, RuntimeError, duckdb.Error):
+            return path  # no copy can be written here (permissions, space): read the warehouse itself
+        finally:
+            lock.release()
+        return copy
+
+    @contextmanager
+    def reader(self, hashing: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection to the read copy (see `readable_file`): what every read command uses."""
+        with self.connect(read_only=True, hashing=hashing, file=self.readable_file()) as con:
+            yield con
+
+
+def _is_current(copy: Path, warehouse: Path) -> bool:
+    """The copy was made after the warehouse's last write, and no write is pending in its WAL."""
+    try:
+        return (copy.stat().st_mtime_ns >= warehouse.stat().st_mtime_ns
+                and not warehouse.with_name(warehouse.name + ".wal").exists())
+    except FileNotFoundError:
+        return False
+
+
+def replace_atomically(source: Path, target: Path) -> None:
+    """Copy `source` to a new owner-only file beside `target`, fsync it, rename it over `target`."""
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+        stale.unlink(missing_ok=True)  # left by a copy that died (the caller holds the run lock)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        shutil.copyfile(source, temporary)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    folder = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself survives a crash
+    finally:
+        os.close(folder)
+
+
+_umask_guard = threading.Lock()
+_umask_depth = 0
+_umask_before = 0
+
+
+@contextmanager
+def owner_only() -> Iterator[None]:
+    """Files created meanwhile by this process are readable by their owner only (umask 077;
+    nested and concurrent uses restore the umask once, when the last one ends)."""
+    global _umask_depth, _umask_before
+    with _umask_guard:
+        if _umask_depth == 0:
+            _umask_before = os.umask(0o077)
+            os.umask(_umask_before | 0o077)
+        _umask_depth += 1
+    try:
+        yield
+    finally:
+        with _umask_guard:
+            _umask_depth -= 1
+            if _umask_depth == 0:
+                os.umask(_umask_before)
+
+
+def _owner_only_file(path: Path) -> None:
+    """Take group and other permissions away from a file this process owns (best effort)."""
+    try:
+        mode = path.stat().st_mode
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+    except OSError:
+        pass
 
 
 class SettingsAccess(FromEnvironment):

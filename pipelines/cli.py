@@ -23,7 +23,9 @@ from pipelines.access import (
     WarehouseAccess,
     WarehouseKeyError,
     WarehouseLocked,
+    _owner_only_file,
     access_from_env,
+    owner_only,
     parse_as_of,
 )
 
@@ -119,6 +121,10 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--warehouse", help=WAREHOUSE_HELP)
     migrate.add_argument("--lock-timeout", type=float, help=LOCK_HELP)
     sub.add_parser("rules", help="list the consent rules (the registry): severity, refuses consent, time-dependent")
+    hashed = sub.add_parser("hash", help="print the salted hash of one number or BSUID, as marts, audits and the suppression list hold it")
+    hashed.add_argument("number", help="the number in any spelling, or a BSUID")
+    hashed.add_argument("--country", help="ISO 3166 region for a national spelling")
+    hashed.add_argument("--warehouse", help=WAREHOUSE_HELP)
     return parser
 
 
@@ -150,6 +156,7 @@ def _resources(args, warn: bool = True, dagster: bool = False) -> dict:
 
 
 def _warn_if_unencrypted(warehouse: WarehouseAccess) -> None:
+    warehouse.check_key()  # a key that does not fit the file: one true line (exit 2) before anything runs
     if not warehouse.key:
         print("consent: warning: CONSENT_WAREHOUSE_KEY is not set; the warehouse is not encrypted", file=sys.stderr)
 
@@ -262,7 +269,7 @@ def _recorded(warehouse: WarehouseAccess, run_id: str) -> dict:
     from consent.runs import run_summary
 
     try:
-        with warehouse.connect(read_only=True) as con:
+        with warehouse.reader() as con:
             return run_summary(con, run_id)
     except (FileNotFoundError, WarehouseLocked, WarehouseKeyError, WarehouseOutdated) as exc:
         return {"run_id": run_id, "published": False, "warehouse_error": str(exc)}
@@ -314,7 +321,7 @@ def _short(value, limit: int = 400) -> str:
 
 
 def _print_summary(warehouse: WarehouseAccess, run_id: str) -> None:
-    with warehouse.connect(read_only=True) as con:
+    with warehouse.reader() as con:
         _print_run(con, run_id)
 
 
@@ -361,7 +368,7 @@ def _table(rows) -> str:
 def command_runs(args) -> int:
     warehouse = _warehouse(args)
     try:
-        with warehouse.connect(read_only=True) as con:
+        with warehouse.reader() as con:
             rows = con.execute(
                 """
                 SELECT left(run_id, 8), mode, strftime(as_of, '%Y-%m-%d %H:%M'), status, files_read, rows_read,
@@ -377,12 +384,14 @@ def command_runs(args) -> int:
     return EXIT_OK
 
 
-def read_only_query(warehouse: WarehouseAccess, query: str, params: dict | None = None) -> tuple[list[str], list[tuple]]:
-    """Columns and rows of one statement on a read-only connection with no file access."""
+def read_only_query(warehouse: WarehouseAccess, query: str, params: dict | None = None,
+                    hashing: bool = False) -> tuple[list[str], list[tuple]]:
+    """Columns and rows of one statement on a read-only connection to the read copy with no file
+    access (`salted_hash()` only with `hashing`: the canned audits, never `consent sql`)."""
     import duckdb
 
     params = {k: v for k, v in (params or {}).items() if f"${k}" in query}
-    with warehouse.connect(read_only=True) as con:
+    with warehouse.reader(hashing=hashing) as con:
         # Read-only attach refuses writes to the warehouse; this refuses COPY TO,
         # ATTACH and reading other files, and locks the settings.
         con.execute("SET enable_external_access = false")
@@ -450,7 +459,7 @@ def command_audit(args) -> int:
     for name, value in zip(needed, args.args):
         params["phone" if name == "NUMBER" else name.lower()] = _contact(value, args.country) if name == "NUMBER" else value
     try:
-        columns, rows = read_only_query(warehouse, available[args.name].read_text(encoding="utf-8"), params)
+        columns, rows = read_only_query(warehouse, available[args.name].read_text(encoding="utf-8"), params, hashing=True)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from exc
     if args.format == "table":
@@ -587,6 +596,7 @@ def command_check(args) -> int:
             decided = decide(con, audience, purpose=args.purpose, business=business, at=at, policy=policy,
                              default_region=args.default_region, workers=settings.worker_count)
             check_id = record_check(con, decided, audience, purpose=args.purpose, business=business, at=at, salt=sql_salt)
+        warehouse.publish_read_copy()
     finally:
         lock.release()
     if args.out:
@@ -641,6 +651,7 @@ def command_erase(args) -> int:
         database = Path(warehouse.file).resolve()
         files = scrub_warehouse_files(folder, report.identifiers or [phone],
                                       keep={p for p in folder.glob(database.name + "*")})
+        warehouse.publish_read_copy()  # readers see the number gone as soon as the erasure ends
     finally:
         lock.release()
     report.files_still_containing = sorted({f for i in report.identifiers or [phone] for f in files_containing(exports, i)})
@@ -664,13 +675,14 @@ def command_access(args) -> int:
     phone = _contact(args.number, args.country)
     warehouse = _warehouse(args)
     try:
-        with warehouse.connect(read_only=True) as con:
+        with warehouse.reader() as con:
             report = access_report(con, phone, warehouse.salt())
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from exc
     out = Path(args.out) if args.out else Path(warehouse.file).resolve().parent / f"access_{phone_hash(phone, warehouse.salt())[:12]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    _owner_only_file(out)  # created owner-only (see main); one written by older code is closed too
     print(f"wrote {out}: {len(report['consent_events'])} events, {len(report['consent_status'])} statuses, "
           f"{len(report['consent_violations'])} violations, {len(report['quarantine'])} quarantined rows")
     return EXIT_OK
@@ -682,8 +694,14 @@ def command_migrate(args) -> int:
     warehouse = _warehouse(args)
     if not Path(warehouse.file).exists():
         raise UsageError(f"no warehouse at {warehouse.file}")
-    with warehouse.connect() as con:  # a writable connection migrates in place
-        version = current_version(con)
+    lock = RunLock(Path(warehouse.file), warehouse.lock_timeout)
+    lock.acquire()  # a writer: the read copy is replaced once the migration is committed
+    try:
+        with warehouse.connect() as con:  # a writable connection migrates in place
+            version = current_version(con)
+        warehouse.publish_read_copy()
+    finally:
+        lock.release()
     print(f"warehouse {warehouse.file}: schema version {version} (this code: {LATEST})")
     return EXIT_OK
 
@@ -700,6 +718,34 @@ def command_rules(args) -> int:
     return EXIT_OK
 
 
+def command_hash(args) -> int:
+    """The salted hash of one number or BSUID: how an auditor finds a person in the marts, audits
+    and the suppression list without any SQL reader holding the salt."""
+    from consent.privacy import phone_hash
+
+    contact = _contact(args.number, args.country)
+    salt = _resources(args, warn=False)["warehouse"].salt(create=False)
+    if not salt:
+        raise UsageError("no hash salt yet: set CONSENT_HASH_SALT, or run once (it is kept beside the warehouse)")
+    print(phone_hash(contact, salt))
+    return EXIT_OK
+
+
+# Commands that write numbers to files (`--out`, access reports): created readable by their owner only.
+WRITES_NUMBERS = ("export", "check", "access")
+
+
+def _owner_only_command(handler, args) -> int:
+    if args.command not in WRITES_NUMBERS:
+        return handler(args)
+    with owner_only():
+        code = handler(args)
+    out = getattr(args, "out", None)
+    if out and Path(out).is_file():
+        _owner_only_file(Path(out))  # a file that existed before keeps its inode and its mode: close it too
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
@@ -707,9 +753,9 @@ def main(argv: list[str] | None = None) -> int:
             "run": command_run, "runs": command_runs, "sql": command_sql,
             "erase": command_erase, "access": command_access, "audit": command_audit, "export": command_export,
             "check": command_check,
-            "migrate": command_migrate, "rules": command_rules,
+            "migrate": command_migrate, "rules": command_rules, "hash": command_hash,
         }[args.command]
-        return handler(args)
+        return _owner_only_command(handler, args)
     except (UsageError, ConfigError, WarehouseKeyError, WarehouseOutdated) as exc:
         print(f"consent: {exc}", file=sys.stderr)
         return EXIT_USAGE

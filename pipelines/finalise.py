@@ -15,7 +15,10 @@ the same way:
 4. the dashboard's "last run" tile and panel are refreshed to show this run's
    outcome (the dashboard asset runs before the last checks; its charts are
    not rendered again);
-5. a failed run raises its alert (`<warehouse folder>/alerts/`, and the hook).
+5. the read copy (`<name>.read.duckdb`) is replaced by the warehouse as this
+   run committed it, atomically: readers open the copy, so no reader holds
+   the file a run writes, and none sees half a night;
+6. a failed run raises its alert (`<warehouse folder>/alerts/`, and the hook).
 """
 
 from __future__ import annotations
@@ -89,8 +92,9 @@ def finalise_run(
     instance: dg.DagsterInstance,
     run_id: str,
     alert_command: str | None,
+    publish_read_copy: Callable[[], object] | None = None,
 ) -> dict:
-    """Record the run's end in `runs`, refresh the dashboard, alert on failure; the run summary."""
+    """Record the run's end in `runs`, refresh the dashboard and the read copy, alert on failure; the run summary."""
     from consent.dashboard import refresh_last_run
     from consent.runs import already_finished, finish_run, run_summary
     from expectations.runner import docs_folder, write_docs
@@ -122,9 +126,25 @@ def finalise_run(
                     finish_run(con, run_id, status=status, checks_failed=failed_errors or ["run failed"],
                                failure_reason="; ".join(failures), **ended)
         summary = run_summary(con, run_id)
+    if publish_read_copy is not None:
+        _publish(publish_read_copy, summary)
     if status == "failed":
         summary.update(status="failed", failed_checks=failed_checks(evaluations))
         if failures:
             summary["reason"] = "; ".join(failures)
         summary["alert"] = str(raise_alert(summary, warehouse_path, alert_command))
     return summary
+
+
+def _publish(publish_read_copy: Callable[[], object], summary: dict) -> None:
+    """Replace the read copy; a copy that cannot be written leaves the run's record as it is (readers
+    then find the copy older than the warehouse and make it themselves, or read the warehouse)."""
+    try:
+        publish_read_copy()
+    except Exception as exc:
+        log.warning("read copy not replaced: %s", root_message_of(exc))
+        summary["read_copy_error"] = root_message_of(exc)
+
+
+def root_message_of(exc: BaseException) -> str:
+    return mask_numbers(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)

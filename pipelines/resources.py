@@ -77,7 +77,8 @@ class WarehouseResource(dg.ConfigurableResource, WarehouseAccess):
         try:
             from pipelines.finalise import finalise_run
 
-            finalise_run(self.connect, self.file, context.instance, context.dagster_run.run_id, self.alert)
+            finalise_run(self.connect, self.file, context.instance, context.dagster_run.run_id, self.alert,
+                         self.publish_read_copy)
         finally:
             self._run_lock.release()
             self._run_lock = None

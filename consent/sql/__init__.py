@@ -2,9 +2,11 @@
 
 `statements(name)` reads `consent/sql/<name>.sql` (split on `;` at the end of
 a line) and `run(con, name, params)` executes each statement with only the
-`$parameters` it uses. `use_salt` defines, once per connection, the
-`salted_hash(value)` macro every mart, audit and privacy query uses
-(`macros.sql`), so the hash expression is written in one place.
+`$parameters` it uses. `use_salt` defines, once per writing connection, the
+`salted_hash(value)` macro every mart and privacy query uses (`macros.sql`),
+so the hash expression is written in one place. A read-only connection never
+holds the salt (`use_reader_macros`): no variable, setting or macro body an
+SQL reader could print.
 """
 
 from __future__ import annotations
@@ -63,6 +65,23 @@ def use_salt(con: duckdb.DuckDBPyConnection, salt: str | None) -> None:
     """Define `salted_hash(value)` on this connection, with the deployment's salt."""
     con.execute("SET VARIABLE hash_salt = ?", [salt])
     run(con, "macros")
+    tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()}
+    if {"identifier_links", "message_statuses"} <= tables:
+        run(con, "send_macros")
+
+
+def use_reader_macros(con: duckdb.DuckDBPyConnection, salt: str | None = None, hashing: bool = False) -> None:
+    """A read-only connection's macros: the send macros, and `salted_hash(value)` only when a salt
+    is given (the canned audits), as a Python function: the salt stays in this process, out of
+    `getvariable`, `duckdb_variables()`, `duckdb_settings()` and `duckdb_functions()`."""
+    if hashing:
+        from duckdb.sqltypes import VARCHAR
+
+        from consent.privacy import phone_hash
+
+        # Without a salt there is no hash (NULL), never an unsalted one.
+        hashed = (lambda value: phone_hash(value, salt)) if salt else (lambda value: None)
+        con.create_function("salted_hash", hashed, [VARCHAR], VARCHAR, side_effects=False)
     tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()}
     if {"identifier_links", "message_statuses"} <= tables:
         run(con, "send_macros")
