@@ -81,7 +81,7 @@ def main() -> int:
     fast_frame, fast_s = timed(pairs, True, args.workers)
     phones.COLUMNAR_FAST_PATH = True
     if not reference.equals(fast_frame):
-        differs = pl.any_horizontal([reference[c].ne_missing(fast_frame[c]) for c in reference.columns])
+        differs = pl.DataFrame([reference[c].ne_missing(fast_frame[c]) for c in reference.columns]).select(pl.any_horizontal(pl.all())).to_series()
         print("DIFFERENT OUTPUTS (reference, then fast path):", reference.filter(differs).head(20),
               fast_frame.filter(differs).head(20), sep="\n", file=sys.stderr)
         return 1
