@@ -204,9 +204,9 @@ def _validate(part: pl.DataFrame, cc: int) -> pl.DataFrame:
     )
 
 
-def _international(part: pl.DataFrame) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
+def _international(part: pl.DataFrame) -> list[pl.DataFrame]:
     """"+" spellings: the calling code as `_extract_country_code` reads it (shortest known prefix)."""
-    digits = pl.col("key_raw").str.slice(1)
+    digits = pl.col("text").str.slice(1)
     codes = _calling_codes()
     cc_len = pl.when(digits.str.slice(0, 1).is_in(codes[0])).then(1)
     cc_len = cc_len.when(digits.str.slice(0, 2).is_in(codes[1])).then(2).when(digits.str.slice(0, 3).is_in(codes[2])).then(3)
@@ -216,25 +216,20 @@ def _international(part: pl.DataFrame) -> tuple[list[pl.DataFrame], list[pl.Data
         rest=digits.str.slice(pl.col("cc_len")),
     )
     unknown = part.filter(pl.col("cc_len").is_null()).with_columns(invalid_reason=pl.lit(_BAD_COUNTRY))
-    decided, undecided = [unknown], []
+    decided = [unknown]
     for (cc,), group in part.filter(pl.col("cc_len").is_not_null()).partition_by("cc", as_dict=True).items():
         main = _main(cc)
-        if main is None:
-            undecided.append(group)
-            continue
-        decided_part, undecided_part = _checked(group, main, "rest")
-        decided += decided_part
-        undecided += undecided_part
-    return decided, undecided
+        if main is not None:
+            decided += _checked(group, main, "rest")
+    return decided
 
 
-def _national(part: pl.DataFrame) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
+def _national(part: pl.DataFrame) -> list[pl.DataFrame]:
     """Digits with a region hint, read with the hint region's prefixes."""
-    decided, undecided = [], []
+    decided = []
     for (hint,), group in part.partition_by("key_hint", as_dict=True).items():
         r = _hint(hint)
         if r is None or _main(r.country_code) is None:
-            undecided.append(group)
             continue
         n = pl.col("key_raw")
         # A number dialled with the region's international prefix, or starting with its own
@@ -242,42 +237,39 @@ def _national(part: pl.DataFrame) -> tuple[list[pl.DataFrame], list[pl.DataFrame
         unusual = n.str.starts_with(str(r.country_code))
         if r.international_prefix is not None:
             unusual = unusual | n.str.contains(r.international_prefix)
-        group = group.with_columns(unusual=unusual)
-        undecided.append(group.filter("unusual").drop("unusual"))
-        decided_part, undecided_part = _checked(group.filter(~pl.col("unusual")).drop("unusual"), r, "key_raw")
-        decided += decided_part
-        undecided += undecided_part
-    return decided, undecided
+        decided += _checked(group.filter(~unusual), r, "key_raw")
+    return decided
 
 
-def _checked(group: pl.DataFrame, r: _Region, column: str) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
-    """Strip the national prefix with `r`, then validate under `r`'s calling code; a regex the
-    Rust engine rejects leaves the whole group to phonenumbers."""
+def _checked(group: pl.DataFrame, r: _Region, column: str) -> list[pl.DataFrame]:
+    """The rows of `group` decided: the national prefix stripped with `r`, then validated under
+    `r`'s calling code. A regex the Rust engine rejects leaves the whole group to phonenumbers."""
     try:
         stripped = _strip_national_prefix(group, r, column)
         length = pl.col("nsn").str.len_bytes()
         unusual = pl.col("undecided") | ~length.is_between(_NSN_LENGTHS.start, _NSN_LENGTHS.stop - 1)
-        stripped = stripped.with_columns(undecided=unusual)
-        checked = _validate(stripped.filter(~pl.col("undecided")), r.country_code)
-    except pl.exceptions.ComputeError:
-        return [], [group]
-    return [checked], [stripped.filter("undecided").select(group.columns)]
+        return [_validate(stripped.filter(~unusual), r.country_code)]
+    except pl.exceptions.PolarsError:
+        return []
 
 
 def decide(keys: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split distinct parse keys (`key_raw`, `key_hint`: "" for none) into those the fast path
     decides (a frame of OUT_SCHEMA) and those left to `normalise` (in their given order)."""
-    frame = keys.select("key_raw", "key_hint").with_row_index("order")
-    raw, hint = pl.col("key_raw"), pl.col("key_hint")
+    # `normalise` reads a key's leading "00" as "+" (a key such as "0.049..." compacted keeps it).
+    key = pl.col("key_raw")
+    text = pl.when(key.str.starts_with("00")).then(pl.lit("+") + key.str.slice(2)).otherwise(key)
+    frame = keys.select("key_raw", "key_hint").with_row_index("order").with_columns(text=text)
+    raw, hint = pl.col("text"), pl.col("key_hint")
     no_hint = frame.filter(raw.str.contains(r"^[0-9]+$") & (hint == "")).with_columns(invalid_reason=pl.lit(_NO_HINT))
     intl = frame.filter(raw.str.contains(rf"^\+[0-9]{{3,{_MAX_DIGITS}}}$"))
     national = frame.filter(raw.str.contains(rf"^[0-9]{{3,{_MAX_DIGITS}}}$") & (hint != ""))
-    decided_i, _ = _international(intl)
-    decided_n, _ = _national(national)
+    decided_i = _international(intl)
+    decided_n = _national(national)
     decided = pl.concat([no_hint, *decided_i, *decided_n], how="diagonal_relaxed")
     handled = decided.get_column("order")
     decided = decided.select(pl.col(c).cast(t) if c in decided.columns else pl.lit(None, t).alias(c) for c, t in OUT_SCHEMA.items())
-    rest = frame.filter(~pl.col("order").is_in(handled)).sort("order").drop("order")
+    rest = frame.filter(~pl.col("order").is_in(handled)).sort("order").select("key_raw", "key_hint")
     return decided, rest
 
 

@@ -83,6 +83,8 @@ def spellings(region: str, e164: str, other_region: str) -> list[tuple[str, str 
         (e164 + "9", None), (e164[:-1], None), (e164[:-3], None), (nsn + "12", hint), (nsn[:-2], hint),
         (e164 + " ext. 12", None), (f"{intl} x12", None), (e164[:4] + "O" + e164[5:], None), (f"{cc}{nsn}", hint),
         (f"+{cc}{cc}{nsn}", None), ("+" + nsn, None), (f"1{nsn}", hint),
+        # A dot after a leading zero: the compact spelling starts with "00" and is read as "+".
+        (f"0.0{cc} {nsn}", hint), (f"0.0{cc}{nsn}", None), (f"0.00{cc}{nsn}", hint),
     ]
 
 
