@@ -28,7 +28,7 @@ from consent.channels.csv_export import read_csv_parts  # noqa: E402
 from consent.channels.whatsapp_webhook import read_webhook_parts  # noqa: E402
 from consent.columnar import phone_pairs  # noqa: E402
 from consent.events import FileContext  # noqa: E402
-from consent.phones_columnar import decide  # noqa: E402
+from consent.phones_columnar import _PRINTABLE, _spelling_keys, decide  # noqa: E402
 from consent.policy import load_channels, load_policy  # noqa: E402
 
 
@@ -72,8 +72,14 @@ def main() -> int:
     pairs = pairs_of(args.exports or exports_for(args.events))
     keys = {(k[0], k[1] or "") for raw, hint in pairs if (k := phones.parse_key(raw, hint)) is not None}
     decided, _ = decide(pl.DataFrame(sorted(keys), schema={"key_raw": pl.Utf8, "key_hint": pl.Utf8}, orient="row"))
+    frame = pl.DataFrame(pairs, schema={"phone_raw": pl.Utf8, "hint": pl.Utf8}, orient="row")
+    printable = pl.col("phone_raw").str.contains(_PRINTABLE) & pl.col("hint").fill_null("").str.contains(_PRINTABLE)
+    spelled = _spelling_keys(frame.filter(printable))
+    refused = spelled.filter(pl.col("refusal").is_not_null()).height
     print(f"{len(pairs):,} pairs, {len(keys):,} distinct spellings; the fast path decides {decided.height:,} "
-          f"({decided.height / max(1, len(keys)):.1%}), {decided['phone_e164'].is_not_null().sum():,} of them valid")
+          f"({decided.height / max(1, len(keys)):.1%}), {decided['phone_e164'].is_not_null().sum():,} of them valid; "
+          f"{refused:,} pairs refused in columns before parsing (empty, spreadsheet float, letters); "
+          f"{frame.height - spelled.height:,} pairs not printable ASCII, keyed in Python")
     # Warm both paths (metadata loading, regex caches) on a sample, so neither pays it in the timing.
     for fast in (False, True):
         timed(pairs[:: max(1, len(pairs) // 2000)], fast, 1)
