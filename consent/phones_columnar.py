@@ -336,7 +336,6 @@ def normalise_frame_columnar(
     by_key = pl.concat([decided, _results(rest, parsed)])
     alone = keyed.filter(pl.col("key_raw").is_null() & pl.col("refusal").is_null())
     alone_results = [normalise(raw, hint) for raw, hint in alone.select("phone_raw", "hint").iter_rows()]
-    columns = list(PHONE_BOOK_SCHEMA)
     return pl.concat([
         keyed.filter(pl.col("key_raw").is_not_null()).join(by_key, on=["key_raw", "key_hint"], how="left"),
         keyed.filter(pl.col("refusal").is_not_null()).with_columns(invalid_reason=pl.col("refusal")),
