@@ -39,6 +39,9 @@ _POSSIBILITY_REASONS = {
 # The trailing digits are lost, so such a value is refused, never guessed.
 _SPREADSHEET_FLOAT = re.compile(r"^\s*[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+\s*$|^\s*\+?\d{6,}\.\d+\s*$")
 _ALLOWED = re.compile(r"^[\d\s\-().+/]+$")
+# `normalise_frame` decides the common spellings column-wise (consent/phones_columnar.py) and
+# parses only the rest one by one; False parses every spelling with `normalise` (the reference).
+COLUMNAR_FAST_PATH = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +175,10 @@ def normalise_frame(
     key's result by a join, not a Python loop.
     """
     pairs = list(pairs)
+    if COLUMNAR_FAST_PATH:
+        from consent.phones_columnar import normalise_frame_columnar  # it imports this module
+
+        return normalise_frame_columnar(pairs, workers, parallel_threshold, progress)
     keys: list[tuple[str, str]] = []
     distinct: dict[tuple[str, str | None], None] = {}
     single: list[tuple[str, NormalisedPhone]] = []
