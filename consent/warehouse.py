@@ -243,12 +243,7 @@ def stage_run(
     """
     started_at = datetime.now(timezone.utc).replace(tzinfo=None)
     with connect() as con:
-        known = set() if reread else known_files(con)
-        # A full run hashes every file again; an incremental one trusts unchanged size and times.
-        fingerprints = {} if mode == "full" or reread else {
-            (f, size, mtime): h
-            for f, size, mtime, h in con.execute("SELECT source_file, size_bytes, mtime_ns, file_hash FROM file_fingerprints").fetchall()
-        }
+        known, fingerprints = _already_read(con, mode, reread)
         begin_staging(con)
 
     def sink(frames: StagedFrames) -> None:
@@ -280,6 +275,18 @@ def stage_run(
         finish_staging(con, staged, notices=notices, run_id=run_id, mode=mode, as_of=as_of, started_at=started_at,
                        businesses=channels.business_names())
     return staged
+
+
+def _already_read(con: duckdb.DuckDBPyConnection, mode: str, reread: bool) -> tuple[set, dict]:
+    """The files a run need not read again, and the size-and-time fingerprints that spare hashing
+    them: none with `reread`; a full run hashes every file again; an incremental one trusts
+    unchanged size and times."""
+    known = set() if reread else known_files(con)
+    fingerprints = {} if mode == "full" or reread else {
+        (f, size, mtime): h
+        for f, size, mtime, h in con.execute("SELECT source_file, size_bytes, mtime_ns, file_hash FROM file_fingerprints").fetchall()
+    }
+    return known, fingerprints
 
 
 RECONCILE_RANGE_EVENTS = 250_000

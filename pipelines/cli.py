@@ -485,7 +485,7 @@ def _require_known_names(args, warehouse: WarehouseAccess) -> None:
     Known: the names the warehouse holds, the businesses of businesses.yaml, the policy's purposes."""
     from consent.names import unknown_name, warehouse_names
 
-    with warehouse.connect(read_only=True) as con:
+    with warehouse.reader() as con:
         known = warehouse_names(con)
     settings = _resources(args, warn=False)["settings"]
     try:
@@ -650,7 +650,7 @@ def command_erase(args) -> int:
         # Alerts, Data Docs, the dashboard, other reports: whatever else the warehouse wrote.
         database = Path(warehouse.file).resolve()
         files = scrub_warehouse_files(folder, report.identifiers or [phone],
-                                      keep={p for p in folder.glob(database.name + "*")})
+                                      keep={*folder.glob(database.name + "*"), warehouse.read_copy})
         warehouse.publish_read_copy()  # readers see the number gone as soon as the erasure ends
     finally:
         lock.release()

@@ -288,7 +288,8 @@ def test_erase_and_access_by_bsuid_cover_the_linked_number(tmp_path, capsys):
     assert query(warehouse, "SELECT files_read FROM runs ORDER BY started_at DESC LIMIT 1") == [(2,)]
     assert sorted(query(warehouse, "SELECT coalesce(phone_e164, whatsapp_user_id), event_type FROM consent_events")) == [
         (NEW_PHONE, "opt_in"), ("DE.42", "opt_out")]
-    assert query(warehouse, "SELECT count(*) FROM skipped_items WHERE reason LIKE 'erased%'") == [(2,)]
+    # The opt-in, the STOP and the delivery status naming them: skipped as erased, without raw rows.
+    assert query(warehouse, "SELECT count(*), count(raw_row) FROM skipped_items WHERE reason LIKE 'erased%'") == [(3, 0)]
     # Nor do the links or sends that named them.
     assert query(warehouse, "SELECT count(*) FROM identifier_links") == [(0,)]
     assert query(warehouse, "SELECT count(*) FROM message_statuses") == [(0,)]

@@ -302,7 +302,7 @@ def test_files_holding_numbers_are_created_owner_only(copied, tmp_path):
     # the write-ahead log, while a writer holds it; and a warehouse older code left readable
     warehouse.chmod(0o644)
     with Warehouse(path=str(warehouse)).connect() as con:
-        con.execute("INSERT INTO suppression_list VALUES ('h', TIMESTAMP '2026-11-01', 'test')")
+        con.execute("INSERT INTO suppression_list (phone_hash, erased_at, reason) VALUES ('h', TIMESTAMP '2026-11-01', 'test')")
         assert mode(warehouse.with_name(warehouse.name + ".wal")) == 0o600
         assert mode(warehouse) == 0o600
 
