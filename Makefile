@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 EXPORTS ?= sample_exports
 WAREHOUSE ?= warehouse/consent.duckdb
 
-.PHONY: run test install fuzz browser clean
+.PHONY: run test test-slow install fuzz browser clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ run: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/dagster definitions validate -w workspace.yaml
 	$(BIN)/python -m pytest
+
+# Long property tests over whole runs (marked slow), left out of `make test` to keep it short.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
 
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest tests/test_fuzz.py

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -142,6 +143,7 @@ def mart_rows(con) -> dict:
 COMMON = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
+@pytest.mark.slow  # `make test-slow`: whole runs on generated exports (the default run has a faster test per guarantee)
 @COMMON
 @given(export_sets())
 def test_rows_are_conserved_and_a_second_run_changes_nothing(tmp_path_factory, files):
@@ -183,6 +185,7 @@ VALIDITY = [None, 6, {"marketing": {"DE": 4, "default": 9}, "default": 12}]
 @settings(COMMON, max_examples=8)
 @given(export_sets(), st.randoms(use_true_random=False), st.sampled_from(VALIDITY),
        st.none() | st.lists(st.integers(0, 17 * 24), min_size=6, max_size=6))
+@pytest.mark.slow  # `make test-slow`: whole runs on generated exports (the default run has a faster test per guarantee)
 def test_files_arriving_one_by_one_in_any_order_give_the_same_warehouse(tmp_path_factory, files, rnd, validity, hours):
     """Files arrive one per night. With `hours`, the nights' clock moves forward (requests expire,
     consents pass their validity, future dates stop being future between nights; a row without a
@@ -245,6 +248,7 @@ def histories(draw, contacts: list[str]) -> dict[str, list[tuple]]:
     return out
 
 
+@pytest.mark.slow  # `make test-slow`: whole runs on generated exports (the default run has a faster test per guarantee)
 @settings(COMMON, max_examples=60)
 @given(st.data())
 def test_consent_daily_by_difference_equals_a_whole_build(tmp_path_factory, data):
