@@ -100,13 +100,6 @@ class StagedExports:
     skipped: int = 0
 
 
-def file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 Fingerprint = tuple[str, int, int]  # (source_file, size in bytes, fingerprint time in ns: `fingerprint_ns`)
 

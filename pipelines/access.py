@@ -159,7 +159,7 @@ class WarehouseAccess(FromEnvironment):
                 pass
         if not path.exists():
             return None
-        _owner_only_file(path)  # a salt file left readable by others (older code, a copy) is closed first
+        owner_only_file(path)  # a salt file left readable by others (older code, a copy) is closed first
         return path.read_text().strip()
 
     def compact(self) -> None:
@@ -200,7 +200,7 @@ class WarehouseAccess(FromEnvironment):
                     use_reader_macros(con, self.salt(create=False) if hashing else None, hashing)
                 else:
                     for written in (path, path.with_name(path.name + ".wal")):
-                        _owner_only_file(written)  # files older code left readable by others
+                        owner_only_file(written)  # files older code left readable by others
                     ensure_schema(con)
                     use_salt(con, self.salt())
                 yield con
@@ -413,7 +413,7 @@ def owner_only() -> Iterator[None]:
                 os.umask(_umask_before)
 
 
-def _owner_only_file(path: Path) -> None:
+def owner_only_file(path: Path) -> None:
     """Take group and other permissions away from a file this process owns (best effort)."""
     try:
         mode = path.stat().st_mode

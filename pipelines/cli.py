@@ -23,7 +23,7 @@ from pipelines.access import (
     WarehouseAccess,
     WarehouseKeyError,
     WarehouseLocked,
-    _owner_only_file,
+    owner_only_file,
     access_from_env,
     owner_only,
     parse_as_of,
@@ -682,7 +682,7 @@ def command_access(args) -> int:
     out = Path(args.out) if args.out else Path(warehouse.file).resolve().parent / f"access_{phone_hash(phone, warehouse.salt())[:12]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    _owner_only_file(out)  # created owner-only (see main); one written by older code is closed too
+    owner_only_file(out)  # created owner-only (see main); one written by older code is closed too
     print(f"wrote {out}: {len(report['consent_events'])} events, {len(report['consent_status'])} statuses, "
           f"{len(report['consent_violations'])} violations, {len(report['quarantine'])} quarantined rows")
     return EXIT_OK
@@ -742,7 +742,7 @@ def _owner_only_command(handler, args) -> int:
         code = handler(args)
     out = getattr(args, "out", None)
     if out and Path(out).is_file():
-        _owner_only_file(Path(out))  # a file that existed before keeps its inode and its mode: close it too
+        owner_only_file(Path(out))  # a file that existed before keeps its inode and its mode: close it too
     return code
 
 
