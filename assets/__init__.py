@@ -6,7 +6,7 @@ reports metadata. Checks live in `checks.py`.
 
 import dagster as dg
 
-from consent.redact import redact, redact_value
+from consent.domain.redact import redact, redact_value
 
 
 def redacted(metadata: dict) -> dict:

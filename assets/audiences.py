@@ -1,4 +1,4 @@
-"""Audiences layer: every new audience file checked before a campaign (consent/gate.py).
+"""Audiences layer: every new audience file checked before a campaign (consent/sending/gate.py).
 
 An audience is a CSV in `audiences/<purpose>/` beside the exports folder
 (`audiences/<business>/<purpose>/` when businesses.yaml names several
@@ -16,9 +16,9 @@ from pathlib import Path
 import dagster as dg
 
 from assets import redacted
-from consent.gate import AudienceError, decide, read_audience, record_check, sendable_rows, summary, write_decisions
-from consent.runs import start_run
-from pipelines.resources import ConsentSettings, WarehouseResource
+from consent.sending.gate import AudienceError, decide, read_audience, record_check, sendable_rows, summary, write_decisions
+from consent.run.runs import start_run
+from resources.warehouse import ConsentSettings, WarehouseResource
 
 
 @dataclass

@@ -12,14 +12,14 @@ import dagster as dg
 
 from assets import redacted
 from assets.staging import stg_consent_events
-from consent.rules import RULES
-from consent.warehouse import changed_status_rows, duplicate_decisions, duplicate_ids
+from consent.domain.rules import RULES
+from consent.run.warehouse import changed_status_rows, duplicate_decisions, duplicate_ids
 from expectations import consent_events as consent_events_suite
 from expectations import consent_status as consent_status_suite
 from expectations import opt_in_notices as opt_in_notices_suite
 from expectations import staged_opt_ins as staged_opt_ins_suite
 from expectations.runner import SuiteOutcome, docs_folder, validate
-from pipelines.resources import ConsentSettings, WarehouseResource
+from resources.warehouse import ConsentSettings, WarehouseResource
 
 
 def suite_check_result(outcome: SuiteOutcome) -> dg.AssetCheckResult:
@@ -54,7 +54,7 @@ def staged_opt_ins_have_evidence(
     return suite_check_result(outcome)
 
 
-@dg.asset_check(asset="consent_events", description="GX suite `consent_events` on the events this run appended: unique event_id, known event types and sources, E.164 numbers, lineage present (ERROR); and no event id of this run already in the ledger, no id of this run's quarantined rows, skipped items or message statuses held twice (ERROR: none of these tables has a primary-key index, see consent/schema.py).")
+@dg.asset_check(asset="consent_events", description="GX suite `consent_events` on the events this run appended: unique event_id, known event types and sources, E.164 numbers, lineage present (ERROR); and no event id of this run already in the ledger, no id of this run's quarantined rows, skipped items or message statuses held twice (ERROR: none of these tables has a primary-key index, see consent/domain/schema.py).")
 def ledger_rows_are_well_formed(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
         outcome = validate(con, consent_events_suite.ROWS_SQL, consent_events_suite.build_suite, "consent_events",
@@ -80,7 +80,7 @@ def ledger_rows_are_well_formed(context: dg.AssetCheckExecutionContext, warehous
     return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata=redacted(metadata))
 
 
-@dg.asset_check(asset="consent_status", description="GX suite `consent_status` on the rows this run changed: every opted_in row carries method, date, channel and lineage (ERROR); statuses known; one row per contact and purpose. And for every contact this run decided, one status row per business, contact and purpose and one violation row per event and rule (ERROR: neither table has a primary-key index, see consent/schema.py).")
+@dg.asset_check(asset="consent_status", description="GX suite `consent_status` on the rows this run changed: every opted_in row carries method, date, channel and lineage (ERROR); statuses known; one row per contact and purpose. And for every contact this run decided, one status row per business, contact and purpose and one violation row per event and rule (ERROR: neither table has a primary-key index, see consent/domain/schema.py).")
 def opted_in_rows_have_evidence(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
         # The rows this run changed (every row on a full or first run); the others were validated
@@ -168,7 +168,7 @@ def every_file_read(warehouse: WarehouseResource) -> dg.AssetCheckResult:
 
 @dg.asset_check(
     asset="consent_violations",
-    description="Policy: opt-ins of this run that break a rule of the registry (consent/rules.py) whose configured "
+    description="Policy: opt-ins of this run that break a rule of the registry (consent/domain/rules.py) whose configured "
     "severity is error fail the run; warn rules are reported. Rules: " + "; ".join(
         f"{rule.name}: {rule.description}" for rule in RULES.values()
     ),

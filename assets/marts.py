@@ -7,8 +7,8 @@ import dagster as dg
 from assets.privacy import retention_purge
 from assets.warehouse import published_warehouse
 from consent import marts
-from consent.sql import use_salt
-from pipelines.resources import ConsentSettings, WarehouseResource
+from consent.storage.sql import use_salt
+from resources.warehouse import ConsentSettings, WarehouseResource
 
 PUBLISHED_DEPS = [
     published_warehouse.keys_by_output_name[name]
@@ -63,7 +63,7 @@ def compliance_dashboard(context: dg.AssetExecutionContext, warehouse: Warehouse
     headline figures, opt-ins and opt-outs over time per channel, sendable audience
     per purpose, evidence coverage, quarantine and violation reasons, failed checks
     of the last run, send-audit findings. Opens offline; no raw numbers."""
-    from consent.dashboard import render_dashboard
+    from consent.reports.dashboard import render_dashboard
 
     out = Path(warehouse.file).resolve().parent / "dashboard.html"
     with warehouse.connect(read_only=False) as con:

@@ -5,8 +5,8 @@ import json
 import dagster as dg
 
 from assets.warehouse import published_warehouse
-from consent.privacy import purge_retention
-from pipelines.resources import ConsentSettings, WarehouseResource
+from consent.privacy.erasure import purge_retention
+from resources.warehouse import ConsentSettings, WarehouseResource
 
 
 @dg.asset(

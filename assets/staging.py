@@ -4,10 +4,10 @@
 import dagster as dg
 
 from assets import redacted
-from consent.redact import redact
-from consent.warehouse import stage_run
-from pipelines.progress import ProgressReporter
-from pipelines.resources import ConsentSettings, WarehouseResource
+from consent.domain.redact import redact
+from consent.run.warehouse import stage_run
+from consent.run.progress import ProgressReporter
+from resources.warehouse import ConsentSettings, WarehouseResource
 
 
 @dg.asset(

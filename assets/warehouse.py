@@ -4,10 +4,10 @@
 import dagster as dg
 
 from assets.staging import stg_consent_events
-from consent.privacy import erased_rows_staged
-from consent.warehouse import publish
-from pipelines.progress import ProgressReporter
-from pipelines.resources import ConsentSettings, WarehouseResource
+from consent.privacy.erasure import erased_rows_staged
+from consent.run.warehouse import publish
+from consent.run.progress import ProgressReporter
+from resources.warehouse import ConsentSettings, WarehouseResource
 
 PUBLISHED = {
     "consent_events": "The append-only ledger: one row per canonical consent event, with lineage "

@@ -1,7 +1,7 @@
 """Side-by-side benchmark: the naive script, `consent run`, and a DuckDB scan floor.
 
     .venv/bin/python bench/benchmark.py                                   # N = 100k and 1M
-    .venv/bin/python bench/benchmark.py --sizes 100000 1000000 5000000    # issue 16's sizes (naive up to 1M)
+    .venv/bin/python bench/benchmark.py --sizes 100000 1000000 5000000    # the documented sizes (naive up to 1M)
     .venv/bin/python bench/benchmark.py --sizes 100000                    # one size
 
 For each N it generates synthetic exports once (bench/data/events_N, reused), then in
@@ -18,7 +18,7 @@ measured process and its workers), and the ratios; (e) is the start-up alone
 (f) is `consent check` of an N-row audience (up to --audience-max) against (b)'s warehouse (numbers the
 warehouse knows, one in ten spelled nationally, some unknown): the pre-send gate
 is a DuckDB join, so it should take seconds at 1M rows. Across sizes it prints
-the scaling of time, memory and the night (issue 16's targets). Results also go
+the scaling of time, memory and the night (the targets in docs/performance.md). Results also go
 to bench/work/last_results.json.
 """
 

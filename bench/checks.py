@@ -23,12 +23,12 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 
-# Run in the version's folder. Baselines before issue 16's SQL route validate Polars frames
+# Run in the version's folder. Baselines before the SQL route validate Polars frames
 # (`rows_to_validate`); this version validates a query in DuckDB (`ROWS_SQL`, `rows_sql`).
 VALIDATE = r"""
 import json, resource, sys, time
 from pathlib import Path
-from pipelines.access import Warehouse
+from consent.storage.access import Warehouse
 from expectations import consent_events, consent_status
 from expectations.runner import validate
 warehouse = Warehouse(path=sys.argv[1], lock_timeout_seconds=60)

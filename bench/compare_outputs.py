@@ -99,7 +99,7 @@ def _in(sql: str, catalog: str) -> str:
 def run(checkout: Path, exports: Path, warehouse: Path) -> str:
     """Run `consent run` of `checkout`; its seconds and peak memory, as text."""
     done = subprocess.run(
-        [sys.executable, "-c", MEASURE, sys.executable, "-m", "pipelines.cli", "run", "--exports", str(exports),
+        [sys.executable, "-c", MEASURE, sys.executable, "-m", "cli.main", "run", "--exports", str(exports),
          "--warehouse", str(warehouse), "--as-of", AS_OF],
         cwd=checkout, capture_output=True, text=True,
         # One salt for both: the marts' contact and recipient hashes are then comparable.

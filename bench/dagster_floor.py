@@ -3,9 +3,9 @@
     .venv/bin/python bench/dagster_floor.py               # 5 rounds, start-up and floor side by side
     .venv/bin/python bench/dagster_floor.py --rounds 3
 
-Issue 16 asks a night with nothing new to cost at most 1.5x the start-up
-(importing the pipeline). Every run goes through the Dagster job (issue 1:
-whatever starts a run, the same run). This script measures the part of any
+The target: a night with nothing new costs at most 1.5x the start-up
+(importing the pipeline). Every run goes through the Dagster job (whatever
+starts a run, the same run). This script measures the part of any
 run that no change to our steps can remove. Each round times, each in a fresh
 process (wall time, as bench/benchmark.py does):
 
@@ -124,7 +124,7 @@ def main() -> None:
     startup, floor = statistics.median(startups), statistics.median(floors)
     print(f"\nmedian of {args.rounds}: start-up {startup:.2f} s; floor {floor:.2f} s "
           f"(execute_in_process {statistics.median(inside):.2f} s)")
-    print(f"floor / start-up: {floor / startup:.2f}x (issue 16's nothing-new night target: at most 1.5x)")
+    print(f"floor / start-up: {floor / startup:.2f}x (the nothing-new night target: at most 1.5x)")
 
 
 if __name__ == "__main__":

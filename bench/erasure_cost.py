@@ -15,10 +15,10 @@ import time
 
 import duckdb
 
-from consent import sql
-from consent.migrations import ensure_schema
-from consent.privacy import erase_staged_raw_rows, number_digits, phone_hash, scrub_free_text
-from consent.warehouse import begin_staging
+from consent.storage import sql
+from consent.storage.migrations import ensure_schema
+from consent.privacy.erasure import erase_staged_raw_rows, number_digits, phone_hash, scrub_free_text
+from consent.run.warehouse import begin_staging
 
 SALT = "s" * 32
 

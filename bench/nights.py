@@ -16,7 +16,7 @@ benchmark's night), a night with nothing new, and a second night adding another
 benchmark's own night; the second is a night in a row of nights. Both
 versions run with this `.venv`'s Python (the baseline's modules imported from its
 own folder), read the same files and run at the same clock. It prints the times,
-the ratios issue 16 sets targets for (the night across sizes, the nothing-new night
+the ratios docs/performance.md sets targets for (the night across sizes, the nothing-new night
 against the start-up), and whether both versions' statuses, history and violations
 are equal after the nights (over the columns both versions have: a newer schema adds columns).
 """
@@ -48,7 +48,7 @@ wall = time.perf_counter() - started
 peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 print(json.dumps({"wall": wall, "peak_mb": peak_kb / 1024, "code": done.returncode, "stderr": done.stderr[-600:]}))
 """
-CLI = "import sys; from pipelines.cli import main; sys.exit(main(sys.argv[1:]))"
+CLI = "import sys; from cli.main import main; sys.exit(main(sys.argv[1:]))"
 DECIDED = {
     "consent_status": "SELECT * FROM consent_status",
     "consent_status_history": "SELECT * FROM consent_status_history",

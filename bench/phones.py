@@ -23,13 +23,13 @@ import polars as pl
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
-from consent import phones  # noqa: E402
-from consent.channels.csv_export import read_csv_parts  # noqa: E402
-from consent.channels.whatsapp_webhook import read_webhook_parts  # noqa: E402
-from consent.columnar import phone_pairs  # noqa: E402
-from consent.events import FileContext  # noqa: E402
-from consent.phones_columnar import _PRINTABLE, _spelling_keys, decide  # noqa: E402
-from consent.policy import load_channels, load_policy  # noqa: E402
+from consent.domain import phones  # noqa: E402
+from consent.reading.channels.csv_export import read_csv_parts  # noqa: E402
+from consent.reading.channels.whatsapp_webhook import read_webhook_parts  # noqa: E402
+from consent.reading.columnar import phone_pairs  # noqa: E402
+from consent.domain.events import FileContext  # noqa: E402
+from consent.domain.phones.columnar import _PRINTABLE, _spelling_keys, decide  # noqa: E402
+from consent.domain.policy import load_channels, load_policy  # noqa: E402
 
 
 def exports_for(events: int) -> Path:

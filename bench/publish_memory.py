@@ -27,8 +27,8 @@ STAGE = r"""
 import sys
 from datetime import datetime
 from pathlib import Path
-from consent.warehouse import stage_run
-from pipelines.access import Settings, Warehouse
+from consent.run.warehouse import stage_run
+from consent.storage.access import Settings, Warehouse
 warehouse, exports = Warehouse(path=sys.argv[1]), Path(sys.argv[2])
 settings = Settings(exports_dir=str(exports))
 stage_run(warehouse.connect, exports, policy=settings.load_policy(), channels=settings.load_channels(),
@@ -38,8 +38,8 @@ stage_run(warehouse.connect, exports, policy=settings.load_policy(), channels=se
 PUBLISH = r"""
 import resource, sys, time
 import duckdb
-from consent import sql, warehouse as wh
-from pipelines.access import Settings, Warehouse
+from consent.storage import sql, warehouse as wh
+from consent.storage.access import Settings, Warehouse
 
 def rss_mb():
     with open("/proc/self/status") as status:

@@ -31,7 +31,7 @@ from benchmark import AS_OF, BENCH, CONSENT, PYTHON, exports_for, measure, night
 
 COPY_ONLY = r"""
 import json, sys, time
-from pipelines.access import RunLock, Warehouse
+from consent.storage.access import RunLock, Warehouse
 from pathlib import Path
 warehouse = Warehouse(path=sys.argv[1])
 times = []

@@ -5,7 +5,7 @@
 Reads every webhook file of the exports' `whatsapp` folder as a run stages it (in parts, numbers
 normalised, events built), once with every item read row by row (`columnar=False`: the reference)
 and once with ordinary items in columns, alternating `--rounds` times in this one process, with the
-garbage collector paused as a run pauses it (`consent.bulk`). Prints the read and build seconds of
+garbage collector paused as a run pauses it (`consent.storage.bulk`). Prints the read and build seconds of
 each round, and fails when the two give different events, quarantine, skipped items, sends or links.
 With `--duckdb`, also times DuckDB `read_json` + `unnest` flattening the same files' messages and
 statuses (what a DuckDB reader would start from; it gives no rows the pipeline could use as such).
@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from consent.bulk import bulk_phase  # noqa: E402
-from consent.channels import whatsapp_webhook  # noqa: E402
-from consent.columnar import build_file, phone_pairs  # noqa: E402
-from consent.events import FileContext  # noqa: E402
-from consent.phones import PhoneBook  # noqa: E402
-from consent.policy import load_policy  # noqa: E402
+from consent.storage.bulk import bulk_phase  # noqa: E402
+from consent.reading.channels import whatsapp_webhook  # noqa: E402
+from consent.reading.columnar import build_file, phone_pairs  # noqa: E402
+from consent.domain.events import FileContext  # noqa: E402
+from consent.domain.phones import PhoneBook  # noqa: E402
+from consent.domain.policy import load_policy  # noqa: E402
 
 FRAMES = ("events", "quarantine", "skipped", "sends", "links")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consent.events import ACQUISITION_SOURCES, EVENT_TYPES
+from consent.domain.events import ACQUISITION_SOURCES, EVENT_TYPES
 from expectations.runner import Expect
 from expectations.staged_opt_ins import PHONE_IS_E164, expect_e164
 

@@ -7,7 +7,7 @@ a hash of the number here, never the number itself.
 
 from __future__ import annotations
 
-from consent.reconcile import STATUSES
+from consent.domain.reconcile import STATUSES
 from expectations.runner import Expect
 from expectations.staged_opt_ins import PHONE_IS_E164, expect_e164
 

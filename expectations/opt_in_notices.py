@@ -8,8 +8,8 @@ rules: consent is granted only for purposes the notice states.
 
 from __future__ import annotations
 
-from consent.policy import Policy
-from consent.rules import describe
+from consent.domain.policy import Policy
+from consent.domain.rules import describe
 from expectations.runner import Expect
 
 # expectation column -> (rule of the registry, what a reviewer reads: the rule's own

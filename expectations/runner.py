@@ -1,6 +1,6 @@
 """Run a GX suite in the warehouse and report failing rows by lineage only.
 
-Route chosen (issue 16): GX's SQL execution engine on DuckDB (through
+Route chosen: GX's SQL execution engine on DuckDB (through
 duckdb_engine), on the check's own connection, kept open for the whole
 validation (GX 1.x otherwise reads results after closing the connection, which
 DuckDB answers with nothing: GX issues #10738, #11579). Each suite selects the
@@ -13,7 +13,7 @@ leaves this module.
 Suites are lists of `Expect` (a GX expectation class named, with its
 arguments), turned into GX objects only when a suite has rows to validate:
 GX is imported then, not when the pipeline is (a night with nothing new never
-imports it; start-up, issue 16).
+imports it, which keeps start-up short).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def write_docs(docs_dir: Path) -> Path | None:
     """Render the Data Docs of every suite validated for `docs_dir`, in one build, and let the run's
     GX context go; the index page, or None when nothing was validated (no GX started, no page).
 
-    Called once at the end of a run (`pipelines/finalise.py`): building the site once, not after each
+    Called once at the end of a run (`resources/finalise.py`): building the site once, not after each
     suite, renders each page once (at a night's size the pages cost more than the validations)."""
     identifiers = _undocumented.pop(str(docs_dir), None)
     context = _contexts.pop(str(docs_dir), None)
@@ -121,7 +121,7 @@ class _QuietDiskFull(logging.Handler):
     dropped = 0  # disk-full records dropped: GX logs some errors of a site build instead of raising
 
     def handle(self, record: logging.LogRecord) -> bool:
-        from consent.faults import is_disk_full
+        from consent.storage.faults import is_disk_full
 
         error = record.exc_info[1] if record.exc_info else None
         if is_disk_full(error) or is_disk_full(record.getMessage()):

@@ -9,9 +9,9 @@ on a flag computed beside the number.
 
 from __future__ import annotations
 
-from consent.events import EVENT_TYPES
-from consent.policy import Policy
-from consent.rules import describe
+from consent.domain.events import EVENT_TYPES
+from consent.domain.policy import Policy
+from consent.domain.rules import describe
 from expectations.runner import Expect
 
 E164 = r"^\+[1-9][0-9]{6,14}$"

@@ -11,7 +11,7 @@ from assets.privacy import retention_purge
 from assets.staging import stg_consent_events
 from assets.warehouse import published_warehouse
 from pipelines.jobs import audience_check_job, consent_job
-from pipelines.resources import resources_from_env, schedule_from_env
+from resources.warehouse import resources_from_env, schedule_from_env
 from pipelines.schedules import nightly_schedule
 from pipelines.sensors import alert_on_unfinished_run, build_new_audiences_sensor, build_new_exports_sensor
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from consent.ingest import list_exports
-from consent.runs import run_summary
-from pipelines.alerts import raise_alert
+from consent.reading.ingest import list_exports
+from consent.run.runs import run_summary
+from consent.run.alerts import raise_alert
 from pipelines.jobs import audience_check_job, consent_job
-from pipelines.resources import ConsentSettings, WarehouseResource
+from resources.warehouse import ConsentSettings, WarehouseResource
 
 # A file must be this old before a run starts, so half-written exports are not read.
 SETTLE_SECONDS = 30

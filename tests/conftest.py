@@ -41,7 +41,7 @@ def query(path: Path, sql: str, params=None) -> list[tuple]:
 
 
 def run_cli(exports: Path, warehouse: Path, *extra: str, as_of: str = AS_OF) -> int:
-    from pipelines.cli import main
+    from cli.main import main
 
     return main(["run", "--exports", str(exports), "--warehouse", str(warehouse), "--as-of", as_of, *extra])
 

@@ -55,7 +55,7 @@ def test_a_jsonl_line_nested_beyond_the_limit_costs_only_that_line(exports, ware
 
 
 def _failing_adapter(exc: BaseException, victim: str):
-    from consent import channels
+    from consent.reading import channels
 
     real = channels.ADAPTERS[".csv"]
 
@@ -78,7 +78,7 @@ def _failing_adapter(exc: BaseException, victim: str):
     ids=["memory", "recursion", "adapter-bug", "codec"],
 )
 def test_any_failure_while_reading_one_file_quarantines_that_file(exports, warehouse_path, monkeypatch, exc, reason):
-    from consent import channels
+    from consent.reading import channels
 
     _with_healthy_stop(exports)
     (exports / "web_form" / "victim.csv").write_text("phone,event_type\n+4915201234599,opt_in\n")
@@ -91,7 +91,7 @@ def test_any_failure_while_reading_one_file_quarantines_that_file(exports, wareh
 
 
 def test_a_failure_while_building_one_files_events_quarantines_its_rows(exports, warehouse_path, monkeypatch):
-    import consent.ingest as ingest
+    import consent.reading.ingest as ingest
 
     _with_healthy_stop(exports)
     real = ingest.build_file

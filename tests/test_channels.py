@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from consent.channels.csv_export import read_csv
-from consent.channels.whatsapp_webhook import read_webhooks
-from consent.columnar import build_file, phone_pairs
-from consent.events import FileContext, build_events, phone_key
-from consent.phones import PhoneBook, normalise
-from consent.policy import ChannelConfig, Policy
+from consent.reading.channels.csv_export import read_csv
+from consent.reading.channels.whatsapp_webhook import read_webhooks
+from consent.reading.columnar import build_file, phone_pairs
+from consent.domain.events import FileContext, build_events, phone_key
+from consent.domain.phones import PhoneBook, normalise
+from consent.domain.policy import ChannelConfig, Policy
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exports"
 NOW = datetime(2026, 11, 10)

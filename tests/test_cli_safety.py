@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from consent.csv_safe import is_formula, safe_csv_text, write_csv
-from pipelines.cli import main
+from consent.domain.csv_safe import is_formula, safe_csv_text, write_csv
+from cli.main import main
 from tests.conftest import FIXTURES, query, run_cli
 
 FORMULA = '=HYPERLINK("http://x","y")'

@@ -56,7 +56,7 @@ def test_check_reports_failing_rows_by_lineage_not_by_number():
 
     from expectations import staged_opt_ins
     from expectations.runner import validate
-    from consent.policy import Policy
+    from consent.domain.policy import Policy
 
     staged = pl.DataFrame(
         {
@@ -101,7 +101,7 @@ def test_status_and_ledger_suites_find_each_broken_row():
 
     from expectations import consent_events, consent_status
     from expectations.runner import validate
-    from consent.reconcile import STATUS_SCHEMA
+    from consent.domain.reconcile import STATUS_SCHEMA
 
     at = datetime(2026, 11, 1)
     status = pl.DataFrame(

@@ -125,7 +125,7 @@ def reimport(exports: Path) -> None:
 
 def test_erased_number_is_gone_and_a_reimport_in_every_spelling_brings_back_no_copy(
         exports, warehouse_path, tmp_path, capsys):
-    from pipelines.cli import main
+    from cli.main import main
 
     first_night(exports)
     assert run_cli(exports, warehouse_path) == 0
@@ -177,7 +177,7 @@ def test_a_number_typed_into_a_free_text_field_is_not_on_the_dashboard(exports, 
 
 
 def test_alert_file_and_hook_hold_no_number(tmp_path):
-    from pipelines.alerts import raise_alert
+    from consent.run.alerts import raise_alert
 
     hook_out = tmp_path / "hook.json"
     summary = {"run_id": "3f2b1c9e-1234-4a5b-8c9d-0123456789ab", "status": "failed", "rows_read": 1_234_567,
@@ -195,7 +195,7 @@ def test_notes_logs_and_metadata_hold_no_number(exports, warehouse_path, caplog,
     """A header-less CSV (its first row taken for a header) and a file named after a number: the
     notes, the run's record, the logs and the Dagster metadata mask the number."""
     from pipelines.definitions import build_definitions
-    from pipelines.resources import ConsentSettings, WarehouseResource
+    from resources.warehouse import ConsentSettings, WarehouseResource
 
     (exports / "in_app").mkdir()
     (exports / "in_app" / "no_header.csv").write_text(
@@ -223,7 +223,7 @@ def test_notes_logs_and_metadata_hold_no_number(exports, warehouse_path, caplog,
 def test_a_new_opt_in_after_the_erasure_lets_the_number_back_in(exports, warehouse_path):
     """Rules, section 8: a new valid opt-in dated after the erasure makes the number known again,
     its other rows (a quarantined one too) with it."""
-    from pipelines.cli import main
+    from cli.main import main
 
     assert run_cli(exports, warehouse_path) == 0
     assert main(["erase", PHONE, "--warehouse", str(warehouse_path), "--exports", str(exports)]) == 0
@@ -240,7 +240,7 @@ def test_a_new_opt_in_after_the_erasure_lets_the_number_back_in(exports, warehou
 
 
 def test_redaction_masks_every_spelling_and_keeps_dates_hashes_and_counts():
-    from consent.redact import redact
+    from consent.domain.redact import redact
 
     for spelled in ("+49 151 1234 5678", "0151 12345678", "0049 151 12345678", "+49 (0)151 1234 5678",
                     "4915112345678", "(201) 555-0123", "06.12.34.56.78", "0151/1234-5678"):

@@ -16,13 +16,13 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consent.channels.base import FileRead
-from consent.channels.csv_export import read_csv, read_csv_parts
-from consent.channels.whatsapp_webhook import WholeFile, read_webhook_parts, read_webhooks
-from consent.columnar import build_file, phone_pairs
-from consent.events import FileContext, build_events, phone_key, phone_keys
-from consent.phones import PhoneBook, normalise
-from consent.policy import ChannelConfig, Policy
+from consent.reading.channels.base import FileRead
+from consent.reading.channels.csv_export import read_csv, read_csv_parts
+from consent.reading.channels.whatsapp_webhook import WholeFile, read_webhook_parts, read_webhooks
+from consent.reading.columnar import build_file, phone_pairs
+from consent.domain.events import FileContext, build_events, phone_key, phone_keys
+from consent.domain.phones import PhoneBook, normalise
+from consent.domain.policy import ChannelConfig, Policy
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SEEDS = [p.read_bytes() for p in sorted((FIXTURES / "exports").rglob("*.*"))] + [
@@ -221,7 +221,7 @@ def test_webhook_files_read_in_parts_equal_the_whole_read():
 
 def test_column_wise_build_matches_the_reference_on_every_sample_export():
     """All bundled CSV exports, with their channel mappings (value maps, defaults, date formats, time zones)."""
-    from consent.policy import load_channels
+    from consent.domain.policy import load_channels
 
     root = Path(__file__).parent.parent / "sample_exports"
     channels = load_channels(root)
@@ -239,7 +239,7 @@ def test_column_wise_build_matches_the_reference_on_every_sample_export():
 def test_python_whitespace_constant_is_what_str_strip_removes():
     import sys
 
-    from consent.channels.csv_export import PY_WHITESPACE
+    from consent.reading.channels.csv_export import PY_WHITESPACE
 
     assert PY_WHITESPACE == "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
 

@@ -57,14 +57,14 @@ def warehouse(tmp_path: Path) -> Path:
     # Marketing consent lasts a year (German numbers: 400 days); renewal is asked 30 days ahead.
     write(exports / "policy.yaml", "consent_validity_days:\n  marketing: {DE: 400, default: 365}\nrenewal_notice_days: 30\n")
     assert run_cli(exports, path) == 0
-    from pipelines.cli import main
+    from cli.main import main
 
     assert main(["erase", ERASED, "--warehouse", str(path), "--exports", str(exports)]) == 0
     return path
 
 
 def check(warehouse: Path, audience: str, tmp_path: Path, *extra: str) -> tuple[int, list[dict]]:
-    from pipelines.cli import main
+    from cli.main import main
 
     source, out = tmp_path / "audience.csv", tmp_path / "decisions.csv"
     source.write_text(audience)
@@ -99,7 +99,7 @@ def test_every_row_gets_a_decision_and_its_reason_and_the_check_is_logged(wareho
         "bsuid only": ("block", "opted_out"),
     }
     assert [r["segment"] for r in rows[:2]] == ["vip", "vip"]  # extra columns kept as they are
-    from consent.gate import REASONS
+    from consent.sending.gate import REASONS
 
     assert {r["reason"] for r in rows} <= set(REASONS)
     ok = next(r for r in rows if r["name"] == "in")
@@ -140,7 +140,7 @@ def test_the_audiences_sensor_checks_new_files_in_dagster_and_alerts_on_an_opted
     import dagster as dg
 
     from pipelines.definitions import build_definitions
-    from pipelines.resources import resources_from_env
+    from resources.warehouse import resources_from_env
 
     audiences = tmp_path / "audiences"
     write(audiences / "marketing" / "november.csv", f"name,phone\na,{IN}\nb,{OUT}\n")
@@ -204,7 +204,7 @@ def test_opt_out_timeliness_counts_business_days_without_weekends_and_us_federal
     days = query(path, "SELECT asked_at::DATE::TEXT, business_days_to_publish, list_contains(findings, 'late') "
                        "FROM opt_out_timeliness WHERE asked_at > '2026-11-02' ORDER BY 1")
     assert days == [("2026-11-10", 11, True), ("2026-11-13", 10, False)]
-    from pipelines.cli import main
+    from cli.main import main
 
     assert main(["audit", "opt-out-timeliness", "--warehouse", str(path)]) == 0
 
@@ -223,7 +223,7 @@ def test_renewals_with_validity_per_country(tmp_path, capsys):
     assert statuses == {de_due: "opted_in", us_fine: "opted_in", de_expired: "expired"}
     renewals = query(path, "SELECT purpose, channel, expires_at, days_left FROM consent_renewals")
     assert renewals == [("marketing", "web_form", datetime(2026, 11, 14, 10), 8)]
-    from pipelines.cli import main
+    from cli.main import main
 
     out = tmp_path / "renew.csv"
     assert main(["export", "--renewal-due", "--purpose", "marketing", "--warehouse", str(path),

@@ -59,7 +59,7 @@ def test_rows_read_of_a_webhook_file_is_the_number_of_items_in_its_payloads(tmp_
 def test_a_reader_that_drops_an_item_fails_the_conservation_check(tmp_path, monkeypatch):
     """The reader silently loses `read` statuses: rows read (the payload's items) no longer equal
     events + quarantined + skipped, and the rows_conserved check fails the run, naming the file."""
-    from consent.channels import whatsapp_webhook
+    from consent.reading.channels import whatsapp_webhook
 
     original = whatsapp_webhook._read_payload
 
@@ -107,7 +107,7 @@ def test_a_row_with_an_opted_in_number_and_an_unlinked_bsuid_that_sent_stop_is_b
 
 
 def test_events_from_before_an_erasure_stay_out_when_the_person_consents_again(tmp_path):
-    from pipelines.cli import main
+    from cli.main import main
 
     exports, wh = tmp_path / "exports", tmp_path / "wh" / "consent.duckdb"
     old = (f"{PHONE},,opt_in,marketing,2026-11-01T10:00:00Z,checkbox,v1,\n"

@@ -90,7 +90,7 @@ def test_the_link_learnt_in_a_later_run_than_the_stop_applies_it_and_the_bsuid_o
     assert status_of(warehouse)[(PHONE, "marketing")] == "opted_in"
     assert query(warehouse, "SELECT count(*) FROM quarantine") == [(0,)]
     out = tmp_path / "suppression.csv"
-    from pipelines.cli import main
+    from cli.main import main
 
     assert main(["export", "--suppression", "--purpose", "marketing", "--warehouse", str(warehouse), "--out", str(out)]) == 0
     lines = out.read_text().splitlines()
@@ -205,7 +205,7 @@ def test_two_businesses_keep_separate_consent_and_a_stop_to_one_ends_only_its_ow
     assert status_of(warehouse, "acme_shoes")[(PHONE, "marketing")] == "opted_in"
     assert status_of(warehouse, "acme_bank")[(PHONE, "marketing")] == "opted_out"
     assert query(warehouse, "SELECT count(*) FROM consent_status WHERE business = 'default'") == [(0,)]
-    from pipelines.cli import main
+    from cli.main import main
 
     assert main(["export", "--purpose", "marketing", "--warehouse", str(warehouse)]) == 2  # which business?
     out = tmp_path / "shoes.txt"
@@ -261,7 +261,7 @@ def test_erase_and_access_by_bsuid_cover_the_linked_number(tmp_path, capsys):
     web_opt_in(exports, f"{PHONE},,opt_in,marketing,2026-11-01T10:00:00Z,checkbox,v1,{USER}")
     write(exports, "whatsapp/hooks.jsonl", [username_stop(5), delivered(3)])
     assert run_cli(exports, warehouse) == 0
-    from pipelines.cli import main
+    from cli.main import main
 
     assert main(["access", USER, "--warehouse", str(warehouse), "--out", str(tmp_path / "access.json")]) == 0
     capsys.readouterr()
@@ -338,8 +338,8 @@ def test_a_user_id_update_item_in_the_older_shape_is_a_link(tmp_path):
 
 
 def test_a_night_reads_every_event_its_contacts_inherit_through_number_changes_and_links(tmp_path):
-    """Issue 16: a night re-decides its contacts from the events and links it touched, grown until
-    closed (consent/sql/event_scope.sql). The new number's utility consent is carried from the old
+    """A night re-decides its contacts from the events and links it touched, grown until
+    closed (consent/storage/sql/event_scope.sql). The new number's utility consent is carried from the old
     number's web-form opt-in, two steps away from the night's only event; the BSUID's STOP reaches
     the number it was linked to a night earlier. Same statuses and history as a full run."""
     exports, warehouse = tmp_path / "exports", tmp_path / "wh" / "consent.duckdb"
@@ -364,7 +364,7 @@ def test_a_night_reads_every_event_its_contacts_inherit_through_number_changes_a
 
 
 def test_a_nights_status_addressed_by_bsuid_alone_reaches_the_marts_of_the_number_it_is_linked_to(tmp_path):
-    """Issue 16: a night builds send_audit and opt_out_timeliness from the messages and history of
+    """A night builds send_audit and opt_out_timeliness from the messages and history of
     the contacts in scope only. A status that names only the BSUID arrives a night after the STOP;
     the number it is linked to has no new event that night, yet its audit rows appear, as a full
     build gives them."""

@@ -18,12 +18,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from consent.channels.csv_export import read_csv
-from consent.events import FileContext
-from consent.ingest import list_exports
-from consent.migrations import ensure_schema
-from consent.policy import ChannelConfig, Policy, load_channels
-from consent.warehouse import publish, stage_run
+from consent.reading.channels.csv_export import read_csv
+from consent.domain.events import FileContext
+from consent.reading.ingest import list_exports
+from consent.storage.migrations import ensure_schema
+from consent.domain.policy import ChannelConfig, Policy, load_channels
+from consent.run.warehouse import publish, stage_run
 from tests.conftest import query, run_cli
 
 AS_OF = datetime(2026, 11, 10)
@@ -208,7 +208,7 @@ class _Wrapped:
 def test_a_rewrite_that_keeps_size_and_mtime_is_read_again(tmp_path, con, monkeypatch):
     """`cp -p`, `rsync -t` or `touch -d` set mtime back; the fingerprint also holds the ctime,
     which nothing sets back."""
-    import consent.ingest as ingest
+    import consent.reading.ingest as ingest
 
     monkeypatch.setattr(ingest, "RACY_NS", 0, raising=False)  # keep a fingerprint however recent the file
     exports = tmp_path / "exports"
@@ -362,7 +362,7 @@ def test_listing_notes_symlinks_out_loops_special_files_and_unreadable_folders(t
 
 
 def test_a_file_that_vanishes_after_listing_is_noted_and_the_rest_published(tmp_path, con, monkeypatch):
-    import consent.ingest as ingest
+    import consent.reading.ingest as ingest
 
     exports = tmp_path / "exports"
     gone = write(exports / "preference_center" / "gone.csv", OPT_OUT)
@@ -438,7 +438,7 @@ def test_the_sensor_finds_files_by_the_staging_rule(tmp_path):
 
 
 def test_a_notice_symlinked_from_outside_the_exports_folder_is_not_read(tmp_path):
-    from consent.notices import read_notices
+    from consent.reading.notices import read_notices
 
     outside = write(tmp_path / "elsewhere" / "n.yaml", "notice_version: planted-v1\nbusiness: acme\n")
     exports = tmp_path / "exports"

@@ -102,7 +102,7 @@ def test_a_dagster_launched_run_ends_like_consent_run_including_a_failed_error_c
 
 
 def test_an_erased_number_stays_out_of_a_dagster_launched_run_with_the_deployment_salt(exports, tmp_path, monkeypatch):
-    from pipelines.cli import main
+    from cli.main import main
 
     monkeypatch.setenv("CONSENT_HASH_SALT", SALT)
     warehouse = tmp_path / "wh" / "consent.duckdb"
@@ -121,9 +121,9 @@ def test_an_erased_number_stays_out_of_a_dagster_launched_run_with_the_deploymen
 
 def test_every_entry_point_reads_the_same_settings(monkeypatch, tmp_path):
     """The CLI's resources and the Definitions' resources resolve every setting the same way."""
-    from pipelines.cli import _parser, _resources
+    from cli.main import _parser, _resources
     from pipelines.definitions import build_definitions
-    from pipelines.resources import SETTINGS
+    from consent.storage.access import SETTINGS
 
     values = {"CONSENT_WAREHOUSE": str(tmp_path / "w.duckdb"), "CONSENT_WAREHOUSE_KEY": "k", "CONSENT_HASH_SALT": "s",
               "CONSENT_ALERT_COMMAND": "true", "CONSENT_LOCK_TIMEOUT_SECONDS": "7", "CONSENT_EXPORTS": str(tmp_path),
@@ -157,7 +157,7 @@ def test_a_bad_setting_in_the_environment_is_a_configuration_error(monkeypatch, 
 def test_duckdb_has_a_memory_limit_unless_told_otherwise(monkeypatch, tmp_path):
     """Every connection spills past 1GB by default (DuckDB's own default is 80% of RAM), and prints
     no progress bar."""
-    from pipelines.access import Warehouse
+    from consent.storage.access import Warehouse
 
     monkeypatch.delenv("CONSENT_MEMORY_LIMIT", raising=False)
     with Warehouse(path=str(tmp_path / "w.duckdb")).connect() as con:
@@ -182,7 +182,7 @@ def test_a_run_that_fails_in_a_step_records_its_end_and_alerts(exports, tmp_path
     The reason is the error's first line: DuckDB's errors (an out-of-memory one, say) end with advice
     and a link, which alone would not say what went wrong."""
     from pipelines.definitions import build_definitions
-    from pipelines.resources import ConsentSettings, WarehouseResource
+    from resources.warehouse import ConsentSettings, WarehouseResource
 
     import assets.warehouse
 

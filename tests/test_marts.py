@@ -126,7 +126,7 @@ def test_a_changed_send_macro_changes_every_marts_fingerprint(warehouse, monkeyp
     import duckdb
 
     from consent import marts, sql
-    from consent.policy import Policy
+    from consent.domain.policy import Policy
 
     policy = Policy()
     con = duckdb.connect(str(warehouse), read_only=True)
@@ -153,7 +153,7 @@ def test_marts_hold_no_raw_numbers(warehouse):
 
 
 def audit(warehouse, *args, fmt="json"):
-    from pipelines.cli import main
+    from cli.main import main
     import io
     import contextlib
 
@@ -214,14 +214,14 @@ def test_audit_opt_outs_honoured_shows_the_first_message_after_each_opt_out(ware
 def test_audit_list_and_unknown_audit(warehouse, capsys):
     code, out = audit(warehouse, fmt="table")
     assert code == 0 and "evidence NUMBER" in out and "opt-outs-honoured" in out
-    from pipelines.cli import main
+    from cli.main import main
 
     assert main(["audit", "nope", "--warehouse", str(warehouse)]) == 2
     assert "unknown audit 'nope'" in capsys.readouterr().err
 
 
 def test_sql_is_read_only(warehouse, capsys):
-    from pipelines.cli import main
+    from cli.main import main
 
     for statement in ("DELETE FROM consent_status", "DROP TABLE consent_events", "UPDATE consent_status SET status = 'opted_in'",
                       "COPY consent_status TO 'leak.csv'", "ATTACH 'other.duckdb' AS other"):
@@ -233,7 +233,7 @@ def test_sql_is_read_only(warehouse, capsys):
 
 
 def test_export_sendable_list_and_suppression_list(warehouse, tmp_path, capsys):
-    from pipelines.cli import main
+    from cli.main import main
 
     assert main(["export", "--purpose", "marketing", "--warehouse", str(warehouse)]) == 0
     assert capsys.readouterr().out.split() == ["+4915201234567"]
@@ -295,8 +295,8 @@ def test_a_dashboard_over_marts_older_than_business_contacts_builds_that_mart(wa
     the dashboard builds it whole and shows the same figures."""
     import duckdb
 
-    from consent.dashboard import render_dashboard
-    from consent.sql import use_salt
+    from consent.reports.dashboard import render_dashboard
+    from consent.storage.sql import use_salt
 
     copy = tmp_path / "consent.duckdb"
     shutil.copy(warehouse, copy)
@@ -328,7 +328,7 @@ def test_the_runs_end_refreshes_only_the_last_run_parts_of_the_dashboard(warehou
     tile and panel (a page of an older version, without their marks, is rendered whole)."""
     import duckdb
 
-    from consent.dashboard import refresh_last_run, render_dashboard
+    from consent.reports.dashboard import refresh_last_run, render_dashboard
 
     copy = tmp_path / "consent.duckdb"
     shutil.copy(warehouse, copy)
@@ -352,7 +352,7 @@ def test_the_runs_end_refreshes_only_the_last_run_parts_of_the_dashboard(warehou
 
 
 def test_nights_rebuild_only_what_they_touched_and_equal_a_full_rebuild(tmp_path):
-    """Issue 16: each night deletes and rebuilds only the days, messages and contacts it changed;
+    """Each night deletes and rebuilds only the days, messages and contacts it changed;
     the marts after three such nights equal those a `--full` run builds from the same exports."""
     from consent import marts
 
@@ -390,7 +390,7 @@ def test_a_mart_materialised_alone_in_the_ui_builds_only_itself(warehouse, tmp_p
     import dagster as dg
 
     from assets.marts import compliance_marts
-    from pipelines.resources import ConsentSettings, WarehouseResource
+    from resources.warehouse import ConsentSettings, WarehouseResource
     from tests.conftest import AS_OF, FIXTURES
 
     copy = tmp_path / "wh" / "consent.duckdb"

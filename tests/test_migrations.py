@@ -60,7 +60,7 @@ def _everything_before_seen(before: dict, columns: dict[str, list[str]], seen: l
 
 
 def test_an_old_warehouse_is_migrated_in_place_by_the_next_run_and_loses_nothing(old_warehouse, tmp_path):
-    from consent.migrations import LATEST
+    from consent.storage.migrations import LATEST
 
     v1_warehouse = old_warehouse
     old_columns = {table: _columns(v1_warehouse, table) for table in TABLES}
@@ -111,21 +111,21 @@ def test_an_old_warehouse_is_migrated_in_place_by_the_next_run_and_loses_nothing
 
 
 def test_reading_an_old_warehouse_says_how_to_migrate_it(v1_warehouse, capsys):
-    from pipelines.cli import main
+    from cli.main import main
 
     assert main(["runs", "--warehouse", str(v1_warehouse)]) == 2
     err = capsys.readouterr().err
     assert "schema version 1" in err and "consent migrate" in err and "Traceback" not in err
     assert main(["migrate", "--warehouse", str(v1_warehouse)]) == 0
-    from consent.migrations import LATEST
+    from consent.storage.migrations import LATEST
 
     assert f"schema version {LATEST}" in capsys.readouterr().out
     assert main(["runs", "--warehouse", str(v1_warehouse)]) == 0
 
 
 def test_a_failed_migration_leaves_the_file_as_it_was(v1_warehouse, monkeypatch):
-    import consent.migrations as migrations
-    from pipelines.resources import WarehouseResource
+    import consent.storage.migrations as migrations
+    from resources.warehouse import WarehouseResource
 
     broken = migrations.Migration(99, "a step that fails half way", (
         "ALTER TABLE runs ADD COLUMN half_done VARCHAR", "SELECT * FROM no_such_table",
@@ -141,7 +141,7 @@ def test_a_failed_migration_leaves_the_file_as_it_was(v1_warehouse, monkeypatch)
 
 
 def test_a_new_warehouse_is_created_at_the_latest_version_with_the_same_tables_as_a_migrated_one(old_warehouse, tmp_path):
-    from pipelines.resources import WarehouseResource
+    from resources.warehouse import WarehouseResource
 
     v1_warehouse = old_warehouse
     fresh = tmp_path / "fresh.duckdb"
@@ -151,7 +151,7 @@ def test_a_new_warehouse_is_created_at_the_latest_version_with_the_same_tables_a
     layout = ("SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns "
               "WHERE table_name NOT LIKE 'stg_%' AND table_name IN (SELECT table_name FROM information_schema.columns "
               "GROUP BY ALL) ORDER BY ALL")
-    published = {t.name for t in __import__("consent.schema", fromlist=["TABLES"]).TABLES} | {"schema_version"}
+    published = {t.name for t in __import__("consent.domain.schema", fromlist=["TABLES"]).TABLES} | {"schema_version"}
     fresh_layout = [r for r in query(fresh, layout) if r[0] in published]
     migrated_layout = [r for r in query(v1_warehouse, layout) if r[0] in published]
     assert fresh_layout == migrated_layout
@@ -170,7 +170,7 @@ HISTORY_CHANNELS = """
 
 
 def test_migrating_fills_each_history_rows_channels_from_the_ledger_and_keeps_every_row(old_warehouse):
-    from pipelines.cli import main
+    from cli.main import main
 
     rows_before = query(old_warehouse, "SELECT count(*) FROM consent_status_history")[0][0]
     assert main(["migrate", "--warehouse", str(old_warehouse)]) == 0
@@ -190,7 +190,7 @@ LEDGER_TABLES = ("consent_events", "quarantine", "skipped_items", "identifier_li
 
 
 def test_a_warehouse_written_by_the_schema_version_9_code_opens_and_runs_again_losing_nothing(tmp_path, capsys):
-    from pipelines.cli import main
+    from cli.main import main
 
     warehouse = _unpack(V9, tmp_path)
     old_columns = {table: _columns(warehouse, table) for table in LEDGER_TABLES}

@@ -31,7 +31,7 @@ def test_default_schedule_is_two_in_the_morning_utc():
 
 
 def test_sensor_requests_one_run_per_batch_of_new_or_changed_files(exports):
-    from pipelines.resources import ConsentSettings
+    from resources.warehouse import ConsentSettings
     from pipelines.sensors import build_new_exports_sensor
 
     old = time.time() - 3600
@@ -84,10 +84,10 @@ def test_phone_numbers_seen_before_are_not_parsed_again(exports, warehouse_path)
 
 
 def test_new_phonenumbers_metadata_version_invalidates_the_cache(exports, warehouse_path, monkeypatch):
-    import consent.warehouse
+    import consent.run.warehouse
 
     assert run_cli(exports, warehouse_path) == 0
-    monkeypatch.setattr(consent.warehouse, "METADATA_VERSION", "99.0.0")
+    monkeypatch.setattr(consent.run.warehouse, "METADATA_VERSION", "99.0.0")
     (exports / "web_form" / "again.csv").write_text("phone,event_type\n+49 151 1234 5678,opt_out\n")
     assert run_cli(exports, warehouse_path) == 0
     seconds = json.loads(query(warehouse_path, "SELECT step_seconds FROM runs ORDER BY published_at DESC LIMIT 1")[0][0])
@@ -102,7 +102,7 @@ def test_the_phone_cache_keeps_one_row_per_key_without_an_index(exports, warehou
     """Schema version 7: no primary key on phone_cache; the insert adds only keys it does not hold,
     whatever the run (a night repeating cached spellings beside new ones, a --full rerun, a new
     metadata version)."""
-    import consent.warehouse
+    import consent.run.warehouse
 
     assert run_cli(exports, warehouse_path) == 0
     assert query(warehouse_path, "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'phone_cache' "
@@ -117,7 +117,7 @@ def test_the_phone_cache_keeps_one_row_per_key_without_an_index(exports, warehou
     assert run_cli(exports, warehouse_path, "--full") == 0
     (rows, keys, _), = query(warehouse_path, CACHE_KEYS)
     assert rows == keys == first[0] + 2  # two new spellings, each once
-    monkeypatch.setattr(consent.warehouse, "METADATA_VERSION", "99.0.0")  # the same spellings, parsed afresh
+    monkeypatch.setattr(consent.run.warehouse, "METADATA_VERSION", "99.0.0")  # the same spellings, parsed afresh
     shutil.copy(exports / "web_form" / "again.csv", exports / "web_form" / "again_later.csv")
     with (exports / "web_form" / "again_later.csv").open("a") as later:
         later.write("+49 151 1234 5692,opt_out\n")
@@ -177,7 +177,7 @@ def test_successful_run_raises_no_alert(exports, warehouse_path, tmp_path):
 
 
 def test_runs_command_prints_the_history(exports, warehouse_path, capsys):
-    from pipelines.cli import main
+    from cli.main import main
 
     assert run_cli(exports, warehouse_path) == 0
     assert run_cli(exports, warehouse_path) == 0
@@ -191,7 +191,7 @@ def test_runs_command_prints_the_history(exports, warehouse_path, capsys):
 def test_a_run_launched_by_dagster_alerts_on_a_failed_error_check_by_itself(exports, warehouse_path, tmp_path):
     """Runs started by the schedule or the UI finalise themselves: no sensor is needed for the alert."""
     from pipelines.definitions import build_definitions
-    from pipelines.resources import ConsentSettings, WarehouseResource
+    from resources.warehouse import ConsentSettings, WarehouseResource
 
     (exports / "in_app").mkdir()
     (exports / "in_app" / "undated.csv").write_text(
@@ -219,7 +219,7 @@ def test_a_run_launched_by_dagster_alerts_on_a_failed_error_check_by_itself(expo
 
 def test_the_unfinished_run_sensor_alerts_only_for_runs_that_did_not_record_their_end(exports, warehouse_path, tmp_path):
     from pipelines.definitions import build_definitions
-    from pipelines.resources import ConsentSettings, WarehouseResource
+    from resources.warehouse import ConsentSettings, WarehouseResource
     from pipelines.sensors import alert_on_unfinished_run
 
     warehouse = WarehouseResource(path=str(warehouse_path))
@@ -245,7 +245,7 @@ def test_the_unfinished_run_sensor_alerts_only_for_runs_that_did_not_record_thei
 def test_unchanged_files_are_not_hashed_again_but_changed_ones_are(exports, warehouse_path, monkeypatch):
     """Exports accumulate: a night re-reads only files whose size or modification or status-change
     time changed (a file is hashed as it is read)."""
-    import consent.ingest as ingest
+    import consent.reading.ingest as ingest
 
     hashed: list[str] = []
     real_read = ingest.read_export

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from consent.notices import read_notices
+from consent.reading.notices import read_notices
 from tests.conftest import FIXTURES, query, run_cli, statuses
 
 
@@ -98,7 +98,7 @@ def test_changed_text_under_an_existing_version_is_refused(with_notices, warehou
 
 
 def test_evidence_audit_shows_the_notice_text_the_person_saw(with_notices, warehouse_path, capsys):
-    from pipelines.cli import main
+    from cli.main import main
 
     _optins(with_notices, ["+4915201234570,opt_in,marketing,2026-11-02T10:00:00Z,checkbox,web-v3"])
     assert run_cli(with_notices, warehouse_path) == 0

@@ -1,6 +1,6 @@
 import pytest
 
-from consent.phones import normalise, normalise_many, wa_id_to_raw
+from consent.domain.phones import normalise, normalise_many, wa_id_to_raw
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The column-wise fast path against phonenumbers (`consent.phones.normalise`), the reference.
+"""The column-wise fast path against phonenumbers (`consent.domain.phones.normalise`), the reference.
 
 Every region's example numbers of every type, spelled the ways exports spell them (E.164, `00`,
 international with spaces, dots, dashes and brackets, `(0)` after the calling code, national with
@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 from phonenumbers.phonenumberutil import COUNTRY_CODES_FOR_NON_GEO_REGIONS, SUPPORTED_REGIONS
 
-from consent import phones
-from consent.phones import normalise, normalise_frame, parse_key
-from consent.phones_columnar import decide
+from consent.domain import phones
+from consent.domain.phones import normalise, normalise_frame, parse_key
+from consent.domain.phones.columnar import decide
 
 REGIONS = sorted(SUPPORTED_REGIONS)
 TYPES = [v for k, v in vars(PhoneNumberType).items() if k.isupper() and isinstance(v, int) and v != PhoneNumberType.UNKNOWN]

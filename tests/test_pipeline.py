@@ -73,10 +73,10 @@ def test_same_file_under_another_name_adds_nothing(exports, warehouse_path):
 
 
 def test_an_event_id_already_in_the_ledger_fails_the_run(exports, warehouse_path, monkeypatch, capsys):
-    """The ledger has no primary-key index (issue 16): append_ledger.sql keeps event ids unique, and
+    """The ledger has no primary-key index: append_ledger.sql keeps event ids unique, and
     the ERROR check catches a run that would add one the ledger holds (here: the de-duplication
     removed from the SQL, and the same rows re-exported in another column order)."""
-    from consent import sql
+    from consent.storage import sql
 
     assert run_cli(exports, warehouse_path) == 0
     real = sql.statements
@@ -133,7 +133,7 @@ def test_statuses_delivered_again_in_another_file_add_no_status_row(exports, war
 def test_an_id_held_twice_fails_the_run(exports, warehouse_path, monkeypatch, capsys):
     """The append without its de-duplication (every staged row inserted): the statuses delivered
     again are held twice, and the ERROR check fails the run."""
-    from consent import sql
+    from consent.storage import sql
 
     _statuses_delivered_again(exports, warehouse_path)
     real = sql.statements
@@ -149,7 +149,7 @@ def test_a_decision_written_twice_fails_the_run(exports, warehouse_path, monkeyp
     """consent_status and consent_violations have no primary-key index (schema version 6): one row
     per key is kept by construction and checked by an ERROR check (here: a range's rows of one table
     written twice). The same night's rows pass the check when written once."""
-    import consent.warehouse as warehouse
+    import consent.run.warehouse as warehouse
 
     real = warehouse.write_frame
 
@@ -172,7 +172,7 @@ def test_a_night_that_writes_an_opted_in_status_without_evidence_fails(tmp_path,
     machine to the table and its copy alike, fails the run."""
     import polars as pl
 
-    import consent.warehouse as warehouse
+    import consent.run.warehouse as warehouse
 
     path, staged = tmp_path / "wh.duckdb", tmp_path / "staged"
     first, second = _nights(exports)
@@ -202,7 +202,7 @@ def test_a_run_deciding_every_contact_validates_every_status_row(tmp_path, expor
     whole table (every row is theirs), and an opted_in row without its consent method fails them."""
     import polars as pl
 
-    import consent.warehouse as warehouse
+    import consent.run.warehouse as warehouse
 
     path = tmp_path / "wh.duckdb"
     if full:
@@ -231,7 +231,7 @@ def test_a_night_sets_aside_exactly_the_rows_it_decides_again(tmp_path, exports,
     those contacts, and leave the tables as a full run does."""
     import duckdb
 
-    import consent.warehouse as warehouse
+    import consent.run.warehouse as warehouse
 
     if not returning:
         monkeypatch.setattr(warehouse, "RETURNING_CONTACTS", 0)
@@ -344,7 +344,7 @@ def test_missing_consent_method_fails_the_check(exports, warehouse_path, capsys)
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args, message, capsys, tmp_path):
-    from pipelines.cli import main
+    from cli.main import main
 
     if "--exports" not in args and args[0] == "run":
         args = args + ["--exports", str(tmp_path)]
@@ -366,7 +366,7 @@ def test_cli_entry_point_runs_in_a_subprocess(exports, warehouse_path):
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run", "--exports", str(exports), "--warehouse", str(warehouse_path), "--as-of", AS_OF],
+        [sys.executable, "-m", "cli.main", "run", "--exports", str(exports), "--warehouse", str(warehouse_path), "--as-of", AS_OF],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
@@ -377,15 +377,15 @@ def test_cli_entry_point_runs_in_a_subprocess(exports, warehouse_path):
 
 def test_reconciling_the_ledger_in_small_ranges_of_contacts_changes_nothing(tmp_path, exports, monkeypatch):
     """The warehouse decides contacts range by range to bound memory; where it cuts must not matter."""
-    import consent.warehouse
+    import consent.run.warehouse
 
     whole = tmp_path / "whole.duckdb"
     assert run_cli(exports, whole) == 0
     seen: list[list] = []
-    real_ranges = consent.warehouse._contact_ranges
-    monkeypatch.setattr(consent.warehouse, "_contact_ranges", lambda con, n: seen.append(real_ranges(con, n)) or seen[-1])
-    monkeypatch.setattr(consent.warehouse, "RECONCILE_RANGE_EVENTS", 3)
-    monkeypatch.setattr(consent.warehouse, "CONTACT_COUNTS_FETCH", 2)  # the counts read a few at a time
+    real_ranges = consent.run.warehouse._contact_ranges
+    monkeypatch.setattr(consent.run.warehouse, "_contact_ranges", lambda con, n: seen.append(real_ranges(con, n)) or seen[-1])
+    monkeypatch.setattr(consent.run.warehouse, "RECONCILE_RANGE_EVENTS", 3)
+    monkeypatch.setattr(consent.run.warehouse, "CONTACT_COUNTS_FETCH", 2)  # the counts read a few at a time
     ranged = tmp_path / "ranged.duckdb"
     assert run_cli(exports, ranged) == 0
     assert len(seen[0]) > 3  # the fixture's contacts were really cut into several ranges

@@ -22,7 +22,7 @@ def numbers_in(data: bytes) -> list[str]:
 
 
 def test_encrypted_warehouse_holds_no_number_and_needs_its_key(exports, warehouse_path, monkeypatch, capsys):
-    from pipelines.cli import main
+    from cli.main import main
 
     monkeypatch.setenv("CONSENT_WAREHOUSE_KEY", "correct horse battery staple")
     assert run_cli(exports, warehouse_path) == 0
@@ -49,7 +49,7 @@ def test_without_a_key_the_cli_warns_once(exports, warehouse_path, capsys, monke
 
 @pytest.mark.parametrize("encrypted", [False, True])
 def test_erasure_removes_every_spelling_and_a_reimport_does_not_bring_it_back(exports, warehouse_path, monkeypatch, capsys, encrypted):
-    from pipelines.cli import main
+    from cli.main import main
 
     if encrypted:
         monkeypatch.setenv("CONSENT_WAREHOUSE_KEY", "k3y")
@@ -101,7 +101,7 @@ def test_erasure_removes_every_spelling_and_a_reimport_does_not_bring_it_back(ex
 def query_maybe_encrypted(path: Path, encrypted: bool, sql: str):
     if not encrypted:
         return query(path, sql)
-    from pipelines.resources import WarehouseResource
+    from resources.warehouse import WarehouseResource
 
     with WarehouseResource(path=str(path), encryption_key="k3y").connect(read_only=True) as con:
         return con.execute(sql).fetchall()
@@ -113,7 +113,7 @@ def statuses_with_key(path: Path, encrypted: bool) -> dict:
 
 
 def test_access_request_exports_every_event_status_and_evidence(exports, warehouse_path, tmp_path):
-    from pipelines.cli import main
+    from cli.main import main
 
     assert run_cli(exports, warehouse_path) == 0
     out = tmp_path / "access.json"
@@ -128,7 +128,7 @@ def test_access_request_exports_every_event_status_and_evidence(exports, warehou
 
 
 def test_invalid_number_for_erasure_is_a_usage_error(warehouse_path, capsys):
-    from pipelines.cli import main
+    from cli.main import main
 
     assert main(["erase", "12345", "--warehouse", str(warehouse_path)]) == 2
     assert "not a valid phone number" in capsys.readouterr().err
@@ -152,7 +152,7 @@ def test_retention_clears_raw_rows_and_purges_ended_consent(exports, warehouse_p
 
 def test_no_raw_number_in_logs_metadata_or_alerts(exports, warehouse_path, caplog):
     from pipelines.definitions import build_definitions
-    from pipelines.resources import ConsentSettings, WarehouseResource
+    from resources.warehouse import ConsentSettings, WarehouseResource
 
     (exports / "in_app").mkdir()
     (exports / "in_app" / "undated.csv").write_text(
@@ -181,10 +181,10 @@ def test_no_raw_number_in_logs_metadata_or_alerts(exports, warehouse_path, caplo
 
 def test_erasure_after_a_night_leaves_no_trace_in_the_nights_copies(exports, warehouse_path, tmp_path):
     """A night keeps copies of the rows it replaced and wrote, the marts' differences and what the
-    marts read of the contacts in scope (`stg_replaced_*`, `stg_decided_*`, `stg_mart_*`, issue
-    16): an erasure clears them too."""
-    from consent.privacy import NIGHT_COPIES
-    from pipelines.cli import main
+    marts read of the contacts in scope (`stg_replaced_*`, `stg_decided_*`, `stg_mart_*`): an
+    erasure clears them too."""
+    from consent.privacy.erasure import NIGHT_COPIES
+    from cli.main import main
 
     staged = tmp_path / "staged"
     shutil.copytree(exports / "email_link", staged / "email_link")

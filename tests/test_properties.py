@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consent import marts
-from consent.policy import Policy, load_channels
-from consent.migrations import ensure_schema
-from consent.warehouse import publish, stage_run
+from consent.domain.policy import Policy, load_channels
+from consent.storage.migrations import ensure_schema
+from consent.run.warehouse import publish, stage_run
 
 AS_OF = datetime(2026, 11, 20)
 SPELLINGS = {
@@ -252,7 +252,7 @@ def histories(draw, contacts: list[str]) -> dict[str, list[tuple]]:
 @settings(COMMON, max_examples=60)
 @given(st.data())
 def test_consent_daily_by_difference_equals_a_whole_build(tmp_path_factory, data):
-    """Issue 16: an incremental night builds consent_daily from the mart it had plus the history rows
+    """An incremental night builds consent_daily from the mart it had plus the history rows
     it wrote less those it replaced. Generated histories, some contacts decided again (rows kept,
     ended elsewhere, added, removed), a clock that may move: the mart equals one built whole."""
     contacts = [f"+4915100000{n:02d}" for n in range(8)]

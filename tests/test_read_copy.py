@@ -83,7 +83,7 @@ def mode(path: Path) -> int:
 
 
 def sql(warehouse: Path, query: str, capsys, fmt: str = "json") -> list[dict]:
-    from pipelines.cli import main
+    from cli.main import main
 
     capsys.readouterr()
     assert main(["sql", query, "--warehouse", str(warehouse), "--format", fmt]) == 0
@@ -115,7 +115,7 @@ def test_a_reader_holding_the_read_copy_neither_stops_a_run_nor_sees_half_a_nigh
 
 
 def test_read_commands_read_the_copy_while_a_writer_holds_the_warehouse(copied, capsys, monkeypatch, tmp_path):
-    from pipelines.cli import main
+    from cli.main import main
 
     warehouse, _ = copied
     monkeypatch.setenv("CONSENT_LOCK_TIMEOUT_SECONDS", "1")
@@ -135,7 +135,7 @@ def test_read_commands_read_the_copy_while_a_writer_holds_the_warehouse(copied, 
 
 
 def test_a_warehouse_without_a_read_copy_still_opens_and_gets_one(copied, capsys):
-    from pipelines.access import RunLock
+    from consent.storage.access import RunLock
 
     warehouse, _ = copied
     read_copy(warehouse).unlink()  # as older code left it
@@ -168,7 +168,7 @@ def copy_says(warehouse: Path, query: str) -> list[tuple]:
 
 
 def test_writing_commands_replace_the_copy_when_they_commit(copied, tmp_path):
-    from pipelines.cli import main
+    from cli.main import main
 
     warehouse, exports = copied
     w = ["--warehouse", str(warehouse)]
@@ -190,7 +190,7 @@ def test_a_run_launched_by_dagster_replaces_the_copy_in_its_finalisation(copied)
     import dagster as dg
 
     from pipelines.definitions import build_definitions
-    from pipelines.resources import ConsentSettings, WarehouseResource
+    from resources.warehouse import ConsentSettings, WarehouseResource
 
     warehouse, exports = copied
     shutil.copytree(FIXTURES / "exports" / "preference_center", exports / "preference_center")
@@ -208,7 +208,7 @@ def test_a_run_launched_by_dagster_replaces_the_copy_in_its_finalisation(copied)
 
 
 def test_no_sql_reader_reaches_the_salt(copied, capsys):
-    from pipelines.cli import main
+    from cli.main import main
 
     warehouse, _ = copied
     salt = (warehouse.parent / ".hash_salt").read_text().strip()
@@ -227,7 +227,7 @@ def test_no_sql_reader_reaches_the_salt(copied, capsys):
 
 
 def test_consent_hash_gives_the_hash_the_marts_audits_and_suppression_list_hold(copied, capsys):
-    from pipelines.cli import main
+    from cli.main import main
 
     warehouse, exports = copied
     w = ["--warehouse", str(warehouse)]
@@ -249,7 +249,7 @@ def test_consent_hash_gives_the_hash_the_marts_audits_and_suppression_list_hold(
 
 
 def test_consent_hash_without_a_salt_says_so(tmp_path, capsys, monkeypatch):
-    from pipelines.cli import main
+    from cli.main import main
 
     monkeypatch.delenv("CONSENT_HASH_SALT", raising=False)
     assert main(["hash", "+4915112345678", "--warehouse", str(tmp_path / "none" / "w.duckdb")]) == 2
@@ -261,7 +261,7 @@ def test_consent_hash_without_a_salt_says_so(tmp_path, capsys, monkeypatch):
 
 
 def test_spill_files_of_an_encrypted_warehouse_are_encrypted_and_owner_only(tmp_path):
-    from pipelines.access import Warehouse
+    from consent.storage.access import Warehouse
 
     spill = tmp_path / "spill"
     warehouse = Warehouse(path=str(tmp_path / "w.duckdb"), encryption_key="k3y", memory_limit="64MB",
@@ -277,8 +277,8 @@ def test_spill_files_of_an_encrypted_warehouse_are_encrypted_and_owner_only(tmp_
 
 
 def test_files_holding_numbers_are_created_owner_only(copied, tmp_path):
-    from pipelines.access import Warehouse
-    from pipelines.cli import main
+    from consent.storage.access import Warehouse
+    from cli.main import main
 
     warehouse, exports = copied
     w = ["--warehouse", str(warehouse)]
@@ -310,7 +310,7 @@ def test_files_holding_numbers_are_created_owner_only(copied, tmp_path):
 @pytest.fixture
 def fresh(tmp_path) -> tuple[Path, Path]:
     """An encrypted and a plaintext warehouse, empty (made by a writing connection)."""
-    from pipelines.access import Warehouse
+    from consent.storage.access import Warehouse
 
     encrypted, plain = tmp_path / "enc" / "consent.duckdb", tmp_path / "plain" / "consent.duckdb"
     with Warehouse(path=str(encrypted), encryption_key="right key").connect():
@@ -325,7 +325,7 @@ def fresh(tmp_path) -> tuple[Path, Path]:
     ("wrong key", "wrong key (check CONSENT_WAREHOUSE_KEY)"),
 ])
 def test_a_missing_or_wrong_key_is_one_true_line_and_the_file_is_untouched(fresh, exports, monkeypatch, capsys, key, expected):
-    from pipelines.cli import main
+    from cli.main import main
 
     encrypted, _ = fresh
     if key:
@@ -359,7 +359,7 @@ def test_a_key_given_for_a_plaintext_warehouse_says_it_is_not_encrypted(fresh, e
 
 
 def test_the_read_copy_of_an_encrypted_warehouse_is_encrypted_and_needs_the_key(fresh, monkeypatch, capsys):
-    from pipelines.access import Warehouse
+    from consent.storage.access import Warehouse
 
     encrypted, _ = fresh
     warehouse = Warehouse(path=str(encrypted), encryption_key="right key")

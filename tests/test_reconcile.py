@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consent.policy import Policy
-from consent.reconcile import LEDGER_COLUMNS, reconcile
+from consent.domain.policy import Policy
+from consent.domain.reconcile import LEDGER_COLUMNS, reconcile
 
 T0 = datetime(2026, 11, 1, 12, 0)
 AS_OF = datetime(2026, 11, 20)

@@ -159,7 +159,7 @@ def test_run_killed_at_any_point_leaves_before_or_after_and_the_next_run_complet
     warehouse = tmp_path / "consent.duckdb"
     shutil.copy(after_night1, warehouse)
     killed = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run", "--exports", str(night2), "--warehouse", str(warehouse),
+        [sys.executable, "-m", "cli.main", "run", "--exports", str(night2), "--warehouse", str(warehouse),
          "--as-of", "2026-11-10T00:00:00Z"],
         env={**os.environ, "CONSENT_CRASH_AT": point}, capture_output=True, text=True, timeout=300,
     )
@@ -174,7 +174,7 @@ def test_run_killed_at_any_point_leaves_before_or_after_and_the_next_run_complet
 
 
 def test_second_run_waits_for_the_lock_then_exits_with_a_clear_message(exports, warehouse_path, capsys):
-    from pipelines.resources import RunLock
+    from consent.storage.access import RunLock
 
     assert run_cli(exports, warehouse_path) == 0
     lock = RunLock(warehouse_path, timeout_seconds=1)
@@ -204,12 +204,12 @@ def test_read_only_audit_during_a_run_works(tmp_path):
     sendable = "SELECT count(*) FROM consent_status WHERE sendable"
     (before,) = query(warehouse, sendable)[0]
     run = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "run", "--exports", str(exports), "--warehouse", str(warehouse),
+        [sys.executable, "-m", "cli.main", "run", "--exports", str(exports), "--warehouse", str(warehouse),
          "--as-of", "2026-11-26T00:00:00Z"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    from pipelines.cli import read_only_query
-    from pipelines.resources import WarehouseResource
+    from cli.main import read_only_query
+    from resources.warehouse import WarehouseResource
 
     seen = []
     try:

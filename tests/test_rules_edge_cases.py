@@ -78,7 +78,7 @@ def history_of(warehouse: Path) -> list[tuple]:
 
 
 def cli(*args: str) -> int:
-    from pipelines.cli import main
+    from cli.main import main
 
     return main(list(args))
 
@@ -393,8 +393,8 @@ def test_9_an_opt_out_carries_every_finding_that_holds(tmp_path):
 # --- 10. Validity maps ------------------------------------------------------------------------------
 
 def test_10_a_purpose_absent_from_the_validity_map_uses_its_default_or_never_expires():
-    from consent.policy import Policy
-    from consent.reconcile import LEDGER_COLUMNS, reconcile
+    from consent.domain.policy import Policy
+    from consent.domain.reconcile import LEDGER_COLUMNS, reconcile
 
     given = datetime(2026, 1, 5, 10)
     base = {"event_type": "opt_in", "channel": "web_form", "occurred_at": given, "ingested_at": given,

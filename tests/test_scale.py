@@ -11,9 +11,9 @@ from pathlib import Path
 
 import duckdb
 
-from consent.migrations import ensure_schema
-from consent.policy import load_channels, load_policy
-from consent.warehouse import publish, stage_run
+from consent.storage.migrations import ensure_schema
+from consent.domain.policy import load_channels, load_policy
+from consent.run.warehouse import publish, stage_run
 
 REPO = Path(__file__).resolve().parent.parent
 AS_OF = datetime(2026, 11, 26)
@@ -41,7 +41,7 @@ def _warehouse(exports: Path, path: Path, workers: int, ledger: bool = False) ->
 
 
 def test_ranges_decided_in_worker_processes_equal_one_process(tmp_path, monkeypatch):
-    import consent.warehouse as warehouse
+    import consent.run.warehouse as warehouse
 
     exports = tmp_path / "exports"
     subprocess.run([sys.executable, str(REPO / "bench" / "generate.py"), str(exports), "--events", "3000", "--seed", "3"],
@@ -63,9 +63,9 @@ def _generated(tmp_path: Path, events: int, seed: int) -> Path:
 def _in_small_parts(monkeypatch) -> list[str]:
     """Every file read in parts of a few rows, and built rows written a few at a time; the files
     taken back out of staging are recorded in the list returned."""
-    import consent.ingest as ingest
-    import consent.warehouse as warehouse
-    from consent.channels import csv_export, whatsapp_webhook
+    import consent.reading.ingest as ingest
+    import consent.run.warehouse as warehouse
+    from consent.reading.channels import csv_export, whatsapp_webhook
 
     monkeypatch.setattr(ingest, "STREAM_BYTES", 0)
     monkeypatch.setattr(csv_export, "PART_CHARS", 3000)
@@ -111,7 +111,7 @@ def test_files_read_in_parts_and_written_as_built_equal_whole_reads(tmp_path, mo
 
 def test_a_file_failing_in_a_late_part_is_quarantined_whole_and_nothing_of_it_kept(tmp_path, monkeypatch):
     """Parts written before the failure are taken back out of staging: the file is one refusal."""
-    import consent.ingest as ingest
+    import consent.reading.ingest as ingest
 
     exports = _generated(tmp_path, 1500, 12)
     retracted = _in_small_parts(monkeypatch)
@@ -149,7 +149,7 @@ def test_the_publishing_transaction_does_not_hold_the_frames_it_has_written(tmp_
     import gc
     import weakref
 
-    import consent.warehouse as warehouse
+    import consent.run.warehouse as warehouse
 
     exports = tmp_path / "exports"
     subprocess.run([sys.executable, str(REPO / "bench" / "generate.py"), str(exports), "--events", "2000", "--seed", "5"],
@@ -177,7 +177,7 @@ def test_the_publishing_transaction_does_not_hold_the_frames_it_has_written(tmp_
 
 def test_reconciliation_workers_import_only_the_domain():
     done = subprocess.run(
-        [sys.executable, "-c", "import sys, consent.reconcile; "
+        [sys.executable, "-c", "import sys, consent.domain.reconcile; "
          "print(sorted(m for m in ('dagster', 'great_expectations', 'pipelines', 'assets') if m in sys.modules))"],
         capture_output=True, text=True, check=True, cwd=REPO,
     )
@@ -185,13 +185,13 @@ def test_reconciliation_workers_import_only_the_domain():
 
 
 def test_read_commands_do_not_import_dagster_or_great_expectations(tmp_path):
-    """`consent sql`, `export`, `audit`, `runs` start without Dagster and GX (start-up, issue 16)."""
+    """`consent sql`, `export`, `audit`, `runs` start without Dagster and GX (start-up)."""
     warehouse = tmp_path / "w.duckdb"
     con = duckdb.connect(str(warehouse))
     ensure_schema(con)
     con.close()
     script = (
-        "import sys\nfrom pipelines.cli import main\n"
+        "import sys\nfrom cli.main import main\n"
         "for argv in (['sql', 'SELECT count(*) FROM consent_status'], ['runs'], ['audit', 'violations'],"
         " ['export', '--suppression']):\n"
         f"    assert main([*argv, '--warehouse', {str(warehouse)!r}]) == 0, argv\n"
@@ -203,7 +203,7 @@ def test_read_commands_do_not_import_dagster_or_great_expectations(tmp_path):
 
 
 def test_the_pipeline_imports_great_expectations_only_to_validate_rows():
-    """Start-up (issue 16): loading the definitions, and a night whose suites have no rows, never
+    """Start-up: loading the definitions, and a night whose suites have no rows, never
     import GX; the first suite with rows does."""
     script = (
         "import sys, duckdb\nimport pipelines.definitions\n"
@@ -223,7 +223,7 @@ def test_the_pipeline_imports_great_expectations_only_to_validate_rows():
 
 
 def test_the_dagster_floor_runs_a_copy_of_consent_jobs_steps():
-    """bench/dagster_floor.py (issue 16's nothing-new target) times consent_job's own graph with no-op
+    """bench/dagster_floor.py (the nothing-new target) times consent_job's own graph with no-op
     bodies: every step, asset and check of the real job, and nothing else."""
     from pipelines.definitions import defs
 

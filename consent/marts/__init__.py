@@ -5,11 +5,11 @@ named CTEs. Its last statement gives the mart's rows; statements before it, if
 any, each create a temporary table that the later ones read (the planner knows
 a table's size, not a CTE's: opt_out_timeliness.sql says why it needs this),
 dropped once the mart is built. Marts never hold a raw number: counts, or `salted_hash(...)`
-(the macro of consent/sql/macros.sql).
+(the macro of consent/storage/sql/macros.sql).
 
 `build` replaces a mart whole, or, after an incremental run, only the rows the
 run could change (`INCREMENTAL`: the days from the earliest one touched, the
-messages and contacts touched; consent/sql/mart_scope.sql says which): those
+messages and contacts touched; consent/storage/sql/mart_scope.sql says which): those
 rows are deleted and built again in one transaction, with the same SQL
 restricted by the same condition, so both ways give the same table (a test
 builds both and compares). Four marts are built by difference (`BEFORE`):
@@ -35,10 +35,10 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from consent import sql
-from consent.db import table_exists, transaction
-from consent.policy import Policy
-from consent.sql import use_salt
+from consent.storage import sql
+from consent.storage.db import table_exists, transaction
+from consent.domain.policy import Policy
+from consent.storage.sql import use_salt
 
 FOLDER = Path(__file__).parent
 MARTS: dict[str, str] = {path.stem: path.read_text(encoding="utf-8") for path in sorted(FOLDER.glob("*.sql"))}
@@ -149,7 +149,7 @@ def build(
 
 
 def _scope(con: duckdb.DuckDBPyConnection, run_id: str, name: str) -> None:
-    """What the run changed (consent/sql/mart_scope.sql), computed once per run, as what the marts
+    """What the run changed (consent/storage/sql/mart_scope.sql), computed once per run, as what the marts
     read: the temporary views `mart_messages`, `mart_contacts`, `mart_history` (their history),
     `mart_sends` (the messages sent to them), `mart_history_delta`, `mart_status_delta`,
     `mart_violations_delta`, `mart_decided_status` and `mart_replaced_status` (the touched contacts'

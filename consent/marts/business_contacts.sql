@@ -1,5 +1,5 @@
 -- business_contacts: per business: its contacts (a number, or a BSUID alone), those known by BSUID only, the sendable contact-purposes, and the contacts opted out of any purpose (the dashboard's headline figures).
--- Whole: from every status. Incremental (`mart_scoped`, consent/sql/mart_scope.sql): by difference, the
+-- Whole: from every status. Incremental (`mart_scoped`, consent/storage/sql/mart_scope.sql): by difference, the
 -- mart as it was (`business_contacts_before`) plus the touched contacts as the run decided them
 -- (`mart_decided_status`) less as they were (`mart_replaced_status`): every status row of each, as a
 -- contact's figures depend on all its rows.

@@ -1,5 +1,5 @@
 -- consent_coverage: share of opted_in contacts with complete evidence (method, date, notice, lineage), per business, channel and purpose.
--- Whole: from every status. Incremental (`mart_scoped`, consent/sql/mart_scope.sql): by difference, the
+-- Whole: from every status. Incremental (`mart_scoped`, consent/storage/sql/mart_scope.sql): by difference, the
 -- mart as it was (`consent_coverage_before`) plus the statuses the run wrote less those it replaced
 -- (`mart_status_delta`, a sign each).
 WITH statuses AS (

@@ -1,6 +1,6 @@
 -- consent_daily: per day, business, channel and purpose: opt-ins, opt-outs, confirmations, net change, sendable audience.
 -- Built from consent_status_history, so a day's figures are what the rules decided, not raw event counts.
--- Whole: from every history row. Incremental (`mart_scoped`, consent/sql/mart_scope.sql): by difference,
+-- Whole: from every history row. Incremental (`mart_scoped`, consent/storage/sql/mart_scope.sql): by difference,
 -- the mart's rows from the first day to rebuild (`consent_daily_before`, kept before they are deleted)
 -- plus the history rows the run wrote less those it replaced (`mart_history_delta`, a sign each), so
 -- the cost follows the rows the run changed, not the history's length.

@@ -22,7 +22,7 @@ SELECT
     -- aggregate keeps every row of every group apart: at 1.45M requests it was twice the memory)
     list_sort(list_distinct(list(h.purpose))) AS purposes
 -- the whole history, or on an incremental build the history of the contacts the run changed
--- (`mart_history`: consent/marts/__init__.py, consent/sql/mart_scope.sql)
+-- (`mart_history`: consent/marts/__init__.py, consent/storage/sql/mart_scope.sql)
 FROM mart_history AS h
 WHERE h.status = 'opted_out'
 GROUP BY ALL;
@@ -30,7 +30,7 @@ GROUP BY ALL;
 -- One row per request that has messages after it: the first, and how many it should not have had.
 CREATE OR REPLACE TEMP TABLE opt_out_messages AS
 WITH sends AS (
-    -- the recipient as a contact id (consent/sql/send_macros.sql): every message sent, or on an
+    -- the recipient as a contact id (consent/storage/sql/send_macros.sql): every message sent, or on an
     -- incremental build those sent to the contacts the run changed
     SELECT * FROM mart_sends
 ),

@@ -1,10 +1,10 @@
 -- send_audit: every business-sent WhatsApp message checked against the recipient's consent for its category at send time.
 -- finding: ok | sent_after_opt_out | sent_without_consent | not_checked (a category that is not a consent purpose).
 -- The recipient is matched by number, or by BSUID (`recipient_user_id`) through the number it is
--- linked to (the `business_sends()` macro, consent/sql/send_macros.sql).
+-- linked to (the `business_sends()` macro, consent/storage/sql/send_macros.sql).
 WITH sends AS (
     -- every message sent (`mart_sends`); on an incremental build, the messages the run changed, of
-    -- those sent to the contacts in scope (consent/sql/mart_scope.sql)
+    -- those sent to the contacts in scope (consent/storage/sql/mart_scope.sql)
     SELECT * FROM mart_sends
     WHERE NOT getvariable('mart_scoped') OR message_id IN (SELECT message_id FROM mart_messages)
 ),

@@ -1,5 +1,5 @@
 -- violations_summary: opt-ins refused or warned about, per day of the opt-in, business, channel, rule and severity.
--- Whole: from every violation. Incremental (`mart_scoped`, consent/sql/mart_scope.sql): by difference, the
+-- Whole: from every violation. Incremental (`mart_scoped`, consent/storage/sql/mart_scope.sql): by difference, the
 -- mart as it was (`violations_summary_before`) plus the violations the run wrote less those it replaced
 -- (`mart_violations_delta`, a sign each).
 WITH violations AS (

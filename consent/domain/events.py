@@ -1,0 +1,427 @@
+"""The canonical consent event (consent-rules.md section 2) and its value parsers.
+
+Every channel adapter produces `SourceRow`s: one per input row or webhook
+item, already split into fields. `build_events` turns a batch of them into the
+canonical event frame and the quarantine frame, so that parsing rules (dates,
+booleans, purposes, phone numbers) live in one place for all channels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Iterable, Mapping
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from consent.domain.phones import NormalisedPhone
+# The canonical event frame has the ledger's columns (defined once, in consent/domain/schema.py).
+from consent.domain.schema import EVENT_SCHEMA, LINK_SCHEMA, QUARANTINE_SCHEMA, SEND_SCHEMA, SKIPPED_SCHEMA
+
+EVENT_TYPES = (
+    "opt_in", "opt_in_request", "opt_in_confirm", "opt_out", "resume", "inbound_message",
+    # The person's number changed (WhatsApp `user_changed_number`): `changed_to` holds the new one.
+    "number_change",
+)
+OPT_IN_TYPES = ("opt_in", "opt_in_request", "opt_in_confirm")
+ACQUISITION_SOURCES = ("organic", "purchased", "rented", "scraped", "partner", "implied")
+CANONICAL_CSV_COLUMNS = (
+    "phone", "country", "event_type", "purposes", "occurred_at", "consent_method",
+    "notice_version", "checkbox_pre_ticked", "bundled_with_terms",
+    "acquisition_source", "evidence_ref", "whatsapp_user_id",
+)
+REQUIRED_CSV_COLUMNS = ("event_type",)
+# A row names its person by one of these at least (a file with neither column is refused).
+IDENTIFIER_CSV_COLUMNS = ("phone", "whatsapp_user_id")
+
+# Business-scoped user IDs (consent-rules.md section 9): ISO country code, a period, up to 128
+# letters and digits; a parent BSUID has "ENT." after the country code.
+BSUID = re.compile(r"[A-Z]{2}\.[A-Za-z0-9]{1,128}")
+PARENT_BSUID = re.compile(r"[A-Z]{2}\.ENT\.[A-Za-z0-9]{1,128}")
+
+_TRUE = {"true", "yes", "1", "y", "t"}
+_FALSE = {"false", "no", "0", "n", "f"}
+
+class RowError(ValueError):
+    """A field that cannot be read; the row goes to quarantine with this reason."""
+
+
+@dataclass(slots=True)
+class SourceRow:
+    """One input row or webhook item, split into canonical fields (all text).
+
+    `identity` is what makes the event unique within its channel: the row's
+    content for CSV (so a renamed or re-exported file adds nothing), the
+    WhatsApp message id for webhooks (so a redelivered webhook adds nothing).
+    """
+
+    line: int
+    raw: str | None
+    identity: str
+    fields: dict[str, str | None] = field(default_factory=dict)
+    pointer: str | None = None
+    # Set by adapters for rows that are not consent events (counted, kept).
+    skip_reason: str | None = None
+    # Set by adapters for rows they already know are bad.
+    error: str | None = None
+    # Already-UTC timestamps (webhooks) bypass text date parsing.
+    occurred_at: datetime | None = None
+    # A WhatsApp message status: what the business sent, to whom, when (send audit).
+    send: dict | None = None
+    # CSV rows keep their cells; the raw JSON is built only if the row is rejected.
+    header: list[str] | None = None
+    record: list[str] | None = None
+    # Webhooks: the business phone number the item came through (`metadata.phone_number_id`).
+    phone_number_id: str | None = None
+    # Identifiers the item shows together (each: phone (raw), user_id, parent_user_id,
+    # previous_user_id): each becomes an identifier link, kept with the row's lineage.
+    links: list[dict] | None = None
+
+    @property
+    def raw_text(self) -> str:
+        if self.raw is not None:
+            return self.raw
+        return raw_json(dict(zip(self.header or [], self.record or [])))
+
+    @property
+    def needs_phone(self) -> bool:
+        return self.error is None and (self.skip_reason is None or self.send is not None)
+
+    def phone_texts(self) -> list[str]:
+        """Every phone spelling the row needs normalised: its own, a new number, its links'."""
+        if self.error is not None:
+            return []
+        texts = [self.fields.get("phone") or ""] if self.needs_phone else []
+        texts += [self.fields.get("changed_to") or ""] if self.fields.get("changed_to") else []
+        texts += [link["phone"] for link in self.links or () if link.get("phone")]
+        return texts
+
+
+def event_id(channel: str, identity: str) -> str:
+    """Deterministic id: the same source row or message always gets the same id."""
+    return hashlib.sha256(f"{channel}\x1f{identity}".encode("utf-8")).hexdigest()[:32]
+
+
+def parse_bool(value: str | None) -> bool | None:
+    if value is None or not value.strip():
+        return None
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise RowError(f"unreadable boolean {value.strip()[:40]!r}")
+
+
+def parse_timestamp(value: str | None, tz: ZoneInfo, date_format: str | None = None) -> datetime | None:
+    """ISO 8601 (or the channel's format) to a naive UTC datetime.
+
+    A value without offset is read in the channel's time zone.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        if date_format:
+            parsed = datetime.strptime(text, date_format)
+        else:
+            if text.endswith(("Z", "z")):
+                text = text[:-1] + "+00:00"
+            parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise RowError(f"unreadable date {value.strip()[:40]!r}") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return parsed.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def parse_purposes(value: str | None, known: Iterable[str]) -> list[str]:
+    if value is None or not value.strip():
+        return []
+    purposes = sorted({p.strip().lower() for p in value.replace(",", ";").split(";") if p.strip()})
+    unknown = [p for p in purposes if p not in set(known)]
+    if unknown:
+        raise RowError(f"unknown purpose {unknown[0]!r}")
+    return purposes
+
+
+def _memo(parse: Callable[[str | None], object]) -> Callable[[str | None], object]:
+    """`parse` with its results (and its RowErrors) remembered per value."""
+    cache: dict = {}
+
+    def call(value):
+        try:
+            ok, result = cache[value]
+        except KeyError:
+            try:
+                ok, result = True, parse(value)
+            except RowError as exc:
+                ok, result = False, str(exc)
+            cache[value] = (ok, result)
+        if ok:
+            return result
+        raise RowError(result)
+
+    return call
+
+
+def _lenient(parse, value, default, event_type: str, warnings: list[str]):
+    """`parse(value)`; for an opt-out, a field it cannot read becomes a warning and the
+    safe default, never a lost opt-out (rules, section 4). Other events raise."""
+    try:
+        return parse(value)
+    except RowError as exc:
+        if event_type != "opt_out":
+            raise
+        warnings.append(f"{exc}: ignored")
+        return default
+
+
+def _acquisition_source(value: str | None) -> str:
+    source = (_text(value) or "organic").lower()
+    if source not in ACQUISITION_SOURCES:
+        raise RowError(f"unknown acquisition source {source[:40]!r}")
+    return source
+
+
+def _text(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+@dataclass
+class FileContext:
+    """What an adapter knows about the file it reads."""
+
+    channel: str
+    source_file: str
+    file_hash: str
+    timezone: str = "UTC"
+    default_region: str | None = None
+    date_format: str | None = None
+    # The business of the file's channel folder (businesses.yaml; `default` without it) and,
+    # when businesses.yaml exists, the business of each WhatsApp phone_number_id.
+    business: str = "default"
+    number_businesses: dict[str, str] | None = None
+
+
+def phone_key(row: SourceRow, ctx: FileContext, text: str | None = None) -> tuple[str, str | None]:
+    """The (raw, region hint) pair a row's number (or `text`, another number of the row) is normalised by."""
+    hint = _text(row.fields.get("country")) or ctx.default_region or None
+    return (row.fields.get("phone") or "" if text is None else text, hint.upper() if hint else None)
+
+
+def phone_keys(row: SourceRow, ctx: FileContext) -> list[tuple[str, str | None]]:
+    return [phone_key(row, ctx, text) for text in row.phone_texts()]
+
+
+def business_of(row: SourceRow, ctx: FileContext) -> str:
+    """The business a row is for: its WhatsApp number's, else its folder's (RowError if unclaimed)."""
+    if row.phone_number_id is None or ctx.number_businesses is None:
+        return ctx.business
+    business = ctx.number_businesses.get(row.phone_number_id)
+    if business is None:
+        raise RowError("phone_number_id of the webhook is not claimed by any business in businesses.yaml")
+    return business
+
+
+def user_id(value: str | None, parent: bool = False) -> str | None:
+    """A valid BSUID (or parent BSUID), None when empty; RowError when malformed (never quoted: personal data)."""
+    text = _text(value)
+    if text is None:
+        return None
+    if not (PARENT_BSUID if parent else BSUID).fullmatch(text):
+        raise RowError(f"invalid WhatsApp {'parent ' if parent else ''}user ID (expected CC.{'ENT.' if parent else ''} and up to 128 letters or digits)")
+    return text
+
+
+@dataclass
+class BuiltBatch:
+    events: pl.DataFrame
+    quarantine: pl.DataFrame
+    skipped: pl.DataFrame
+    sends: pl.DataFrame
+    links: pl.DataFrame
+
+
+def build_events(
+    rows: list[SourceRow],
+    ctx: FileContext,
+    phones: Mapping[tuple[str, str | None], NormalisedPhone],
+    purposes: list[str],
+    ingested_at: datetime,
+    run_id: str,
+) -> BuiltBatch:
+    """Turn adapter rows into canonical events, quarantine rows and skipped items.
+
+    `phones` holds the normalisation of every (raw, hint) pair of the rows.
+    """
+    tz = ZoneInfo(ctx.timezone)
+    # Exports repeat the same dates, purposes and flags many times: parse each value once.
+    read_timestamp = _memo(lambda value: parse_timestamp(value, tz, ctx.date_format))
+    read_purposes = _memo(lambda value: tuple(parse_purposes(value, purposes)))
+    read_bool = _memo(parse_bool)
+    read_source = _memo(_acquisition_source)
+    events: list[dict] = []
+    quarantine: list[dict] = []
+    skipped: list[dict] = []
+    sends: list[dict] = []
+    links: list[tuple] = []
+
+    def reject(row: SourceRow, reason: str, into: list[dict]) -> None:
+        into.append(
+            {
+                "quarantine_id": event_id(ctx.channel, f"{ctx.file_hash}\x1f{row.line}\x1f{row.pointer or ''}"),
+                "channel": ctx.channel,
+                "source_file": ctx.source_file,
+                "source_line": row.line,
+                "source_pointer": row.pointer,
+                "file_hash": ctx.file_hash,
+                "raw_row": row.raw_text,
+                "reason": reason,
+                "ingested_at": ingested_at,
+                "run_id": run_id,
+            }
+        )
+
+    for row in rows:
+        if row.error is None:
+            try:
+                business = business_of(row, ctx)
+            except RowError as exc:
+                row.error = str(exc)
+        if row.send is not None and row.error is None:
+            recipient = phones[phone_key(row, ctx)]
+            recipient_user = _valid_or_none(row.send.get("recipient_user_id"))
+            if (recipient.is_valid or recipient_user) and row.send.get("message_id"):
+                sends.append(
+                    {**row.send, "status_at": row.occurred_at, "recipient_e164": recipient.phone_e164,
+                     "recipient_user_id": recipient_user, "business": business,
+                     "source_file": ctx.source_file, "source_line": row.line, "source_pointer": row.pointer,
+                     "ingested_at": ingested_at, "run_id": run_id}
+                )
+        if row.links and row.error is None:
+            links.extend(_links(row, ctx, phones, business, ingested_at, run_id))
+        if row.skip_reason is not None:
+            reject(row, row.skip_reason, skipped)
+            continue
+        if row.error is not None:
+            reject(row, row.error, quarantine)
+            continue
+        f = row.fields
+        try:
+            event_type = (_text(f.get("event_type")) or "").lower()
+            if not event_type:
+                raise RowError("missing event type")
+            if event_type not in EVENT_TYPES:
+                raise RowError(f"unknown event type {event_type[:40]!r}")
+            key = phone_key(row, ctx)
+            hint = key[1]
+            warnings: list[str] = []
+            bsuid = user_id(f.get("whatsapp_user_id"))
+            parent = user_id(f.get("parent_user_id"), parent=True)
+            phone = phones[key] if key[0].strip() else None
+            if phone is None and not (bsuid or parent):
+                raise RowError("no phone number and no WhatsApp user ID")
+            if phone is not None and not phone.is_valid:
+                if not (bsuid or parent):
+                    raise RowError(phone.invalid_reason or "invalid phone number")
+                # The person is still known by the BSUID: the event is kept against it.
+                warnings.append(f"{phone.invalid_reason or 'invalid phone number'}: kept against the WhatsApp user ID")
+                phone = None
+            changed_to = None
+            if event_type == "number_change":
+                new = phones.get(phone_key(row, ctx, f.get("changed_to") or "")) if f.get("changed_to") else None
+                if new is None or not new.is_valid:
+                    raise RowError("number change without a valid new number")
+                changed_to = new.phone_e164
+            occurred_at = row.occurred_at or _lenient(read_timestamp, f.get("occurred_at"), None, event_type, warnings)
+            source = _lenient(read_source, f.get("acquisition_source"), "organic", event_type, warnings)
+            # one tuple in EVENT_SCHEMA order (building a frame from tuples is cheaper than from dicts)
+            event = (
+                event_id(ctx.channel, row.identity),  # event_id
+                ctx.channel,  # channel
+                event_type,  # event_type
+                f.get("phone") or "",  # phone_raw
+                hint,  # country_hint
+                phone.phone_e164 if phone else None,  # phone_e164
+                phone.phone_region if phone else None,  # phone_region
+                phone.phone_type if phone else None,  # phone_type
+                list(_lenient(read_purposes, f.get("purposes"), (), event_type, warnings)),  # purposes
+                occurred_at,  # occurred_at
+                (_text(f.get("consent_method")) or "").lower() or None,  # consent_method
+                _text(f.get("notice_version")),  # notice_version
+                _lenient(read_bool, f.get("checkbox_pre_ticked"), None, event_type, warnings),  # checkbox_pre_ticked
+                _lenient(read_bool, f.get("bundled_with_terms"), None, event_type, warnings),  # bundled_with_terms
+                source,  # acquisition_source
+                _text(f.get("evidence_ref")),  # evidence_ref
+                ctx.source_file,  # source_file
+                row.line,  # source_line
+                row.pointer,  # source_pointer
+                ctx.file_hash,  # file_hash
+                ingested_at,  # ingested_at
+                run_id,  # run_id
+                warnings,  # warnings
+                business,  # business
+                bsuid,  # whatsapp_user_id
+                parent,  # parent_user_id
+                changed_to,  # changed_to
+            )
+        except RowError as exc:
+            reject(row, str(exc), quarantine)
+            continue
+        events.append(event)
+        if phone is not None and (bsuid or parent) and not row.links:
+            # An export row naming the person by number and BSUID links them.
+            ids = (phone.phone_e164, bsuid, parent, None)
+            links.append(link_row(business, ids, occurred_at or ingested_at, event[0], ctx, row, ingested_at, run_id))
+
+    return BuiltBatch(
+        events=pl.DataFrame(events, schema=EVENT_SCHEMA, orient="row"),
+        quarantine=pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA),
+        skipped=pl.DataFrame(skipped, schema=SKIPPED_SCHEMA),
+        sends=pl.DataFrame(sends, schema=SEND_SCHEMA),
+        links=pl.DataFrame(links, schema=LINK_SCHEMA, orient="row"),
+    )
+
+
+def _valid_or_none(value: str | None, parent: bool = False) -> str | None:
+    try:
+        return user_id(value, parent)
+    except RowError:
+        return None
+
+
+def _links(row: SourceRow, ctx: FileContext, phones, business: str, ingested_at: datetime, run_id: str) -> list[tuple]:
+    """Identifier links the row shows (two identifiers or more, each valid), with its lineage.
+
+    One row per distinct link: `link_id` hashes the identifiers, so seeing the same link again
+    adds nothing (publish keeps the earliest sighting)."""
+    out = []
+    for link in row.links or ():
+        phone = phones.get(phone_key(row, ctx, link["phone"])) if link.get("phone") else None
+        e164 = phone.phone_e164 if phone is not None and phone.is_valid else None
+        ids = (e164, _valid_or_none(link.get("user_id")), _valid_or_none(link.get("parent_user_id"), parent=True),
+               _valid_or_none(link.get("previous_user_id")))
+        if sum(i is not None for i in ids) >= 2:
+            eid = event_id(ctx.channel, row.identity) if row.skip_reason is None and row.identity else None
+            out.append(link_row(business, ids, row.occurred_at or ingested_at, eid, ctx, row, ingested_at, run_id))
+    return out
+
+
+def link_row(business: str, ids: tuple, linked_at: datetime, eid: str | None, ctx: FileContext, row: SourceRow,
+             ingested_at: datetime, run_id: str) -> tuple:
+    """One `identifier_links` row (LINK_SCHEMA order); ids = (phone, BSUID, parent BSUID, previous BSUID)."""
+    link_id = event_id("link", "\x1f".join([business, *(i or "" for i in ids)]))
+    return (link_id, business, *ids, linked_at, eid, ctx.channel, ctx.source_file, row.line, row.pointer,
+            ingested_at, run_id)
+
+
+def raw_json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)

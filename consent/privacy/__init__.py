@@ -1,0 +1,1 @@
+"""Privacy: erasure, retention, access reports."""

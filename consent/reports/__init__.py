@@ -1,0 +1,1 @@
+"""Reports: the dashboard and CSV output."""

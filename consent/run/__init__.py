@@ -1,0 +1,1 @@
+"""One run: staging, the touched-contacts scope, publishing, run records, progress and alerts."""

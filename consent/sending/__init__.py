@@ -1,0 +1,1 @@
+"""Sending: the pre-send gate that decides an audience."""

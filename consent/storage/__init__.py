@@ -1,0 +1,1 @@
+"""Storage: the one door to DuckDB, the schema and its migrations, the SQL files."""

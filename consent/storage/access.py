@@ -1,0 +1,543 @@
+"""The one door to the DuckDB warehouse and the run's settings, without Dagster.
+
+Every DuckDB connection the project opens (assets, checks, CLI, audits) comes
+from `WarehouseAccess.connect`, so locking, read-only access, encryption, the
+schema version and the hash salt are decided here once. The Dagster resources
+(`resources/warehouse.py`) are these classes with Dagster's configuration on
+top; the CLI's read commands (`sql`, `audit`, `export`, `runs`, `access`) use
+the plain `Warehouse` and `Settings` below and never import Dagster or Great
+Expectations (start-up).
+
+Every setting is read from the same environment variables (`SETTINGS`) with
+the same defaults, whichever door a run or a command came in by.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import secrets
+import shutil
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import duckdb
+
+from consent.storage.migrations import ensure_schema, require_current
+from consent.domain.policy import ChannelsFile, ConfigError, Policy, load_channels, load_policy
+from consent.storage.sql import use_reader_macros, use_salt
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_EXPORTS = str(REPO_ROOT / "sample_exports")
+DEFAULT_WAREHOUSE = "warehouse/consent.duckdb"
+DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
+# DuckDB's memory per connection: what does not fit spills to the temp directory, so DuckDB's share
+# of a run's memory does not grow with its events (docs/performance.md). DuckDB's own default is
+# 80% of RAM. At 1GB ten million events run under it (a full run and its nights), and the 5M run's
+# peak is 1.21x the 1M run's (2GB: 1.71x).
+DEFAULT_MEMORY_LIMIT = "1GB"
+
+
+class WarehouseLocked(Exception):
+    """Another process holds the warehouse's write lock for longer than the timeout."""
+
+
+class WarehouseKeyError(Exception):
+    """The warehouse is encrypted and no key, or the wrong key, was given."""
+
+
+class RunLock:
+    """An exclusive lock on `<warehouse>.runlock` held for a whole run (fcntl, released if the process dies)."""
+
+    def __init__(self, warehouse: Path, timeout_seconds: float):
+        self.path = warehouse.with_name(warehouse.name + ".runlock")
+        self.timeout = timeout_seconds
+        self.handle = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.handle = handle
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.close()
+                    raise WarehouseLocked(
+                        f"another run is writing the warehouse {self.path.with_suffix('')}; "
+                        f"waited {self.timeout:g} s (see --lock-timeout)"
+                    ) from None
+                time.sleep(0.2)
+
+    def release(self) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+
+def _extension_directory() -> str | None:
+    """The DuckDB extensions shipped by the `duckdb-ext-*` registry packages; nothing downloads."""
+    try:
+        import duckdb_ext
+    except ImportError:
+        return None
+    return str(Path(next(iter(duckdb_ext.__path__))) / "extensions")
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class FromEnvironment:
+    """Fields left unset (None) take the environment variable of `SETTINGS`, else the default.
+
+    Read when used, in the process that uses them: a run launched from the UI with some
+    fields set in the launchpad still takes the others (the hash salt, the key) from the
+    environment, as `consent` and the schedule do.
+    """
+
+    def setting(self, field: str):
+        value = getattr(self, field)
+        if value is not None:
+            return value
+        for setting in SETTINGS:
+            if setting.field == field and os.environ.get(setting.variable):
+                return setting.read()
+        return DEFAULTS.get(field)
+
+
+class WarehouseAccess(FromEnvironment):
+    """The DuckDB consent warehouse file, encrypted (AES-GCM) when a key is given.
+
+    Unset fields come from the environment (CONSENT_WAREHOUSE, CONSENT_WAREHOUSE_KEY,
+    CONSENT_HASH_SALT, CONSENT_ALERT_COMMAND, CONSENT_LOCK_TIMEOUT_SECONDS,
+    CONSENT_MEMORY_LIMIT, CONSENT_TEMP_DIRECTORY). The fields are declared by `Warehouse`
+    and by the Dagster `WarehouseResource`."""
+
+    @property
+    def file(self) -> str:
+        return self.setting("path")
+
+    @property
+    def lock_timeout(self) -> float:
+        return float(self.setting("lock_timeout_seconds"))
+
+    @property
+    def key(self) -> str | None:
+        return self.setting("encryption_key")
+
+    @property
+    def alert(self) -> str | None:
+        return self.setting("alert_command")
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.key)
+
+    def salt(self, create: bool = True) -> str | None:
+        """The hash salt: configured, or kept beside the warehouse (created on first use unless `create` is False)."""
+        configured = self.setting("hash_salt")
+        if configured:
+            return configured
+        path = Path(self.file).resolve().parent / ".hash_salt"
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+                    handle.write(secrets.token_hex(32))
+            except FileExistsError:
+                pass
+        if not path.exists():
+            return None
+        owner_only_file(path)  # a salt file left readable by others (older code, a copy) is closed first
+        return path.read_text().strip()
+
+    def compact(self) -> None:
+        """Rewrite the database into a fresh file, so deleted rows leave no bytes behind."""
+        path = Path(self.file)
+        fresh = path.with_name(path.name + ".compacting")
+        fresh.unlink(missing_ok=True)
+        with self.connect() as con:
+            options = f" (ENCRYPTION_KEY {_sql_text(self.key)})" if self.key else ""
+            con.execute(f"ATTACH {_sql_text(str(fresh))} AS fresh{options}")
+            con.execute("COPY FROM DATABASE warehouse TO fresh")
+            con.execute("DETACH fresh")
+        os.replace(fresh, path)
+
+    @contextmanager
+    def connect(self, read_only: bool = False, *, hashing: bool = False,
+                file: str | Path | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection with the warehouse attached as the default catalog.
+
+        Waits up to `lock_timeout_seconds` while another process writes. A read-only
+        connection (`file`: the warehouse or its read copy) never sees the salt: it has
+        `salted_hash()` only with `hashing` (canned audits), as a Python function.
+        Every file DuckDB creates meanwhile (the warehouse, its WAL, spill files) is
+        readable by its owner only.
+        """
+        path = Path(file or self.file)
+        if read_only and not path.exists():
+            raise FileNotFoundError(f"no warehouse at {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with owner_only():
+            con = self._connection(path)
+            try:
+                self._attach(con, self._attach_sql(path, "warehouse", read_only), path)
+                con.execute("USE warehouse")
+                if read_only:
+                    require_current(con)
+                    # A reader never creates a salt, and never holds it in a variable or macro.
+                    use_reader_macros(con, self.salt(create=False) if hashing else None, hashing)
+                else:
+                    for written in (path, path.with_name(path.name + ".wal")):
+                        owner_only_file(written)  # files older code left readable by others
+                    ensure_schema(con)
+                    use_salt(con, self.salt())
+                yield con
+            finally:
+                con.close()
+
+    def _connection(self, path: Path) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB with the project's settings, nothing attached yet."""
+        config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+        extensions = _extension_directory()
+        if extensions:
+            config["extension_directory"] = extensions
+        con = duckdb.connect(":memory:", config=config)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            # A run shows its own progress on stderr; DuckDB's bar (queries over 2 s) would print on stdout.
+            con.execute("SET enable_progress_bar = false")
+            limit = str(self.setting("memory_limit"))
+            try:
+                con.execute("SET memory_limit = ?", [limit])
+            except duckdb.Error as exc:
+                raise ConfigError(
+                    f"CONSENT_MEMORY_LIMIT (warehouse memory_limit): {limit!r} is not a memory size such as 2GB or 512MB"
+                ) from exc
+            # Readers spill too: beside the warehouse, not into whatever folder the command ran in.
+            spill = self.setting("temp_directory") or str(Path(self.file).resolve().parent / ".duckdb_tmp")
+            con.execute("SET temp_directory = ?", [spill])
+            if self.key:
+                # DuckDB 1.4 writes encrypted files only with httpfs's crypto module loaded.
+                con.execute("LOAD httpfs")
+                # Spill files of an encrypted warehouse are encrypted too (set before attaching).
+                con.execute("SET temp_file_encryption = true")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def check_key(self) -> None:
+        """Raise `WarehouseKeyError` (one true line) when the key does not fit the file: missing,
+        wrong, or given for a plaintext file. Reads the read copy when there is one (a writer
+        never locks it); writes nothing. A file that cannot be opened for another reason
+        (locked) is left to the command's own connection."""
+        path = Path(self.file)
+        probe = self.read_copy if self.read_copy.exists() else path
+        if not probe.exists():
+            return
+        con = self._connection(path)
+        try:
+            con.execute(self._attach_sql(probe, "probe", read_only=True))
+        except duckdb.Error as exc:
+            error = self._key_error(path, str(exc))
+            if error is not None:
+                raise error from None
+        finally:
+            con.close()
+
+    def _attach_sql(self, path: Path, alias: str, read_only: bool) -> str:
+        options = ["READ_ONLY"] if read_only else []
+        if self.key:
+            options.append(f"ENCRYPTION_KEY {_sql_text(self.key)}")
+        return f"ATTACH {_sql_text(str(path))} AS {alias}" + (f" ({', '.join(options)})" if options else "")
+
+    def _key_error(self, path: Path, message: str) -> WarehouseKeyError | None:
+        """The one true line for DuckDB's encryption errors; None for any other error."""
+        lowered = message.lower()
+        if "without a key" in lowered:
+            return WarehouseKeyError(f"cannot open the warehouse {path}: it is encrypted (set CONSENT_WAREHOUSE_KEY)")
+        if "wrong encryption key" in lowered:
+            return WarehouseKeyError(f"cannot open the warehouse {path}: wrong key (check CONSENT_WAREHOUSE_KEY)")
+        if "not encrypted" in lowered:
+            return WarehouseKeyError(f"cannot open the warehouse {path}: it is not encrypted, but a key was given "
+                                     "(unset CONSENT_WAREHOUSE_KEY to open it)")
+        if "encrypt" in lowered:
+            return WarehouseKeyError(f"cannot open the warehouse {path}: {message.splitlines()[0]}")
+        return None
+
+    def _attach(self, con: duckdb.DuckDBPyConnection, attach: str, path: Path) -> None:
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                con.execute(attach)
+                return
+            except duckdb.Error as exc:
+                message = str(exc)
+                error = self._key_error(path, message)
+                if error is not None:
+                    raise error from None
+                if "lock" not in message.lower():
+                    raise
+                if time.monotonic() >= deadline:
+                    raise WarehouseLocked(
+                        f"the warehouse {path} is locked by another run; waited {self.lock_timeout:g} s"
+                    ) from exc
+                time.sleep(0.2)
+
+    # The read copy: what every reader opens, so that no reader ever holds the warehouse's file.
+
+    @property
+    def read_copy(self) -> Path:
+        """`<name>.read.duckdb` beside the warehouse: a byte copy of it as the last writer committed it."""
+        path = Path(self.file)
+        return path.with_name(f"{path.stem}.read{path.suffix or '.duckdb'}")
+
+    def publish_read_copy(self) -> Path | None:
+        """Replace the read copy with the committed warehouse, atomically (a new file renamed over
+        the old one: a reader holding the old copy keeps it and blocks nothing). Call under the run
+        lock, with no connection of this process open; None when there is no warehouse yet."""
+        path = Path(self.file)
+        if not path.exists():
+            return None
+        with owner_only():
+            if path.with_name(path.name + ".wal").exists():
+                con = self._connection(path)  # fold committed transactions into the file the copy is made of
+                try:
+                    self._attach(con, self._attach_sql(path, "folded", read_only=False), path)
+                    con.execute("CHECKPOINT folded")
+                finally:
+                    con.close()
+            con = self._connection(path)
+            try:
+                # A read-only attach holds DuckDB's shared lock: no writer can start while the bytes are copied.
+                self._attach(con, self._attach_sql(path, "held", read_only=True), path)
+                if path.with_name(path.name + ".wal").exists():
+                    raise RuntimeError(f"the warehouse {path} has a write-ahead log that a checkpoint did not fold in")
+                replace_atomically(path, self.read_copy)
+            finally:
+                con.close()
+        return self.read_copy
+
+    def readable_file(self) -> Path:
+        """The file a reader opens: the read copy, made first when it is missing or older than the
+        warehouse and no writer holds the run lock; while a writer does, the last copy (or, for a
+        warehouse no code has copied yet, the warehouse itself)."""
+        path, copy = Path(self.file), self.read_copy
+        if not path.exists():
+            return path
+        if _is_current(copy, path):
+            return copy
+        lock = RunLock(path, 0)
+        try:
+            lock.acquire()
+        except (WarehouseLocked, OSError):
+            return copy if copy.exists() else path
+        try:
+            self.publish_read_copy()
+        except (OSError, WarehouseLocked, RuntimeError, duckdb.Error):
+            return path  # no copy can be written here (permissions, space): read the warehouse itself
+        finally:
+            lock.release()
+        return copy
+
+    @contextmanager
+    def reader(self, hashing: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection to the read copy (see `readable_file`): what every read command uses."""
+        with self.connect(read_only=True, hashing=hashing, file=self.readable_file()) as con:
+            yield con
+
+
+def _is_current(copy: Path, warehouse: Path) -> bool:
+    """The copy was made after the warehouse's last write, and no write is pending in its WAL."""
+    try:
+        return (copy.stat().st_mtime_ns >= warehouse.stat().st_mtime_ns
+                and not warehouse.with_name(warehouse.name + ".wal").exists())
+    except FileNotFoundError:
+        return False
+
+
+def replace_atomically(source: Path, target: Path) -> None:
+    """Copy `source` to a new owner-only file beside `target`, fsync it, rename it over `target`."""
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+        stale.unlink(missing_ok=True)  # left by a copy that died (the caller holds the run lock)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        shutil.copyfile(source, temporary)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    folder = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself survives a crash
+    finally:
+        os.close(folder)
+
+
+_umask_guard = threading.Lock()
+_umask_depth = 0
+_umask_before = 0
+
+
+@contextmanager
+def owner_only() -> Iterator[None]:
+    """Files created meanwhile by this process are readable by their owner only (umask 077;
+    nested and concurrent uses restore the umask once, when the last one ends)."""
+    global _umask_depth, _umask_before
+    with _umask_guard:
+        if _umask_depth == 0:
+            _umask_before = os.umask(0o077)
+            os.umask(_umask_before | 0o077)
+        _umask_depth += 1
+    try:
+        yield
+    finally:
+        with _umask_guard:
+            _umask_depth -= 1
+            if _umask_depth == 0:
+                os.umask(_umask_before)
+
+
+def owner_only_file(path: Path) -> None:
+    """Take group and other permissions away from a file this process owns (best effort)."""
+    try:
+        mode = path.stat().st_mode
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+    except OSError:
+        pass
+
+
+class SettingsAccess(FromEnvironment):
+    """Where the exports are, which policy applies, and the run's clock.
+
+    Unset fields come from the environment (CONSENT_EXPORTS, CONSENT_POLICY, CONSENT_WORKERS,
+    CONSENT_AUDIENCES). The fields are declared by `Settings` and by the Dagster `ConsentSettings`."""
+
+    @property
+    def exports_path(self) -> Path:
+        return Path(self.setting("exports_dir"))
+
+    @property
+    def audiences_path(self) -> Path:
+        given = self.setting("audiences_dir")
+        return Path(given) if given else self.exports_path.resolve().parent / "audiences"
+
+    @property
+    def policy_path(self) -> Path:
+        given = self.setting("policy_file")
+        return Path(given) if given else self.exports_path / "policy.yaml"
+
+    @property
+    def worker_count(self) -> int:
+        return int(self.setting("workers"))
+
+    def load_policy(self) -> Policy:
+        return load_policy(self.policy_path)
+
+    def load_channels(self) -> ChannelsFile:
+        return load_channels(self.exports_path)
+
+    def run_clock(self) -> datetime:
+        """`as_of` as naive UTC, or now."""
+        return parse_as_of(self.as_of)
+
+
+def parse_as_of(value: str | None) -> datetime:
+    if not value:
+        return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+@dataclass(frozen=True)
+class Setting:
+    field: str  # the resource field it fills when unset
+    variable: str  # environment variable
+    cast: Callable[[str], object] = str
+    kind: str = ""  # what a valid value is, for the error (default: the cast's name)
+
+    def read(self):
+        try:
+            return self.cast(os.environ[self.variable])
+        except ValueError as exc:
+            what = self.kind or self.cast.__name__
+            raise ConfigError(f"{self.variable}: not a {what}: {os.environ[self.variable]!r}") from exc
+
+
+_MEMORY_SIZE = re.compile(r"\s*\d+(\.\d+)?\s*([KMGT]i?B|B)\s*", re.IGNORECASE)
+
+
+def memory_size(text: str) -> str:
+    """A DuckDB memory size ("2GB", "512MB", "3GiB"), checked before any connection is made."""
+    if not _MEMORY_SIZE.fullmatch(text):
+        raise ValueError(text)
+    return text.strip()
+
+
+# Every setting any entry point reads from the environment, and the defaults when it is unset.
+SETTINGS = (
+    Setting("path", "CONSENT_WAREHOUSE"),
+    Setting("encryption_key", "CONSENT_WAREHOUSE_KEY"),
+    Setting("hash_salt", "CONSENT_HASH_SALT"),
+    Setting("alert_command", "CONSENT_ALERT_COMMAND"),
+    Setting("lock_timeout_seconds", "CONSENT_LOCK_TIMEOUT_SECONDS", float),
+    Setting("memory_limit", "CONSENT_MEMORY_LIMIT", memory_size, "memory size such as 2GB or 512MB"),
+    Setting("temp_directory", "CONSENT_TEMP_DIRECTORY"),
+    Setting("exports_dir", "CONSENT_EXPORTS"),
+    Setting("policy_file", "CONSENT_POLICY"),
+    Setting("workers", "CONSENT_WORKERS", int),
+    Setting("audiences_dir", "CONSENT_AUDIENCES"),
+)
+DEFAULTS = {"path": DEFAULT_WAREHOUSE, "lock_timeout_seconds": 30.0, "exports_dir": DEFAULT_EXPORTS, "workers": DEFAULT_WORKERS,
+            "memory_limit": DEFAULT_MEMORY_LIMIT}
+
+
+@dataclass
+class Warehouse(WarehouseAccess):
+    """The warehouse for a command that needs no Dagster (every field: None = from the environment)."""
+
+    path: Optional[str] = None
+    lock_timeout_seconds: Optional[float] = None
+    memory_limit: Optional[str] = None
+    temp_directory: Optional[str] = None
+    encryption_key: Optional[str] = field(default=None, repr=False)
+    hash_salt: Optional[str] = field(default=None, repr=False)
+    alert_command: Optional[str] = None
+
+
+@dataclass
+class Settings(SettingsAccess):
+    """The settings for a command that needs no Dagster."""
+
+    exports_dir: Optional[str] = None
+    policy_file: Optional[str] = None
+    as_of: Optional[str] = None
+    full: bool = False
+    reread: bool = False
+    workers: Optional[int] = None
+    audiences_dir: Optional[str] = None
+
+
+def access_from_env(overrides: dict[str, dict] | None = None) -> dict:
+    """`warehouse` and `settings` without Dagster: the fields given in `overrides` (None: not
+    given) are set, every other one is read from the environment when used."""
+    given = {name: {k: v for k, v in fields.items() if v is not None} for name, fields in (overrides or {}).items()}
+    return {"warehouse": Warehouse(**given.get("warehouse", {})), "settings": Settings(**given.get("settings", {}))}

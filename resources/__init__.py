@@ -1,0 +1,1 @@
+"""Dagster resources: the warehouse resource and the end-of-run step."""
