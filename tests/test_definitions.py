@@ -9,11 +9,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_top_level_modules_import_from_this_repository():
     import assets
+    import cli
     import consent
     import expectations
     import pipelines
+    import resources
 
-    for module in (assets, consent, expectations, pipelines):
+    for module in (assets, cli, consent, expectations, pipelines, resources):
         assert Path(module.__file__).resolve().is_relative_to(REPO), module.__file__
 
 
