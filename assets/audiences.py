@@ -81,7 +81,7 @@ def audience_checks(context: dg.AssetExecutionContext, warehouse: WarehouseResou
             decided = decide(con, audience, purpose=item.purpose, business=item.business, at=at, policy=policy,
                              workers=settings.worker_count)
             record_check(con, decided, audience, purpose=item.purpose, business=item.business, at=at,
-                         salt=warehouse.salt(), run_id=context.run.run_id)
+                         run_id=context.run.run_id)
             target = out_dir / item.out_name
             target.parent.mkdir(parents=True, exist_ok=True)
             sendable_rows(decided, audience).write_csv(target.with_suffix(".csv"))

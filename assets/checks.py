@@ -13,7 +13,9 @@ import dagster as dg
 from assets import redacted
 from assets.staging import stg_consent_events
 from consent.domain.rules import RULES
-from consent.run.warehouse import changed_status_rows, duplicate_decisions, duplicate_ids
+from consent.storage import sql
+from consent.run.publish import duplicate_ids
+from consent.run.scope import changed_status_rows, duplicate_decisions
 from expectations import consent_events as consent_events_suite
 from expectations import consent_status as consent_status_suite
 from expectations import opt_in_notices as opt_in_notices_suite
@@ -166,6 +168,10 @@ def every_file_read(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     )
 
 
+# This run's rule violations per severity, rule and file (run_violations.sql beside this file).
+RUN_VIOLATIONS = sql.file_statements(Path(__file__).with_name("run_violations.sql"))[0]
+
+
 @dg.asset_check(
     asset="consent_violations",
     description="Policy: opt-ins of this run that break a rule of the registry (consent/domain/rules.py) whose configured "
@@ -175,16 +181,7 @@ def every_file_read(warehouse: WarehouseResource) -> dg.AssetCheckResult:
 )
 def no_error_violations(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
-        rows = con.execute(
-            """
-            SELECT v.severity, v.rule, v.channel, v.source_file, count(*) AS opt_ins,
-                   list(v.source_line ORDER BY v.source_line)[1:20] AS lines
-            FROM consent_violations v JOIN consent_events e USING (event_id)
-            WHERE e.run_id = ?
-            GROUP BY ALL ORDER BY ALL
-            """,
-            [context.run.run_id],
-        ).fetchall()
+        rows = con.execute(RUN_VIOLATIONS, {"run_id": context.run.run_id}).fetchall()
     errors = [r for r in rows if r[0] == "error"]
     findings = [
         {"severity": r[0], "rule": r[1], "channel": r[2], "source_file": r[3], "opt_ins": r[4], "lines": list(r[5])}

@@ -7,7 +7,6 @@ import dagster as dg
 from assets.privacy import retention_purge
 from assets.warehouse import published_warehouse
 from consent import marts
-from consent.storage.sql import use_salt
 from resources.warehouse import ConsentSettings, WarehouseResource
 
 PUBLISHED_DEPS = [
@@ -36,13 +35,12 @@ def compliance_marts(
 ):
     """Every mart (or those selected), one after the other on one connection: each is its own asset,
     built in one step (a step and a connection each cost more than a mart's build on a quiet night)."""
-    policy, salt = settings.load_policy(), warehouse.salt()
+    policy = settings.load_policy()
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     with warehouse.connect() as con:
-        use_salt(con, salt)
         marts.prepare(con, policy)  # once for every mart of the step (the calendar scans the ledger's dates)
         for name in (n for n in marts.MARTS if n in selected):
-            rows = marts.build(con, name, salt, policy, run_id=context.run_id, full=settings.full, prepared=True)
+            rows = marts.build(con, name, policy, run_id=context.run_id, full=settings.full, prepared=True)
             mode = marts.last_mode(con, name)
             yield dg.MaterializeResult(
                 asset_key=name,

@@ -5,7 +5,7 @@ import dagster as dg
 
 from assets import redacted
 from consent.domain.redact import redact
-from consent.run.warehouse import stage_run
+from consent.run.staging import stage_run
 from consent.run.progress import ProgressReporter
 from resources.warehouse import ConsentSettings, WarehouseResource
 
@@ -32,7 +32,6 @@ def stg_consent_events(
         workers=settings.worker_count,
         progress=ProgressReporter(context.log),
         reread=settings.reread,
-        salt=warehouse.salt(),
     )
     new_files = [f for f in staged.files if f.state == "new"]
     for f in staged.files:

@@ -5,7 +5,7 @@ import dagster as dg
 
 from assets.staging import stg_consent_events
 from consent.privacy.erasure import erased_rows_staged
-from consent.run.warehouse import publish
+from consent.run.publish import publish
 from consent.run.progress import ProgressReporter
 from resources.warehouse import ConsentSettings, WarehouseResource
 
@@ -39,7 +39,7 @@ def published_warehouse(
     policy = settings.load_policy()
     with warehouse.connect() as con:
         summary = publish(
-            con, policy=policy, salt=warehouse.salt(), full=settings.full, progress=ProgressReporter(context.log),
+            con, policy=policy, full=settings.full, progress=ProgressReporter(context.log),
             workers=settings.worker_count,
         )
         counts = {

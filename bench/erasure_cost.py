@@ -17,8 +17,8 @@ import duckdb
 
 from consent.storage import sql
 from consent.storage.migrations import ensure_schema
-from consent.privacy.erasure import erase_staged_raw_rows, number_digits, phone_hash, scrub_free_text
-from consent.run.warehouse import begin_staging
+from consent.privacy.erasure import erase_staged_raw_rows, number_digits, scrub_free_text
+from consent.run.staging import begin_staging
 
 SALT = "s" * 32
 
@@ -33,8 +33,8 @@ def main() -> None:
     sql.use_salt(con, SALT)
     for i in range(1000):
         number = f"+49151{1_000_000 + i * 7919:08d}"
-        con.execute("INSERT INTO suppression_list VALUES (?, now()::TIMESTAMP, 'bench', ?)",
-                    [phone_hash(number, SALT), phone_hash(number_digits(number), SALT)])
+        con.execute("INSERT INTO suppression_list VALUES (salted_hash(?), now()::TIMESTAMP, 'bench', salted_hash(?))",
+                    [number, number_digits(number)])
     con.execute(f"""
         INSERT INTO stg_skipped BY NAME
         SELECT 'id' || i AS skipped_id, 'whatsapp' AS channel, 'whatsapp/f.jsonl' AS source_file, i AS source_line,

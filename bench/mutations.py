@@ -95,17 +95,17 @@ MUTATIONS: tuple[Mutation, ...] = (
              '"event_type": {"stop": "inbound_message", "resume": "resume"}.get(value, ""),',
              (I + "test_user_preferences_stop_and_131050_failure_addressed_by_bsuid",)),
     # --- erasure ------------------------------------------------------------------------------
-    Mutation("erasure_bsuid_match_dropped", "erasure", "consent/privacy/erasure.py",
-             "            UNION ALL\n"
-             "            SELECT h.*, p.erased_at FROM hashed AS h JOIN suppression_list AS p ON p.phone_hash = h.user_hash_\n",
+    Mutation("erasure_bsuid_match_dropped", "erasure", "consent/storage/sql/suppressed_events.sql",
+             "    UNION ALL\n"
+             "    SELECT h.*, p.erased_at FROM hashed AS h JOIN suppression_list AS p ON p.phone_hash = h.user_hash_\n",
              "",
              (I + "test_erase_and_access_by_bsuid_cover_the_linked_number",)),
-    Mutation("erasure_keeps_pre_erasure_events_after_a_new_consent", "erasure", "consent/privacy/erasure.py",
+    Mutation("erasure_keeps_pre_erasure_events_after_a_new_consent", "erasure", "consent/storage/sql/suppressed_events.sql",
              ") OR s.occurred_at IS NULL OR s.occurred_at <= s.erased_at", ") OR s.occurred_at IS NULL",
              (G + "test_events_from_before_an_erasure_stay_out_when_the_person_consents_again",)),
-    Mutation("erased_links_learnt_again", "erasure", "consent/privacy/erasure.py",
-             "        DELETE FROM stg_identifier_links WHERE list_has_any(",
-             "        DELETE FROM stg_identifier_links WHERE false AND list_has_any(",
+    Mutation("erased_links_learnt_again", "erasure", "consent/storage/sql/suppressed_events.sql",
+             "DELETE FROM stg_identifier_links WHERE list_has_any(",
+             "DELETE FROM stg_identifier_links WHERE false AND list_has_any(",
              (I + "test_erase_and_access_by_bsuid_cover_the_linked_number",)),
     Mutation("gate_forgets_erased_numbers", "erasure", "consent/storage/sql/audience_decisions.sql",
              "(s1.phone_hash IS NOT NULL OR s2.phone_hash IS NOT NULL) AS erased", "false AS erased",
@@ -153,14 +153,14 @@ MUTATIONS: tuple[Mutation, ...] = (
              "      AND h.valid_to IS NULL",
              ("tests/test_gate.py::test_a_past_send_is_rechecked_as_of_its_time_and_renewal_due_still_sends",)),
     # --- migrations ---------------------------------------------------------------------------
-    Mutation("migration_loses_phone_cache_rows", "migrations", "consent/storage/migrations.py",
-             '"INSERT INTO phone_cache__v7 BY NAME SELECT * FROM phone_cache",',
-             '"INSERT INTO phone_cache__v7 BY NAME SELECT * FROM phone_cache WHERE country_hint IS NULL",',
+    Mutation("migration_loses_phone_cache_rows", "migrations", "consent/storage/sql/migrations/v07.sql",
+             "INSERT INTO phone_cache__v7 BY NAME SELECT * FROM phone_cache;",
+             "INSERT INTO phone_cache__v7 BY NAME SELECT * FROM phone_cache WHERE country_hint IS NULL;",
              ("tests/test_migrations.py::test_an_old_warehouse_is_migrated_in_place_by_the_next_run_and_loses_nothing",)),
-    Mutation("migration_loses_skipped_items", "migrations", "consent/storage/migrations.py",
-             '*_without_key("skipped_items", 9, f"skipped_id VARCHAR NOT NULL, {_REJECT_COLUMNS_V9}"),',
-             '*_without_key("skipped_items", 9, f"skipped_id VARCHAR NOT NULL, {_REJECT_COLUMNS_V9}"), '
-             '"DELETE FROM skipped_items WHERE raw_row IS NOT NULL",',
+    Mutation("migration_loses_skipped_items", "migrations", "consent/storage/sql/migrations/v09.sql",
+             "ALTER TABLE skipped_items__v9 RENAME TO skipped_items;",
+             "ALTER TABLE skipped_items__v9 RENAME TO skipped_items;\n"
+             "DELETE FROM skipped_items WHERE raw_row IS NOT NULL;",
              ("tests/test_migrations.py::test_an_old_warehouse_is_migrated_in_place_by_the_next_run_and_loses_nothing",)),
     # --- incremental equals full --------------------------------------------------------------
     # A night re-decides (and so rebuilds the marts of) every number a BSUID of its new links pointed

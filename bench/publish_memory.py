@@ -27,7 +27,7 @@ STAGE = r"""
 import sys
 from datetime import datetime
 from pathlib import Path
-from consent.run.warehouse import stage_run
+from consent.run.staging import stage_run
 from consent.storage.access import Settings, Warehouse
 warehouse, exports = Warehouse(path=sys.argv[1]), Path(sys.argv[2])
 settings = Settings(exports_dir=str(exports))
@@ -38,7 +38,8 @@ stage_run(warehouse.connect, exports, policy=settings.load_policy(), channels=se
 PUBLISH = r"""
 import resource, sys, time
 import duckdb
-from consent.storage import sql, warehouse as wh
+from consent.run.publish import publish
+from consent.storage import sql
 from consent.storage.access import Settings, Warehouse
 
 def rss_mb():
@@ -55,7 +56,7 @@ def traced(con, name, *args, **kwargs):
             print(f"  {name:<20} {time.perf_counter() - started:6.1f} s {rss_mb():7,} MB", flush=True)
 
 if __name__ == "__main__":
-    wh.sql.run = traced
+    sql.run = traced
     limit = None if sys.argv[3] == "none" else sys.argv[3]
     warehouse, settings = Warehouse(path=sys.argv[1], memory_limit=limit), Settings(exports_dir=sys.argv[2])
     started, outcome = time.perf_counter(), "committed"
@@ -66,7 +67,7 @@ if __name__ == "__main__":
             default = duckdb.connect().execute("SELECT current_setting('memory_limit')").fetchone()[0]
             con.execute("SET memory_limit = ?", [default])
         try:
-            wh.publish(con, policy=settings.load_policy(), salt=warehouse.salt(), workers=2)
+            publish(con, policy=settings.load_policy(), workers=2)
         except Exception as exc:
             outcome = f"FAILED: {str(exc).splitlines()[0]}"
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024

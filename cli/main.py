@@ -592,10 +592,9 @@ def command_check(args) -> int:
     lock.acquire()  # the check is logged in the warehouse: one writer at a time
     try:
         with warehouse.connect() as con:
-            sql_salt = warehouse.salt()
             decided = decide(con, audience, purpose=args.purpose, business=business, at=at, policy=policy,
                              default_region=args.default_region, workers=settings.worker_count)
-            check_id = record_check(con, decided, audience, purpose=args.purpose, business=business, at=at, salt=sql_salt)
+            check_id = record_check(con, decided, audience, purpose=args.purpose, business=business, at=at)
         warehouse.publish_read_copy()
     finally:
         lock.release()
@@ -640,7 +639,7 @@ def command_erase(args) -> int:
     lock.acquire()  # no run may publish while the number is being erased
     try:
         with warehouse.connect() as con:
-            report = erase(con, phone, warehouse.salt(), datetime.now(timezone.utc).replace(tzinfo=None), args.reason)
+            report = erase(con, phone, datetime.now(timezone.utc).replace(tzinfo=None), args.reason)
         # Deleted rows can linger in freed blocks: rewrite the file so no byte of the number is left.
         warehouse.compact()
         # Access reports this tool wrote for the number are files the warehouse keeps too.
@@ -670,16 +669,18 @@ def command_erase(args) -> int:
 
 
 def command_access(args) -> int:
-    from consent.privacy.erasure import access_report, phone_hash
+    from consent.privacy.erasure import access_report
+    from consent.storage.sql import salted_hash
 
     phone = _contact(args.number, args.country)
     warehouse = _warehouse(args)
     try:
-        with warehouse.reader() as con:
-            report = access_report(con, phone, warehouse.salt())
+        with warehouse.reader(hashing=True) as con:
+            report = access_report(con, phone)
+            hashed = salted_hash(con, phone)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from exc
-    out = Path(args.out) if args.out else Path(warehouse.file).resolve().parent / f"access_{phone_hash(phone, warehouse.salt())[:12]}.json"
+    out = Path(args.out) if args.out else Path(warehouse.file).resolve().parent / f"access_{hashed[:12]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     owner_only_file(out)  # created owner-only (see main); one written by older code is closed too
@@ -721,13 +722,11 @@ def command_rules(args) -> int:
 def command_hash(args) -> int:
     """The salted hash of one number or BSUID: how an auditor finds a person in the marts, audits
     and the suppression list without any SQL reader holding the salt."""
-    from consent.domain.hashing import phone_hash
-
     contact = _contact(args.number, args.country)
-    salt = _resources(args, warn=False)["warehouse"].salt(create=False)
-    if not salt:
+    hashed = _resources(args, warn=False)["warehouse"].hash_identifier(contact)
+    if not hashed:
         raise UsageError("no hash salt yet: set CONSENT_HASH_SALT, or run once (it is kept beside the warehouse)")
-    print(phone_hash(contact, salt))
+    print(hashed)
     return EXIT_OK
 
 

@@ -9,9 +9,12 @@ on a flag computed beside the number.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from consent.domain.events import EVENT_TYPES
 from consent.domain.policy import Policy
 from consent.domain.rules import describe
+from consent.storage import sql
 from expectations.runner import Expect
 
 E164 = r"^\+[1-9][0-9]{6,14}$"
@@ -26,14 +29,9 @@ def expect_e164() -> Expect:
                   {"column": "phone_is_e164", "value_set": [True]})
 
 
-# Opt-ins that claim consent by themselves (a double opt-in's click is checked at confirmation).
-ROWS_SQL = f"""
-SELECT event_type, channel, {PHONE_IS_E164}, consent_method, occurred_at, notice_version, source_file, source_line
-FROM stg_consent_events
-WHERE event_type IN ('opt_in', 'opt_in_confirm')
-  AND NOT list_contains($double_opt_in_channels::VARCHAR[], channel)
-ORDER BY source_file, source_line
-"""
+# Opt-ins that claim consent by themselves (staged_opt_ins.sql beside this file; its
+# `phone_is_e164` is PHONE_IS_E164 written out, a structure test keeps the two equal).
+ROWS_SQL = sql.file_statements(Path(__file__).with_suffix(".sql"))[0]
 
 
 def rows_params(policy: Policy) -> dict:

@@ -70,8 +70,8 @@ def patch_docs_store(monkeypatch):
 
 
 @pytest.mark.parametrize("step, patch, where, published", [
-    ("staging", lambda mp: mp.setattr("consent.run.warehouse.append_staging", full), "step stg_consent_events", False),
-    ("publish", lambda mp: mp.setattr("consent.run.warehouse.record_run", duckdb_full), "step published_warehouse", False),
+    ("staging", lambda mp: mp.setattr("consent.run.staging.append_staging", full), "step stg_consent_events", False),
+    ("publish", lambda mp: mp.setattr("consent.run.publish.record_run", duckdb_full), "step published_warehouse", False),
     ("marts", lambda mp: mp.setattr("consent.marts.build", duckdb_full), "step compliance_marts", True),
     ("dashboard", lambda mp: mp.setattr("consent.reports.dashboard.render_dashboard", full), "step compliance_dashboard", True),
     ("data docs", patch_docs_store, "data docs", True),
@@ -112,7 +112,7 @@ def test_when_the_alert_cannot_be_written_either_the_one_line_says_so(night, mon
             full()
         return write_text(self, *args, **kwargs)
 
-    monkeypatch.setattr("consent.run.warehouse.append_staging", full)
+    monkeypatch.setattr("consent.run.staging.append_staging", full)
     monkeypatch.setattr(Path, "write_text", no_room_for_alerts)
     assert run_cli(exports, warehouse, as_of="2026-11-12T00:00:00Z") == 1
     lines = failure_lines(capsys.readouterr().err)
@@ -125,7 +125,7 @@ def test_when_the_alert_cannot_be_written_either_the_one_line_says_so(night, mon
 def test_a_full_disk_when_the_run_records_its_end_still_alerts_in_one_line(night, monkeypatch, capsys):
     exports, warehouse, before = night
     capsys.readouterr()
-    monkeypatch.setattr("consent.run.warehouse.append_staging", full)
+    monkeypatch.setattr("consent.run.staging.append_staging", full)
     monkeypatch.setattr("consent.run.runs.finish_run", duckdb_full)
     assert run_cli(exports, warehouse, as_of="2026-11-12T00:00:00Z") == 1
     lines = failure_lines(capsys.readouterr().err)
@@ -142,7 +142,7 @@ def test_other_failures_are_reported_as_before(night, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise RuntimeError("something else broke")
 
-    monkeypatch.setattr("consent.run.warehouse.append_staging", broken)
+    monkeypatch.setattr("consent.run.staging.append_staging", broken)
     assert run_cli(exports, warehouse, as_of="2026-11-12T00:00:00Z") == 1
     captured = capsys.readouterr()
     assert "disk is full" not in captured.err

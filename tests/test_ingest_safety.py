@@ -23,7 +23,9 @@ from consent.domain.events import FileContext
 from consent.reading.ingest import list_exports
 from consent.storage.migrations import ensure_schema
 from consent.domain.policy import ChannelConfig, Policy, load_channels
-from consent.run.warehouse import publish, stage_run
+from consent.run.publish import publish
+from consent.run.staging import stage_run
+from consent.storage.sql import use_salt
 from tests.conftest import query, run_cli
 
 AS_OF = datetime(2026, 11, 10)
@@ -40,9 +42,10 @@ def night(exports: Path, con: duckdb.DuckDBPyConnection, run_id: str, *, reread:
     def connect():
         yield con
 
+    use_salt(con, "test-salt")  # what the warehouse's door does at connect
     staged = stage_run(connect, exports, policy=Policy(), channels=load_channels(exports), as_of=AS_OF,
                        run_id=run_id, reread=reread)
-    publish(con, policy=Policy(), salt="test-salt", full=False)
+    publish(con, policy=Policy(), full=False)
     return staged
 
 

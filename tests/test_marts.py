@@ -131,10 +131,11 @@ def test_a_changed_send_macro_changes_every_marts_fingerprint(warehouse, monkeyp
     policy = Policy()
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        before = {name: marts._fingerprint(con, name, "salt", policy) for name in marts.MARTS}
+        sql.use_salt(con, "salt")
+        before = {name: marts._fingerprint(con, name, policy) for name in marts.MARTS}
         original = sql.statements
         monkeypatch.setattr(sql, "statements", lambda name: original(name) + (("SELECT 1",) if name == "send_macros" else ()))
-        after = {name: marts._fingerprint(con, name, "salt", policy) for name in marts.MARTS}
+        after = {name: marts._fingerprint(con, name, policy) for name in marts.MARTS}
     finally:
         con.close()
     assert all(before[name] != after[name] for name in marts.MARTS)
@@ -422,6 +423,7 @@ def test_a_mart_built_in_several_statements_gives_the_runs_rows_and_leaves_no_te
     import duckdb
 
     from consent import marts
+    from consent.storage.sql import use_salt
 
     copy = tmp_path / "consent.duckdb"
     shutil.copy(warehouse, copy)
@@ -431,12 +433,13 @@ def test_a_mart_built_in_several_statements_gives_the_runs_rows_and_leaves_no_te
     assert len(before) == 2
     temporary = "SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name LIKE 'opt_out_%' ORDER BY 1"
     with duckdb.connect(str(copy)) as con:
-        assert marts.build(con, "opt_out_timeliness", (warehouse.parent / ".hash_salt").read_text().strip()) == len(rows)
+        use_salt(con, (warehouse.parent / ".hash_salt").read_text().strip())
+        assert marts.build(con, "opt_out_timeliness") == len(rows)
         assert con.execute(temporary).fetchall() == []
         assert con.execute("SELECT * FROM opt_out_timeliness ORDER BY ALL").fetchall() == rows
         con.execute("ALTER TABLE runs RENAME TO runs_gone")  # the last statement reads `runs`
         with pytest.raises(duckdb.CatalogException):
-            marts.build(con, "opt_out_timeliness", "salt")
+            marts.build(con, "opt_out_timeliness")
         assert con.execute(temporary).fetchall() == []
 
 

@@ -84,10 +84,10 @@ def test_phone_numbers_seen_before_are_not_parsed_again(exports, warehouse_path)
 
 
 def test_new_phonenumbers_metadata_version_invalidates_the_cache(exports, warehouse_path, monkeypatch):
-    import consent.run.warehouse
+    import consent.run.staging
 
     assert run_cli(exports, warehouse_path) == 0
-    monkeypatch.setattr(consent.run.warehouse, "METADATA_VERSION", "99.0.0")
+    monkeypatch.setattr(consent.run.staging, "METADATA_VERSION", "99.0.0")
     (exports / "web_form" / "again.csv").write_text("phone,event_type\n+49 151 1234 5678,opt_out\n")
     assert run_cli(exports, warehouse_path) == 0
     seconds = json.loads(query(warehouse_path, "SELECT step_seconds FROM runs ORDER BY published_at DESC LIMIT 1")[0][0])
@@ -102,7 +102,7 @@ def test_the_phone_cache_keeps_one_row_per_key_without_an_index(exports, warehou
     """Schema version 7: no primary key on phone_cache; the insert adds only keys it does not hold,
     whatever the run (a night repeating cached spellings beside new ones, a --full rerun, a new
     metadata version)."""
-    import consent.run.warehouse
+    import consent.run.staging
 
     assert run_cli(exports, warehouse_path) == 0
     assert query(warehouse_path, "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'phone_cache' "
@@ -117,7 +117,7 @@ def test_the_phone_cache_keeps_one_row_per_key_without_an_index(exports, warehou
     assert run_cli(exports, warehouse_path, "--full") == 0
     (rows, keys, _), = query(warehouse_path, CACHE_KEYS)
     assert rows == keys == first[0] + 2  # two new spellings, each once
-    monkeypatch.setattr(consent.run.warehouse, "METADATA_VERSION", "99.0.0")  # the same spellings, parsed afresh
+    monkeypatch.setattr(consent.run.staging, "METADATA_VERSION", "99.0.0")  # the same spellings, parsed afresh
     shutil.copy(exports / "web_form" / "again.csv", exports / "web_form" / "again_later.csv")
     with (exports / "web_form" / "again_later.csv").open("a") as later:
         later.write("+49 151 1234 5692,opt_out\n")

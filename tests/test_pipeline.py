@@ -149,20 +149,20 @@ def test_a_decision_written_twice_fails_the_run(exports, warehouse_path, monkeyp
     """consent_status and consent_violations have no primary-key index (schema version 6): one row
     per key is kept by construction and checked by an ERROR check (here: a range's rows of one table
     written twice). The same night's rows pass the check when written once."""
-    import consent.run.warehouse as warehouse
+    import consent.run.decide as decide
 
-    real = warehouse.write_frame
+    real = decide.write_frame
 
     def write_twice(con, name, frame, **kwargs):
         real(con, name, frame, **kwargs)
         if name == table:
             real(con, name, frame, **kwargs)
 
-    monkeypatch.setattr(warehouse, "write_frame", write_twice)
+    monkeypatch.setattr(decide, "write_frame", write_twice)
     capsys.readouterr()
     assert run_cli(exports, warehouse_path) == 1
     assert "opted_in_rows_have_evidence" in capsys.readouterr().out
-    monkeypatch.setattr(warehouse, "write_frame", real)
+    monkeypatch.setattr(decide, "write_frame", real)
     assert run_cli(exports, warehouse_path, "--full") == 0
 
 
@@ -172,7 +172,7 @@ def test_a_night_that_writes_an_opted_in_status_without_evidence_fails(tmp_path,
     machine to the table and its copy alike, fails the run."""
     import polars as pl
 
-    import consent.run.warehouse as warehouse
+    import consent.run.decide as decide
 
     path, staged = tmp_path / "wh.duckdb", tmp_path / "staged"
     first, second = _nights(exports)
@@ -181,7 +181,7 @@ def test_a_night_that_writes_an_opted_in_status_without_evidence_fails(tmp_path,
     assert run_cli(staged, path) == 0
     for folder in second:
         shutil.copytree(exports / folder, staged / folder)
-    real = warehouse.write_frame
+    real = decide.write_frame
 
     def without_method(con, name, frame, **kwargs):
         if name in ("consent_status", "stg_decided_status"):
@@ -189,7 +189,7 @@ def test_a_night_that_writes_an_opted_in_status_without_evidence_fails(tmp_path,
                 pl.when(pl.col("status") == "opted_in").then(None).otherwise(pl.col("consent_method")).alias("consent_method"))
         real(con, name, frame, **kwargs)
 
-    monkeypatch.setattr(warehouse, "write_frame", without_method)
+    monkeypatch.setattr(decide, "write_frame", without_method)
     capsys.readouterr()
     assert run_cli(staged, path) == 1
     assert query(path, "SELECT count(*) FROM stg_decided_status WHERE status = 'opted_in'")[0][0] > 0
@@ -202,12 +202,12 @@ def test_a_run_deciding_every_contact_validates_every_status_row(tmp_path, expor
     whole table (every row is theirs), and an opted_in row without its consent method fails them."""
     import polars as pl
 
-    import consent.run.warehouse as warehouse
+    import consent.run.decide as decide
 
     path = tmp_path / "wh.duckdb"
     if full:
         assert run_cli(exports, path) == 0
-    real = warehouse.write_frame
+    real = decide.write_frame
 
     def without_method(con, name, frame, **kwargs):
         if name == "consent_status":
@@ -215,7 +215,7 @@ def test_a_run_deciding_every_contact_validates_every_status_row(tmp_path, expor
                 pl.when(pl.col("status") == "opted_in").then(None).otherwise(pl.col("consent_method")).alias("consent_method"))
         real(con, name, frame, **kwargs)
 
-    monkeypatch.setattr(warehouse, "write_frame", without_method)
+    monkeypatch.setattr(decide, "write_frame", without_method)
     capsys.readouterr()
     assert run_cli(exports, path, *(["--full"] if full else [])) == 1
     assert "opted_in_rows_have_evidence" in capsys.readouterr().out
@@ -231,10 +231,10 @@ def test_a_night_sets_aside_exactly_the_rows_it_decides_again(tmp_path, exports,
     those contacts, and leave the tables as a full run does."""
     import duckdb
 
-    import consent.run.warehouse as warehouse
+    import consent.run.scope as scope
 
     if not returning:
-        monkeypatch.setattr(warehouse, "RETURNING_CONTACTS", 0)
+        monkeypatch.setattr(scope, "RETURNING_CONTACTS", 0)
     path, staged = tmp_path / "wh.duckdb", tmp_path / "staged"
     first, second = _nights(exports)
     for folder in first:
@@ -377,15 +377,15 @@ def test_cli_entry_point_runs_in_a_subprocess(exports, warehouse_path):
 
 def test_reconciling_the_ledger_in_small_ranges_of_contacts_changes_nothing(tmp_path, exports, monkeypatch):
     """The warehouse decides contacts range by range to bound memory; where it cuts must not matter."""
-    import consent.run.warehouse
+    import consent.run.decide
 
     whole = tmp_path / "whole.duckdb"
     assert run_cli(exports, whole) == 0
     seen: list[list] = []
-    real_ranges = consent.run.warehouse._contact_ranges
-    monkeypatch.setattr(consent.run.warehouse, "_contact_ranges", lambda con, n: seen.append(real_ranges(con, n)) or seen[-1])
-    monkeypatch.setattr(consent.run.warehouse, "RECONCILE_RANGE_EVENTS", 3)
-    monkeypatch.setattr(consent.run.warehouse, "CONTACT_COUNTS_FETCH", 2)  # the counts read a few at a time
+    real_ranges = consent.run.decide._contact_ranges
+    monkeypatch.setattr(consent.run.decide, "_contact_ranges", lambda con, n: seen.append(real_ranges(con, n)) or seen[-1])
+    monkeypatch.setattr(consent.run.decide, "RECONCILE_RANGE_EVENTS", 3)
+    monkeypatch.setattr(consent.run.decide, "CONTACT_COUNTS_FETCH", 2)  # the counts read a few at a time
     ranged = tmp_path / "ranged.duckdb"
     assert run_cli(exports, ranged) == 0
     assert len(seen[0]) > 3  # the fixture's contacts were really cut into several ranges

@@ -21,7 +21,9 @@ from hypothesis import strategies as st
 from consent import marts
 from consent.domain.policy import Policy, load_channels
 from consent.storage.migrations import ensure_schema
-from consent.run.warehouse import publish, stage_run
+from consent.run.publish import publish
+from consent.run.staging import stage_run
+from consent.storage.sql import use_salt
 
 AS_OF = datetime(2026, 11, 20)
 SPELLINGS = {
@@ -119,9 +121,10 @@ def run_plain(exports: Path, con: duckdb.DuckDBPyConnection, run_id: str, full: 
         yield con
 
     policy = policy or Policy()
+    use_salt(con, "test-salt")  # what the warehouse's door does at connect
     staged = stage_run(connect, exports, policy=policy, channels=load_channels(exports), as_of=as_of, run_id=run_id,
                        mode="full" if full else "incremental")
-    publish(con, policy=policy, salt="test-salt", full=full)
+    publish(con, policy=policy, full=full)
     return staged
 
 
@@ -210,11 +213,11 @@ def test_files_arriving_one_by_one_in_any_order_give_the_same_warehouse(tmp_path
         write_exports(root / "arriving", {name: files[name]})
         run_plain(root / "arriving", one_by_one, f"r{n}", as_of=clocks[n], policy=policy)
         for mart in marts.MARTS:  # as the nightly job does: only what the run changed, where it can
-            marts.build(one_by_one, mart, "test-salt", policy, run_id=f"r{n}", full=False)
+            marts.build(one_by_one, mart, policy, run_id=f"r{n}", full=False)
     # Marts built night by night equal marts built whole from the same warehouse.
     by_night = mart_rows(one_by_one)
     for mart in marts.MARTS:
-        marts.build(one_by_one, mart, "test-salt", policy)
+        marts.build(one_by_one, mart, policy)
     assert mart_rows(one_by_one) == by_night
     nights = tables(one_by_one)
     run_plain(root / "arriving", one_by_one, "full", full=True, policy=policy)
@@ -268,6 +271,7 @@ def test_consent_daily_by_difference_equals_a_whole_build(tmp_path_factory, data
 
     con = duckdb.connect(str(tmp_path_factory.mktemp("daily") / "w.duckdb"))
     ensure_schema(con)
+    use_salt(con, "test-salt")
     columns = "business, purpose, status, valid_from, valid_to, consent_method, decided_by_channel, consent_channel"
 
     def history(rows: dict[str, list[tuple]]) -> list[tuple]:
@@ -280,7 +284,7 @@ def test_consent_daily_by_difference_equals_a_whole_build(tmp_path_factory, data
     run = "INSERT INTO runs (run_id, mode, as_of, started_at, published_at, status) VALUES (?, 'incremental', ?, ?, ?, 'succeeded')"
     con.execute(run, ["r0", previous, previous, previous])
     write("consent_status_history", history(before))
-    marts.build(con, "consent_daily", "test-salt", run_id="r0")  # what the previous night left
+    marts.build(con, "consent_daily", run_id="r0")  # what the previous night left
 
     con.execute(run, ["r1", clock, clock, clock + timedelta(minutes=1)])
     keys = [(before.get(c) or after.get(c) or [("acme",)])[0][0] + chr(31) + c for c in touched]
@@ -298,10 +302,10 @@ def test_consent_daily_by_difference_equals_a_whole_build(tmp_path_factory, data
     con.execute("DELETE FROM consent_status_history WHERE contact_id IN (SELECT unnest(?::VARCHAR[]))", [touched])
     write("consent_status_history", history({c: after[c] for c in touched}))
 
-    marts.build(con, "consent_daily", "test-salt", run_id="r1", full=False)
+    marts.build(con, "consent_daily", run_id="r1", full=False)
     assert marts.last_mode(con, "consent_daily") == "incremental"
     by_difference = con.execute("SELECT * FROM consent_daily ORDER BY ALL").fetchall()
-    marts.build(con, "consent_daily", "test-salt")
+    marts.build(con, "consent_daily")
     assert con.execute("SELECT * FROM consent_daily ORDER BY ALL").fetchall() == by_difference
     types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'consent_daily'").fetchall())
     assert {types[c] for c in ("opt_ins", "opt_outs", "confirmations", "net_change", "sendable_audience")} == {"BIGINT"}

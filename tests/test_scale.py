@@ -13,7 +13,9 @@ import duckdb
 
 from consent.storage.migrations import ensure_schema
 from consent.domain.policy import load_channels, load_policy
-from consent.run.warehouse import publish, stage_run
+from consent.run.publish import publish
+from consent.run.staging import stage_run
+from consent.storage.sql import use_salt
 
 REPO = Path(__file__).resolve().parent.parent
 AS_OF = datetime(2026, 11, 26)
@@ -32,8 +34,9 @@ def _warehouse(exports: Path, path: Path, workers: int, ledger: bool = False) ->
         yield con
 
     policy = load_policy(exports / "policy.yaml")
+    use_salt(con, "s")  # what the warehouse's door does at connect
     stage_run(connect, exports, policy=policy, channels=load_channels(exports), as_of=AS_OF, run_id="r1")
-    summary = publish(con, policy=policy, salt="s", workers=workers)
+    summary = publish(con, policy=policy, workers=workers)
     names = ("consent_status", "consent_status_history", "consent_violations") + (LEDGER_TABLES if ledger else ())
     tables = {name: con.execute(f"SELECT * FROM {name} ORDER BY ALL").fetchall() for name in names}
     con.close()
@@ -41,12 +44,12 @@ def _warehouse(exports: Path, path: Path, workers: int, ledger: bool = False) ->
 
 
 def test_ranges_decided_in_worker_processes_equal_one_process(tmp_path, monkeypatch):
-    import consent.run.warehouse as warehouse
+    import consent.run.decide as decide
 
     exports = tmp_path / "exports"
     subprocess.run([sys.executable, str(REPO / "bench" / "generate.py"), str(exports), "--events", "3000", "--seed", "3"],
                    check=True, stdout=subprocess.DEVNULL)
-    monkeypatch.setattr(warehouse, "RECONCILE_RANGE_EVENTS", 400)  # many ranges, so the pool has work
+    monkeypatch.setattr(decide, "RECONCILE_RANGE_EVENTS", 400)  # many ranges, so the pool has work
     one = _warehouse(exports, tmp_path / "one.duckdb", workers=1)
     two = _warehouse(exports, tmp_path / "two.duckdb", workers=2)
     assert one["contacts"] > 100 and len(one["consent_status"]) > 200
@@ -64,7 +67,7 @@ def _in_small_parts(monkeypatch) -> list[str]:
     """Every file read in parts of a few rows, and built rows written a few at a time; the files
     taken back out of staging are recorded in the list returned."""
     import consent.reading.ingest as ingest
-    import consent.run.warehouse as warehouse
+    import consent.run.staging as staging
     from consent.reading.channels import csv_export, whatsapp_webhook
 
     monkeypatch.setattr(ingest, "STREAM_BYTES", 0)
@@ -72,13 +75,13 @@ def _in_small_parts(monkeypatch) -> list[str]:
     monkeypatch.setattr(whatsapp_webhook, "PART_PAYLOADS", 7)
     monkeypatch.setattr(ingest, "FLUSH_ROWS", 40)
     retracted: list[str] = []
-    retract = warehouse.retract_staging
+    retract = staging.retract_staging
 
     def recording_retract(con, source_file):
         retracted.append(source_file)
         retract(con, source_file)
 
-    monkeypatch.setattr(warehouse, "retract_staging", recording_retract)
+    monkeypatch.setattr(staging, "retract_staging", recording_retract)
     return retracted
 
 
@@ -149,14 +152,15 @@ def test_the_publishing_transaction_does_not_hold_the_frames_it_has_written(tmp_
     import gc
     import weakref
 
-    import consent.run.warehouse as warehouse
+    import consent.run.decide as decide
+    import consent.run.publish as publish_module
 
     exports = tmp_path / "exports"
     subprocess.run([sys.executable, str(REPO / "bench" / "generate.py"), str(exports), "--events", "2000", "--seed", "5"],
                    check=True, stdout=subprocess.DEVNULL)
-    monkeypatch.setattr(warehouse, "RECONCILE_RANGE_EVENTS", 300)
+    monkeypatch.setattr(decide, "RECONCILE_RANGE_EVENTS", 300)
     written, held = [], []
-    write = warehouse.write_frame
+    write = decide.write_frame
 
     def recording_write(con, table, frame, **kwargs):
         arrow = frame.to_arrow()  # the copy DuckDB scans (of a Polars frame it makes its own)
@@ -168,8 +172,8 @@ def test_the_publishing_transaction_does_not_hold_the_frames_it_has_written(tmp_
             gc.collect()
             held.extend(ref for ref in written if ref() is not None)
 
-    monkeypatch.setattr(warehouse, "write_frame", recording_write)
-    monkeypatch.setattr(warehouse, "crash_point", crash_point)
+    monkeypatch.setattr(decide, "write_frame", recording_write)
+    monkeypatch.setattr(publish_module, "crash_point", crash_point)
     _warehouse(exports, tmp_path / "w.duckdb", workers=1)
     assert len(written) > 15  # many ranges, three tables each
     assert held == []

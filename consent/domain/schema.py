@@ -180,7 +180,7 @@ PHONE_CACHE = Table(
     # No primary key (schema version 7): DuckDB rewrote the key's whole index at the checkpoint of
     # every night that cached a new number (1.0 s at 3.4M cached spellings, 0.07 s without), and
     # built it in memory on a first run. One row per key is kept by the insert
-    # (`consent.run.warehouse.PhoneCache.resolve` adds only the keys its lookup did not find), and a lookup
+    # (`consent.run.staging.PhoneCache.resolve` adds only the keys its lookup did not find), and a lookup
     # that finds a key twice stops the run (`DuplicateCacheKeys`).
     not_null=("phone_raw", "country_hint", "metadata_version"),
 )

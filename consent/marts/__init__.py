@@ -19,7 +19,7 @@ rows, statuses or violations the run wrote, less those it replaced (their cost
 follows what changed, not the history; a property test compares consent_daily
 with a whole build over generated histories). A mart is built whole when it has no
 `mart_builds` row for the previous published run with the same fingerprint
-(its SQL, mart_scope.sql and send_macros.sql, the policy, the purposes present, the salt): a new warehouse, a
+(its SQL, mart_scope.sql and send_macros.sql, the policy, the purposes present, a salted hash): a new warehouse, a
 `--full` run, a changed policy, an erasure or a retention purge in between.
 The other marts (`notice_usage`, `consent_renewals`) are always built whole.
 """
@@ -38,7 +38,6 @@ import polars as pl
 from consent.storage import sql
 from consent.storage.db import table_exists, transaction
 from consent.domain.policy import Policy
-from consent.storage.sql import use_salt
 
 FOLDER = Path(__file__).parent
 MARTS: dict[str, str] = {path.stem: path.read_text(encoding="utf-8") for path in sorted(FOLDER.glob("*.sql"))}
@@ -102,7 +101,6 @@ BEFORE: dict[str, tuple[str, str]] = {
 def build(
     con: duckdb.DuckDBPyConnection,
     name: str,
-    salt: str,
     policy: Policy | None = None,
     *,
     run_id: str | None = None,
@@ -113,15 +111,15 @@ def build(
 
     With `run_id` (the run that just published) and `full=False`, rebuilds only what that run
     changed when it can (see the module's docstring); `last_mode(con, name)` tells which way.
-    `prepared`: the caller has already called `use_salt(con, salt)` and `prepare(con, policy)` on
-    this connection (a run builds every mart on one connection, and prepares it once)."""
+    `prepared`: the caller has already called `prepare(con, policy)` on this connection (a run
+    builds every mart on one connection, and prepares it once). Contacts are hashed by the
+    connection's `salted_hash` (defined where it was opened: consent/storage/access.py)."""
     policy = policy or Policy()
     if prepared:
         _reset_scope(con)
     else:
-        use_salt(con, salt)
         prepare(con, policy)
-    fingerprint = _fingerprint(con, name, salt, policy)
+    fingerprint = _fingerprint(con, name, policy)
     before, rows = statements(name)
     with transaction(con):
         incremental = not full and run_id is not None and name in INCREMENTAL and _can_increment(con, name, run_id, fingerprint)
@@ -183,10 +181,14 @@ def forget_builds(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("DELETE FROM mart_builds")
 
 
-def _fingerprint(con: duckdb.DuckDBPyConnection, name: str, salt: str, policy: Policy) -> str:
-    purposes = con.execute("SELECT list(DISTINCT purpose ORDER BY purpose) FROM consent_status").fetchone()[0]
+def _fingerprint(con: duckdb.DuckDBPyConnection, name: str, policy: Policy) -> str:
+    # A salted hash of a constant stands for the salt: a new salt changes every hash a mart holds,
+    # so it rebuilds them all, and the salt itself is never read here.
+    purposes, salted = con.execute(
+        "SELECT list(DISTINCT purpose ORDER BY purpose), salted_hash('mart fingerprint') FROM consent_status"
+    ).fetchone()
     parts = [MARTS[name], *("\n".join(sql.statements(f)) for f in ("mart_scope", "send_macros")), policy.model_dump_json(),
-             repr(purposes), salt]
+             repr(purposes), salted]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import duckdb
 
-from consent.domain.hashing import number_digits, phone_hash  # noqa: F401  (used by callers of erasure)
+from consent.domain.hashing import number_digits
 from consent.storage import sql
 from consent.storage.db import table_exists, transaction, upsert
 from consent.marts import forget_builds
 
 ERASED_REASON = "erased number (GDPR Art. 17): event not re-imported"
 # A night's copies of the rows it replaced and wrote, the marts' differences between them and
-# what the marts read of the contacts in scope (consent.run.warehouse.replace_touched,
+# what the marts read of the contacts in scope (consent.run.scope.replace_touched,
 # consent/storage/sql/mart_scope.sql), with the column naming the contact: erasure and retention clear them
 # like the tables they copy.
 NIGHT_COPIES = {
@@ -84,10 +84,11 @@ def _text_match_sql(column: str) -> str:
             f"OR len(list_filter($users, lambda u: strpos(coalesce({column}, ''), u) > 0)) > 0)")
 
 
-def erase(con: duckdb.DuckDBPyConnection, identifier: str, salt: str, erased_at: datetime, reason: str) -> ErasureReport:
+def erase(con: duckdb.DuckDBPyConnection, identifier: str, erased_at: datetime, reason: str) -> ErasureReport:
     """Remove the person everywhere (the number or BSUID given and every identifier linked to it),
-    keep tombstones and a suppression entry per identifier, in one transaction."""
-    hashed = phone_hash(identifier, salt)
+    keep tombstones and a suppression entry per identifier, in one transaction. The hashes are the
+    connection's `salted_hash` (a writing connection of consent/storage/access.py)."""
+    hashed = sql.salted_hash(con, identifier)
     ids = linked_identifiers(con, identifier)
     phones = [i for i in ids if i.startswith("+")]
     users = [i for i in ids if not i.startswith("+")]
@@ -131,8 +132,8 @@ def erase(con: duckdb.DuckDBPyConnection, identifier: str, salt: str, erased_at:
                 report.staging_rows_removed += _delete(con, table, condition, params)
         report.free_text_cleared = scrub_free_text(con, params["digits"] if phones else [], users)
         for erased in ids:
-            national = phone_hash(number_digits(erased), salt) if erased.startswith("+") else None
-            upsert(con, "suppression_list", {"phone_hash": phone_hash(erased, salt), "erased_at": erased_at,
+            national = sql.salted_hash(con, number_digits(erased)) if erased.startswith("+") else None
+            upsert(con, "suppression_list", {"phone_hash": sql.salted_hash(con, erased), "erased_at": erased_at,
                                              "reason": reason, "national_hash": national})
         forget_builds(con)  # the marts are rebuilt whole by the next run
     return report
@@ -256,102 +257,29 @@ def scrub_warehouse_files(folder: Path, identifiers: list[str], keep: set[Path])
 
 
 def suppress_staged(con: duckdb.DuckDBPyConnection) -> int:
-    """Keep erased numbers out of a new run (call inside the publish transaction, after `use_salt`).
+    """Keep erased numbers out of a new run (call inside the publish transaction, on a connection
+    with `salted_hash`).
 
     A staged event of a number on the suppression list is dropped, and counted
     as a skipped item without its raw row, unless the same batch or the ledger
     holds an opt-in for that number dated after the erasure (a new consent).
+    Links and sends of erased identifiers are not learnt again either (they are not consent).
     """
     if not con.execute("SELECT count(*) FROM suppression_list").fetchone()[0]:
         return 0
     erase_staged_raw_rows(con)
-    # Links and sends of erased identifiers are not learnt again either (they are not consent).
-    con.execute(
-        """
-        DELETE FROM stg_identifier_links WHERE list_has_any(
-            [salted_hash(phone_e164), salted_hash(whatsapp_user_id), salted_hash(parent_user_id), salted_hash(previous_user_id)],
-            (SELECT list(phone_hash) FROM suppression_list))
-        """
-    )
-    con.execute(
-        """
-        DELETE FROM stg_message_statuses WHERE list_has_any(
-            [salted_hash(recipient_e164), salted_hash(recipient_user_id)], (SELECT list(phone_hash) FROM suppression_list))
-        """
-    )
-    # Hashes first, then plain equi-joins (a join on an expression of both sides is a nested loop).
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE suppressed AS
-        WITH hashed AS (
-            SELECT *, salted_hash(phone_e164) AS phone_hash_, salted_hash(whatsapp_user_id) AS user_hash_
-            FROM stg_consent_events
-        ), matched AS (
-            SELECT h.*, p.erased_at FROM hashed AS h JOIN suppression_list AS p ON p.phone_hash = h.phone_hash_
-            UNION ALL
-            SELECT h.*, p.erased_at FROM hashed AS h JOIN suppression_list AS p ON p.phone_hash = h.user_hash_
-        )
-        SELECT DISTINCT s.event_id, s.channel, s.source_file, s.source_line, s.source_pointer, s.file_hash, s.ingested_at, s.run_id
-        FROM matched AS s
-        WHERE NOT EXISTS (
-            SELECT 1 FROM (
-                SELECT phone_e164, whatsapp_user_id, event_type, occurred_at FROM stg_consent_events
-                UNION ALL SELECT phone_e164, whatsapp_user_id, event_type, occurred_at FROM consent_events
-            ) o
-            WHERE (o.phone_e164 = s.phone_e164 OR o.whatsapp_user_id = s.whatsapp_user_id) AND o.event_type IN ('opt_in', 'opt_in_confirm')
-              AND o.occurred_at > s.erased_at
-        ) OR s.occurred_at IS NULL OR s.occurred_at <= s.erased_at
-        """
-    )
-    count = con.execute("SELECT count(*) FROM suppressed").fetchone()[0]
-    if not count:
-        return 0
-    con.execute(
-        """
-        INSERT INTO skipped_items BY NAME
-        SELECT 'erased-' || event_id AS skipped_id, channel, source_file, source_line, source_pointer, file_hash,
-               NULL AS raw_row, ? AS reason, ingested_at, run_id
-        FROM suppressed
-        -- one row per id the table does not hold (it has no primary-key index: schema version 9)
-        WHERE 'erased-' || event_id NOT IN (SELECT skipped_id FROM skipped_items)
-        QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY source_file, source_line, source_pointer) = 1
-        """,
-        [ERASED_REASON],
-    )
-    con.execute(
-        """
-        UPDATE stg_source_files f SET events = f.events - n.k, skipped = f.skipped + n.k
-        FROM (SELECT source_file, file_hash, count(*) AS k FROM suppressed GROUP BY ALL) n
-        WHERE f.source_file = n.source_file AND f.file_hash = n.file_hash
-        """
-    )
-    con.execute("DELETE FROM stg_consent_events WHERE event_id IN (SELECT event_id FROM suppressed)")
+    count = sql.run(con, "suppressed_events").fetchone()[0]
+    if count:
+        sql.run(con, "suppress_events", {"reason": ERASED_REASON})
     return count
 
 
 def erase_staged_raw_rows(con: duckdb.DuckDBPyConnection) -> int:
     """Staged quarantine rows and skipped items naming an erased number or BSUID in their raw text
     are kept as skipped items with the reason ERASED_REASON and without their raw row (a
-    quarantined row moves to the skipped items: the file's counts still add up). Call with the
-    salt set, when the suppression list is not empty; the rows so kept."""
-    # Numbers given a new opt-in after their erasure are known again (rules, section 8).
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE reconsented AS
-        WITH opt_ins AS (
-            SELECT phone_e164, whatsapp_user_id, occurred_at FROM stg_consent_events
-            WHERE event_type IN ('opt_in', 'opt_in_confirm')
-            UNION ALL
-            SELECT phone_e164, whatsapp_user_id, occurred_at FROM consent_events
-            WHERE event_type IN ('opt_in', 'opt_in_confirm') AND occurred_at > (SELECT min(erased_at) FROM suppression_list)
-        ), hashed AS (
-            SELECT salted_hash(phone_e164) AS hash, occurred_at FROM opt_ins WHERE phone_e164 IS NOT NULL
-            UNION ALL SELECT salted_hash(whatsapp_user_id), occurred_at FROM opt_ins WHERE whatsapp_user_id IS NOT NULL
-        )
-        SELECT DISTINCT s.phone_hash AS hash FROM hashed h JOIN suppression_list s ON s.phone_hash = h.hash
-        WHERE h.occurred_at > s.erased_at
-        """
-    )
+    quarantined row moves to the skipped items: the file's counts still add up). Call on a
+    connection with `salted_hash`, when the suppression list is not empty; the rows so kept.
+    Numbers given a new opt-in after their erasure are known again (erased_raw_rows.sql)."""
     sql.run(con, "erased_raw_rows")
     con.execute(
         """
@@ -396,8 +324,9 @@ def erased_rows_staged(con: duckdb.DuckDBPyConnection) -> int:
     return con.execute("SELECT count(*) FROM stg_skipped WHERE reason = ?", [ERASED_REASON]).fetchone()[0]
 
 
-def access_report(con: duckdb.DuckDBPyConnection, phone_e164: str, salt: str) -> dict:
-    """Everything the warehouse holds about one number (GDPR Art. 15), with its evidence."""
+def access_report(con: duckdb.DuckDBPyConnection, phone_e164: str) -> dict:
+    """Everything the warehouse holds about one number (GDPR Art. 15), with its evidence (the
+    tombstones and suppression entries found by the connection's `salted_hash`)."""
 
     def rows(sql: str, params: dict) -> list[dict]:
         cursor = con.execute(sql, params)
@@ -411,7 +340,7 @@ def access_report(con: duckdb.DuckDBPyConnection, phone_e164: str, salt: str) ->
     person = _person_sql("phone_e164", "whatsapp_user_id")
     contacts = {"ids": ids}
     text = {"digits": [number_digits(p) for p in phones] or ["\x00"], "users": users}
-    hashes = {"hashes": [phone_hash(i, salt) for i in ids]}
+    hashes = {"hashes": [sql.salted_hash(con, i) for i in ids]}
     report = {
         "phone_e164": phone_e164,
         "identifiers": ids,
@@ -461,21 +390,7 @@ def purge_retention(
         raw += con.execute(
             "UPDATE consent_events SET phone_raw = NULL WHERE phone_raw IS NOT NULL AND ingested_at < ?", [raw_cutoff]
         ).fetchone()[0]
-        con.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE ended AS
-            SELECT e.phone_e164 FROM consent_events e
-            WHERE e.phone_e164 IS NOT NULL  -- events kept against a BSUID alone are not purged by age
-              -- only numbers with an event before the cutoff can have their last one before it: the
-              -- grouping below then reads their events, not the whole ledger's
-              AND e.phone_e164 IN (SELECT phone_e164 FROM consent_events
-                                   WHERE coalesce(occurred_at, ingested_at) < $cutoff)
-            GROUP BY e.phone_e164
-            HAVING max(coalesce(e.occurred_at, e.ingested_at)) < $cutoff
-               AND NOT EXISTS (SELECT 1 FROM consent_status s WHERE s.phone_e164 = e.phone_e164 AND s.status = 'opted_in')
-            """,
-            {"cutoff": evidence_cutoff},
-        )
+        sql.run(con, "retention_ended", {"cutoff": evidence_cutoff})
         contacts = con.execute("SELECT count(*) FROM ended").fetchone()[0]
         events = con.execute("DELETE FROM consent_events WHERE phone_e164 IN (SELECT phone_e164 FROM ended)").fetchone()[0]
         for table, column in {**dict.fromkeys(("consent_status", "consent_violations", "consent_status_history"),

@@ -290,7 +290,27 @@ def stage_exports(
     started = time.perf_counter()
     listing = list_exports(exports_dir)
     seconds["read"] += time.perf_counter() - started
-    fingerprints = fingerprints or {}
+    stats, batches = _plan(listing, fingerprints or {}, known_hashes, batch_bytes)
+    staged = StagedExports(files=stats, ignored=listing.ignored, seconds=seconds)
+    counted = {"files": sum(s.state != "new" for s in stats), "read": 0, "built": 0}
+    if progress and counted["files"]:
+        progress("reading files", counted["files"], len(stats))
+    out = _Outbox(sink, retract, FLUSH_ROWS)
+    for batch in batches:
+        _stage_batch(batch, policy, channels, resolve_phones, ingested_at, run_id, out, progress,
+                     staged, counted, len(stats), known_hashes)
+    out.flush()
+    read = [s for s in stats if s.state == "new"]
+    staged.events = sum(s.events for s in read)
+    staged.quarantined = sum(s.quarantined for s in read)
+    staged.skipped = sum(s.skipped for s in read)
+    return staged
+
+
+def _plan(listing, fingerprints: dict[Fingerprint, str], known_hashes: set[tuple[str, str]],
+          batch_bytes: int) -> tuple[list[FileStats], list[list[tuple[FileStats, ExportFile]]]]:
+    """Every file's stats (sorted by name), and the files to read in batches of about `batch_bytes`:
+    a file whose fingerprint names a known hash is unchanged, one no adapter reads is unsupported."""
     stats = [FileStats(channel, name, "", 0, "unread", notes=[note]) for channel, name, note in listing.unread]
     batches: list[list[tuple[FileStats, ExportFile]]] = [[]]
     size = 0
@@ -311,20 +331,7 @@ def stage_exports(
             batches[-1].append((stat, export))
             size += export.size_bytes
     stats.sort(key=lambda s: s.source_file)
-    staged = StagedExports(files=stats, ignored=listing.ignored, seconds=seconds)
-    counted = {"files": sum(s.state != "new" for s in stats), "read": 0, "built": 0}
-    if progress and counted["files"]:
-        progress("reading files", counted["files"], len(stats))
-    out = _Outbox(sink, retract, FLUSH_ROWS)
-    for batch in batches:
-        _stage_batch(batch, policy, channels, resolve_phones, ingested_at, run_id, out, progress,
-                     staged, counted, len(stats), known_hashes)
-    out.flush()
-    read = [s for s in stats if s.state == "new"]
-    staged.events = sum(s.events for s in read)
-    staged.quarantined = sum(s.quarantined for s in read)
-    staged.skipped = sum(s.skipped for s in read)
-    return staged
+    return stats, batches
 
 
 def _open_export(stat: FileStats, export: ExportFile, known_hashes: set[tuple[str, str]]) -> bytes | None:
@@ -465,12 +472,46 @@ def _stage_file(stat: FileStats, export: ExportFile, ctx: FileContext, parts: It
         stat.quarantined += built.quarantine.height
         stat.skipped += built.skipped.height
 
+    for read in _reads(parts, start_over, seconds, head):
+        crash_point("after_reading")
+        stat.rows_read += read.row_count
+        stat.notes.extend(read.notes)
+
+        started = time.perf_counter()
+        read, pairs, failed = _phone_pairs(read, ctx, stat, start_over, head)
+        resolved = resolve_phones(sorted(pairs, key=lambda p: (p[0], p[1] or "")))
+        seconds["normalise"] += time.perf_counter() - started
+        crash_point("after_normalising")
+
+        started = time.perf_counter()
+        try:
+            add(build_file(read, ctx, resolved, policy.purposes, ingested_at, run_id))
+        except FILE_FAILURES as exc:
+            unbuilt = unreadable_file(None, exc, "could not be built into events", rows_read=max(stat.rows_read, 1))
+            rows_read, notes = stat.rows_read, [*stat.notes, *unbuilt.notes]
+            start_over()
+            stat.rows_read, stat.notes[:] = rows_read, notes
+            add(build_file(unbuilt, ctx, resolved, policy.purposes, ingested_at, run_id))
+            failed = True
+        counted["built"] += read.row_count
+        counted["read"] += read.row_count
+        if progress:  # throttled while the batch goes on; exact at its end (_stage_batch)
+            progress("building events", counted["built"], counted["read"] + 1)
+        seconds["build"] += time.perf_counter() - started
+        if failed:  # the file failed whole: its later parts are not read
+            break
+
+
+def _reads(parts: Iterator[FileRead], start_over: Callable[[], None], seconds: dict[str, float],
+           head: bytes | None) -> Iterator[FileRead]:
+    """The file's parts as read; a malformed document, or a file that fails to read, starts the
+    file over as one read (its reference read, or an unreadable file)."""
     while True:
         started = time.perf_counter()
         try:
             read = next(parts)
         except StopIteration:
-            break
+            return
         except WholeFile as whole:  # the document is malformed: the file is its reference read
             start_over()
             parts = iter([whole.read])
@@ -481,40 +522,22 @@ def _stage_file(stat: FileStats, export: ExportFile, ctx: FileContext, parts: It
             continue
         finally:
             seconds["read"] += time.perf_counter() - started
-        crash_point("after_reading")
-        stat.rows_read += read.row_count
-        stat.notes.extend(read.notes)
+        yield read
 
-        started = time.perf_counter()
-        try:
-            pairs = phone_pairs(read, ctx)
-        except FILE_FAILURES as exc:  # a row the build could not key: the whole file
-            rows_read, notes = max(stat.rows_read, 1), list(stat.notes)
-            start_over()
-            parts = iter([])
-            read = unreadable_file(None, exc, "could not be read", rows_read=rows_read, head=head)
-            stat.rows_read = read.row_count
-            stat.notes[:] = [*notes, *read.notes]
-            pairs = set()
-        resolved = resolve_phones(sorted(pairs, key=lambda p: (p[0], p[1] or "")))
-        seconds["normalise"] += time.perf_counter() - started
-        crash_point("after_normalising")
 
-        started = time.perf_counter()
-        try:
-            add(build_file(read, ctx, resolved, policy.purposes, ingested_at, run_id))
-        except FILE_FAILURES as exc:
-            failed = unreadable_file(None, exc, "could not be built into events", rows_read=max(stat.rows_read, 1))
-            rows_read, notes = stat.rows_read, [*stat.notes, *failed.notes]
-            start_over()
-            stat.rows_read, stat.notes[:] = rows_read, notes
-            add(build_file(failed, ctx, resolved, policy.purposes, ingested_at, run_id))
-            parts = iter([])
-        counted["built"] += read.row_count
-        counted["read"] += read.row_count
-        if progress:  # throttled while the batch goes on; exact at its end (_stage_batch)
-            progress("building events", counted["built"], counted["read"] + 1)
-        seconds["build"] += time.perf_counter() - started
+def _phone_pairs(read: FileRead, ctx: FileContext, stat: FileStats, start_over: Callable[[], None],
+                 head: bytes | None) -> tuple[FileRead, set, bool]:
+    """(the read, its (raw, hint) pairs, whether the file failed whole): a row the build could not
+    key fails the whole file, which starts over as one unreadable read."""
+    try:
+        return read, phone_pairs(read, ctx), False
+    except FILE_FAILURES as exc:
+        rows_read, notes = max(stat.rows_read, 1), list(stat.notes)
+        start_over()
+        read = unreadable_file(None, exc, "could not be read", rows_read=rows_read, head=head)
+        stat.rows_read = read.row_count
+        stat.notes[:] = [*notes, *read.notes]
+        return read, set(), True
 
 
 # A file larger than this is read, resolved and built part by part (its adapter's parts: about

@@ -136,7 +136,7 @@ def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path) -> int:
     if not table_exists(con, "business_contacts"):  # marts built before this mart existed: build it now
         from consent import marts
 
-        marts.build(con, "business_contacts", con.execute("SELECT getvariable('hash_salt')").fetchone()[0])
+        marts.build(con, "business_contacts")
     columns, per_business = _rows(con, "SELECT * FROM business_contacts ORDER BY business")
 
     # -- headline figures ---------------------------------------------------------------

@@ -38,7 +38,6 @@ REASONS = (
     "unknown_contact", "invalid_number", "invalid_user_id",
 )
 DECISION_COLUMNS = ("decision", "reason", "status_since", "evidence_event_id")
-_E164 = r"^\+[1-9][0-9]{6,14}$"
 
 
 class AudienceError(ValueError):
@@ -94,20 +93,7 @@ def _identifiers(con: duckdb.DuckDBPyConnection, audience: Audience, default_reg
     # A number already in canonical form that the warehouse knows needs no parsing.
     con.register("audience_pairs", pairs)
     try:
-        known = con.execute(
-            f"""
-            SELECT p.phone_raw, p.hint, p.phone_raw AS phone_e164, NULL AS invalid_reason
-            FROM audience_pairs AS p
-            WHERE regexp_matches(p.phone_raw, '{_E164}')
-              AND p.phone_raw IN (SELECT contact_id FROM consent_status)
-            UNION ALL
-            SELECT p.phone_raw, p.hint, c.phone_e164, c.invalid_reason
-            FROM audience_pairs AS p
-            JOIN phone_cache AS c ON c.phone_raw = p.phone_raw AND c.country_hint = p.hint AND c.metadata_version = $version
-            WHERE NOT (regexp_matches(p.phone_raw, '{_E164}') AND p.phone_raw IN (SELECT contact_id FROM consent_status))
-            """,
-            {"version": METADATA_VERSION},
-        ).pl()
+        known = sql.run(con, "audience_known", {"version": METADATA_VERSION}).pl()
     finally:
         con.unregister("audience_pairs")
     known = known.cast({"phone_e164": pl.Utf8, "invalid_reason": pl.Utf8}).unique(["phone_raw", "hint"])
@@ -194,15 +180,8 @@ def _contact_reason(found: pl.DataFrame, policy: Policy, purpose: str, at: datet
 
 
 RENEWAL_COLUMNS = ("phone_e164", "whatsapp_user_id", "consent_at", "channel", "consent_method", "expires_at")
-OPTED_IN_AT = """
-SELECT h.phone_e164, s.whatsapp_user_id, h.consent_at, h.consent_channel, h.consent_method, e.phone_region
-FROM consent_status_history AS h
-LEFT JOIN consent_status AS s USING (business, contact_id, purpose)
-LEFT JOIN consent_events AS e ON e.event_id = h.consent_event_id
-WHERE h.business = $business AND h.purpose = $purpose AND h.status = 'opted_in'
-  AND h.valid_from <= $at AND coalesce(h.valid_to, TIMESTAMP '9999-12-31') > $at
-ORDER BY h.consent_at, h.contact_id
-"""
+# The contacts opted in at $at, per business and purpose (consent/storage/sql/opted_in_at.sql).
+OPTED_IN_AT = sql.statements("opted_in_at")[0]
 
 
 def renewals_due(rows: list[tuple], policy: Policy, purpose: str, at: datetime) -> list[tuple]:
@@ -225,12 +204,12 @@ def summary(decided: pl.DataFrame) -> dict[str, int]:
 
 
 def record_check(con: duckdb.DuckDBPyConnection, decided: pl.DataFrame, audience: Audience, *, purpose: str,
-                 business: str, at: datetime, salt: str, run_id: str | None = None) -> str:
-    """Append the check to `send_checks` and its rows to `send_check_rows` (salted hashes only)."""
+                 business: str, at: datetime, run_id: str | None = None) -> str:
+    """Append the check to `send_checks` and its rows to `send_check_rows` (salted hashes only, by the
+    connection's `salted_hash`)."""
     check_id = uuid.uuid4().hex
     counts = summary(decided)
     sendable = int((decided["decision"] == "send").sum())
-    sql.use_salt(con, salt)
     con.execute("BEGIN")
     try:
         con.execute(

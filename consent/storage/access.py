@@ -162,6 +162,20 @@ class WarehouseAccess(FromEnvironment):
         owner_only_file(path)  # a salt file left readable by others (older code, a copy) is closed first
         return path.read_text().strip()
 
+    def hash_identifier(self, value: str) -> str | None:
+        """The salted hash of one number or BSUID, as the marts and the suppression list hold it,
+        computed by `salted_hash` on a connection of its own (no warehouse opened, no salt
+        created: None when there is none yet)."""
+        salt = self.salt(create=False)
+        if not salt:
+            return None
+        con = duckdb.connect(":memory:")
+        try:
+            use_salt(con, salt)
+            return con.execute("SELECT salted_hash(?)", [value]).fetchone()[0]
+        finally:
+            con.close()
+
     def compact(self) -> None:
         """Rewrite the database into a fresh file, so deleted rows leave no bytes behind."""
         path = Path(self.file)

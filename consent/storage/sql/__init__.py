@@ -26,6 +26,11 @@ def statements(name: str) -> tuple[str, ...]:
     return split((FOLDER / f"{name}.sql").read_text(encoding="utf-8"))
 
 
+def file_statements(path: Path) -> tuple[str, ...]:
+    """The statements of a .sql file kept beside the module that runs it (a suite's rows, a check)."""
+    return split(path.read_text(encoding="utf-8"))
+
+
 def split(text: str) -> tuple[str, ...]:
     """The statements of a SQL text: each ends with `;` at the end of a line (a comment may follow
     it); a comment line ending with `;` ends nothing; parts holding only comments are dropped."""
@@ -68,6 +73,15 @@ def use_salt(con: duckdb.DuckDBPyConnection, salt: str | None) -> None:
     tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()}
     if {"identifier_links", "message_statuses"} <= tables:
         run(con, "send_macros")
+
+
+def salted_hash(con: duckdb.DuckDBPyConnection, value: str) -> str:
+    """The connection's `salted_hash(value)`: the salt stays with the connection that defined it."""
+    hashed = con.execute("SELECT salted_hash(?)", [value]).fetchone()[0]
+    if hashed is None:
+        raise RuntimeError("this connection has no hash salt: open it with consent.storage.access (a writer, "
+                           "or a reader with hashing)")
+    return hashed
 
 
 def use_reader_macros(con: duckdb.DuckDBPyConnection, salt: str | None = None, hashing: bool = False) -> None:

@@ -2,7 +2,7 @@
 -- and 10). Temporary views of this connection, derived from the ledger and identifier_links only,
 -- so the result never depends on whether a link or an event arrived first. They read
 -- `scoped_events` and `scoped_links`: the whole ledger and links on a full run, the part an
--- incremental run needs on a night (event_scope.sql; consent.run.warehouse.scope_events).
+-- incremental run needs on a night (event_scope.sql; consent.run.scope.scope_events).
 
 -- Every number a BSUID is linked to (in its business), with when; a BSUID that replaced another (or
 -- was replaced) reaches the other's numbers when it has none of its own.

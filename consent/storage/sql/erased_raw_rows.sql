@@ -5,6 +5,22 @@
 -- whatever the prefix (+, 00, a country code, a trunk 0, "(0)"). The whole run is hashed as E.164
 -- too (a wa_id; numbers erased before national hashes were kept). Numbers given a new opt-in after their
 -- erasure (`reconsented`) are not matched: they are known again.
+
+-- `reconsented`: the hashes of numbers and BSUIDs given a new opt-in after their erasure (rules, section 8).
+CREATE OR REPLACE TEMP TABLE reconsented AS
+WITH opt_ins AS (
+    SELECT phone_e164, whatsapp_user_id, occurred_at FROM stg_consent_events
+    WHERE event_type IN ('opt_in', 'opt_in_confirm')
+    UNION ALL
+    SELECT phone_e164, whatsapp_user_id, occurred_at FROM consent_events
+    WHERE event_type IN ('opt_in', 'opt_in_confirm') AND occurred_at > (SELECT min(erased_at) FROM suppression_list)
+), hashed AS (
+    SELECT salted_hash(phone_e164) AS hash, occurred_at FROM opt_ins WHERE phone_e164 IS NOT NULL
+    UNION ALL SELECT salted_hash(whatsapp_user_id), occurred_at FROM opt_ins WHERE whatsapp_user_id IS NOT NULL
+)
+SELECT DISTINCT s.phone_hash AS hash FROM hashed h JOIN suppression_list s ON s.phone_hash = h.hash
+WHERE h.occurred_at > s.erased_at;
+
 CREATE OR REPLACE TEMP TABLE erased_raw AS
 WITH raw AS (
     SELECT 'quarantine' AS kind, quarantine_id AS id, raw_row FROM stg_quarantine WHERE raw_row IS NOT NULL

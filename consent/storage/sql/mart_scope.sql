@@ -91,7 +91,7 @@ SELECT -1, * FROM (SELECT * FROM stg_replaced_violations EXCEPT ALL SELECT * FRO
 -- clock (new days appear), and this run's quarantine day.
 CREATE OR REPLACE TABLE stg_mart_since AS
 WITH current_history AS (
-    -- the touched contacts' rows as the run wrote them (consent.run.warehouse.select_touched_contacts)
+    -- the touched contacts' rows as the run wrote them (consent.run.scope.select_touched_contacts)
     SELECT * FROM stg_decided_history
 ),
 only_new AS (SELECT * FROM current_history EXCEPT ALL SELECT * FROM stg_replaced_history),

@@ -1,0 +1,126 @@
+"""Publishing: the staged run appended to the ledger and its contacts decided, in one transaction.
+
+The published tables change only inside `publish`: a run that dies before COMMIT leaves the
+warehouse exactly as it was, and the next run redoes the work. The steps, in order: erased
+numbers kept out (`consent.privacy.erasure.suppress_staged`), the ledger, links, files and
+notices registered, the touched contacts selected (`consent.run.scope`) and decided
+(`consent.run.decide`), and the run's row of `runs` written (`record_run`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Iterator
+
+import duckdb
+
+from consent.storage import sql
+from consent.storage.bulk import bulk_phase
+from consent.storage.db import transaction, upsert
+from consent.storage.faults import crash_point
+from consent.reading.ingest import Progress
+from consent.domain.notices import NoticeTerms, terms_from_rows
+from consent.domain.policy import Policy
+from consent.domain.schema import RUNS
+from consent.privacy.erasure import suppress_staged
+from consent.run.decide import reconcile_ranges
+from consent.run.scope import select_touched_contacts
+from consent.run.staging import StagedRun
+
+
+@bulk_phase()
+def publish(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    policy: Policy,
+    full: bool = False,
+    progress: Progress | None = None,
+    workers: int = 1,
+) -> dict:
+    """Append the staged run to the ledger and recompute affected statuses, atomically.
+
+    Returns the run summary written to `runs`. Erased numbers are matched by the connection's
+    `salted_hash` (defined where it was opened: consent/storage/access.py).
+    """
+    run = StagedRun.read(con)
+    with transaction(con):
+        with timed(run.seconds, "ledger"):
+            # Erased numbers stay out unless a new consent dated after the erasure arrives.
+            suppressed = suppress_staged(con)
+            sql.run(con, "append_ledger")
+            sql.run(con, "register_links")
+            sql.run(con, "register_files", {"run_id": run.run_id})
+        crash_point("publish_after_ledger")
+        notices = register_notices(con, run)
+        with timed(run.seconds, "reconcile"):
+            select_touched_contacts(con, run, policy, full)
+            contacts = reconcile_ranges(con, policy, run.as_of, notices, progress, workers)
+        crash_point("publish_after_status")
+        summary = record_run(con, run, contacts=contacts, suppressed=suppressed)
+    crash_point("after_publish")
+    return summary
+
+
+@contextmanager
+def timed(seconds: dict[str, float], step: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    seconds[step] = time.perf_counter() - started
+
+
+def register_notices(con: duckdb.DuckDBPyConnection, run: StagedRun) -> dict[str, NoticeTerms]:
+    """Add this run's new notice versions to the registry; the terms of every registered notice."""
+    sql.run(con, "register_notices", {"as_of": run.as_of, "run_id": run.run_id})
+    return terms_from_rows(sql.run(con, "notice_terms").fetchall())
+
+
+RUN_COUNTS = ("files_seen", "files_read", "rows_read", "events", "quarantined", "skipped")
+
+
+APPENDED_KEYS = {
+    "quarantine": "quarantine_id",
+    "skipped_items": "skipped_id",
+    "message_statuses": "(message_id, status)",
+}
+
+
+def duplicate_ids(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, int]:
+    """Per table of APPENDED_KEYS: how many ids of the rows run `run_id` added are held by more than
+    one row (in the whole table, reading only the key columns). 0 each when all is well."""
+    counts = {}
+    for table, key in APPENDED_KEYS.items():
+        counts[table] = int(con.execute(f"""
+            SELECT count(*) FROM (
+                SELECT 1 FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE run_id = $run)
+                GROUP BY {key} HAVING count(*) > 1)
+        """, {"run": run_id}).fetchone()[0])
+    return counts
+
+
+def record_run(con: duckdb.DuckDBPyConnection, run: StagedRun, *, contacts: int, suppressed: int) -> dict:
+    """The run's row of `runs` (status `published`) and the summary returned to the caller."""
+    cursor = sql.run(con, "run_channels", {"run_id": run.run_id})
+    columns = [d[0] for d in cursor.description]
+    per_channel = {
+        row[0]: {k: v for k, v in zip(columns[1:], row[1:]) if v is not None} for row in cursor.fetchall()
+    }
+    totals = {key: sum(int(c.get(key) or 0) for c in per_channel.values()) for key in RUN_COUNTS}
+    new_events = sum(int(c.get("new_events") or 0) for c in per_channel.values())
+    upsert(con, RUNS.name, {
+        "run_id": run.run_id, "mode": run.mode, "as_of": run.as_of, "started_at": run.started_at,
+        "published_at": datetime.now(timezone.utc).replace(tzinfo=None), "status": "published", **totals,
+        "new_events": new_events, "contacts_reconciled": contacts, "checks_failed": [],
+        "per_channel": json.dumps(per_channel), "step_seconds": json.dumps(run.seconds),
+    })
+    new_notices = con.execute("SELECT notice_version FROM consent_notices WHERE run_id = ?", [run.run_id]).fetchall()
+    refused = con.execute("SELECT source_file, reason FROM stg_notices_refused ORDER BY ALL").fetchall()
+    return {
+        "run_id": run.run_id, "mode": run.mode, "as_of": run.as_of.isoformat(sep=" "), **totals,
+        "new_events": new_events, "contacts_reconciled": contacts, "suppressed_events": int(suppressed),
+        "new_notices": [v for (v,) in new_notices],
+        "notices_refused": [{"source_file": f, "reason": r} for f, r in refused],
+        "per_channel": per_channel, "ignored": run.ignored, "step_seconds": run.seconds,
+    }
