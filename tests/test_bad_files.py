@@ -55,16 +55,18 @@ def test_a_jsonl_line_nested_beyond_the_limit_costs_only_that_line(exports, ware
 
 
 def _failing_adapter(exc: BaseException, victim: str):
+    from types import SimpleNamespace
+
     from consent.reading import channels
 
-    real = channels.ADAPTERS[".csv"]
+    real = channels.FORMATS["csv_export"]
 
-    def adapter(data, ctx, config, policy):
+    def read(data, ctx, config, policy):
         if ctx.source_file.endswith(victim):
             raise exc
-        return real(data, ctx, config, policy)
+        return real.read(data, ctx, config, policy)
 
-    return adapter
+    return SimpleNamespace(SUFFIXES=real.SUFFIXES, read=read)
 
 
 @pytest.mark.parametrize(
@@ -82,7 +84,7 @@ def test_any_failure_while_reading_one_file_quarantines_that_file(exports, wareh
 
     _with_healthy_stop(exports)
     (exports / "web_form" / "victim.csv").write_text("phone,event_type\n+4915201234599,opt_in\n")
-    monkeypatch.setitem(channels.ADAPTERS, ".csv", _failing_adapter(exc, "victim.csv"))
+    monkeypatch.setitem(channels.FORMATS, "csv_export", _failing_adapter(exc, "victim.csv"))
     assert run_cli(exports, warehouse_path) == 0
     _assert_night_went_on(warehouse_path, "web_form/victim.csv", reason)
     assert _file_row(warehouse_path, "web_form/victim.csv")[:4] == (1, 0, 1, 0)

@@ -250,6 +250,70 @@ class BuiltBatch:
     links: pl.DataFrame
 
 
+class _Parsers:
+    """The field parsers of one batch: exports repeat the same dates, purposes and flags many
+    times, so each value is parsed once."""
+
+    __slots__ = ("timestamp", "purposes", "bool", "source")
+
+    def __init__(self, ctx: FileContext, purposes: list[str]):
+        tz = ZoneInfo(ctx.timezone)
+        self.timestamp = _memo(lambda value: parse_timestamp(value, tz, ctx.date_format))
+        self.purposes = _memo(lambda value: tuple(parse_purposes(value, purposes)))
+        self.bool = _memo(parse_bool)
+        self.source = _memo(_acquisition_source)
+
+
+class _Out:
+    """The frames of one batch, row by row (tuples or dicts in their schema's order)."""
+
+    def __init__(self, ctx: FileContext, ingested_at: datetime, run_id: str):
+        self.ctx, self.ingested_at, self.run_id = ctx, ingested_at, run_id
+        self.events: list[tuple] = []
+        self.quarantine: list[dict] = []
+        self.skipped: list[dict] = []
+        self.sends: list[dict] = []
+        self.links: list[tuple] = []
+
+    def reject(self, row: SourceRow, reason: str, into: list[dict]) -> None:
+        ctx = self.ctx
+        into.append(
+            {
+                "quarantine_id": event_id(ctx.channel, f"{ctx.file_hash}\x1f{row.line}\x1f{row.pointer or ''}"),
+                "channel": ctx.channel,
+                "source_file": ctx.source_file,
+                "source_line": row.line,
+                "source_pointer": row.pointer,
+                "file_hash": ctx.file_hash,
+                "raw_row": row.raw_text,
+                "reason": reason,
+                "ingested_at": self.ingested_at,
+                "run_id": self.run_id,
+            }
+        )
+
+    def send(self, row: SourceRow, phones, business: str) -> None:
+        """A status's send record, when it names its recipient (a valid number or BSUID) and message."""
+        recipient = phones[phone_key(row, self.ctx)]
+        recipient_user = _valid_or_none(row.send.get("recipient_user_id"))
+        if (recipient.is_valid or recipient_user) and row.send.get("message_id"):
+            self.sends.append(
+                {**row.send, "status_at": row.occurred_at, "recipient_e164": recipient.phone_e164,
+                 "recipient_user_id": recipient_user, "business": business,
+                 "source_file": self.ctx.source_file, "source_line": row.line, "source_pointer": row.pointer,
+                 "ingested_at": self.ingested_at, "run_id": self.run_id}
+            )
+
+    def frames(self) -> BuiltBatch:
+        return BuiltBatch(
+            events=pl.DataFrame(self.events, schema=EVENT_SCHEMA, orient="row"),
+            quarantine=pl.DataFrame(self.quarantine, schema=QUARANTINE_SCHEMA),
+            skipped=pl.DataFrame(self.skipped, schema=SKIPPED_SCHEMA),
+            sends=pl.DataFrame(self.sends, schema=SEND_SCHEMA),
+            links=pl.DataFrame(self.links, schema=LINK_SCHEMA, orient="row"),
+        )
+
+
 def build_events(
     rows: list[SourceRow],
     ctx: FileContext,
@@ -262,34 +326,8 @@ def build_events(
 
     `phones` holds the normalisation of every (raw, hint) pair of the rows.
     """
-    tz = ZoneInfo(ctx.timezone)
-    # Exports repeat the same dates, purposes and flags many times: parse each value once.
-    read_timestamp = _memo(lambda value: parse_timestamp(value, tz, ctx.date_format))
-    read_purposes = _memo(lambda value: tuple(parse_purposes(value, purposes)))
-    read_bool = _memo(parse_bool)
-    read_source = _memo(_acquisition_source)
-    events: list[dict] = []
-    quarantine: list[dict] = []
-    skipped: list[dict] = []
-    sends: list[dict] = []
-    links: list[tuple] = []
-
-    def reject(row: SourceRow, reason: str, into: list[dict]) -> None:
-        into.append(
-            {
-                "quarantine_id": event_id(ctx.channel, f"{ctx.file_hash}\x1f{row.line}\x1f{row.pointer or ''}"),
-                "channel": ctx.channel,
-                "source_file": ctx.source_file,
-                "source_line": row.line,
-                "source_pointer": row.pointer,
-                "file_hash": ctx.file_hash,
-                "raw_row": row.raw_text,
-                "reason": reason,
-                "ingested_at": ingested_at,
-                "run_id": run_id,
-            }
-        )
-
+    parsers = _Parsers(ctx, purposes)
+    out = _Out(ctx, ingested_at, run_id)
     for row in rows:
         if row.error is None:
             try:
@@ -297,98 +335,104 @@ def build_events(
             except RowError as exc:
                 row.error = str(exc)
         if row.send is not None and row.error is None:
-            recipient = phones[phone_key(row, ctx)]
-            recipient_user = _valid_or_none(row.send.get("recipient_user_id"))
-            if (recipient.is_valid or recipient_user) and row.send.get("message_id"):
-                sends.append(
-                    {**row.send, "status_at": row.occurred_at, "recipient_e164": recipient.phone_e164,
-                     "recipient_user_id": recipient_user, "business": business,
-                     "source_file": ctx.source_file, "source_line": row.line, "source_pointer": row.pointer,
-                     "ingested_at": ingested_at, "run_id": run_id}
-                )
+            out.send(row, phones, business)
         if row.links and row.error is None:
-            links.extend(_links(row, ctx, phones, business, ingested_at, run_id))
+            out.links.extend(_links(row, ctx, phones, business, ingested_at, run_id))
         if row.skip_reason is not None:
-            reject(row, row.skip_reason, skipped)
+            out.reject(row, row.skip_reason, out.skipped)
             continue
         if row.error is not None:
-            reject(row, row.error, quarantine)
+            out.reject(row, row.error, out.quarantine)
             continue
-        f = row.fields
         try:
-            event_type = (_text(f.get("event_type")) or "").lower()
-            if not event_type:
-                raise RowError("missing event type")
-            if event_type not in EVENT_TYPES:
-                raise RowError(f"unknown event type {event_type[:40]!r}")
-            key = phone_key(row, ctx)
-            hint = key[1]
-            warnings: list[str] = []
-            bsuid = user_id(f.get("whatsapp_user_id"))
-            parent = user_id(f.get("parent_user_id"), parent=True)
-            phone = phones[key] if key[0].strip() else None
-            if phone is None and not (bsuid or parent):
-                raise RowError("no phone number and no WhatsApp user ID")
-            if phone is not None and not phone.is_valid:
-                if not (bsuid or parent):
-                    raise RowError(phone.invalid_reason or "invalid phone number")
-                # The person is still known by the BSUID: the event is kept against it.
-                warnings.append(f"{phone.invalid_reason or 'invalid phone number'}: kept against the WhatsApp user ID")
-                phone = None
-            changed_to = None
-            if event_type == "number_change":
-                new = phones.get(phone_key(row, ctx, f.get("changed_to") or "")) if f.get("changed_to") else None
-                if new is None or not new.is_valid:
-                    raise RowError("number change without a valid new number")
-                changed_to = new.phone_e164
-            occurred_at = row.occurred_at or _lenient(read_timestamp, f.get("occurred_at"), None, event_type, warnings)
-            source = _lenient(read_source, f.get("acquisition_source"), "organic", event_type, warnings)
-            # one tuple in EVENT_SCHEMA order (building a frame from tuples is cheaper than from dicts)
-            event = (
-                event_id(ctx.channel, row.identity),  # event_id
-                ctx.channel,  # channel
-                event_type,  # event_type
-                f.get("phone") or "",  # phone_raw
-                hint,  # country_hint
-                phone.phone_e164 if phone else None,  # phone_e164
-                phone.phone_region if phone else None,  # phone_region
-                phone.phone_type if phone else None,  # phone_type
-                list(_lenient(read_purposes, f.get("purposes"), (), event_type, warnings)),  # purposes
-                occurred_at,  # occurred_at
-                (_text(f.get("consent_method")) or "").lower() or None,  # consent_method
-                _text(f.get("notice_version")),  # notice_version
-                _lenient(read_bool, f.get("checkbox_pre_ticked"), None, event_type, warnings),  # checkbox_pre_ticked
-                _lenient(read_bool, f.get("bundled_with_terms"), None, event_type, warnings),  # bundled_with_terms
-                source,  # acquisition_source
-                _text(f.get("evidence_ref")),  # evidence_ref
-                ctx.source_file,  # source_file
-                row.line,  # source_line
-                row.pointer,  # source_pointer
-                ctx.file_hash,  # file_hash
-                ingested_at,  # ingested_at
-                run_id,  # run_id
-                warnings,  # warnings
-                business,  # business
-                bsuid,  # whatsapp_user_id
-                parent,  # parent_user_id
-                changed_to,  # changed_to
-            )
+            event, phone = _event(row, ctx, phones, parsers, business, ingested_at, run_id)
         except RowError as exc:
-            reject(row, str(exc), quarantine)
+            out.reject(row, str(exc), out.quarantine)
             continue
-        events.append(event)
+        out.events.append(event)
+        bsuid, parent = event[_USER_ID], event[_PARENT_USER_ID]
         if phone is not None and (bsuid or parent) and not row.links:
             # An export row naming the person by number and BSUID links them.
             ids = (phone.phone_e164, bsuid, parent, None)
-            links.append(link_row(business, ids, occurred_at or ingested_at, event[0], ctx, row, ingested_at, run_id))
+            linked_at = event[_OCCURRED_AT] or ingested_at
+            out.links.append(link_row(business, ids, linked_at, event[0], ctx, row, ingested_at, run_id))
+    return out.frames()
 
-    return BuiltBatch(
-        events=pl.DataFrame(events, schema=EVENT_SCHEMA, orient="row"),
-        quarantine=pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA),
-        skipped=pl.DataFrame(skipped, schema=SKIPPED_SCHEMA),
-        sends=pl.DataFrame(sends, schema=SEND_SCHEMA),
-        links=pl.DataFrame(links, schema=LINK_SCHEMA, orient="row"),
+
+_OCCURRED_AT, _USER_ID, _PARENT_USER_ID = (list(EVENT_SCHEMA).index(c) for c in
+                                           ("occurred_at", "whatsapp_user_id", "parent_user_id"))
+
+
+def _event(row: SourceRow, ctx: FileContext, phones, parsers: _Parsers, business: str, ingested_at: datetime,
+           run_id: str) -> tuple[tuple, NormalisedPhone | None]:
+    """One event (a tuple in EVENT_SCHEMA order) and the person's valid number; RowError if the row
+    cannot be one. For an opt-out, unreadable optional fields are warnings (`_lenient`)."""
+    f = row.fields
+    event_type = (_text(f.get("event_type")) or "").lower()
+    if not event_type:
+        raise RowError("missing event type")
+    if event_type not in EVENT_TYPES:
+        raise RowError(f"unknown event type {event_type[:40]!r}")
+    key = phone_key(row, ctx)
+    warnings: list[str] = []
+    phone, bsuid, parent = _person(row, key, phones, warnings)
+    changed_to = None
+    if event_type == "number_change":
+        new = phones.get(phone_key(row, ctx, f.get("changed_to") or "")) if f.get("changed_to") else None
+        if new is None or not new.is_valid:
+            raise RowError("number change without a valid new number")
+        changed_to = new.phone_e164
+    occurred_at = row.occurred_at or _lenient(parsers.timestamp, f.get("occurred_at"), None, event_type, warnings)
+    source = _lenient(parsers.source, f.get("acquisition_source"), "organic", event_type, warnings)
+    # one tuple in EVENT_SCHEMA order (building a frame from tuples is cheaper than from dicts)
+    event = (
+        event_id(ctx.channel, row.identity),  # event_id
+        ctx.channel,  # channel
+        event_type,  # event_type
+        f.get("phone") or "",  # phone_raw
+        key[1],  # country_hint
+        phone.phone_e164 if phone else None,  # phone_e164
+        phone.phone_region if phone else None,  # phone_region
+        phone.phone_type if phone else None,  # phone_type
+        list(_lenient(parsers.purposes, f.get("purposes"), (), event_type, warnings)),  # purposes
+        occurred_at,  # occurred_at
+        (_text(f.get("consent_method")) or "").lower() or None,  # consent_method
+        _text(f.get("notice_version")),  # notice_version
+        _lenient(parsers.bool, f.get("checkbox_pre_ticked"), None, event_type, warnings),  # checkbox_pre_ticked
+        _lenient(parsers.bool, f.get("bundled_with_terms"), None, event_type, warnings),  # bundled_with_terms
+        source,  # acquisition_source
+        _text(f.get("evidence_ref")),  # evidence_ref
+        ctx.source_file,  # source_file
+        row.line,  # source_line
+        row.pointer,  # source_pointer
+        ctx.file_hash,  # file_hash
+        ingested_at,  # ingested_at
+        run_id,  # run_id
+        warnings,  # warnings
+        business,  # business
+        bsuid,  # whatsapp_user_id
+        parent,  # parent_user_id
+        changed_to,  # changed_to
     )
+    return event, phone
+
+
+def _person(row: SourceRow, key: tuple[str, str | None], phones,
+            warnings: list[str]) -> tuple[NormalisedPhone | None, str | None, str | None]:
+    """The row's valid number (by its `phone_key`; None when it has none, or one kept against a BSUID
+    with a warning), BSUID and parent BSUID; RowError when the row names nobody it can be kept against."""
+    bsuid = user_id(row.fields.get("whatsapp_user_id"))
+    parent = user_id(row.fields.get("parent_user_id"), parent=True)
+    phone = phones[key] if key[0].strip() else None
+    if phone is None and not (bsuid or parent):
+        raise RowError("no phone number and no WhatsApp user ID")
+    if phone is not None and not phone.is_valid:
+        if not (bsuid or parent):
+            raise RowError(phone.invalid_reason or "invalid phone number")
+        # The person is still known by the BSUID: the event is kept against it.
+        warnings.append(f"{phone.invalid_reason or 'invalid phone number'}: kept against the WhatsApp user ID")
+        phone = None
+    return phone, bsuid, parent
 
 
 def _valid_or_none(value: str | None, parent: bool = False) -> str | None:

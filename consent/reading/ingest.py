@@ -21,8 +21,7 @@ from typing import Callable, Iterable, Iterator
 
 import polars as pl
 
-from consent.reading.channels import Adapter, FileRead, adapter_for
-from consent.reading.channels.whatsapp_webhook import WholeFile
+from consent.reading.channels import FileRead, WholeFile, adapter_for
 from consent.reading.columnar import build_file, phone_pairs
 from consent.domain.events import (
     EVENT_SCHEMA,
@@ -512,7 +511,7 @@ def _reads(parts: Iterator[FileRead], start_over: Callable[[], None], seconds: d
             read = next(parts)
         except StopIteration:
             return
-        except WholeFile as whole:  # the document is malformed: the file is its reference read
+        except WholeFile as whole:  # the document is malformed: the file is its adapter's reference read
             start_over()
             parts = iter([whole.read])
             continue
@@ -540,9 +539,8 @@ def _phone_pairs(read: FileRead, ctx: FileContext, stat: FileStats, start_over: 
         return read, set(), True
 
 
-# A file larger than this is read, resolved and built part by part (its adapter's parts: about
-# consent.reading.channels.csv_export.PART_CHARS of a CSV, consent.reading.channels.whatsapp_webhook.PART_PAYLOADS
-# payloads of a webhook file).
+# A file larger than this is read, resolved and built part by part (the parts its adapter yields:
+# a part of a CSV is about 16 MB of text, of a webhook file 50,000 payloads).
 STREAM_BYTES = 32 * 1024 * 1024
 
 
@@ -562,7 +560,7 @@ def _read_whole(data: bytes, ctx: FileContext, export: ExportFile, config, polic
 
 def _parts(data: bytes, ctx: FileContext, export: ExportFile, config, policy: Policy) -> Iterator[FileRead]:
     """The file's reads (of the bytes read once: `read_export`), part by part, as its adapter yields them."""
-    yield from adapter_for(export.path)(data, ctx, config, policy)
+    yield from adapter_for(export.path).read(data, ctx, config, policy)
 
 
 # Whatever one file does to its reader, the night goes on: the file becomes one quarantined row.

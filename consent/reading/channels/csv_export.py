@@ -3,7 +3,12 @@
 Reads bytes, never guesses a number: ragged or oversized rows are quarantined
 with the reason, a file without a required column is refused with the column
 named (its rows are quarantined, so they are still counted), and unknown
-columns are ignored and reported.
+columns are ignored and reported. Well-formed rows go into a `CsvTable`, which
+builds the ordinary ones with Polars (every distinct date, purpose list or flag
+parsed once, numbers joined from the phone book, ids hashed as the row path
+hashes them) and leaves every other row (unknown type, bad number, unreadable
+field, a WhatsApp user ID, non-ASCII text whose case mapping could differ) to
+`build_events` unchanged.
 """
 
 from __future__ import annotations
@@ -12,19 +17,32 @@ import csv
 import io
 import re
 from collections.abc import Iterator
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from consent.reading.channels.base import FileRead
+from consent.reading.channels.base import FileRead, Pair
+from consent.reading.columnar import batch, event_columns, event_ids, join_parsed, join_phones
 from consent.domain.events import (
     CANONICAL_CSV_COLUMNS,
+    EVENT_SCHEMA,
+    EVENT_TYPES,
     IDENTIFIER_CSV_COLUMNS,
     REQUIRED_CSV_COLUMNS,
+    BuiltBatch,
     FileContext,
     SourceRow,
+    _acquisition_source,
+    parse_bool,
+    parse_purposes,
+    parse_timestamp,
     raw_json,
 )
-from consent.domain.policy import ChannelConfig
+from consent.domain.phones import PhoneBook
+from consent.domain.policy import ChannelConfig, Policy
+
+SUFFIXES = (".csv",)
 
 MAX_FIELD_CHARS = 4096
 csv.field_size_limit(64 * 1024 * 1024)
@@ -85,6 +103,11 @@ def _header_refusal(header: list[str], canonical_of: list[str | None]) -> tuple[
 PART_CHARS = 16 * 1024 * 1024
 
 
+def read(data: bytes, ctx: FileContext, config: ChannelConfig, policy: Policy) -> Iterator[FileRead]:
+    """The adapter: the file in parts of PART_CHARS (read at each call, so a test can make every file many parts)."""
+    return read_csv_parts(data, ctx, config, PART_CHARS)
+
+
 def read_csv(data: bytes, ctx: FileContext, config: ChannelConfig, plain_path: bool = True) -> FileRead:
     """Every row of a CSV export, as one read. A file without quotes, NULs or lone carriage
     returns is split by Polars (`_read_plain`), any other by the csv module;
@@ -124,7 +147,22 @@ def read_csv_parts(
         yield FileRead(rows=[SourceRow(line=1, raw=text[:200], identity="", error=f"malformed CSV header: {exc}")], notes=notes)
         return
     header = [h.strip().lstrip("\ufeff") for h in header]
+    canonical_of, refusal, first_is_data = _read_header(header, text, config, notes)
+    if plain and refusal is None:
+        yield from _plain_parts(text, header, canonical_of, config, notes, part_chars)
+        return
+    if first_line is not text:  # a plain file refused: its rows are read (and refused) by the csv module
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=config.delimiter, strict=True)
+        next(reader)
+    # A first row that is data is a row of the file: quarantined with the others (rows read = quarantined).
+    first = [SourceRow(line=1, raw=raw_json(header), identity="", error=refusal)] if first_is_data else []
+    yield from _module_parts(text, reader, header, canonical_of, config, notes, refusal, part_chars, first)
 
+
+def _read_header(header: list[str], text: str, config: ChannelConfig,
+                 notes: list[str]) -> tuple[list[str | None], str | None, bool]:
+    """The canonical column of each header cell, why the file is refused (None: it is read) and
+    whether its first row is data; notes the unknown columns and the refusal."""
     renamed = {export: canonical for canonical, export in config.columns.items()}
     canonical_of: list[str | None] = []
     unknown: list[str] = []
@@ -150,15 +188,7 @@ def read_csv_parts(
             refusal, first_is_data = "file refused: the first row names no known column (a header is required)", True
     if refusal:
         notes.append(refusal)
-    if plain and refusal is None:
-        yield from _plain_parts(text, header, canonical_of, config, notes, part_chars)
-        return
-    if first_line is not text:  # a plain file refused: its rows are read (and refused) by the csv module
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=config.delimiter, strict=True)
-        next(reader)
-    # A first row that is data is a row of the file: quarantined with the others (rows read = quarantined).
-    first = [SourceRow(line=1, raw=raw_json(header), identity="", error=refusal)] if first_is_data else []
-    yield from _module_parts(text, reader, header, canonical_of, config, notes, refusal, part_chars, first)
+    return canonical_of, refusal, first_is_data
 
 
 def _module_parts(text: str, reader, header: list[str], canonical_of: list[str | None], config: ChannelConfig,
@@ -286,11 +316,9 @@ def _read_plain(body: str, first_line: int, header: list[str], canonical_of: lis
 
 
 class CsvTable:
-    """The well-formed rows of a CSV file, column by column (cells as read).
-
-    The column-wise builder (`consent.reading.columnar`) reads `cells`; `source_rows`
-    gives the same rows one by one, as every other adapter does.
-    """
+    """The well-formed rows of a CSV file, column by column (cells as read): the format's
+    `ColumnTable`. `build` builds the ordinary rows from `cells`; `source_rows` gives the same
+    rows one by one, as the row path reads them."""
 
     def __init__(self, header: list[str], canonical_of: list[str | None], config: ChannelConfig, cells: pl.DataFrame):
         self.header = header
@@ -309,6 +337,23 @@ class CsvTable:
     @property
     def height(self) -> int:
         return self.cells.height
+
+    def row_order(self, row: SourceRow) -> tuple[int, str]:
+        return (row.line, row.pointer or "")
+
+    def in_file_order(self, frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.sort(["source_line", "source_pointer"], maintain_order=True)
+
+    def phone_pairs(self, ctx: FileContext) -> set[Pair]:
+        frame = _canonical(self, ctx).select("phone", "hint").unique().collect()
+        return {(raw, hint or None) for raw, hint in frame.iter_rows()}
+
+    def build(self, ctx: FileContext, phones: PhoneBook, purposes: list[str], ingested_at: datetime,
+              run_id: str) -> tuple[BuiltBatch, list[int]]:
+        """Events of the ordinary rows, and the positions of the rows left to `build_events`."""
+        frame = _classified(self, ctx, phones, purposes)
+        slow = frame.filter(~pl.col("ordinary")).get_column("position").sort().to_list()
+        return batch(events=_events(frame.filter(pl.col("ordinary")), ctx, ingested_at, run_id)), slow
 
     def column_of(self, canonical: str) -> int | None:
         """The header position a canonical field is read from (the last one, if several map onto it)."""
@@ -345,3 +390,95 @@ class CsvTable:
             identity = "\x1e".join(name + record[i] for name, i in zip(names, order))
             out.append(SourceRow(line=line, raw=None, identity=identity, fields=fields, header=self.header, record=record))
         return out
+
+
+_ASCII = r"^[\x00-\x7f]*$"
+
+
+def _strip(expr: pl.Expr) -> pl.Expr:
+    return expr.str.strip_chars(PY_WHITESPACE)
+
+
+def _canonical(table: CsvTable, ctx: FileContext, with_identity: bool = False) -> pl.LazyFrame:
+    """The canonical fields as `CsvTable.source_rows` reads them: stripped, mapped, defaulted; ""
+    where the file has no such column (the row path's None). With `with_identity`, also `id_text`:
+    the row's identity, as `events.event_id` takes it. Lazy, so a caller that needs two columns
+    computes only those."""
+    exprs = []
+    if with_identity:
+        # The row's content in column-name order, as `CsvTable.source_rows` joins it.
+        cells = [pl.concat_str([pl.lit(table.header[i] + "\x1f"), pl.col(f"c{i}")]) for i in table.identity_order()]
+        exprs.append(pl.concat_str(cells, separator="\x1e").alias("id_text"))
+    for canonical in CANONICAL_CSV_COLUMNS:
+        position = table.column_of(canonical)
+        value = pl.lit("") if position is None else _strip(pl.col(f"c{position}"))
+        mapped = table.config.values.get(canonical)
+        if mapped and position is not None:
+            value = value.replace(mapped)
+        default = table.config.defaults.get(canonical)
+        if default:
+            value = pl.when(value == "").then(pl.lit(default)).otherwise(value)
+        exprs.append(value.alias(canonical))
+    frame = table.cells.lazy().select("line", *exprs)
+    # What `phone_key` computes: the stripped country cell, or the channel's default region, upper-cased.
+    country = _strip(pl.col("country"))
+    hint = pl.when(country != "").then(country).otherwise(pl.lit(ctx.default_region or "")).str.to_uppercase()
+    return frame.with_columns(hint=hint)
+
+
+def _classified(table: CsvTable, ctx: FileContext, phones: PhoneBook, purposes: list[str]) -> pl.DataFrame:
+    """Each row's canonical fields, number and parsed values (each distinct value parsed once), its
+    `position` in the table and whether it is `ordinary` (built here; else left to the row path)."""
+    tz = ZoneInfo(ctx.timezone)
+    frame = _canonical(table, ctx, with_identity=True).collect().with_row_index("position")
+    frame = frame.with_columns(event_type_lower=_strip(pl.col("event_type")).str.to_lowercase())
+    frame = join_phones(frame, phones)
+    frame = join_parsed(frame, "occurred_at", lambda v: parse_timestamp(v, tz, ctx.date_format), pl.Datetime("us"))
+    frame = join_parsed(frame, "acquisition_source", _acquisition_source, pl.Utf8)
+    frame = join_parsed(frame, "purposes", lambda v: parse_purposes(v, purposes), pl.List(pl.Utf8))
+    frame = join_parsed(frame, "checkbox_pre_ticked", parse_bool, pl.Boolean)
+    frame = join_parsed(frame, "bundled_with_terms", parse_bool, pl.Boolean)
+    ordinary = (
+        pl.col("event_type_lower").is_in([t for t in EVENT_TYPES if t != "number_change"])
+        & pl.col("phone_e164").is_not_null()
+        # rows naming a WhatsApp user ID (validated, linked) are left to Python
+        & (pl.col("whatsapp_user_id") == "")
+        & pl.col("occurred_at__ok")
+        & pl.col("acquisition_source__ok")
+        & pl.col("purposes__ok")
+        & pl.col("checkbox_pre_ticked__ok")
+        & pl.col("bundled_with_terms__ok")
+        # case mapping of non-ASCII text is left to Python
+        & pl.col("event_type").str.contains(_ASCII)
+        & pl.col("consent_method").str.contains(_ASCII)
+        & pl.col("hint").str.contains(_ASCII)
+    )
+    return frame.with_columns(ordinary=ordinary.fill_null(False))
+
+
+def _events(good: pl.DataFrame, ctx: FileContext, ingested_at: datetime, run_id: str) -> pl.DataFrame:
+    """The event frame of the ordinary rows (`_classified`), as `build_events` would write it."""
+    def text_or_null(column: str) -> pl.Expr:
+        value = _strip(pl.col(column))
+        return pl.when(value != "").then(value).otherwise(None)
+
+    events = good.with_columns(event_ids(ctx, good.get_column("id_text").to_list())).select(event_columns(
+        ctx, ingested_at, run_id,
+        event_id=pl.col("event_id"),
+        event_type=pl.col("event_type_lower"),
+        phone_raw=pl.col("phone"),
+        country_hint=pl.when(pl.col("hint") != "").then(pl.col("hint")).otherwise(None),
+        phone_e164=pl.col("phone_e164"),
+        phone_region=pl.col("phone_region"),
+        phone_type=pl.col("phone_type"),
+        purposes=pl.col("purposes__value"),
+        occurred_at=pl.col("occurred_at__value"),
+        consent_method=text_or_null("consent_method").str.to_lowercase(),
+        notice_version=text_or_null("notice_version"),
+        checkbox_pre_ticked=pl.col("checkbox_pre_ticked__value"),
+        bundled_with_terms=pl.col("bundled_with_terms__value"),
+        acquisition_source=pl.col("acquisition_source__value"),
+        evidence_ref=text_or_null("evidence_ref"),
+        source_line=pl.col("line"),
+    ))
+    return events.cast(EVENT_SCHEMA)

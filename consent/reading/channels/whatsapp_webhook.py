@@ -29,7 +29,9 @@ are display names: never read. An item's business is the one claiming its
 `metadata.phone_number_id` in businesses.yaml.
 
 Rows are identified by WhatsApp's own ids (`wamid`), so a redelivered webhook
-adds nothing.
+adds nothing. Ordinary items go into a `WebhookTable`, which builds them with
+Polars and leaves the rest (an invalid number, an unclaimed `phone_number_id`,
+an unknown purpose) to `build_events`.
 """
 
 from __future__ import annotations
@@ -37,14 +39,19 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
+from pathlib import PurePosixPath
 from typing import Iterator
 
 import polars as pl
 
-from consent.reading.channels.base import FileRead
-from consent.domain.events import FileContext, SourceRow, raw_json
-from consent.domain.phones import wa_id_to_raw
-from consent.domain.policy import Policy, keyword_key
+from consent.reading.channels.base import FileRead, Pair, WholeFile
+from consent.reading.columnar import batch, event_columns, event_ids, join_parsed, join_phones
+from consent.domain.events import EVENT_SCHEMA, BuiltBatch, FileContext, SourceRow, event_id, parse_purposes, raw_json
+from consent.domain.phones import PhoneBook, wa_id_to_raw
+from consent.domain.policy import ChannelConfig, Policy, keyword_key
+from consent.domain.schema import SEND_SCHEMA, SKIPPED_SCHEMA
+
+SUFFIXES = (".json", ".jsonl")
 
 MARKETING_OPT_OUT_ERROR = 131050
 TOO_DEEP = "malformed JSON {what}: nested too deeply for the JSON parser"
@@ -312,13 +319,11 @@ def read_webhooks(data: bytes, ctx: FileContext, policy: Policy, suffix: str) ->
 PART_PAYLOADS = 50_000
 
 
-class WholeFile(Exception):
-    """Streaming found a problem that concerns the whole file (a malformed JSON document): the file
-    is `read`, whatever parts came before (the caller drops them)."""
-
-    def __init__(self, read: FileRead):
-        super().__init__("the file is read whole")
-        self.read = read
+def read(data: bytes, ctx: FileContext, config: ChannelConfig, policy: Policy) -> Iterator[FileRead]:
+    """The adapter: the file in parts of PART_PAYLOADS payloads (read at each call, so a test can
+    make every file many parts); `.json` or `.jsonl` by the file's name."""
+    suffix = PurePosixPath(ctx.source_file).suffix.lower()
+    return read_webhook_parts(data, ctx, policy, suffix, PART_PAYLOADS)
 
 
 def read_webhook_parts(
@@ -329,7 +334,7 @@ def read_webhook_parts(
     `read_webhooks` (a fuzz test holds them equal). A JSONL file is cut between lines; a JSON array
     is decoded element by element. Raises `WholeFile` when the document turns out malformed.
 
-    With `columnar`, ordinary items go into each part's `webhook` table (`WebhookTable`) instead
+    With `columnar`, ordinary items go into each part's `table` (`WebhookTable`) instead
     of one `SourceRow` each; `FileRead.all_rows` gives them back as the row reader reads them."""
     reader = _ItemReader(policy)
     rows: list[SourceRow] = []
@@ -344,13 +349,13 @@ def read_webhook_parts(
             _read_payload(reader, rows, line, payload, error, table)
             count += 1
             if count >= part_payloads:
-                yield FileRead(rows=rows, webhook=table.done() if table else None, items=items)
+                yield FileRead(rows=rows, table=table.done() if table else None, items=items)
                 yielded = True
                 rows, count, items = [], 0, 0
     except _Malformed:
         raise WholeFile(read_webhooks(data, ctx, policy, suffix)) from None
     if rows or not yielded or (table and table.rows):
-        yield FileRead(rows=rows, webhook=table.done() if table else None, items=items)
+        yield FileRead(rows=rows, table=table.done() if table else None, items=items)
 
 
 class _Malformed(Exception):
@@ -499,9 +504,9 @@ class WebhookTable:
     only (no BSUID or parent BSUID: those are validated and linked row by row).
 
     Messages carry their canonical fields, statuses their send record and raw JSON (they become
-    skipped items). `consent.reading.columnar` builds the table with Polars and leaves what it cannot
-    (an invalid number, an unclaimed `phone_number_id`, an unknown purpose) to `build_events`
-    through `source_rows`, which reads those items exactly as the row reader does."""
+    skipped items). `build` builds the table with Polars and leaves what it cannot (an invalid
+    number, an unclaimed `phone_number_id`, an unknown purpose) to `build_events` through
+    `source_rows`, which reads those items exactly as the row reader does."""
 
     def __init__(self, reader: _ItemReader, rows: list[tuple], slots: list[int], sources: list[str]):
         self.frame = pl.DataFrame(rows, schema=TABLE_SCHEMA, orient="row")
@@ -514,6 +519,30 @@ class WebhookTable:
     @property
     def height(self) -> int:
         return self.frame.height
+
+    def row_order(self, row: SourceRow) -> tuple[int, int, int, int, int]:
+        return item_order(row.line, row.pointer)
+
+    def in_file_order(self, frame: pl.DataFrame) -> pl.DataFrame:
+        return in_item_order(frame)
+
+    def phone_pairs(self, ctx: FileContext) -> set[Pair]:
+        # Every ordinary item needs its own number (a message's sender, a status's recipient).
+        hint = _hint(ctx)
+        return {(raw, hint) for raw in self.frame.get_column("phone").unique().to_list()}
+
+    def build(self, ctx: FileContext, phones: PhoneBook, purposes: list[str], ingested_at: datetime,
+              run_id: str) -> tuple[BuiltBatch, list[int]]:
+        """Events (messages), skipped items and sends (statuses) of the ordinary items, and the
+        positions of those left to `build_events`: a number that is not valid, a `phone_number_id`
+        no business claims, a purpose the policy does not know (what the row path warns or rejects on)."""
+        frame = _classified(self, ctx, phones, purposes)
+        slow = frame.filter(~pl.col("ordinary")).get_column("position").to_list()
+        good = frame.filter(pl.col("ordinary"))
+        is_message = pl.col("skip_reason").is_null()
+        skipped, sends = _status_frames(good.filter(~is_message), ctx, ingested_at, run_id)
+        events = _message_events(good.filter(is_message), ctx, ingested_at, run_id)
+        return batch(events=events, skipped=skipped, sends=sends), slow
 
     def source_rows(self, positions: list[int] | None = None) -> list[SourceRow]:
         """The items (all, or those at `positions`) as the row reader reads them."""
@@ -609,3 +638,79 @@ def in_item_order(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(keys.select(pl.all().name.prefix("__o_"))).sort(
         ["__o_source_line", "__o_e", "__o_c", "__o_k", "__o_i"], maintain_order=True
     ).drop("__o_source_line", "__o_e", "__o_c", "__o_k", "__o_i")
+
+
+def _hint(ctx: FileContext) -> str | None:
+    """The region hint of a webhook item's number: the channel's default region (`events.phone_key`;
+    webhook items have no country field)."""
+    return ctx.default_region.upper() if ctx.default_region else None
+
+
+def _classified(table: WebhookTable, ctx: FileContext, phones: PhoneBook, purposes: list[str]) -> pl.DataFrame:
+    """The table with each item's number, business, parsed purposes, `position` and whether it is
+    `ordinary` (built here; else left to the row path)."""
+    frame = table.frame.with_row_index("position").with_columns(hint=pl.lit(_hint(ctx) or "", dtype=pl.Utf8))
+    frame = join_phones(frame, phones)
+    if ctx.number_businesses is None:
+        business = pl.lit(ctx.business, dtype=pl.Utf8)
+    else:  # as `events.business_of`: the number's business; an unclaimed number goes to the row path
+        business = pl.when(pl.col("phone_number_id").is_null()).then(pl.lit(ctx.business)).otherwise(
+            pl.col("phone_number_id").replace_strict(ctx.number_businesses, default=None, return_dtype=pl.Utf8))
+    frame = frame.with_columns(business=business)
+    # A message's purposes as the row path reads them (`_lenient`: for an opt-out an unknown purpose is
+    # a warning, which the row path writes): each distinct value once; a value that does not parse
+    # cleanly goes to the row path.
+    frame = join_parsed(frame.with_columns(purposes=pl.col("purposes").fill_null("")), "purposes",
+                        lambda v: parse_purposes(v, purposes), pl.List(pl.Utf8))
+    is_message = pl.col("skip_reason").is_null()
+    ordinary = pl.col("phone_e164").is_not_null() & pl.col("business").is_not_null() & (
+        ~is_message | pl.col("purposes__ok"))
+    return frame.with_columns(ordinary=ordinary.fill_null(False))
+
+
+def _lineage(ctx: FileContext, ingested_at: datetime, run_id: str) -> list[pl.Expr]:
+    return [pl.lit(ctx.source_file).alias("source_file"), pl.col("line").alias("source_line"),
+            pl.col("pointer").alias("source_pointer"),
+            pl.lit(ingested_at, dtype=pl.Datetime("us")).alias("ingested_at"), pl.lit(run_id).alias("run_id")]
+
+
+def _message_events(messages: pl.DataFrame, ctx: FileContext, ingested_at: datetime, run_id: str) -> pl.DataFrame:
+    """The event frame of ordinary messages, as `build_events` would write it."""
+    events = messages.with_columns(event_ids(ctx, messages.get_column("identity").to_list())).select(event_columns(
+        ctx, ingested_at, run_id,
+        event_id=pl.col("event_id"),
+        event_type=pl.col("event_type"),
+        phone_raw=pl.col("phone"),
+        country_hint=pl.lit(_hint(ctx), dtype=pl.Utf8),
+        phone_e164=pl.col("phone_e164"),
+        phone_region=pl.col("phone_region"),
+        phone_type=pl.col("phone_type"),
+        purposes=pl.col("purposes__value"),
+        occurred_at=pl.col("occurred_at"),
+        consent_method=pl.col("consent_method"),
+        acquisition_source=pl.lit("organic"),
+        evidence_ref=pl.col("evidence_ref"),
+        source_line=pl.col("line"),
+        source_pointer=pl.col("pointer"),
+        business=pl.col("business"),
+    ))
+    return events.cast(EVENT_SCHEMA)
+
+
+def _status_frames(statuses: pl.DataFrame, ctx: FileContext, ingested_at: datetime,
+                   run_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Skipped items and sends of ordinary statuses, as `build_events` would write them."""
+    lineage = _lineage(ctx, ingested_at, run_id)
+    skipped_ids = [event_id(ctx.channel, f"{ctx.file_hash}\x1f{line}\x1f{pointer}")
+                   for line, pointer in statuses.select("line", "pointer").iter_rows()]
+    skipped = statuses.with_columns(quarantine_id=pl.Series(skipped_ids, dtype=pl.Utf8)).select(
+        "quarantine_id", pl.lit(ctx.channel).alias("channel"), *lineage, pl.lit(ctx.file_hash).alias("file_hash"),
+        pl.col("raw").alias("raw_row"), pl.col("skip_reason").alias("reason"),
+    )
+    sends = statuses.filter(pl.col("message_id") != "").select(
+        "message_id", "status", pl.col("occurred_at").alias("status_at"), pl.col("phone_e164").alias("recipient_e164"),
+        "pricing_category", "error_codes", *lineage, "business",
+        pl.lit(None, dtype=pl.Utf8).alias("recipient_user_id"),
+    )
+    return (skipped.select(list(SKIPPED_SCHEMA)).cast(SKIPPED_SCHEMA),
+            sends.select(list(SEND_SCHEMA)).cast(SEND_SCHEMA))
