@@ -37,7 +37,7 @@ def test_definitions_hold_the_assets_checks_and_job():
     assert checks == {
         "staged_opt_ins_have_evidence", "ledger_rows_are_well_formed", "opted_in_rows_have_evidence",
         "rows_conserved", "every_file_read", "no_error_violations", "opt_in_notices_meet_policy", "notices_unchanged",
-        "audiences_hold_no_opted_out",
+        "audiences_hold_no_opted_out", "keys_unique_and_not_null",
     }
     assert defs.resolve_job_def("consent_job").name == "consent_job"
     assert defs.resolve_job_def("audience_check_job").name == "audience_check_job"
