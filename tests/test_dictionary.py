@@ -176,6 +176,35 @@ def test_every_published_table_and_column_carries_the_dictionarys_comment(run):
     assert all(tables.values()) and all(columns.values())
 
 
+def test_the_comments_stay_through_an_incremental_and_a_full_run(run, tmp_path):
+    """A run rewrites rows and rebuilds marts (whole on --full: a replaced table loses its comments)."""
+    from tests.conftest import run_cli
+
+    copy = tmp_path / "wh" / "consent.duckdb"
+    copy.parent.mkdir()
+    shutil.copy(run[0], copy)
+    shutil.copy(run[0].parent / ".hash_salt", copy.parent / ".hash_salt")
+    exports = tmp_path / "exports"
+    shutil.copytree(FIXTURES / "exports", exports)
+    expected = _comments(run[0])
+    assert run_cli(exports, copy, as_of="2026-11-11T00:00:00Z") == 0
+    assert _comments(copy) == expected
+    assert run_cli(exports, copy, "--full", as_of="2026-11-12T00:00:00Z") == 0
+    assert dict(query(copy, "SELECT mart, mode FROM mart_builds"))["consent_daily"] == "full"
+    assert _comments(copy) == expected
+
+
+def test_a_changed_yaml_changes_the_marts_fingerprint(run, monkeypatch):
+    """The incremental rule lives in the YAML: a changed YAML builds the mart whole once."""
+    from consent import marts
+    from consent.domain.policy import Policy
+
+    with duckdb.connect(str(run[0]), read_only=True) as con:
+        before = marts._fingerprint(con, "send_audit", "salt", Policy())
+        monkeypatch.setitem(marts.YAMLS, "send_audit", marts.YAMLS["send_audit"].replace("IN (", "IN  ("))
+        assert marts._fingerprint(con, "send_audit", "salt", Policy()) != before
+
+
 def test_a_migrated_warehouse_carries_the_same_comments_as_a_new_one(run, tmp_path):
     from cli.main import main
     from tests.test_migrations import V9, _unpack
