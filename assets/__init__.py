@@ -7,6 +7,23 @@ reports metadata. Checks live in `checks.py`.
 import dagster as dg
 
 from consent.domain.redact import redact, redact_value
+from consent.storage.dictionary import TableDoc, published
+
+
+def column_schema(doc: TableDoc) -> dict:
+    """The table's columns as the Dagster UI shows them, from the data dictionary."""
+    columns = [dg.TableColumn(c.name, c.data_type, description=c.description) for c in doc.columns]
+    return {"dagster/column_schema": dg.TableSchema(columns=columns)}
+
+
+def table_of(name: str) -> dict:
+    """A published table's description and column schema (consent/domain/tables.yml)."""
+    doc = published()[name]
+    return {"description": doc.description, "metadata": column_schema(doc)}
+
+
+def row_count(rows: int) -> dict:
+    return {"dagster/row_count": dg.MetadataValue.int(int(rows))}
 
 
 def redacted(metadata: dict) -> dict:

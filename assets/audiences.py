@@ -15,9 +15,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import redacted
+from assets import column_schema, redacted, row_count
 from consent.sending.gate import AudienceError, decide, read_audience, record_check, sendable_rows, summary, write_decisions
 from consent.run.runs import start_run
+from consent.storage.dictionary import published
 from resources.warehouse import ConsentSettings, WarehouseResource
 
 
@@ -52,6 +53,8 @@ def unplaced_files(root: Path, placed: list[AudienceFile]) -> list[str]:
 @dg.asset(
     group_name="audiences",
     kinds={"duckdb", "csv"},
+    # every check is logged in send_checks (and each row's decision in send_check_rows)
+    metadata=column_schema(published()["send_checks"]),
     check_specs=[dg.AssetCheckSpec(
         "audiences_hold_no_opted_out", asset="audience_checks",
         description="No audience checked in this run holds a contact who opted out of its purpose (ERROR: alerts).",
@@ -91,10 +94,12 @@ def audience_checks(context: dg.AssetExecutionContext, warehouse: WarehouseResou
                             "business": item.business, "rows": decided.height, **counts})
             if counts.get("opted_out"):
                 opted_out[item.path.relative_to(root).as_posix()] = counts["opted_out"]
+        logged = con.execute("SELECT count(*) FROM send_checks").fetchone()[0]
     notes += [f"{name}: not in audiences/<purpose>/ (or <business>/<purpose>/): not checked"
               for name in unplaced_files(root, files)]
     context.log.info(f"checked {len(checked)} audience files; {len(opted_out)} hold opted-out contacts")
     yield dg.MaterializeResult(metadata=redacted({
+        **row_count(logged),
         "checked": dg.MetadataValue.json(checked), "notes": dg.MetadataValue.json(notes),
         "out_dir": dg.MetadataValue.path(str(out_dir)),
     }))

@@ -4,10 +4,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets import column_schema, row_count
 from assets.privacy import retention_purge
 from assets.warehouse import published_warehouse
 from consent import marts
 from resources.warehouse import ConsentSettings, WarehouseResource
+
+# one per mart: its YAML's keys hold
+KEY_CHECK = "keys_unique_and_not_null"
 
 PUBLISHED_DEPS = [
     published_warehouse.keys_by_output_name[name]
@@ -24,8 +28,15 @@ PUBLISHED_DEPS = [
             kinds={"duckdb", "sql"},
             # after the retention purge: a purge makes the next build whole
             deps=[*PUBLISHED_DEPS, retention_purge.key],
-            description=f"{marts.purpose_of(name)} (consent/marts/{name}.sql)",
+            description=f"{marts.purpose_of(name)} (consent/marts/{name}.sql, .yml)",
+            metadata=column_schema(marts.SPECS[name].doc),
         )
+        for name in marts.MARTS
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(KEY_CHECK, asset=name, description=f"{marts.SPECS[name].doc.grain}: the key "
+                          f"({', '.join(marts.SPECS[name].doc.keys)}, from consent/marts/{name}.yml) is never null "
+                          "and held by one row only (ERROR).")
         for name in marts.MARTS
     ],
     can_subset=True,
@@ -43,9 +54,18 @@ def compliance_marts(
             rows = marts.build(con, name, policy, run_id=context.run_id, full=settings.full, prepared=True)
             mode = marts.last_mode(con, name)
             yield dg.MaterializeResult(
-                asset_key=name,
-                metadata={"row_count": dg.MetadataValue.int(rows), "build": dg.MetadataValue.text(mode or "full")},
+                asset_key=name, metadata={**row_count(rows), "build": dg.MetadataValue.text(mode or "full")},
             )
+            if dg.AssetCheckKey(dg.AssetKey(name), KEY_CHECK) in context.selected_asset_check_keys:
+                yield key_check_result(con, name)
+
+
+def key_check_result(con, name: str) -> dg.AssetCheckResult:
+    problems = marts.key_problems(con, name)
+    return dg.AssetCheckResult(
+        asset_key=name, check_name=KEY_CHECK, passed=not any(problems.values()), severity=dg.AssetCheckSeverity.ERROR,
+        metadata={what: dg.MetadataValue.int(n) for what, n in problems.items()},
+    )
 
 
 MART_ASSETS = [compliance_marts]

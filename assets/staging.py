@@ -3,8 +3,9 @@
 
 import dagster as dg
 
-from assets import redacted
+from assets import column_schema, redacted, row_count
 from consent.domain.redact import redact
+from consent.storage.dictionary import published
 from consent.run.staging import stage_run
 from consent.run.progress import ProgressReporter
 from resources.warehouse import ConsentSettings, WarehouseResource
@@ -13,6 +14,8 @@ from resources.warehouse import ConsentSettings, WarehouseResource
 @dg.asset(
     group_name="staging",
     kinds={"polars", "duckdb"},
+    # the staged events have the ledger's columns
+    metadata=column_schema(published()["consent_events"]),
 )
 def stg_consent_events(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: ConsentSettings
@@ -41,6 +44,7 @@ def stg_consent_events(
         context.log.warning(redact(f"ignored {name}"))
     return dg.MaterializeResult(
         metadata=redacted({
+            **row_count(staged.events),
             "files_seen": len(staged.files),
             "files_read": len(new_files),
             "rows_read": sum(f.rows_read for f in new_files),

@@ -125,7 +125,8 @@ def test_a_changed_send_macro_changes_every_marts_fingerprint(warehouse, monkeyp
     differ builds every mart whole once, not its old rows beside new ones."""
     import duckdb
 
-    from consent import marts, sql
+    from consent import marts
+    from consent.storage import sql
     from consent.domain.policy import Policy
 
     policy = Policy()

@@ -1,46 +1,58 @@
-"""Compliance marts: one SQL file per mart, named after the table it builds.
+"""Compliance marts: one SQL file and one YAML file per mart, named after the table it builds.
 
-Each file starts with `-- <name>: <what one row is>` and reads top-down as
-named CTEs. Its last statement gives the mart's rows; statements before it, if
-any, each create a temporary table that the later ones read (the planner knows
-a table's size, not a CTE's: opt_out_timeliness.sql says why it needs this),
-dropped once the mart is built. Marts never hold a raw number: counts, or `salted_hash(...)`
-(the macro of consent/storage/sql/macros.sql).
+The SQL (`<name>.sql`) reads top-down as named CTEs. Its last statement gives
+the mart's rows; statements before it, if any, each create a temporary table
+that the later ones read (the planner knows a table's size, not a CTE's:
+opt_out_timeliness.sql says why it needs this), dropped once the mart is
+built. Marts never hold a raw number: counts, or `salted_hash(...)` (the macro
+of consent/storage/sql/macros.sql).
 
-`build` replaces a mart whole, or, after an incremental run, only the rows the
-run could change (`INCREMENTAL`: the days from the earliest one touched, the
-messages and contacts touched; consent/storage/sql/mart_scope.sql says which): those
-rows are deleted and built again in one transaction, with the same SQL
-restricted by the same condition, so both ways give the same table (a test
-builds both and compares). Four marts are built by difference (`BEFORE`):
-`consent_daily`, `consent_coverage`, `violations_summary` and
-`business_contacts` add to the rows they held the touched contacts' history
-rows, statuses or violations the run wrote, less those it replaced (their cost
-follows what changed, not the history; a property test compares consent_daily
-with a whole build over generated histories). A mart is built whole when it has no
-`mart_builds` row for the previous published run with the same fingerprint
-(its SQL, mart_scope.sql and send_macros.sql, the policy, the purposes present, a salted hash): a new warehouse, a
-`--full` run, a changed policy, an erasure or a retention purge in between.
-The other marts (`notice_usage`, `consent_renewals`) are always built whole.
+The YAML (`<name>.yml`, as dbt's model files) says what the mart is: its
+description and grain, its keys (checked not null and unique after every
+build), every column with its type and description (the table's comments, the
+Dagster column schema, docs/tables.md), and how it is rebuilt after an
+incremental run (`incremental.strategy`):
+
+- `whole`: always rebuilt whole;
+- `delete_insert`: the rows `incremental.rows` selects (the days from the
+  earliest one touched, the messages or contacts touched; consent/storage/sql/
+  mart_scope.sql says which) are deleted and built again in one transaction,
+  with the same SQL restricted by the same condition, so both ways give the
+  same table (a test builds both and compares);
+- `by_difference`: the same, and the SQL adds to the rows it held
+  (`<name>_before`: those `incremental.before` selects, typed from the YAML's
+  columns) the touched contacts' history rows, statuses or violations the run
+  wrote, less those it replaced (their cost follows what changed, not the
+  history; a property test compares consent_daily with a whole build over
+  generated histories).
+
+A mart is built whole when it has no `mart_builds` row for the previous
+published run with the same fingerprint (its SQL and YAML, mart_scope.sql and
+send_macros.sql, the policy, the purposes present, a salted hash standing for the salt): a new warehouse,
+a `--full` run, a changed policy, an erasure or a retention purge in between.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
 import polars as pl
+import yaml
 
 from consent.storage import sql
 from consent.storage.db import table_exists, transaction
+from consent.storage.dictionary import Column, TableDoc, set_comments
 from consent.domain.policy import Policy
 
 FOLDER = Path(__file__).parent
 MARTS: dict[str, str] = {path.stem: path.read_text(encoding="utf-8") for path in sorted(FOLDER.glob("*.sql"))}
+YAMLS: dict[str, str] = {path.stem: path.read_text(encoding="utf-8") for path in sorted(FOLDER.glob("*.yml"))}
 
 
 @cache
@@ -62,40 +74,80 @@ _TEMP_TABLE = re.compile(r"(?:--[^\n]*\n\s*)*CREATE OR REPLACE TEMP TABLE (\w+) 
 
 
 def purpose_of(name: str) -> str:
+    if name in SPECS:
+        return SPECS[name].doc.description
     first = MARTS[name].splitlines()[0]
     return first.split(":", 1)[1].strip() if ":" in first else first.lstrip("- ")
 
 
-# The rows an incremental build replaces: the same condition deletes them and restricts the rebuild.
-SINCE = "day >= getvariable('mart_since')"
-INCREMENTAL: dict[str, str] = {
-    "consent_daily": SINCE,
-    # by difference (its SQL): every row replaced by the mart as it was plus the statuses that changed
-    "consent_coverage": "true",
-    # by difference (its SQL), like consent_coverage
-    "violations_summary": "true",
-    "business_contacts": "true",
-    "quarantine_summary": SINCE,
-    "send_audit": "message_id IN (SELECT message_id FROM mart_messages)",
-    "opt_out_timeliness": "(business, contact_hash) IN (SELECT (business, salted_hash(contact_id)) FROM mart_contacts)",
-}
+# What each mart's YAML says (consent/marts/<name>.yml): its grain, keys, columns and how it is
+# rebuilt after an incremental run (`whole`; `delete_insert`: the rows `rows` selects are deleted
+# and built again; `by_difference`: the same, starting from the rows `before` selects as they were).
+STRATEGIES = ("whole", "delete_insert", "by_difference")
 
+
+@dataclass(frozen=True)
+class Mart:
+    doc: TableDoc
+    strategy: str
+    rows: str | None = None
+    before: str | None = None
+    # key columns where null is a value (the YAML's `nullable: true`)
+    nullable_keys: tuple[str, ...] = ()
+
+
+def _load(path: Path, text: str) -> Mart:
+    spec = yaml.safe_load(text)
+    columns = tuple(Column(c["name"], c["data_type"], " ".join(c["description"].split())) for c in spec["columns"])
+    doc = TableDoc(spec["name"], " ".join(spec["description"].split()), columns, spec["grain"], tuple(spec["keys"]))
+    incremental = spec["incremental"]
+    nullable = tuple(c["name"] for c in spec["columns"] if c.get("nullable") and c["name"] in doc.keys)
+    mart = Mart(doc, incremental["strategy"], incremental.get("rows"), incremental.get("before"), nullable)
+    problems = _problems(mart, path.stem)
+    if problems:
+        raise ValueError(f"consent/marts/{path.name}: " + "; ".join(problems))
+    return mart
+
+
+def _problems(mart: Mart, stem: str) -> list[str]:
+    names = {c.name for c in mart.doc.columns}
+    checks = {
+        f"name {mart.doc.name!r} is not the file's": mart.doc.name != stem,
+        f"strategy {mart.strategy!r} is not one of {STRATEGIES}": mart.strategy not in STRATEGIES,
+        "`rows` is needed unless the strategy is whole": (mart.strategy != "whole") != bool(mart.rows),
+        "`before` is needed by (and only by) by_difference": (mart.strategy == "by_difference") != bool(mart.before),
+        f"keys {sorted(set(mart.doc.keys) - names)} are not columns": bool(set(mart.doc.keys) - names),
+        "no keys": not mart.doc.keys,
+    }
+    return [problem for problem, found in checks.items() if found]
+
+
+SPECS: dict[str, Mart] = {name: _load(FOLDER / f"{name}.yml", text) for name, text in YAMLS.items()}
+
+# The rows an incremental build replaces: the same condition deletes them and restricts the rebuild.
+INCREMENTAL: dict[str, str] = {name: m.rows for name, m in SPECS.items() if m.strategy != "whole"}
 
 # The marts built by difference: the columns of the rows each starts from (`<mart>_before`, a
 # temporary table: the mart's rows before the build deletes them; none on a whole build), and which
 # of its rows those are.
 BEFORE: dict[str, tuple[str, str]] = {
-    "consent_daily": ("day DATE, business VARCHAR, channel VARCHAR, purpose VARCHAR, opt_ins BIGINT, opt_outs BIGINT, "
-                      "confirmations BIGINT, net_change BIGINT, sendable_audience BIGINT",
-                      "day >= least(getvariable('mart_since'), getvariable('mart_previous_day'))"),
-    "consent_coverage": ("business VARCHAR, channel VARCHAR, purpose VARCHAR, opted_in_contacts BIGINT, "
-                         "with_method BIGINT, with_date BIGINT, with_notice BIGINT, with_lineage BIGINT, "
-                         "complete BIGINT, complete_share DOUBLE", "true"),
-    "violations_summary": ("day DATE, business VARCHAR, channel VARCHAR, rule VARCHAR, severity VARCHAR, "
-                           "opt_ins BIGINT, refused BIGINT", "true"),
-    "business_contacts": ("business VARCHAR, contacts BIGINT, known_by_bsuid_only BIGINT, "
-                          "sendable_contact_purposes BIGINT, opted_out BIGINT", "true"),
+    name: (", ".join(f"{c.name} {c.data_type}" for c in m.doc.columns), m.before)
+    for name, m in SPECS.items() if m.strategy == "by_difference"
 }
+
+
+def key_problems(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, int]:
+    """Rows whose key (the YAML's `keys`) has a null where the YAML does not allow one, and keys
+    held by more than one row: both 0 when the mart's grain holds."""
+    mart = SPECS[name]
+    keys = ", ".join(mart.doc.keys)
+    not_null = [k for k in mart.doc.keys if k not in mart.nullable_keys]
+    null = " OR ".join(f"{k} IS NULL" for k in not_null) or "false"
+    rows, held_twice = con.execute(
+        f"SELECT (SELECT count(*) FROM {name} WHERE {null}), "
+        f"(SELECT count(*) FROM (SELECT {keys} FROM {name} GROUP BY ALL HAVING count(*) > 1))"
+    ).fetchone()
+    return {"rows_with_a_null_key": int(rows), "keys_held_by_more_than_one_row": int(held_twice)}
 
 
 def build(
@@ -135,6 +187,8 @@ def build(
             con.execute("SET VARIABLE mart_scoped = false")
         else:
             con.execute(f"CREATE OR REPLACE TABLE {name} AS {rows}")
+            if name in SPECS:  # a table replaced loses its comments
+                set_comments(con, [SPECS[name].doc])
         # the temporary tables go with the build (a failed build's go with its rollback)
         for table, _ in before:
             con.execute(f"DROP TABLE temp.main.{table}")
@@ -187,7 +241,7 @@ def _fingerprint(con: duckdb.DuckDBPyConnection, name: str, policy: Policy) -> s
     purposes, salted = con.execute(
         "SELECT list(DISTINCT purpose ORDER BY purpose), salted_hash('mart fingerprint') FROM consent_status"
     ).fetchone()
-    parts = [MARTS[name], *("\n".join(sql.statements(f)) for f in ("mart_scope", "send_macros")), policy.model_dump_json(),
+    parts = [MARTS[name], YAMLS.get(name, ""), *("\n".join(sql.statements(f)) for f in ("mart_scope", "send_macros")), policy.model_dump_json(),
              repr(purposes), salted]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 

@@ -21,6 +21,7 @@ import duckdb
 
 from consent.storage import sql
 from consent.storage.db import table_exists, transaction
+from consent.storage.dictionary import published, set_comments
 from consent.domain.schema import TABLES
 
 
@@ -93,6 +94,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "naming it in any spelling is recognised at import (rows erased before keep only their E.164 hash)",
         _steps(10),
     ),
+    Migration(
+        11,
+        "a data dictionary in the database: every published table and column carries a comment "
+        "(COMMENT ON, from consent/domain/tables.yml); no table or row changes",
+        _steps(11),  # only comments: set after every migration (`ensure_schema`), from the dictionary
+    ),
 )
 LATEST = MIGRATIONS[-1].version if MIGRATIONS else 1
 
@@ -131,6 +138,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
             for table in TABLES:
                 con.execute(table.ddl())
             _record(con, LATEST, "created at this version")
+            set_comments(con, list(published().values()))
             return
         if version == 1:
             _record(con, 1, "the layout written before schema versions")
@@ -142,6 +150,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         # Tables added since the warehouse was written.
         for table in TABLES:
             con.execute(table.ddl())
+        # A migration may have recreated a table (dropping its comments): every comment is set again.
+        set_comments(con, list(published().values()))
 
 
 def require_current(con: duckdb.DuckDBPyConnection) -> None:

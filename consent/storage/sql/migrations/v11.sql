@@ -1,0 +1,3 @@
+-- Schema version 11: a data dictionary in the database. No table or row changes: every published
+-- table and column gets its comment (COMMENT ON) from consent/domain/tables.yml and the marts' YAML,
+-- which `ensure_schema` sets after every migration, from the dictionary as the code has it then.
