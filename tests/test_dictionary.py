@@ -199,10 +199,13 @@ def test_a_changed_yaml_changes_the_marts_fingerprint(run, monkeypatch):
     from consent import marts
     from consent.domain.policy import Policy
 
+    from consent.storage import sql
+
     with duckdb.connect(str(run[0]), read_only=True) as con:
-        before = marts._fingerprint(con, "send_audit", "salt", Policy())
+        sql.use_salt(con, "salt")
+        before = marts._fingerprint(con, "send_audit", Policy())
         monkeypatch.setitem(marts.YAMLS, "send_audit", marts.YAMLS["send_audit"].replace("IN (", "IN  ("))
-        assert marts._fingerprint(con, "send_audit", "salt", Policy()) != before
+        assert marts._fingerprint(con, "send_audit", Policy()) != before
 
 
 def test_a_migrated_warehouse_carries_the_same_comments_as_a_new_one(run, tmp_path):
@@ -318,7 +321,7 @@ columns:
     shutil.copy(run[0], copy)
     with duckdb.connect(str(copy)) as con:
         use_salt(con, "salt")
-        assert marts.build(con, "contacts_per_purpose", "salt") > 0
+        assert marts.build(con, "contacts_per_purpose") > 0
         assert marts.key_problems(con, "contacts_per_purpose") == {"rows_with_a_null_key": 0,
                                                                     "keys_held_by_more_than_one_row": 0}
         assert con.execute("SELECT comment FROM duckdb_columns() WHERE table_name = 'contacts_per_purpose' "
