@@ -23,13 +23,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consent.migrations import ensure_schema
-from consent.notices import NoticeTerms
-from consent.policy import Policy, load_channels
-from consent.reconcile import INPUT_COLUMNS, reconcile
-from consent.rules import ASSESSED, RULES
+from consent.domain.notices import NoticeTerms
+from consent.domain.policy import Policy, load_channels
+from consent.domain.reconcile import INPUT_COLUMNS, reconcile
+from consent.domain.rules import ASSESSED, RULES
 from consent.run import decide_sql
-from consent.warehouse import publish, stage_run
+from consent.run.warehouse import publish, stage_run
+from consent.storage.migrations import ensure_schema
 
 AS_OF = datetime(2026, 11, 20)
 START = datetime(2026, 11, 1)
