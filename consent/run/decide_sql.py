@@ -51,7 +51,18 @@ def applies(policy: Policy, notices: Mapping[str, NoticeTerms]) -> bool:
     )
 
 
-def _register_policy(con: duckdb.DuckDBPyConnection, policy: Policy, notices: Mapping[str, NoticeTerms]) -> None:
+def _register_policy(
+    con: duckdb.DuckDBPyConnection, policy: Policy, as_of: datetime, notices: Mapping[str, NoticeTerms]
+) -> None:
+    settings = pl.DataFrame([{
+        "policy_purposes": list(dict.fromkeys(policy.purposes)),
+        "doi_channels": list(policy.double_opt_in_channels),
+        "active_methods": list(policy.active_consent_methods),
+        "refusing_rules": [name for name in RULES if policy.refuses(name)],
+        "notices_kept": bool(notices),
+        "future_limit": as_of + timedelta(minutes=policy.clock_skew_minutes),
+    }], schema={"policy_purposes": pl.List(pl.Utf8), "doi_channels": pl.List(pl.Utf8), "active_methods": pl.List(pl.Utf8),
+                "refusing_rules": pl.List(pl.Utf8), "notices_kept": pl.Boolean, "future_limit": pl.Datetime("us")})
     rules = pl.DataFrame(
         [(name, policy.severity(name), policy.refuses(name)) for name in RULES],
         schema={"rule": pl.Utf8, "severity": pl.Utf8, "refuses": pl.Boolean}, orient="row",
@@ -63,7 +74,7 @@ def _register_policy(con: duckdb.DuckDBPyConnection, policy: Policy, notices: Ma
                 "n_valid_until": pl.Datetime("us"), "n_deficient": pl.Boolean, "n_business": pl.Utf8},
         orient="row",
     )
-    for table, frame in (("sql_rules", rules), ("sql_notices", terms)):
+    for table, frame in (("sql_policy", settings), ("sql_rules", rules), ("sql_notices", terms)):
         con.register(f"{table}_frame", frame)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {table}_frame")
         con.unregister(f"{table}_frame")
@@ -77,18 +88,10 @@ def decide_touched(
     `touched_history`, which the state machine then decides. The number of contacts decided here."""
     if not applies(policy, notices):
         return 0
-    _register_policy(con, policy, notices)
-    params = {
-        "purposes": list(dict.fromkeys(policy.purposes)),
-        "doi_channels": list(policy.double_opt_in_channels),
-        "active_methods": list(policy.active_consent_methods),
-        "refusing_rules": [name for name in RULES if policy.refuses(name)],
-        "notices_kept": bool(notices),
-        "future_limit": as_of + timedelta(minutes=policy.clock_skew_minutes),
-    }
+    _register_policy(con, policy, as_of, notices)
     try:
-        sql.run(con, "sql_decidable", params)
-        sql.run(con, "sql_decisions", params)
+        sql.run(con, "sql_decidable")
+        sql.run(con, "sql_decisions")
         for table, rows, kept in OUTPUTS:
             con.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM {rows}")
             if table_exists(con, kept):  # an incremental run keeps what it decided
@@ -96,6 +99,6 @@ def decide_touched(
         con.execute("DELETE FROM touched_history WHERE contact_key IN (SELECT contact_key FROM sql_contacts)")
         return con.execute("SELECT count(*) FROM sql_contacts").fetchone()[0]
     finally:
-        for table in ("sql_contacts", "sql_events", "sql_moves", "sql_rules", "sql_notices",
+        for table in ("sql_contacts", "sql_events", "sql_moves", "sql_policy", "sql_rules", "sql_notices",
                       *(rows for _, rows, _ in OUTPUTS)):
             con.execute(f"DROP TABLE IF EXISTS {table}")

@@ -1,16 +1,17 @@
 -- sql_decidable: the touched contacts whose histories set-based SQL decides exactly as the state
 -- machine (consent.domain.reconcile) does, and their events judged by the rule registry. Reads
--- `touched_history` (contact_ranges), `sql_rules` and `sql_notices` (consent.run.decide_sql).
+-- `touched_history` (touched_history.sql) and the policy as `sql_policy` (one row), `sql_rules` and
+-- `sql_notices` (consent.run.decide_sql): columns, not parameters, which DuckDB's lambdas read fast.
 -- A contact is decided here when every event is an opt-in (or a confirmation) on a channel without
 -- double opt-in, an opt-out, a resume or an inbound message: no request, no number change, no
 -- inherited opt-in, no purpose named twice, no event twice. Every other contact is left to Python.
 CREATE OR REPLACE TEMP TABLE sql_contacts AS
 SELECT contact_key
-FROM touched_history
+FROM touched_history, sql_policy
 GROUP BY contact_key
 HAVING bool_and(
         (event_type IN ('opt_in', 'opt_in_confirm')
-         AND NOT coalesce(list_contains($doi_channels, channel), false) AND NOT inherited)
+         AND NOT coalesce(list_contains(doi_channels, channel), false) AND NOT inherited)
         OR event_type IN ('opt_out', 'resume', 'inbound_message'))
    AND bool_and(len(coalesce(purposes, [])) = len(list_distinct(coalesce(purposes, []))))
    AND count(*) = count(DISTINCT event_id);
@@ -28,27 +29,30 @@ WITH events AS (
         h.event_type IN ('opt_in', 'opt_in_confirm') AS is_opt_in,
         coalesce(h.purposes, []) AS purpose_list,
         -- opt-outs and resumes without purposes mean all purposes; others the policy does not know are ignored
-        CASE WHEN len(coalesce(h.purposes, [])) = 0 THEN $purposes::VARCHAR[]
-             ELSE list_filter(h.purposes, lambda p: list_contains($purposes, p)) END AS targets,
+        CASE WHEN len(coalesce(h.purposes, [])) = 0 THEN s.policy_purposes
+             ELSE list_filter(h.purposes, lambda p: list_contains(s.policy_purposes, p)) END AS targets,
+        s.* EXCLUDE (policy_purposes),
         n.*
     FROM touched_history AS h
+    CROSS JOIN sql_policy AS s
     SEMI JOIN sql_contacts AS c ON c.contact_key = h.contact_key
-    LEFT JOIN sql_notices AS n ON coalesce(h.notice_version, '') <> '' AND n.n_version = h.notice_version
+    -- an equality join (no notice has an empty version: consent.run.decide_sql.applies)
+    LEFT JOIN sql_notices AS n ON n.n_version = h.notice_version
 ), judged AS (
     SELECT
         *,
         CASE WHEN is_opt_in THEN list_filter([
             CASE WHEN occurred_at IS NULL THEN 'missing_consent_date' END,
-            CASE WHEN occurred_at > $future_limit THEN 'future_date' END,
+            CASE WHEN occurred_at > future_limit THEN 'future_date' END,
             CASE WHEN coalesce(consent_method, '') = '' THEN 'missing_consent_method' END,
-            CASE WHEN coalesce(consent_method, '') <> '' AND NOT list_contains($active_methods, consent_method)
+            CASE WHEN coalesce(consent_method, '') <> '' AND NOT list_contains(active_methods, consent_method)
                  THEN 'method_not_active' END,
             CASE WHEN checkbox_pre_ticked THEN 'pre_ticked_checkbox' END,
             CASE WHEN bundled_with_terms THEN 'bundled_with_terms' END,
             CASE WHEN coalesce(nullif(acquisition_source, ''), 'organic') <> 'organic' THEN 'non_organic_source' END,
             CASE WHEN len(purpose_list) = 0 AND event_type <> 'opt_in_confirm' THEN 'missing_purposes' END,
             CASE WHEN coalesce(notice_version, '') = '' THEN 'missing_notice_version' END,
-            CASE WHEN coalesce(notice_version, '') <> '' AND $notices_kept AND n_version IS NULL
+            CASE WHEN coalesce(notice_version, '') <> '' AND notices_kept AND n_version IS NULL
                  THEN 'notice_unknown' END,
             CASE WHEN n_version IS NOT NULL AND occurred_at IS NOT NULL
                       AND NOT ((n_valid_from IS NULL OR occurred_at >= n_valid_from)
@@ -61,8 +65,8 @@ WITH events AS (
     FROM events
 )
 SELECT
-    * EXCLUDE (n_purposes),
-    is_opt_in AND len(list_filter(broken, lambda r: list_contains($refusing_rules, r))) = 0 AS passes,
+    * EXCLUDE (n_purposes, doi_channels, active_methods, refusing_rules, notices_kept, future_limit),
+    is_opt_in AND len(list_filter(broken, lambda r: list_contains(refusing_rules, r))) = 0 AS passes,
     -- a notice grants consent only for the purposes it states (ConsentStateMachine._covered)
     CASE WHEN n_version IS NULL THEN targets
          ELSE list_filter(targets, lambda p: list_contains(n_purposes, p)) END AS granted,

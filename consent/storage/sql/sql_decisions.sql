@@ -18,8 +18,8 @@ FROM broken AS b
 JOIN sql_rules AS r ON r.rule = b.rule_name;
 
 -- Moves, per contact and purpose in time order: a valid opt-in grants (evidence: itself), an
--- opt-out suppresses, and a resume restores the last grant, only as the first resume after an
--- opt-out that a grant preceded (ConsentStateMachine._on_resume).
+-- opt-out suppresses, and a resume restores the last grant, only right after an opt-out that a
+-- grant preceded (ConsentStateMachine._on_resume).
 CREATE OR REPLACE TEMP TABLE sql_moves AS
 WITH candidates AS (
     SELECT *, unnest(granted) AS purpose, 'grant' AS kind FROM sql_events WHERE passes
@@ -31,8 +31,7 @@ WITH candidates AS (
     SELECT
         *,
         row_number() OVER moves AS seq,
-        count(*) FILTER (WHERE kind <> 'resume') OVER moves AS segment,
-        last_value(CASE WHEN kind <> 'resume' THEN kind END IGNORE NULLS) OVER moves AS segment_kind,
+        lag(kind) OVER moves AS previous_kind,
         last_value(CASE WHEN kind = 'grant' THEN {
             'event_id': event_id, 'channel': channel, 'consent_method': consent_method, 'consent_at': occurred_at,
             'notice_version': notice_version, 'source_file': source_file, 'source_line': source_line
@@ -40,12 +39,9 @@ WITH candidates AS (
     FROM candidates
     WINDOW moves AS (PARTITION BY contact_key, purpose ORDER BY effective_at, apply_rank, event_id)
 ), effective AS (
-    SELECT *
-    FROM ordered
-    WHERE kind <> 'resume'
-       OR (segment_kind = 'opt_out' AND last_grant IS NOT NULL)
-    -- only the first resume after an opt-out restores; later ones find the contact opted in
-    QUALIFY kind <> 'resume' OR row_number() OVER (PARTITION BY contact_key, purpose, segment, kind ORDER BY seq) = 1
+    -- a resume right after an opt-out restores; one after another resume finds the contact opted in
+    SELECT * FROM ordered
+    WHERE kind <> 'resume' OR (previous_kind = 'opt_out' AND last_grant IS NOT NULL)
 )
 SELECT
     contact_key, business, contact_id, purpose, seq,
@@ -82,7 +78,7 @@ WITH contacts AS (
     FROM sql_events
     GROUP BY contact_key
 ), latest AS (
-    SELECT * FROM sql_moves QUALIFY seq = max(seq) OVER (PARTITION BY contact_key, purpose)
+    SELECT * FROM sql_moves WHERE until IS NULL  -- the last move (every move has a time)
 )
 SELECT
     CASE WHEN starts_with(c.contact_id, '+') THEN c.contact_id END AS phone_e164,
@@ -104,5 +100,5 @@ SELECT
     c.business, c.contact_id,
     CASE WHEN starts_with(c.contact_id, '+') THEN c.last_user_id ELSE c.contact_id END AS whatsapp_user_id
 FROM contacts AS c
-CROSS JOIN (SELECT unnest($purposes::VARCHAR[]) AS purpose) AS p
+CROSS JOIN (SELECT unnest(policy_purposes) AS purpose FROM sql_policy) AS p
 LEFT JOIN latest AS m ON m.contact_key = c.contact_key AND m.purpose = p.purpose;
