@@ -287,7 +287,7 @@ def run_pipeline(exports: Path, con: duckdb.DuckDBPyConnection, policy: Policy, 
 
 
 @pytest.mark.slow  # `make test-slow`: whole runs; the frame-level property test above runs by default
-@settings(max_examples=int(__import__("os").environ.get("DECIDE_SQL_RUNS", "40")), deadline=None,
+@settings(max_examples=int(__import__("os").environ.get("DECIDE_SQL_RUNS", "20")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
 @given(export_sets(1), export_sets(2), st.booleans(), st.booleans(),
        st.sampled_from(["business", "all_businesses"]), st.sampled_from(["end", "carry"]))
