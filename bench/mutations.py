@@ -29,7 +29,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 GUARANTEES = ("conservation", "opt-outs never blocked", "erasure", "order independence", "number change",
-              "business scope", "the gate", "migrations", "incremental equals full", "no number in outputs")
+              "business scope", "the gate", "migrations", "incremental equals full", "no number in outputs",
+              "SQL decides as the state machine")
 # Per mutation: at most this long (a hung run is an error, not a catch).
 TIMEOUT_SECONDS = 900
 
@@ -186,6 +187,12 @@ MUTATIONS: tuple[Mutation, ...] = (
              "   OR parent_user_id IN (SELECT id FROM scope_ids) OR changed_to IN (SELECT id FROM scope_ids);",
              "   OR parent_user_id IN (SELECT id FROM scope_ids);",
              (I + "test_a_night_reads_every_event_its_contacts_inherit_through_number_changes_and_links",)),
+    # --- SQL decides as the state machine -----------------------------------------------------
+    # A resume restores consent only once after an opt-out: a second START finds the contact opted in.
+    Mutation("sql_every_resume_after_an_opt_out_restores", "SQL decides as the state machine",
+             "consent/storage/sql/sql_decisions.sql",
+             "OR (previous_kind = 'opt_out' AND last_grant", "OR (previous_kind IN ('opt_out', 'resume') AND last_grant",
+             ("tests/test_decide_sql.py::test_histories_decided_in_sql_equal_the_state_machine",)),
     # --- no number in outputs -----------------------------------------------------------------
     Mutation("send_audit_shows_the_number", "no number in outputs", "consent/marts/send_audit.sql",
              "        salted_hash(recipient) AS recipient_hash,", "        recipient AS recipient_hash,",

@@ -24,6 +24,7 @@ from consent.domain.notices import NoticeTerms
 from consent.domain.policy import Policy
 from consent.domain.reconcile import decide_range, reconcile
 from consent.domain.schema import CONSENT_STATUS, CONSENT_STATUS_HISTORY, CONSENT_VIOLATIONS
+from consent.run.decide_sql import decide_touched
 
 RECONCILE_RANGE_EVENTS = 250_000
 # With worker processes, smaller ranges keep both cores busy while this process reads and writes
@@ -39,17 +40,25 @@ def reconcile_ranges(
     notices: dict[str, NoticeTerms],
     progress: Progress | None = None,
     workers: int = 1,
+    counts: dict | None = None,
 ) -> int:
-    """Decide the touched contacts range by range; the number of contacts decided.
+    """Decide the touched contacts range by range; the number of contacts decided. Those whose
+    histories SQL decides exactly are decided first, all at once (consent.run.decide_sql); `counts`
+    gets how many each path decided.
 
     Contacts are independent: with `workers` > 1 and several ranges, the state machine runs in
     worker processes (started by a fork server: they import only `consent.domain.reconcile` and what it
     needs) while this process reads the next range and writes the finished ones. At most
     `workers` + 1 ranges are in memory, never the ledger."""
     size = RECONCILE_RANGE_EVENTS if workers <= 1 else min(RECONCILE_RANGE_EVENTS, PARALLEL_RANGE_EVENTS)
-    ranges = _contact_ranges(con, size)
     try:
-        return _decide_ranges(con, ranges, policy, as_of, notices, progress, workers)
+        sql.run(con, "touched_history")
+        in_sql = decide_touched(con, policy, as_of, notices)
+        ranges = _contact_ranges(con, size)
+        in_python = _decide_ranges(con, ranges, policy, as_of, notices, progress, workers)
+        if counts is not None:
+            counts.update(reconcile_sql_contacts=in_sql, reconcile_python_contacts=in_python)
+        return in_sql + in_python
     finally:
         for table in ("touched_history", "scope_event_rows", "scope_link_rows", "scope_ids", "scope_new_ids"):
             con.execute(f"DROP TABLE IF EXISTS {table}")

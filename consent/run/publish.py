@@ -57,7 +57,7 @@ def publish(
         notices = register_notices(con, run)
         with timed(run.seconds, "reconcile"):
             select_touched_contacts(con, run, policy, full)
-            contacts = reconcile_ranges(con, policy, run.as_of, notices, progress, workers)
+            contacts = reconcile_ranges(con, policy, run.as_of, notices, progress, workers, counts=run.seconds)
         crash_point("publish_after_status")
         summary = record_run(con, run, contacts=contacts, suppressed=suppressed)
     crash_point("after_publish")

@@ -1,16 +1,5 @@
--- contact_ranges: the touched contacts' complete histories, in the columns the state machine reads
--- (consent.domain.reconcile.INPUT_COLUMNS), materialised once (the contact_events view is evaluated once,
--- not once per range; DuckDB spills it to its temp directory if it does not fit), then the events
--- per contact in contact-key order (cut into ranges in Python).
-CREATE OR REPLACE TEMP TABLE touched_history AS
-SELECT
-    contact_key, business, contact_id, inherited, whatsapp_user_id, changed_to,
-    phone_e164, event_id, channel, event_type, purposes, occurred_at, ingested_at, consent_method,
-    notice_version, checkbox_pre_ticked, bundled_with_terms, acquisition_source, source_file, source_line
-FROM contact_events
-WHERE contact_key IN (SELECT contact_key FROM stg_touched)
-ORDER BY contact_key;
-
+-- contact_ranges: the events per touched contact left to the state machine (touched_history.sql),
+-- in contact-key order (cut into ranges in Python).
 SELECT contact_key, count(*) AS events
 FROM touched_history
 GROUP BY contact_key
