@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import sys
 from pathlib import Path
 
 from tests.conftest import query, run_cli, statuses
@@ -138,6 +139,7 @@ def _new_format(tmp_path: Path, monkeypatch, exports: Path):
     plugins.mkdir()
     (plugins / "ndjson_export.py").write_text(NDJSON_FORMAT)
     monkeypatch.syspath_prepend(str(plugins))
+    monkeypatch.delitem(sys.modules, "ndjson_export", raising=False)  # this test's module, not an earlier one's
     module = importlib.import_module("ndjson_export")
     (exports / "newsletter_tool").mkdir()
     (exports / "newsletter_tool" / "signups_2026-11.ndjson").write_text(NDJSON_EXPORT)
@@ -183,3 +185,111 @@ def test_without_its_registry_line_the_format_is_not_read(tmp_path, monkeypatch,
     assert query(warehouse_path, "SELECT count(*) FROM consent_events WHERE channel = 'newsletter_tool'") == [(0,)]
     assert query(warehouse_path, "SELECT count(*) FROM source_files WHERE channel = 'newsletter_tool'") == [(0,)]
     assert "unsupported file type .ndjson" in capsys.readouterr().out
+
+
+# The same format with a column table: lines naming a number go into the table, which builds the
+# rows it can with the shared helpers (`consent.reading.columnar`) and leaves the rest, by position,
+# to the reference build.
+NDJSON_TABLE_FORMAT = NDJSON_FORMAT.replace('''    yield FileRead(rows=rows)
+''', '''    odd = [r for r in rows if r.error is not None or not r.fields.get("phone")]
+    yield FileRead(rows=odd, table=Table([r for r in rows if r not in odd]))
+
+
+import polars as pl
+from zoneinfo import ZoneInfo
+
+from consent.domain.events import EVENT_SCHEMA, parse_purposes, parse_timestamp
+from consent.reading.columnar import batch, event_columns, event_ids, join_parsed, join_phones
+
+FIELDS = ("phone", "event_type", "purposes", "occurred_at", "consent_method", "notice_version")
+BUILT = []  # (rows built by the table, rows left to the reference), per build
+
+
+class Table:
+    def __init__(self, rows):
+        self.frame = pl.DataFrame({"line": [r.line for r in rows], "raw": [r.raw for r in rows],
+                                   **{k: [r.fields[k] for r in rows] for k in FIELDS}},
+                                  schema={"line": pl.Int64, "raw": pl.Utf8, **{k: pl.Utf8 for k in FIELDS}})
+
+    @property
+    def height(self):
+        return self.frame.height
+
+    def source_rows(self, positions=None):
+        frame = self.frame if positions is None else self.frame[positions]
+        return [SourceRow(line=r["line"], raw=r["raw"], identity=r["raw"], fields={k: r[k] for k in FIELDS})
+                for r in frame.iter_rows(named=True)]
+
+    def row_order(self, row):
+        return (row.line,)
+
+    def in_file_order(self, frame):
+        return frame.sort("source_line", maintain_order=True)
+
+    def phone_pairs(self, ctx):
+        return {(raw, _hint(ctx)) for raw in self.frame.get_column("phone").unique().to_list()}
+
+    def build(self, ctx, phones, purposes, ingested_at, run_id):
+        tz = ZoneInfo(ctx.timezone)
+        frame = self.frame.with_row_index("position").with_columns(hint=pl.lit(_hint(ctx) or ""))
+        frame = join_phones(frame, phones)
+        frame = join_parsed(frame, "occurred_at", lambda v: parse_timestamp(v, tz), pl.Datetime("us"))
+        frame = join_parsed(frame, "purposes", lambda v: parse_purposes(v, purposes), pl.List(pl.Utf8))
+        plain = lambda c: pl.col(c).is_null() | (pl.col(c) == pl.col(c).str.strip_chars().str.to_lowercase())
+        ordinary = (pl.col("phone_e164").is_not_null() & pl.col("occurred_at__ok") & pl.col("purposes__ok")
+                    & pl.col("event_type").is_in(["opt_in", "opt_out"]) & plain("consent_method")
+                    & plain("notice_version")).fill_null(False)
+        good, slow = frame.filter(ordinary), frame.filter(~ordinary).get_column("position").to_list()
+        events = good.with_columns(event_ids(ctx, good.get_column("raw").to_list())).select(event_columns(
+            ctx, ingested_at, run_id, event_id=pl.col("event_id"), event_type=pl.col("event_type"),
+            phone_raw=pl.col("phone"), country_hint=pl.lit(_hint(ctx), dtype=pl.Utf8),
+            phone_e164=pl.col("phone_e164"), phone_region=pl.col("phone_region"), phone_type=pl.col("phone_type"),
+            purposes=pl.col("purposes__value"), occurred_at=pl.col("occurred_at__value"),
+            consent_method=pl.col("consent_method"), notice_version=pl.col("notice_version"),
+            acquisition_source=pl.lit("organic"), source_line=pl.col("line")))
+        BUILT.append((good.height, len(slow)))
+        return batch(events=events.cast(EVENT_SCHEMA)), slow
+
+
+def _hint(ctx):
+    return ctx.default_region.upper() if ctx.default_region else None
+''')
+assert "class Table" in NDJSON_TABLE_FORMAT
+
+EVENT_COLUMNS = ("event_id, channel, event_type, phone_raw, country_hint, phone_e164, phone_region, phone_type, "
+                 "purposes, occurred_at, consent_method, notice_version, checkbox_pre_ticked, bundled_with_terms, "
+                 "acquisition_source, evidence_ref, source_file, source_line, source_pointer, file_hash, warnings, "
+                 "business, whatsapp_user_id, parent_user_id, changed_to")
+
+
+def test_a_format_with_its_own_column_table_gives_what_its_rows_give(tmp_path, monkeypatch, exports, warehouse_path):
+    """The table's build and the reference build of the same rows agree, run end to end: the
+    contract is all a format's column build needs."""
+    from consent.reading import channels
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "ndjson_table_export.py").write_text(NDJSON_TABLE_FORMAT)
+    monkeypatch.syspath_prepend(str(plugins))
+    module = importlib.import_module("ndjson_table_export")
+    (tmp_path / "rows").mkdir()
+    _new_format(tmp_path / "rows", monkeypatch, exports)
+    # one more line that the table leaves to the reference: a number that is not valid
+    with (exports / "newsletter_tool" / "signups_2026-11.ndjson").open("a") as handle:
+        handle.write('{"number": "+49 1", "action": "subscribe", "at": "2026-11-04T08:00:00Z", "topics": []}\n')
+    results = {}
+    for name, adapter in (("rows", importlib.import_module("ndjson_export")), ("table", module)):
+        monkeypatch.setitem(channels.FORMATS, "ndjson_export", adapter)
+        warehouse = warehouse_path.with_name(f"{name}.duckdb")
+        assert run_cli(exports, warehouse) == 0
+        where = "WHERE channel = 'newsletter_tool'"
+        results[name] = (
+            query(warehouse, f"SELECT {EVENT_COLUMNS} FROM consent_events {where} ORDER BY source_line"),
+            query(warehouse, f"SELECT source_line, reason FROM quarantine {where} ORDER BY source_line"),
+            query(warehouse, f"SELECT rows_read, events, quarantined, skipped FROM source_files {where}"),
+        )
+    assert module.BUILT == [(3, 1)]  # three rows built by the table, the invalid number left to the reference
+    assert results["table"] == results["rows"]
+    events, quarantined, counts = results["table"]
+    assert len(events) == 3 and counts == [(5, 3, 2, 0)]
+    assert [line for line, _ in quarantined] == [5, 6]
