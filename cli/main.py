@@ -18,7 +18,6 @@ from consent.run.alerts import raise_alert
 # Dagster-free: `sql`, `audit`, `export`, `runs`, `access`, `check` never import Dagster or GX.
 from consent.storage.access import (
     REPO_ROOT,
-    RunLock,
     SettingsAccess,
     WarehouseAccess,
     WarehouseKeyError,
@@ -43,7 +42,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-WAREHOUSE_HELP = "DuckDB warehouse file (default: CONSENT_WAREHOUSE or warehouse/consent.duckdb)"
+WAREHOUSE_HELP = ("DuckDB warehouse file, or a DuckLake catalog: ducklake:postgres:<libpq string>, ducklake:sqlite:<file>, "
+                  "ducklake:<file> (default: CONSENT_WAREHOUSE or warehouse/consent.duckdb)")
+DATA_PATH_HELP = ("where a DuckLake warehouse keeps its Parquet files: a folder or s3://bucket/prefix "
+                  "(default: CONSENT_DATA_PATH; needed when the catalog is created)")
 LOCK_HELP = "seconds to wait while another run writes (default: CONSENT_LOCK_TIMEOUT_SECONDS or 30)"
 
 
@@ -125,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     hashed.add_argument("number", help="the number in any spelling, or a BSUID")
     hashed.add_argument("--country", help="ISO 3166 region for a national spelling")
     hashed.add_argument("--warehouse", help=WAREHOUSE_HELP)
+    for command in sub.choices.values():
+        if any("--warehouse" in action.option_strings for action in command._actions):
+            command.add_argument("--data-path", dest="data_path", help=DATA_PATH_HELP)
     return parser
 
 
@@ -139,7 +144,8 @@ def _resources(args, warn: bool = True, dagster: bool = False) -> dict:
     resources = build(
         {
             "warehouse": {
-                "path": flags.get("warehouse"), "lock_timeout_seconds": flags.get("lock_timeout"),
+                "path": flags.get("warehouse"), "data_path": flags.get("data_path"),
+                "lock_timeout_seconds": flags.get("lock_timeout"),
                 "alert_command": flags.get("alert_command"),
             },
             "settings": {
@@ -394,6 +400,7 @@ def read_only_query(warehouse: WarehouseAccess, query: str, params: dict | None 
     with warehouse.reader(hashing=hashing) as con:
         # Read-only attach refuses writes to the warehouse; this refuses COPY TO,
         # ATTACH and reading other files, and locks the settings.
+        warehouse.allow_only_its_files(con)
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         try:
@@ -573,8 +580,8 @@ def command_check(args) -> int:
     from consent.sending.gate import AudienceError, decide, read_audience, record_check, summary, write_decisions
     resources = _resources(args, warn=False)
     warehouse, settings = resources["warehouse"], resources["settings"]
-    if not Path(warehouse.file).exists():
-        raise UsageError(f"no warehouse at {warehouse.file}")
+    if not warehouse.exists():
+        raise UsageError(f"no warehouse at {warehouse.describe()}")
     with warehouse.connect():
         pass  # a writing command: an older warehouse is migrated first
     business = _business_for(warehouse, args.business)
@@ -588,7 +595,7 @@ def command_check(args) -> int:
     except AudienceError as exc:
         raise UsageError(str(exc)) from exc
     policy = settings.load_policy()
-    lock = RunLock(Path(warehouse.file), warehouse.lock_timeout)
+    lock = warehouse.run_lock()
     lock.acquire()  # the check is logged in the warehouse: one writer at a time
     try:
         with warehouse.connect() as con:
@@ -633,9 +640,9 @@ def command_erase(args) -> int:
     phone = _contact(args.number, args.country)
     resources = _resources(args)
     warehouse, exports = resources["warehouse"], resources["settings"].exports_path
-    if not Path(warehouse.file).exists():
-        raise UsageError(f"no warehouse at {warehouse.file}")
-    lock = RunLock(Path(warehouse.file), warehouse.lock_timeout)
+    if not warehouse.exists():
+        raise UsageError(f"no warehouse at {warehouse.describe()}")
+    lock = warehouse.run_lock()
     lock.acquire()  # no run may publish while the number is being erased
     try:
         with warehouse.connect() as con:
@@ -693,9 +700,9 @@ def command_migrate(args) -> int:
     from consent.storage.migrations import LATEST, current_version
 
     warehouse = _warehouse(args)
-    if not Path(warehouse.file).exists():
-        raise UsageError(f"no warehouse at {warehouse.file}")
-    lock = RunLock(Path(warehouse.file), warehouse.lock_timeout)
+    if not warehouse.exists():
+        raise UsageError(f"no warehouse at {warehouse.describe()}")
+    lock = warehouse.run_lock()
     lock.acquire()  # a writer: the read copy is replaced once the migration is committed
     try:
         with warehouse.connect() as con:  # a writable connection migrates in place
@@ -703,7 +710,7 @@ def command_migrate(args) -> int:
         warehouse.publish_read_copy()
     finally:
         lock.release()
-    print(f"warehouse {warehouse.file}: schema version {version} (this code: {LATEST})")
+    print(f"warehouse {warehouse.describe()}: schema version {version} (this code: {LATEST})")
     return EXIT_OK
 
 
