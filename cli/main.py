@@ -119,8 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="print the last runs")
     runs.add_argument("--warehouse", help=WAREHOUSE_HELP)
     runs.add_argument("--limit", type=int, default=10)
-    migrate = sub.add_parser("migrate", help="migrate the warehouse to this version's schema, in place")
+    migrate = sub.add_parser("migrate", help="migrate the warehouse to this version's schema, in place; "
+                                             "with --to, copy a file warehouse into a DuckLake catalog")
     migrate.add_argument("--warehouse", help=WAREHOUSE_HELP)
+    migrate.add_argument("--to", help="an empty DuckLake catalog (ducklake:...) to copy the file warehouse into, "
+                                      "every table verified (its Parquet files go to --data-path)")
     migrate.add_argument("--lock-timeout", type=float, help=LOCK_HELP)
     sub.add_parser("rules", help="list the consent rules (the registry): severity, refuses consent, time-dependent")
     hashed = sub.add_parser("hash", help="print the salted hash of one number or BSUID, as marts, audits and the suppression list hold it")
@@ -699,6 +702,8 @@ def command_access(args) -> int:
 def command_migrate(args) -> int:
     from consent.storage.migrations import LATEST, current_version
 
+    if args.to:
+        return _migrate_to_lake(args)
     warehouse = _warehouse(args)
     if not warehouse.exists():
         raise UsageError(f"no warehouse at {warehouse.describe()}")
@@ -712,6 +717,61 @@ def command_migrate(args) -> int:
         lock.release()
     print(f"warehouse {warehouse.describe()}: schema version {version} (this code: {LATEST})")
     return EXIT_OK
+
+
+def _migrate_to_lake(args) -> int:
+    """Copy the file warehouse (migrated to this version first) into an empty DuckLake catalog, then
+    compare every table's rows and checksum in the catalog as committed with the file's."""
+    from consent.storage.ducklake import is_lake
+    from consent.storage.move import MoveError, copy_tables, tally, verify
+    from pipelines.access import Warehouse
+
+    source = _warehouse(args)
+    if not is_lake(args.to):
+        raise UsageError(f"--to: not a DuckLake catalog (ducklake:postgres:..., ducklake:sqlite:..., ducklake:<file>): {args.to}")
+    if source.lake or not source.exists():
+        raise UsageError(f"no warehouse file at {source.describe()} (--warehouse names the file to move)")
+    target = Warehouse(path=args.to, data_path=args.data_path, lock_timeout_seconds=source.lock_timeout)
+    lock = source.run_lock()
+    lock.acquire()  # no run writes the file while it is copied
+    try:
+        with source.connect():
+            pass  # an older file is migrated to this version first
+        _carry_salt(source, target)
+        try:
+            with target.connect() as con:
+                con.execute(source._attach_sql(Path(source.file), "source", read_only=True))
+                copied = copy_tables(con, "source", "warehouse")
+                expected = [tally(con, "source", table) for table in copied]
+            with target.connect(read_only=True) as con:  # a new connection: what the catalog committed
+                verify(expected, [tally(con, "warehouse", table) for table in copied])
+        except MoveError as exc:
+            print(f"consent migrate: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    finally:
+        lock.release()
+    print(_table([("table", "rows", "checksum"), *[(t.table, t.rows, f"{t.checksum & 0xFFFFFFFF:08x} verified")
+                                                   for t in expected]]))
+    print(f"copied {source.describe()} into {target.describe()}: {len(expected)} tables, "
+          f"{sum(t.rows for t in expected)} rows, every table verified")
+    return EXIT_OK
+
+
+def _carry_salt(source: WarehouseAccess, target: WarehouseAccess) -> None:
+    """The hashes the warehouse holds were made with its salt: the catalog keeps using it."""
+    if source.setting("hash_salt"):
+        return  # configured (CONSENT_HASH_SALT): the same for both
+    salt = source.salt(create=False)
+    if not salt:
+        return
+    kept = Path(target.file).resolve().parent / ".hash_salt"
+    if kept.exists():
+        if kept.read_text().strip() != salt:
+            raise UsageError(f"{kept} holds another hash salt than the warehouse's: move it away, or set CONSENT_HASH_SALT")
+        return
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    with owner_only():
+        kept.write_text(salt)
 
 
 def command_rules(args) -> int:
