@@ -724,7 +724,7 @@ def _migrate_to_lake(args) -> int:
     compare every table's rows and checksum in the catalog as committed with the file's."""
     from consent.storage.ducklake import is_lake
     from consent.storage.move import MoveError, copy_tables, tally, verify
-    from pipelines.access import Warehouse
+    from consent.storage.access import Warehouse
 
     source = _warehouse(args)
     if not is_lake(args.to):

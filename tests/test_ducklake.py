@@ -13,8 +13,8 @@ import duckdb
 import pytest
 
 from consent.storage.ducklake import Lake, s3_secret_sql, without_constraints
-from pipelines.access import NoRunLock, Warehouse
-from pipelines.cli import main
+from consent.storage.access import NoRunLock, Warehouse
+from cli.main import main
 from tests.conftest import AS_OF, FIXTURES
 from tests.test_nights_equal_full import NOT_COMPARED, RUN_COLUMNS
 
