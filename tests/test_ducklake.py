@@ -156,30 +156,35 @@ def test_a_run_with_its_data_on_an_s3_endpoint(built, postgres_service, s3_servi
 
 def test_an_encrypted_ducklake_keeps_its_catalog_and_files_unreadable_without_the_key(salted, monkeypatch, capsys,
                                                                                        tmp_path):
-    exports = tmp_path / "exports"
-    shutil.copytree(FIXTURES / "exports", exports)
     lake = f"ducklake:{tmp_path / 'lake' / 'catalog.ducklake'}"
     monkeypatch.setenv("CONSENT_WAREHOUSE_KEY", "a key kept out of the repository")
-    assert run(exports, lake, "--data-path", str(tmp_path / "data")) == 0
+    with Warehouse(path=lake, data_path=str(tmp_path / "data")).connect() as con:
+        con.execute("INSERT INTO suppression_list (phone_hash, erased_at, reason) VALUES ('h', now()::TIMESTAMP, 'r')")
     files = list((tmp_path / "data").rglob("*.parquet"))
     assert files
     plain = duckdb.connect()
     with pytest.raises(duckdb.Error):  # Parquet encryption: no key, no rows
         plain.execute(f"SELECT * FROM read_parquet('{files[0]}')").fetchall()
-    code, out, _ = cli(capsys, "sql", "SELECT count(*) AS n FROM consent_status", "--warehouse", lake, "--format", "json")
-    assert code == 0 and json.loads(out)[0]["n"] > 0
+    code, out, _ = cli(capsys, "sql", "SELECT count(*) AS n FROM suppression_list", "--warehouse", lake, "--format", "json")
+    assert code == 0 and json.loads(out) == [{"n": 1}]
     monkeypatch.delenv("CONSENT_WAREHOUSE_KEY")
     code, _, err = cli(capsys, "sql", "SELECT 1", "--warehouse", lake)
     assert code == 2 and "encrypted" in err and "CONSENT_WAREHOUSE_KEY" in err
 
 
 def test_a_key_given_for_a_ducklake_created_without_one_is_refused(salted, monkeypatch, capsys, tmp_path):
-    lake = f"ducklake:{tmp_path / 'catalog.ducklake'}"
-    with Warehouse(path=lake).connect():
-        pass
+    lake = f"ducklake:sqlite:{tmp_path / 'catalog.sqlite'}"
+    with Warehouse(path=lake).connect() as con:
+        con.execute("INSERT INTO suppression_list (phone_hash, erased_at, reason) VALUES ('h', now()::TIMESTAMP, 'r')")
+    code, out, _ = cli(capsys, "sql", "SELECT count(*) AS n FROM suppression_list", "--warehouse", lake, "--format", "json")
+    assert code == 0 and json.loads(out) == [{"n": 1}]  # a SQLite catalog, its files beside it
+    assert list((tmp_path / "catalog.sqlite.files").rglob("*.parquet"))
     monkeypatch.setenv("CONSENT_WAREHOUSE_KEY", "k")
     code, _, err = cli(capsys, "sql", "SELECT 1", "--warehouse", lake)
     assert code == 2 and "without encryption" in err
+    with pytest.raises(Exception, match="without encryption|not encrypted, but a key was given"):
+        with Warehouse(path=lake).connect():
+            pass
 
 
 def test_the_catalog_is_named_and_attached_as_given():
@@ -215,15 +220,49 @@ def test_migrate_to_copies_a_file_warehouse_into_ducklake_and_verifies_every_tab
     assert code == 0, err
     assert "every table verified" in out and "consent_status" in out
     assert contents(lake) == contents(built["file"])
-    # the moved warehouse goes on from where the file was: the same exports add nothing
-    assert run(built["exports"], lake) == 0
+    # a second move into the same catalog would double every row: refused
+    code, _, err = cli(capsys, "migrate", "--warehouse", built["file"], "--to", lake)
+    assert code == 1 and "already holds rows" in err
+
+
+@pytest.mark.slow
+def test_a_moved_warehouse_goes_on_from_where_the_file_was(built, salted, capsys, tmp_path):
+    lake = f"ducklake:{tmp_path / 'moved' / 'catalog.ducklake'}"
+    assert cli(capsys, "migrate", "--warehouse", built["file"], "--to", lake)[0] == 0
+    assert run(built["exports"], lake) == 0  # the same exports: nothing new
     code, out, _ = cli(capsys, "sql", "SELECT new_events FROM runs ORDER BY started_at DESC LIMIT 1", "--warehouse", lake,
                        "--format", "json")
     assert json.loads(out) == [{"new_events": 0}]
     assert contents(lake) == contents(built["file"])
-    # a second move into the same catalog would double every row: refused
-    code, _, err = cli(capsys, "migrate", "--warehouse", built["file"], "--to", lake)
-    assert code == 1 and "already holds rows" in err
+
+
+def holding(folder: Path, text: str) -> list[str]:
+    """The Parquet files under `folder` with a row that mentions `text` in any column."""
+    con = duckdb.connect()
+    return [str(f) for f in folder.rglob("*.parquet")
+            if con.execute("SELECT count(*) FROM read_parquet(?) AS t WHERE t::VARCHAR LIKE ?", [str(f), f"%{text}%"]
+                           ).fetchone()[0]]
+
+
+def test_erasure_on_ducklake_leaves_no_byte_of_the_number_in_data_files_or_catalog(built, salted, capsys, tmp_path):
+    catalog, data = tmp_path / "catalog.ducklake", tmp_path / "data"
+    lake = f"ducklake:{catalog}"
+    assert cli(capsys, "migrate", "--warehouse", built["file"], "--to", lake, "--data-path", str(data))[0] == 0
+    with Warehouse(path=lake).reader() as con:
+        (number,), before = con.execute(
+            "SELECT phone_e164 FROM consent_status WHERE phone_e164 IS NOT NULL ORDER BY phone_e164 LIMIT 1").fetchone(), \
+            con.execute("SELECT count(*) FROM consent_status").fetchone()[0]
+    digits = number.lstrip("+")
+    assert holding(data, digits) and digits.encode() in catalog.read_bytes()  # the catalog's column statistics
+    code, out, err = cli(capsys, "erase", number, "--warehouse", lake, "--exports", str(built["exports"]))
+    assert code == 0, err
+    assert holding(data, digits) == []
+    assert digits.encode() not in catalog.read_bytes()
+    code, out, _ = cli(capsys, "sql", f"SELECT count(*) AS n FROM consent_status WHERE phone_e164 = '{number}'",
+                       "--warehouse", lake, "--format", "json")
+    assert code == 0 and json.loads(out) == [{"n": 0}]
+    code, out, _ = cli(capsys, "sql", "SELECT count(*) AS n FROM consent_status", "--warehouse", lake, "--format", "json")
+    assert 0 < json.loads(out)[0]["n"] < before  # the others' statuses stay
 
 
 def test_migrate_to_fails_when_the_copy_differs_from_the_file(built, salted, capsys, monkeypatch, tmp_path):
@@ -240,3 +279,15 @@ def test_migrate_to_fails_when_the_copy_differs_from_the_file(built, salted, cap
     lake = f"ducklake:{tmp_path / 'catalog.ducklake'}"
     code, _, err = cli(capsys, "migrate", "--warehouse", built["file"], "--to", lake)
     assert code == 1 and "consent_status" in err and "differs" in err
+
+
+def test_a_catalog_that_cannot_be_attached_is_one_line_without_its_password(salted, capsys, tmp_path):
+    code, _, err = cli(capsys, "sql", "SELECT 1", "--warehouse",
+                       "ducklake:postgres:host=127.0.0.1 port=1 dbname=none password=hunter2")
+    assert code == 2 and "cannot attach the warehouse" in err and "hunter2" not in err and "password=***" in err
+    assert len(err.strip().splitlines()) <= 2  # the unencrypted warning, then the one line
+    lake = f"ducklake:{tmp_path / 'catalog.ducklake'}"
+    with Warehouse(path=lake, data_path=str(tmp_path / "one")).connect():
+        pass
+    code, _, err = cli(capsys, "migrate", "--warehouse", lake, "--data-path", str(tmp_path / "two"))
+    assert code == 2 and "does not match" in err and "--data-path" in err

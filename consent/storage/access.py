@@ -32,7 +32,15 @@ import duckdb
 from consent.storage.migrations import ensure_schema, require_current
 from consent.domain.policy import ChannelsFile, ConfigError, Policy, load_channels, load_policy
 from consent.storage.sql import use_reader_macros, use_salt
-from consent.storage.ducklake import Lake, allow_only_lake_files, encrypted, is_lake, prepare
+from consent.storage.ducklake import (
+    Lake,
+    allow_only_lake_files,
+    encrypted,
+    forget_deleted_rows,
+    is_lake,
+    masked,
+    prepare,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_EXPORTS = str(REPO_ROOT / "sample_exports")
@@ -269,7 +277,15 @@ class WarehouseAccess(FromEnvironment):
         """The DuckLake catalog attached as `warehouse`; a key given for a catalog created without
         encryption is refused (its data files would stay in plaintext)."""
         prepare(con, lake)
-        self._attach(con, lake.attach_sql("warehouse", read_only=read_only, key=self.key), Path(lake.describe()))
+        try:
+            self._attach(con, lake.attach_sql("warehouse", read_only=read_only, key=self.key), Path(lake.describe()))
+        except duckdb.Error as exc:
+            # a catalog that cannot be reached, a new one without --data-path, one whose data path
+            # is another than the given one: one line (a password in the connection string hidden)
+            message = masked(" ".join(str(exc).split()))
+            if "data_path" in message.lower() or "data path" in message.lower():
+                message += " (see --data-path / CONSENT_DATA_PATH)"
+            raise ConfigError(f"cannot attach the warehouse {lake.describe()}: {message}") from None
         if self.key and not encrypted(con):
             raise WarehouseKeyError(f"cannot open the warehouse {lake.describe()}: its catalog was created without "
                                     "encryption, but a key was given (unset CONSENT_WAREHOUSE_KEY to open it)")
@@ -281,12 +297,26 @@ class WarehouseAccess(FromEnvironment):
             allow_only_lake_files(con, self.lake)
 
     def _compact_lake(self) -> None:
-        """Deleted rows of a DuckLake leave no bytes behind: files holding deleted rows are rewritten,
-        every older snapshot expires and the files only they used are removed."""
+        """Deleted rows of a DuckLake leave no bytes behind in its data files and catalog tables
+        (`forget_deleted_rows`); a DuckDB-file catalog is then rewritten into a fresh file, as a
+        file warehouse is. A PostgreSQL or SQLite catalog keeps dead rows until its own VACUUM."""
         with self.connect() as con:
-            con.execute("CALL ducklake_rewrite_data_files('warehouse', delete_threshold => 0)")
-            con.execute("CALL ducklake_expire_snapshots('warehouse', older_than => now())")
-            con.execute("CALL ducklake_cleanup_old_files('warehouse', cleanup_all => true)")
+            forget_deleted_rows(con)
+        catalog = self.lake.catalog_file
+        if self.lake.kind != "duckdb":
+            return
+        fresh = catalog.with_name(catalog.name + ".compacting")
+        fresh.unlink(missing_ok=True)
+        options = f" (ENCRYPTION_KEY {_sql_text(self.key)})" if self.key else ""
+        with owner_only():
+            con = self._connection(catalog)
+            try:
+                con.execute(f"ATTACH {_sql_text(str(catalog))} AS catalog{options}")
+                con.execute(f"ATTACH {_sql_text(str(fresh))} AS fresh{options}")
+                con.execute("COPY FROM DATABASE catalog TO fresh")
+            finally:
+                con.close()
+        os.replace(fresh, catalog)
 
     def _connection(self, path: Path) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB with the project's settings, nothing attached yet."""

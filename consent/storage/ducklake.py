@@ -73,7 +73,7 @@ class Lake:
 
     def describe(self) -> str:
         """The location for messages, with any password in the libpq string hidden."""
-        return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", self.location, flags=re.IGNORECASE)
+        return masked(self.location)
 
     def exists(self) -> bool:
         """False only when the catalog file is missing (a PostgreSQL catalog is checked by attaching)."""
@@ -83,8 +83,11 @@ class Lake:
         """ATTACH of the catalog. With a key, new data files are encrypted (DuckLake's ENCRYPTED: one
         key per file, kept in the catalog) and a DuckDB-file catalog is encrypted with the key."""
         options = []
-        if self.data_path and not read_only:
-            options.append(f"DATA_PATH {sql_text(_folder(self.data_path))}")
+        data_path = self.data_path
+        if not data_path and self.catalog_file is not None and not self.catalog_file.exists():
+            data_path = f"{self.catalog_file}.files"  # a new catalog file: its data beside it
+        if data_path and not read_only:
+            options.append(f"DATA_PATH {sql_text(_folder(data_path))}")
         if read_only:
             options.append("READ_ONLY")
         elif key:
@@ -93,6 +96,11 @@ class Lake:
             options.append(f"META_ENCRYPTION_KEY {sql_text(key)}")
         text = f"ATTACH {sql_text(self.location)} AS {alias}"
         return text + (f" ({', '.join(options)})" if options else "")
+
+
+def masked(text: str) -> str:
+    """`text` with the value of any `password=` (a libpq connection string's) hidden."""
+    return re.sub(r"(password\s*=\s*)('[^']*'|[^\s\"]+)", r"\1***", text, flags=re.IGNORECASE)
 
 
 def _folder(path: str) -> str:
@@ -142,6 +150,33 @@ def allow_only_lake_files(con: duckdb.DuckDBPyConnection, lake: Lake, alias: str
     if lake.catalog_file is not None:
         con.execute("SET allowed_paths = ?", [[str(lake.catalog_file.resolve())]])
     con.execute("SET allowed_directories = ?", [directories])
+
+
+def forget_deleted_rows(con: duckdb.DuckDBPyConnection, alias: str = "warehouse") -> None:
+    """After an erasure: no byte of a deleted row left in the data files or the catalog's tables.
+
+    Deleted rows stay in their Parquet files (a delete file hides them) and in the statistics DuckLake
+    keeps per table (a column's minimum and maximum only ever widen). So every table is rebuilt under
+    its own definition (new files, statistics of the rows it holds), then every older snapshot
+    expires and the files only they used are removed."""
+    names = con.execute("SELECT table_name, sql FROM duckdb_tables() WHERE database_name = ? AND NOT temporary",
+                        [alias]).fetchall()
+    for table, definition in names:
+        rebuilt = f'{alias}."{table}__rebuilt"'
+        # the table's own CREATE TABLE (its columns, NOT NULL), under the new name
+        created = re.sub(r"^CREATE TABLE\s+(\"[^\"]+\"|[^\s(]+)", f"CREATE TABLE {rebuilt}", definition)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(created)
+            con.execute(f'INSERT INTO {rebuilt} BY NAME SELECT * FROM {alias}."{table}"')
+            con.execute(f'DROP TABLE {alias}."{table}"')
+            con.execute(f'ALTER TABLE {rebuilt} RENAME TO "{table}"')
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+    con.execute(f"CALL ducklake_expire_snapshots({sql_text(alias)}, older_than => now())")
+    con.execute(f"CALL ducklake_cleanup_old_files({sql_text(alias)}, cleanup_all => true)")
 
 
 def is_lake_connection(con: duckdb.DuckDBPyConnection) -> bool:
