@@ -737,7 +737,7 @@ def _migrate_to_lake(args) -> int:
     try:
         with source.connect():
             pass  # an older file is migrated to this version first
-        _carry_salt(source, target)
+        source.carry_salt_to(target)
         try:
             with target.connect() as con:
                 con.execute(source._attach_sql(Path(source.file), "source", read_only=True))
@@ -755,23 +755,6 @@ def _migrate_to_lake(args) -> int:
     print(f"copied {source.describe()} into {target.describe()}: {len(expected)} tables, "
           f"{sum(t.rows for t in expected)} rows, every table verified")
     return EXIT_OK
-
-
-def _carry_salt(source: WarehouseAccess, target: WarehouseAccess) -> None:
-    """The hashes the warehouse holds were made with its salt: the catalog keeps using it."""
-    if source.setting("hash_salt"):
-        return  # configured (CONSENT_HASH_SALT): the same for both
-    salt = source.salt(create=False)
-    if not salt:
-        return
-    kept = Path(target.file).resolve().parent / ".hash_salt"
-    if kept.exists():
-        if kept.read_text().strip() != salt:
-            raise UsageError(f"{kept} holds another hash salt than the warehouse's: move it away, or set CONSENT_HASH_SALT")
-        return
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    with owner_only():
-        kept.write_text(salt)
 
 
 def command_rules(args) -> int:

@@ -208,6 +208,24 @@ class WarehouseAccess(FromEnvironment):
         owner_only_file(path)  # a salt file left readable by others (older code, a copy) is closed first
         return path.read_text().strip()
 
+    def carry_salt_to(self, target: "WarehouseAccess") -> None:
+        """Before a warehouse is copied into `target` (`consent migrate --to`): the hashes it holds
+        were made with its salt, so a salt kept beside it is kept beside the target too."""
+        if self.setting("hash_salt"):
+            return  # configured (CONSENT_HASH_SALT): the same for both
+        salt = self.salt(create=False)
+        if not salt:
+            return
+        kept = Path(target.file).resolve().parent / ".hash_salt"
+        if kept.exists():
+            if kept.read_text().strip() != salt:
+                raise ConfigError(f"{kept} holds another hash salt than the warehouse's: move it away, "
+                                  "or set CONSENT_HASH_SALT")
+            return
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        with owner_only():
+            kept.write_text(salt)
+
     def hash_identifier(self, value: str) -> str | None:
         """The salted hash of one number or BSUID, as the marts and the suppression list hold it,
         computed by `salted_hash` on a connection of its own (no warehouse opened, no salt
