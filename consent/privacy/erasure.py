@@ -97,6 +97,8 @@ def erase(con: duckdb.DuckDBPyConnection, identifier: str, erased_at: datetime, 
         params["digits"] = ["\x00"]  # matches no text
     person = _person_sql("phone_e164", "whatsapp_user_id")
     report = ErasureReport(phone_hash=hashed, identifiers=ids)
+    # not INSERT OR IGNORE: a DuckLake table has no key to ignore by
+    not_yet_erased = "event_id NOT IN (SELECT event_id FROM erased_events)"
     with transaction(con):
         report.events_tombstoned = _run(
             con,
@@ -104,8 +106,7 @@ def erase(con: duckdb.DuckDBPyConnection, identifier: str, erased_at: datetime, 
             INSERT INTO erased_events BY NAME
             SELECT event_id, $hash AS phone_hash, channel, event_type, occurred_at, ingested_at,
                    $erased_at AS erased_at, $reason AS reason
-            FROM consent_events WHERE ({person} OR parent_user_id IN (SELECT unnest($users)))
-              AND event_id NOT IN (SELECT event_id FROM erased_events)
+            FROM consent_events WHERE ({person} OR parent_user_id IN (SELECT unnest($users))) AND {not_yet_erased}
             """,
             {**params, "hash": hashed, "erased_at": erased_at, "reason": reason},
         ).fetchone()[0]
