@@ -659,7 +659,8 @@ def command_erase(args) -> int:
         # Alerts, Data Docs, the dashboard, other reports: whatever else the warehouse wrote.
         database = Path(warehouse.file).resolve()
         files = scrub_warehouse_files(folder, report.identifiers or [phone],
-                                      keep={*folder.glob(database.name + "*"), warehouse.read_copy})
+                                      keep={*folder.glob(database.name + "*"), warehouse.read_copy,
+                                            *warehouse.lake_data_files()})
         warehouse.publish_read_copy()  # readers see the number gone as soon as the erasure ends
     finally:
         lock.release()

@@ -208,6 +208,17 @@ class WarehouseAccess(FromEnvironment):
         owner_only_file(path)  # a salt file left readable by others (older code, a copy) is closed first
         return path.read_text().strip()
 
+    def lake_data_files(self) -> set[Path]:
+        """The files under a DuckLake warehouse's local data folder, as its catalog names it (the
+        erasure's scrub of files beside the warehouse leaves them to the catalog); none for a file."""
+        if not self.lake:
+            return set()
+        with self.connect(read_only=True) as con:
+            row = con.execute(
+                "SELECT value FROM __ducklake_metadata_warehouse.ducklake_metadata WHERE key = 'data_path'").fetchone()
+        folder = Path(row[0]) if row and row[0] and "://" not in row[0] else None
+        return {p for p in folder.rglob("*") if p.is_file()} if folder and folder.is_dir() else set()
+
     def carry_salt_to(self, target: "WarehouseAccess") -> None:
         """Before a warehouse is copied into `target` (`consent migrate --to`): the hashes it holds
         were made with its salt, so a salt kept beside it is kept beside the target too."""
