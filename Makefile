@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 EXPORTS ?= sample_exports
 WAREHOUSE ?= warehouse/consent.duckdb
 
-.PHONY: run test test-slow install fuzz browser clean
+.PHONY: run test test-slow install fuzz browser services clean
 
 install: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/consent run --exports $(EXPORTS) --warehouse $(WAREHOUSE)
 
-test: $(STAMP) browser
+test: $(STAMP) browser services
 	$(BIN)/dagster definitions validate -w workspace.yaml
 	$(BIN)/python -m pytest
 
@@ -34,6 +34,13 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
 	  echo "chromium could not be installed: the dashboard browser test will be skipped"
+
+# The DuckLake tests start a throwaway PostgreSQL cluster (Debian's package; tests/services.py); without
+# it they are skipped (on CI they fail). The S3 endpoint is moto, a dev dependency.
+services:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >/dev/null 2>&1; } || \
+	  echo "PostgreSQL could not be installed: the DuckLake tests on PostgreSQL will be skipped"
 
 clean:
 	rm -rf $(VENV) warehouse .pytest_cache

@@ -18,7 +18,6 @@ from consent.run.alerts import raise_alert
 # Dagster-free: `sql`, `audit`, `export`, `runs`, `access`, `check` never import Dagster or GX.
 from consent.storage.access import (
     REPO_ROOT,
-    RunLock,
     SettingsAccess,
     WarehouseAccess,
     WarehouseKeyError,
@@ -43,7 +42,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-WAREHOUSE_HELP = "DuckDB warehouse file (default: CONSENT_WAREHOUSE or warehouse/consent.duckdb)"
+WAREHOUSE_HELP = ("DuckDB warehouse file, or a DuckLake catalog: ducklake:postgres:<libpq string>, ducklake:sqlite:<file>, "
+                  "ducklake:<file> (default: CONSENT_WAREHOUSE or warehouse/consent.duckdb)")
+DATA_PATH_HELP = ("where a DuckLake warehouse keeps its Parquet files: a folder or s3://bucket/prefix "
+                  "(default: CONSENT_DATA_PATH; needed when the catalog is created)")
 LOCK_HELP = "seconds to wait while another run writes (default: CONSENT_LOCK_TIMEOUT_SECONDS or 30)"
 
 
@@ -117,14 +119,20 @@ def _parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="print the last runs")
     runs.add_argument("--warehouse", help=WAREHOUSE_HELP)
     runs.add_argument("--limit", type=int, default=10)
-    migrate = sub.add_parser("migrate", help="migrate the warehouse to this version's schema, in place")
+    migrate = sub.add_parser("migrate", help="migrate the warehouse to this version's schema, in place; "
+                                             "with --to, copy a file warehouse into a DuckLake catalog")
     migrate.add_argument("--warehouse", help=WAREHOUSE_HELP)
+    migrate.add_argument("--to", help="an empty DuckLake catalog (ducklake:...) to copy the file warehouse into, "
+                                      "every table verified (its Parquet files go to --data-path)")
     migrate.add_argument("--lock-timeout", type=float, help=LOCK_HELP)
     sub.add_parser("rules", help="list the consent rules (the registry): severity, refuses consent, time-dependent")
     hashed = sub.add_parser("hash", help="print the salted hash of one number or BSUID, as marts, audits and the suppression list hold it")
     hashed.add_argument("number", help="the number in any spelling, or a BSUID")
     hashed.add_argument("--country", help="ISO 3166 region for a national spelling")
     hashed.add_argument("--warehouse", help=WAREHOUSE_HELP)
+    for command in sub.choices.values():
+        if any("--warehouse" in action.option_strings for action in command._actions):
+            command.add_argument("--data-path", dest="data_path", help=DATA_PATH_HELP)
     return parser
 
 
@@ -139,7 +147,8 @@ def _resources(args, warn: bool = True, dagster: bool = False) -> dict:
     resources = build(
         {
             "warehouse": {
-                "path": flags.get("warehouse"), "lock_timeout_seconds": flags.get("lock_timeout"),
+                "path": flags.get("warehouse"), "data_path": flags.get("data_path"),
+                "lock_timeout_seconds": flags.get("lock_timeout"),
                 "alert_command": flags.get("alert_command"),
             },
             "settings": {
@@ -394,6 +403,7 @@ def read_only_query(warehouse: WarehouseAccess, query: str, params: dict | None 
     with warehouse.reader(hashing=hashing) as con:
         # Read-only attach refuses writes to the warehouse; this refuses COPY TO,
         # ATTACH and reading other files, and locks the settings.
+        warehouse.allow_only_its_files(con)
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         try:
@@ -573,8 +583,8 @@ def command_check(args) -> int:
     from consent.sending.gate import AudienceError, decide, read_audience, record_check, summary, write_decisions
     resources = _resources(args, warn=False)
     warehouse, settings = resources["warehouse"], resources["settings"]
-    if not Path(warehouse.file).exists():
-        raise UsageError(f"no warehouse at {warehouse.file}")
+    if not warehouse.exists():
+        raise UsageError(f"no warehouse at {warehouse.describe()}")
     with warehouse.connect():
         pass  # a writing command: an older warehouse is migrated first
     business = _business_for(warehouse, args.business)
@@ -588,7 +598,7 @@ def command_check(args) -> int:
     except AudienceError as exc:
         raise UsageError(str(exc)) from exc
     policy = settings.load_policy()
-    lock = RunLock(Path(warehouse.file), warehouse.lock_timeout)
+    lock = warehouse.run_lock()
     lock.acquire()  # the check is logged in the warehouse: one writer at a time
     try:
         with warehouse.connect() as con:
@@ -633,9 +643,9 @@ def command_erase(args) -> int:
     phone = _contact(args.number, args.country)
     resources = _resources(args)
     warehouse, exports = resources["warehouse"], resources["settings"].exports_path
-    if not Path(warehouse.file).exists():
-        raise UsageError(f"no warehouse at {warehouse.file}")
-    lock = RunLock(Path(warehouse.file), warehouse.lock_timeout)
+    if not warehouse.exists():
+        raise UsageError(f"no warehouse at {warehouse.describe()}")
+    lock = warehouse.run_lock()
     lock.acquire()  # no run may publish while the number is being erased
     try:
         with warehouse.connect() as con:
@@ -649,7 +659,8 @@ def command_erase(args) -> int:
         # Alerts, Data Docs, the dashboard, other reports: whatever else the warehouse wrote.
         database = Path(warehouse.file).resolve()
         files = scrub_warehouse_files(folder, report.identifiers or [phone],
-                                      keep={*folder.glob(database.name + "*"), warehouse.read_copy})
+                                      keep={*folder.glob(database.name + "*"), warehouse.read_copy,
+                                            *warehouse.lake_data_files()})
         warehouse.publish_read_copy()  # readers see the number gone as soon as the erasure ends
     finally:
         lock.release()
@@ -692,10 +703,12 @@ def command_access(args) -> int:
 def command_migrate(args) -> int:
     from consent.storage.migrations import LATEST, current_version
 
+    if args.to:
+        return _migrate_to_lake(args)
     warehouse = _warehouse(args)
-    if not Path(warehouse.file).exists():
-        raise UsageError(f"no warehouse at {warehouse.file}")
-    lock = RunLock(Path(warehouse.file), warehouse.lock_timeout)
+    if not warehouse.exists():
+        raise UsageError(f"no warehouse at {warehouse.describe()}")
+    lock = warehouse.run_lock()
     lock.acquire()  # a writer: the read copy is replaced once the migration is committed
     try:
         with warehouse.connect() as con:  # a writable connection migrates in place
@@ -703,7 +716,45 @@ def command_migrate(args) -> int:
         warehouse.publish_read_copy()
     finally:
         lock.release()
-    print(f"warehouse {warehouse.file}: schema version {version} (this code: {LATEST})")
+    print(f"warehouse {warehouse.describe()}: schema version {version} (this code: {LATEST})")
+    return EXIT_OK
+
+
+def _migrate_to_lake(args) -> int:
+    """Copy the file warehouse (migrated to this version first) into an empty DuckLake catalog, then
+    compare every table's rows and checksum in the catalog as committed with the file's."""
+    from consent.storage.ducklake import is_lake
+    from consent.storage.move import MoveError, copy_tables, tally, verify
+    from consent.storage.access import Warehouse
+
+    source = _warehouse(args)
+    if not is_lake(args.to):
+        raise UsageError(f"--to: not a DuckLake catalog (ducklake:postgres:..., ducklake:sqlite:..., ducklake:<file>): {args.to}")
+    if source.lake or not source.exists():
+        raise UsageError(f"no warehouse file at {source.describe()} (--warehouse names the file to move)")
+    target = Warehouse(path=args.to, data_path=args.data_path, lock_timeout_seconds=source.lock_timeout)
+    lock = source.run_lock()
+    lock.acquire()  # no run writes the file while it is copied
+    try:
+        with source.connect():
+            pass  # an older file is migrated to this version first
+        source.carry_salt_to(target)
+        try:
+            with target.connect() as con:
+                con.execute(source._attach_sql(Path(source.file), "source", read_only=True))
+                copied = copy_tables(con, "source", "warehouse")
+                expected = [tally(con, "source", table) for table in copied]
+            with target.connect(read_only=True) as con:  # a new connection: what the catalog committed
+                verify(expected, [tally(con, "warehouse", table) for table in copied])
+        except MoveError as exc:
+            print(f"consent migrate: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    finally:
+        lock.release()
+    print(_table([("table", "rows", "checksum"), *[(t.table, t.rows, f"{t.checksum & 0xFFFFFFFF:08x} verified")
+                                                   for t in expected]]))
+    print(f"copied {source.describe()} into {target.describe()}: {len(expected)} tables, "
+          f"{sum(t.rows for t in expected)} rows, every table verified")
     return EXIT_OK
 
 

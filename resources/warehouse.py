@@ -21,7 +21,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import PrivateAttr
 
-from consent.storage.access import RunLock, SettingsAccess, WarehouseAccess
+from consent.storage.access import NoRunLock, RunLock, SettingsAccess, WarehouseAccess
 
 
 class WarehouseResource(dg.ConfigurableResource, WarehouseAccess):
@@ -31,7 +31,10 @@ class WarehouseResource(dg.ConfigurableResource, WarehouseAccess):
     CONSENT_HASH_SALT, CONSENT_ALERT_COMMAND, CONSENT_LOCK_TIMEOUT_SECONDS,
     CONSENT_MEMORY_LIMIT, CONSENT_TEMP_DIRECTORY)."""
 
+    # A DuckDB file, or a DuckLake catalog: `ducklake:postgres:<libpq string>`, `ducklake:sqlite:<file>`,
+    # `ducklake:<file>`, its Parquet files in `data_path` (a folder or s3://bucket/prefix; CONSENT_DATA_PATH).
     path: Optional[str] = None
+    data_path: Optional[str] = None
     lock_timeout_seconds: Optional[float] = None
     # DuckDB's memory limit per connection (e.g. "4GB"; default 1GB) and where it spills what does
     # not fit (default: `.duckdb_tmp/` beside the warehouse): large runs spill, not grow.
@@ -46,13 +49,13 @@ class WarehouseResource(dg.ConfigurableResource, WarehouseAccess):
     # Called with the run summary as JSON on stdin when a run or an ERROR check fails.
     alert_command: Optional[str] = None
 
-    _run_lock: Optional[RunLock] = PrivateAttr(default=None)
+    _run_lock: Optional[RunLock | NoRunLock] = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # A run (not a sensor) holds the run lock from its first step to its last, so
         # two runs never interleave their staging and publishing.
         if context.dagster_run is not None:
-            self._run_lock = RunLock(Path(self.file), self.lock_timeout)
+            self._run_lock = self.run_lock()
             self._run_lock.acquire()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:

@@ -10,6 +10,9 @@ import duckdb
 import pytest
 from hypothesis import settings
 
+# PostgreSQL and an S3 endpoint for the DuckLake tests, started once per test process.
+from tests.services import postgres_catalog, postgres_service, s3_service  # noqa: F401
+
 # CI runs the property and fuzz tests on a fixed seed, so a red build is reproducible;
 # locally every run explores new examples.
 settings.register_profile("ci", derandomize=True, database=None)

@@ -38,7 +38,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -46,7 +46,7 @@ import polars as pl
 import yaml
 
 from consent.storage import sql
-from consent.storage.db import table_exists, transaction
+from consent.storage.db import table_exists, transaction, upsert
 from consent.storage.dictionary import Column, TableDoc, set_comments
 from consent.domain.policy import Policy
 
@@ -193,10 +193,9 @@ def build(
         for table, _ in before:
             con.execute(f"DROP TABLE temp.main.{table}")
         if run_id is not None and table_exists(con, "mart_builds"):
-            con.execute(
-                "INSERT OR REPLACE INTO mart_builds VALUES (?, ?, ?, ?, now()::TIMESTAMP)",
-                [name, run_id, fingerprint, "incremental" if incremental else "full"],
-            )
+            built_at = datetime.now(timezone.utc).replace(tzinfo=None)
+            upsert(con, "mart_builds", {"mart": name, "run_id": run_id, "fingerprint": fingerprint,
+                                        "mode": "incremental" if incremental else "full", "built_at": built_at})
     return con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
 
 

@@ -97,14 +97,16 @@ def erase(con: duckdb.DuckDBPyConnection, identifier: str, erased_at: datetime, 
         params["digits"] = ["\x00"]  # matches no text
     person = _person_sql("phone_e164", "whatsapp_user_id")
     report = ErasureReport(phone_hash=hashed, identifiers=ids)
+    # not INSERT OR IGNORE: a DuckLake table has no key to ignore by
+    not_yet_erased = "event_id NOT IN (SELECT event_id FROM erased_events)"
     with transaction(con):
         report.events_tombstoned = _run(
             con,
             f"""
-            INSERT OR IGNORE INTO erased_events BY NAME
+            INSERT INTO erased_events BY NAME
             SELECT event_id, $hash AS phone_hash, channel, event_type, occurred_at, ingested_at,
                    $erased_at AS erased_at, $reason AS reason
-            FROM consent_events WHERE {person} OR parent_user_id IN (SELECT unnest($users))
+            FROM consent_events WHERE ({person} OR parent_user_id IN (SELECT unnest($users))) AND {not_yet_erased}
             """,
             {**params, "hash": hashed, "erased_at": erased_at, "reason": reason},
         ).fetchone()[0]
@@ -288,12 +290,10 @@ def erase_staged_raw_rows(con: duckdb.DuckDBPyConnection) -> int:
         """,
         {"reason": ERASED_REASON},
     )
-    moved = con.execute(
-        """
-        DELETE FROM stg_quarantine WHERE quarantine_id IN (SELECT id FROM erased_raw WHERE kind = 'quarantine')
-        RETURNING *
-        """
-    ).pl()
+    # Read, then deleted (not DELETE ... RETURNING, which DuckLake lacks).
+    erased_quarantine = "quarantine_id IN (SELECT id FROM erased_raw WHERE kind = 'quarantine')"
+    moved = con.execute(f"SELECT * FROM stg_quarantine WHERE {erased_quarantine}").pl()
+    con.execute(f"DELETE FROM stg_quarantine WHERE {erased_quarantine}")
     if moved.height:
         con.register("moved_rows", moved)
         con.execute(

@@ -15,6 +15,7 @@ import duckdb
 
 from consent.storage import sql
 from consent.storage.db import table_exists, write_frame
+from consent.storage.ducklake import is_lake_connection
 from consent.domain.policy import Policy
 from consent.domain.rules import TIME_DEPENDENT, UNTIL_DATED
 from consent.domain.schema import CONSENT_STATUS, CONSENT_STATUS_HISTORY, CONSENT_VIOLATIONS
@@ -69,7 +70,9 @@ def replace_touched(con: duckdb.DuckDBPyConnection, full: bool) -> None:
     decided again, and keep the rows deleted as `stg_replaced_*` (empty on a full run): the status
     check validates only rows that changed, and the incremental marts (consent/storage/sql/mart_scope.sql)
     take the difference between these and the rows the run writes."""
-    returning = not full and con.execute("SELECT count(*) FROM stg_touched").fetchone()[0] <= RETURNING_CONTACTS
+    # DuckLake has no DELETE ... RETURNING: there the rows are read, then deleted.
+    returning = (not full and not is_lake_connection(con)
+                 and con.execute("SELECT count(*) FROM stg_touched").fetchone()[0] <= RETURNING_CONTACTS)
     for table, kept in ((CONSENT_STATUS, "stg_replaced_status"), (CONSENT_STATUS_HISTORY, "stg_replaced_history"),
                         (CONSENT_VIOLATIONS, "stg_replaced_violations")):
         con.execute(f"CREATE OR REPLACE TABLE {kept} AS SELECT * FROM {table.name} LIMIT 0")

@@ -32,6 +32,15 @@ import duckdb
 from consent.storage.migrations import ensure_schema, require_current
 from consent.domain.policy import ChannelsFile, ConfigError, Policy, load_channels, load_policy
 from consent.storage.sql import use_reader_macros, use_salt
+from consent.storage.ducklake import (
+    Lake,
+    allow_only_lake_files,
+    encrypted,
+    forget_deleted_rows,
+    is_lake,
+    masked,
+    prepare,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_EXPORTS = str(REPO_ROOT / "sample_exports")
@@ -85,6 +94,17 @@ class RunLock:
             self.handle = None
 
 
+class NoRunLock:
+    """A DuckLake warehouse takes no file lock: several processes and machines write one catalog,
+    each transaction committed (or retried) by DuckLake itself."""
+
+    def acquire(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
 def _extension_directory() -> str | None:
     """The DuckDB extensions shipped by the `duckdb-ext-*` registry packages; nothing downloads."""
     try:
@@ -125,8 +145,34 @@ class WarehouseAccess(FromEnvironment):
     and by the Dagster `WarehouseResource`."""
 
     @property
-    def file(self) -> str:
+    def location(self) -> str:
+        """The warehouse as configured: a DuckDB file, or `ducklake:<catalog>`."""
         return self.setting("path")
+
+    @property
+    def lake(self) -> Lake | None:
+        """The DuckLake catalog and data path, for a DuckLake warehouse; None for a file."""
+        return Lake(self.location, self.setting("data_path")) if is_lake(self.location) else None
+
+    @property
+    def file(self) -> str:
+        """The warehouse file; for a DuckLake warehouse, the local path whose folder keeps what a
+        warehouse keeps beside it (`Lake.anchor`)."""
+        lake = self.lake
+        return str(lake.anchor) if lake else self.location
+
+    def describe(self) -> str:
+        """The warehouse for messages (a catalog's password hidden)."""
+        lake = self.lake
+        return lake.describe() if lake else self.location
+
+    def exists(self) -> bool:
+        lake = self.lake
+        return lake.exists() if lake else Path(self.location).exists()
+
+    def run_lock(self) -> RunLock | NoRunLock:
+        """The lock a writing command holds: the file's run lock; none on DuckLake."""
+        return NoRunLock() if self.lake else RunLock(Path(self.file), self.lock_timeout)
 
     @property
     def lock_timeout(self) -> float:
@@ -162,6 +208,35 @@ class WarehouseAccess(FromEnvironment):
         owner_only_file(path)  # a salt file left readable by others (older code, a copy) is closed first
         return path.read_text().strip()
 
+    def lake_data_files(self) -> set[Path]:
+        """The files under a DuckLake warehouse's local data folder, as its catalog names it (the
+        erasure's scrub of files beside the warehouse leaves them to the catalog); none for a file."""
+        if not self.lake:
+            return set()
+        with self.connect(read_only=True) as con:
+            row = con.execute(
+                "SELECT value FROM __ducklake_metadata_warehouse.ducklake_metadata WHERE key = 'data_path'").fetchone()
+        folder = Path(row[0]) if row and row[0] and "://" not in row[0] else None
+        return {p for p in folder.rglob("*") if p.is_file()} if folder and folder.is_dir() else set()
+
+    def carry_salt_to(self, target: "WarehouseAccess") -> None:
+        """Before a warehouse is copied into `target` (`consent migrate --to`): the hashes it holds
+        were made with its salt, so a salt kept beside it is kept beside the target too."""
+        if self.setting("hash_salt"):
+            return  # configured (CONSENT_HASH_SALT): the same for both
+        salt = self.salt(create=False)
+        if not salt:
+            return
+        kept = Path(target.file).resolve().parent / ".hash_salt"
+        if kept.exists():
+            if kept.read_text().strip() != salt:
+                raise ConfigError(f"{kept} holds another hash salt than the warehouse's: move it away, "
+                                  "or set CONSENT_HASH_SALT")
+            return
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        with owner_only():
+            kept.write_text(salt)
+
     def hash_identifier(self, value: str) -> str | None:
         """The salted hash of one number or BSUID, as the marts and the suppression list hold it,
         computed by `salted_hash` on a connection of its own (no warehouse opened, no salt
@@ -178,6 +253,8 @@ class WarehouseAccess(FromEnvironment):
 
     def compact(self) -> None:
         """Rewrite the database into a fresh file, so deleted rows leave no bytes behind."""
+        if self.lake:
+            return self._compact_lake()
         path = Path(self.file)
         fresh = path.with_name(path.name + ".compacting")
         fresh.unlink(missing_ok=True)
@@ -199,27 +276,76 @@ class WarehouseAccess(FromEnvironment):
         Every file DuckDB creates meanwhile (the warehouse, its WAL, spill files) is
         readable by its owner only.
         """
+        lake = self.lake
         path = Path(file or self.file)
-        if read_only and not path.exists():
-            raise FileNotFoundError(f"no warehouse at {path}")
+        if read_only and not (lake.exists() if lake else path.exists()):
+            raise FileNotFoundError(f"no warehouse at {self.describe() if lake else path}")
         path.parent.mkdir(parents=True, exist_ok=True)
         with owner_only():
             con = self._connection(path)
             try:
-                self._attach(con, self._attach_sql(path, "warehouse", read_only), path)
+                if lake:
+                    self._attach_lake(con, lake, read_only)
+                else:
+                    self._attach(con, self._attach_sql(path, "warehouse", read_only), path)
                 con.execute("USE warehouse")
                 if read_only:
                     require_current(con)
                     # A reader never creates a salt, and never holds it in a variable or macro.
                     use_reader_macros(con, self.salt(create=False) if hashing else None, hashing)
                 else:
-                    for written in (path, path.with_name(path.name + ".wal")):
+                    for written in (() if lake else (path, path.with_name(path.name + ".wal"))):
                         owner_only_file(written)  # files older code left readable by others
                     ensure_schema(con)
                     use_salt(con, self.salt())
                 yield con
             finally:
                 con.close()
+
+    def _attach_lake(self, con: duckdb.DuckDBPyConnection, lake: Lake, read_only: bool) -> None:
+        """The DuckLake catalog attached as `warehouse`; a key given for a catalog created without
+        encryption is refused (its data files would stay in plaintext)."""
+        prepare(con, lake)
+        try:
+            self._attach(con, lake.attach_sql("warehouse", read_only=read_only, key=self.key), Path(lake.describe()))
+        except duckdb.Error as exc:
+            # a catalog that cannot be reached, a new one without --data-path, one whose data path
+            # is another than the given one: one line (a password in the connection string hidden)
+            message = masked(" ".join(str(exc).split()))
+            if "data_path" in message.lower() or "data path" in message.lower():
+                message += " (see --data-path / CONSENT_DATA_PATH)"
+            raise ConfigError(f"cannot attach the warehouse {lake.describe()}: {message}") from None
+        if self.key and not encrypted(con):
+            raise WarehouseKeyError(f"cannot open the warehouse {lake.describe()}: its catalog was created without "
+                                    "encryption, but a key was given (unset CONSENT_WAREHOUSE_KEY to open it)")
+
+    def allow_only_its_files(self, con: duckdb.DuckDBPyConnection) -> None:
+        """What a reader locked down (`enable_external_access = false`) may still read: on
+        DuckLake its data files; a file warehouse is attached already and needs nothing."""
+        if self.lake:
+            allow_only_lake_files(con, self.lake)
+
+    def _compact_lake(self) -> None:
+        """Deleted rows of a DuckLake leave no bytes behind in its data files and catalog tables
+        (`forget_deleted_rows`); a DuckDB-file catalog is then rewritten into a fresh file, as a
+        file warehouse is. A PostgreSQL or SQLite catalog keeps dead rows until its own VACUUM."""
+        with self.connect() as con:
+            forget_deleted_rows(con)
+        catalog = self.lake.catalog_file
+        if self.lake.kind != "duckdb":
+            return
+        fresh = catalog.with_name(catalog.name + ".compacting")
+        fresh.unlink(missing_ok=True)
+        options = f" (ENCRYPTION_KEY {_sql_text(self.key)})" if self.key else ""
+        with owner_only():
+            con = self._connection(catalog)
+            try:
+                con.execute(f"ATTACH {_sql_text(str(catalog))} AS catalog{options}")
+                con.execute(f"ATTACH {_sql_text(str(fresh))} AS fresh{options}")
+                con.execute("COPY FROM DATABASE catalog TO fresh")
+            finally:
+                con.close()
+        os.replace(fresh, catalog)
 
     def _connection(self, path: Path) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB with the project's settings, nothing attached yet."""
@@ -257,6 +383,8 @@ class WarehouseAccess(FromEnvironment):
         wrong, or given for a plaintext file. Reads the read copy when there is one (a writer
         never locks it); writes nothing. A file that cannot be opened for another reason
         (locked) is left to the command's own connection."""
+        if self.lake:
+            return  # a key that does not fit the catalog is told when it is attached
         path = Path(self.file)
         probe = self.read_copy if self.read_copy.exists() else path
         if not probe.exists():
@@ -321,9 +449,10 @@ class WarehouseAccess(FromEnvironment):
     def publish_read_copy(self) -> Path | None:
         """Replace the read copy with the committed warehouse, atomically (a new file renamed over
         the old one: a reader holding the old copy keeps it and blocks nothing). Call under the run
-        lock, with no connection of this process open; None when there is no warehouse yet."""
+        lock, with no connection of this process open; None when there is no warehouse yet, or on
+        DuckLake, where readers attach the catalog read-only instead (they never block a writer)."""
         path = Path(self.file)
-        if not path.exists():
+        if self.lake or not path.exists():
             return None
         with owner_only():
             if path.with_name(path.name + ".wal").exists():
@@ -368,8 +497,9 @@ class WarehouseAccess(FromEnvironment):
 
     @contextmanager
     def reader(self, hashing: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection to the read copy (see `readable_file`): what every read command uses."""
-        with self.connect(read_only=True, hashing=hashing, file=self.readable_file()) as con:
+        """A read-only connection to the read copy (see `readable_file`): what every read command uses.
+        On DuckLake: the catalog attached read-only (the snapshot committed when it attached)."""
+        with self.connect(read_only=True, hashing=hashing, file=None if self.lake else self.readable_file()) as con:
             yield con
 
 
@@ -509,6 +639,7 @@ def memory_size(text: str) -> str:
 # Every setting any entry point reads from the environment, and the defaults when it is unset.
 SETTINGS = (
     Setting("path", "CONSENT_WAREHOUSE"),
+    Setting("data_path", "CONSENT_DATA_PATH"),
     Setting("encryption_key", "CONSENT_WAREHOUSE_KEY"),
     Setting("hash_salt", "CONSENT_HASH_SALT"),
     Setting("alert_command", "CONSENT_ALERT_COMMAND"),
@@ -529,6 +660,7 @@ class Warehouse(WarehouseAccess):
     """The warehouse for a command that needs no Dagster (every field: None = from the environment)."""
 
     path: Optional[str] = None
+    data_path: Optional[str] = None
     lock_timeout_seconds: Optional[float] = None
     memory_limit: Optional[str] = None
     temp_directory: Optional[str] = None

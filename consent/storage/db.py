@@ -29,10 +29,22 @@ def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
 
 
 def upsert(con: duckdb.DuckDBPyConnection, table: str, row: dict) -> None:
-    """Insert (or replace, by primary key) one row, by column name."""
-    columns = ", ".join(row)
-    values = ", ".join(f"${name}" for name in row)
-    con.execute(f"INSERT OR REPLACE INTO {table} ({columns}) VALUES ({values})", row)
+    """Insert one row, by column name, or set the given columns of the row with its primary key.
+
+    One MERGE on both storages: a DuckLake table has no primary key for `INSERT OR REPLACE`, so the
+    key comes from the table's definition (`consent.schema`)."""
+    from consent.domain.schema import TABLES
+
+    key = next(t.primary_key for t in TABLES if t.name == table)
+    source = ", ".join(f"${name} AS {name}" for name in row)
+    match = " AND ".join(f"{table}.{column} = given.{column}" for column in key)
+    changes = ", ".join(f"{name} = given.{name}" for name in row if name not in key)
+    matched = f"UPDATE SET {changes}" if changes else "DO NOTHING"
+    con.execute(
+        f"MERGE INTO {table} USING (SELECT {source}) AS given ON ({match}) "
+        f"WHEN MATCHED THEN {matched} WHEN NOT MATCHED THEN INSERT BY NAME",
+        row,
+    )
 
 
 def write_frame(con: duckdb.DuckDBPyConnection, table: str, frame: object, *, replace: bool = False) -> None:

@@ -23,6 +23,7 @@ from consent.storage import sql
 from consent.storage.db import table_exists, transaction
 from consent.storage.dictionary import published, set_comments
 from consent.domain.schema import TABLES
+from consent.storage.ducklake import is_lake_connection, without_constraints
 
 
 def _steps(version: int) -> tuple[str, ...]:
@@ -129,14 +130,16 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         raise WarehouseOutdated(
             f"the warehouse has schema version {version}, newer than this code knows ({LATEST}): upgrade the pipeline"
         )
+    # DuckLake has no key constraints: the same tables without them (uniqueness kept by the writes).
+    ddl = without_constraints if is_lake_connection(con) else (lambda sql: sql)
     with transaction(con):
-        con.execute(
+        con.execute(ddl(
             "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, description VARCHAR NOT NULL, "
             "applied_at TIMESTAMP NOT NULL)"
-        )
+        ))
         if version is None:
             for table in TABLES:
-                con.execute(table.ddl())
+                con.execute(ddl(table.ddl()))
             _record(con, LATEST, "created at this version")
             set_comments(con, list(published().values()))
             return
@@ -145,11 +148,11 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         for migration in MIGRATIONS:
             if migration.version > version:
                 for statement in migration.statements:
-                    con.execute(statement)
+                    con.execute(ddl(statement))
                 _record(con, migration.version, migration.description)
         # Tables added since the warehouse was written.
         for table in TABLES:
-            con.execute(table.ddl())
+            con.execute(ddl(table.ddl()))
         # A migration may have recreated a table (dropping its comments): every comment is set again.
         set_comments(con, list(published().values()))
 
@@ -166,6 +169,7 @@ def require_current(con: duckdb.DuckDBPyConnection) -> None:
 
 def _record(con: duckdb.DuckDBPyConnection, version: int, description: str) -> None:
     con.execute(
-        "INSERT OR IGNORE INTO schema_version (version, description, applied_at) VALUES (?, ?, now()::TIMESTAMP)",
-        [version, description],
+        "INSERT INTO schema_version (version, description, applied_at) SELECT $version, $description, now()::TIMESTAMP "
+        "WHERE NOT EXISTS (SELECT 1 FROM schema_version WHERE version = $version)",
+        {"version": version, "description": description},
     )

@@ -3,18 +3,28 @@
 -- A file not read whole (`unread`) is not registered, and a file changed too recently to trust its
 -- size and times keeps no fingerprint: the next run reads it again.
 
-INSERT INTO source_files BY NAME
-SELECT
-    channel, source_file, file_hash, size_bytes,
-    $run_id AS first_seen_run, $run_id AS last_seen_run,
-    rows_read, events, quarantined, skipped, notes
-FROM stg_source_files
-WHERE state NOT IN ('unsupported', 'unread')
-ON CONFLICT (channel, source_file, file_hash) DO UPDATE SET last_seen_run = excluded.last_seen_run;
+-- MERGE, not ON CONFLICT / INSERT OR REPLACE: a DuckLake warehouse has no primary keys.
+MERGE INTO source_files USING (
+    SELECT
+        channel, source_file, file_hash, size_bytes,
+        $run_id AS first_seen_run, $run_id AS last_seen_run,
+        rows_read, events, quarantined, skipped, notes
+    FROM stg_source_files
+    WHERE state NOT IN ('unsupported', 'unread')
+) AS seen
+ON (source_files.channel = seen.channel AND source_files.source_file = seen.source_file
+    AND source_files.file_hash = seen.file_hash)
+WHEN MATCHED THEN UPDATE SET last_seen_run = seen.last_seen_run
+WHEN NOT MATCHED THEN INSERT BY NAME;
 
-INSERT OR REPLACE INTO file_fingerprints BY NAME
-SELECT source_file, size_bytes, mtime_ns, file_hash FROM stg_source_files
-WHERE state NOT IN ('unsupported', 'unread') AND mtime_ns IS NOT NULL AND file_hash <> '';
+MERGE INTO file_fingerprints USING (
+    SELECT source_file, size_bytes, mtime_ns, file_hash FROM stg_source_files
+    WHERE state NOT IN ('unsupported', 'unread') AND mtime_ns IS NOT NULL AND file_hash <> ''
+) AS seen
+ON (file_fingerprints.source_file = seen.source_file AND file_fingerprints.size_bytes = seen.size_bytes
+    AND file_fingerprints.mtime_ns = seen.mtime_ns)
+WHEN MATCHED THEN UPDATE SET file_hash = seen.file_hash
+WHEN NOT MATCHED THEN INSERT BY NAME;
 
 UPDATE source_files AS f SET new_events = n.new_events
 FROM (

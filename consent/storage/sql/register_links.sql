@@ -1,10 +1,13 @@
 -- register_links: the identifier links this run saw join `identifier_links`. One row per link (the
 -- identifiers seen together); its lineage is the earliest sighting, whatever order runs came in.
-INSERT INTO identifier_links BY NAME
-SELECT * FROM stg_identifier_links
-QUALIFY row_number() OVER (PARTITION BY link_id ORDER BY linked_at, source_file, source_line, source_pointer) = 1
-ON CONFLICT (link_id) DO UPDATE SET
-    linked_at = excluded.linked_at, event_id = excluded.event_id, channel = excluded.channel,
-    source_file = excluded.source_file, source_line = excluded.source_line,
-    source_pointer = excluded.source_pointer, ingested_at = excluded.ingested_at, run_id = excluded.run_id
-WHERE excluded.linked_at < identifier_links.linked_at;
+-- MERGE, not ON CONFLICT: a DuckLake warehouse has no primary keys.
+MERGE INTO identifier_links USING (
+    SELECT * FROM stg_identifier_links
+    QUALIFY row_number() OVER (PARTITION BY link_id ORDER BY linked_at, source_file, source_line, source_pointer) = 1
+) AS seen
+ON (identifier_links.link_id = seen.link_id)
+WHEN MATCHED AND seen.linked_at < identifier_links.linked_at THEN UPDATE SET
+    linked_at = seen.linked_at, event_id = seen.event_id, channel = seen.channel,
+    source_file = seen.source_file, source_line = seen.source_line,
+    source_pointer = seen.source_pointer, ingested_at = seen.ingested_at, run_id = seen.run_id
+WHEN NOT MATCHED THEN INSERT BY NAME;
