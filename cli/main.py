@@ -193,20 +193,23 @@ def command_run(args) -> int:
     # Dagster is imported only when a run starts: `consent --help` stays fast.
     from pipelines.definitions import build_definitions
     from consent.run.progress import set_console
+    from pipelines.instance import run_instance
 
     defs = build_definitions(resources)
-    set_console(_stderr)
-    try:
-        result = defs.resolve_job_def("consent_job").execute_in_process(
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-        )
-    finally:
-        set_console(None)
-    return _report(resources["warehouse"], result)
+    # DAGSTER_HOME's instance when set: the run is in the Dagster UI's history, with its assets and checks.
+    with run_instance() as (instance, where):
+        set_console(_stderr)
+        try:
+            result = defs.resolve_job_def("consent_job").execute_in_process(
+                raise_on_error=False, instance=instance,
+                run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+            )
+        finally:
+            set_console(None)
+    return _report(resources["warehouse"], result, where)
 
 
-def _report(warehouse: WarehouseAccess, result) -> int:
+def _report(warehouse: WarehouseAccess, result, where: str = "") -> int:
     summary = _recorded(warehouse, result.run_id)
     disk_full = _report_disk_full(warehouse, result, summary)
     if disk_full is not None:
@@ -226,6 +229,8 @@ def _report(warehouse: WarehouseAccess, result) -> int:
     docs = docs_folder(warehouse.file, result.run_id) / "index.html"
     if docs.exists():
         print(f"data docs: {docs}")
+    if where:
+        print(where)
     if summary["status"] != "failed":
         print("run succeeded")
         return EXIT_OK
