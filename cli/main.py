@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
         help="command given the run summary as JSON on stdin when the run or an ERROR check fails (default: CONSENT_ALERT_COMMAND)",
     )
     sql = sub.add_parser("sql", help="run read-only SQL against the warehouse")
-    sql.add_argument("query", help="one SQL statement")
+    sql.add_argument("query", nargs="?",
+                     help="one SQL statement; without it, DuckDB's shell on the read copy, read-only (SQL from a pipe too)")
     sql.add_argument("--warehouse", help=WAREHOUSE_HELP)
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sql.add_argument("--lock-timeout", type=float, help=LOCK_HELP)
@@ -414,6 +415,13 @@ def read_only_query(warehouse: WarehouseAccess, query: str, params: dict | None 
 
 
 def command_sql(args) -> int:
+    if args.query is None:
+        from pipelines.sql_shell import ShellUnavailable, open_shell
+
+        try:
+            return open_shell(_warehouse(args))
+        except (ShellUnavailable, FileNotFoundError) as exc:
+            raise UsageError(str(exc)) from exc
     try:
         columns, rows = read_only_query(_warehouse(args), args.query)
     except FileNotFoundError as exc:
