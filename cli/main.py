@@ -194,7 +194,7 @@ def command_run(args) -> int:
     # Dagster is imported only when a run starts: `consent --help` stays fast.
     from pipelines.definitions import build_definitions
     from consent.run.progress import set_console
-    from pipelines.instance import run_instance
+    from cli.instance import run_instance
 
     defs = build_definitions(resources)
     # DAGSTER_HOME's instance when set: the run is in the Dagster UI's history, with its assets and checks.
@@ -416,7 +416,7 @@ def read_only_query(warehouse: WarehouseAccess, query: str, params: dict | None 
 
 def command_sql(args) -> int:
     if args.query is None:
-        from pipelines.sql_shell import ShellUnavailable, open_shell
+        from cli.sql_shell import ShellUnavailable, open_shell
 
         try:
             return open_shell(_warehouse(args))

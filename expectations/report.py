@@ -15,10 +15,6 @@ import os
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # the runner imports this module; no cycle at run time
-    from expectations.runner import SuiteOutcome
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PAGE = "index.html"
@@ -33,13 +29,14 @@ def _templates():
                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def result_of(outcome: SuiteOutcome) -> str:
+def result_of(outcome) -> str:
     """`failed` (an ERROR expectation failed), `warnings` (only WARN ones did) or `passed`."""
     return "failed" if outcome.errors else "warnings" if outcome.warnings else "passed"
 
 
-def write_run_report(docs_dir: Path, outcomes: list[SuiteOutcome], written_at: datetime | None = None) -> Path:
-    """Write the run's page and its summary (what the index reads); the page's path."""
+def write_run_report(docs_dir: Path, outcomes: list, written_at: datetime | None = None) -> Path:
+    """Write the run's page and its summary (what the index reads) from its suites' outcomes
+    (`expectations.runner.SuiteOutcome`); the page's path."""
     written = (written_at or datetime.now(timezone.utc)).astimezone(timezone.utc)
     suites = [{
         "suite": o.suite, "rows": o.row_count, "result": result_of(o), "expectations": len(o.results),

@@ -131,7 +131,7 @@ def test_the_unit_files_are_valid_for_systemd_and_read_the_shared_settings(tmp_p
 
 
 def test_the_environment_file_names_only_settings_the_code_reads():
-    from pipelines.access import SETTINGS
+    from consent.storage.access import SETTINGS
 
     names = {line.split("=", 1)[0] for line in (DEPLOY / "consent.env").read_text().splitlines()
              if line.strip() and not line.startswith("#")}

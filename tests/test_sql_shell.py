@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import query, run_cli
 
 KEY = "a shell key 7f3a"
-CONSENT = [sys.executable, "-c", "import sys; from pipelines.cli import main; sys.exit(main(sys.argv[1:]))"]
+CONSENT = [sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main(sys.argv[1:]))"]
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +77,8 @@ def test_duckdbs_hints_are_kept(plain):
 
 
 def test_an_encrypted_warehouse_opens_with_its_key_never_on_the_command_line(tmp_path):
-    from pipelines.access import Warehouse
-    from pipelines.sql_shell import shell_commands
+    from consent.storage.access import Warehouse
+    from cli.sql_shell import shell_commands
 
     path = tmp_path / "enc" / "consent.duckdb"
     warehouse = Warehouse(path=str(path), encryption_key=KEY)

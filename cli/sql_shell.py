@@ -21,8 +21,8 @@ from pathlib import Path
 
 import duckdb
 
-from consent.sql import FOLDER as SQL_FOLDER
-from pipelines.access import WarehouseAccess, _extension_directory, _sql_text
+from consent.storage.sql import FOLDER as SQL_FOLDER
+from consent.storage.access import WarehouseAccess, _extension_directory, _sql_text
 
 KEY_VARIABLE = "CONSENT_WAREHOUSE_KEY"
 
