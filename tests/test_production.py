@@ -83,8 +83,14 @@ def test_the_daemon_ticks_the_sensor_switched_on_and_queues_a_run_for_new_export
     switch_on = [subprocess.Popen([str(BIN / "dagster"), kind, "start", name, "-w", "workspace.yaml"], cwd=REPO, env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                  for kind, name in (("sensor", "new_exports_sensor"), ("schedule", "consent_schedule"))]
-    for process, said in zip(switch_on, ("Started sensor new_exports_sensor", "Started schedule consent_schedule")):
-        out, _ = process.communicate(timeout=180)
+    try:
+        outputs = [process.communicate(timeout=180)[0] for process in switch_on]
+    finally:
+        for process in switch_on:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for process, out, said in zip(switch_on, outputs, ("Started sensor new_exports_sensor", "Started schedule consent_schedule")):
         assert process.returncode == 0 and said in out, out
     log = tmp_path / "daemon.log"
     with log.open("w") as out:
