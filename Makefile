@@ -13,6 +13,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@# pip drops the DuckDB CLI's executable bit (its wheel records it in a way pip ignores)
+	chmod +x $(BIN)/duckdb
 	touch $(STAMP)
 
 run: $(STAMP)

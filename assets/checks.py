@@ -42,7 +42,7 @@ def suite_check_result(outcome: SuiteOutcome) -> dg.AssetCheckResult:
 
 
 def docs_dir(warehouse: WarehouseResource, context: dg.AssetCheckExecutionContext) -> Path:
-    """GX Data Docs of a run, written when the run ends (`expectations.runner.write_docs`)."""
+    """The run's data-quality report, written when the run ends (`expectations.runner.write_docs`)."""
     return docs_folder(warehouse.file, context.run.run_id)
 
 

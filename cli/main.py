@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
         help="command given the run summary as JSON on stdin when the run or an ERROR check fails (default: CONSENT_ALERT_COMMAND)",
     )
     sql = sub.add_parser("sql", help="run read-only SQL against the warehouse")
-    sql.add_argument("query", help="one SQL statement")
+    sql.add_argument("query", nargs="?",
+                     help="one SQL statement; without it, DuckDB's shell on the read copy, read-only (SQL from a pipe too)")
     sql.add_argument("--warehouse", help=WAREHOUSE_HELP)
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sql.add_argument("--lock-timeout", type=float, help=LOCK_HELP)
@@ -202,20 +203,23 @@ def command_run(args) -> int:
     # Dagster is imported only when a run starts: `consent --help` stays fast.
     from pipelines.definitions import build_definitions
     from consent.run.progress import set_console
+    from cli.instance import run_instance
 
     defs = build_definitions(resources)
-    set_console(_stderr)
-    try:
-        result = defs.resolve_job_def("consent_job").execute_in_process(
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-        )
-    finally:
-        set_console(None)
-    return _report(resources["warehouse"], result)
+    # DAGSTER_HOME's instance when set: the run is in the Dagster UI's history, with its assets and checks.
+    with run_instance() as (instance, where):
+        set_console(_stderr)
+        try:
+            result = defs.resolve_job_def("consent_job").execute_in_process(
+                raise_on_error=False, instance=instance,
+                run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+            )
+        finally:
+            set_console(None)
+    return _report(resources["warehouse"], result, where)
 
 
-def _report(warehouse: WarehouseAccess, result) -> int:
+def _report(warehouse: WarehouseAccess, result, where: str = "") -> int:
     summary = _recorded(warehouse, result.run_id)
     disk_full = _report_disk_full(warehouse, result, summary)
     if disk_full is not None:
@@ -235,6 +239,8 @@ def _report(warehouse: WarehouseAccess, result) -> int:
     docs = docs_folder(warehouse.file, result.run_id) / "index.html"
     if docs.exists():
         print(f"data docs: {docs}")
+    if where:
+        print(where)
     if summary["status"] != "failed":
         print("run succeeded")
         return EXIT_OK
@@ -419,6 +425,13 @@ def read_only_query(warehouse: WarehouseAccess, query: str, params: dict | None 
 
 
 def command_sql(args) -> int:
+    if args.query is None:
+        from cli.sql_shell import ShellUnavailable, open_shell
+
+        try:
+            return open_shell(_warehouse(args))
+        except (ShellUnavailable, FileNotFoundError) as exc:
+            raise UsageError(str(exc)) from exc
     try:
         columns, rows = read_only_query(_warehouse(args), args.query)
     except FileNotFoundError as exc:

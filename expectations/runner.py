@@ -18,7 +18,6 @@ imports it, which keeps start-up short).
 
 from __future__ import annotations
 
-import errno
 import logging
 import re
 from dataclasses import dataclass, field
@@ -88,30 +87,30 @@ class SuiteOutcome:
 
 
 _contexts: dict[str, object] = {}
-# Validations of each Data Docs folder not yet rendered (`write_docs`).
-_undocumented: dict[str, list] = {}
+# Outcomes of the suites validated for each run's report folder, not yet written (`write_docs`).
+_unreported: dict[str, list[SuiteOutcome]] = {}
 
 
 def docs_folder(warehouse_file: str | Path, run_id: str) -> Path:
-    """GX Data Docs of a run: `<warehouse folder>/data_docs/<run id>/index.html`."""
+    """A run's data-quality report: `<warehouse folder>/data_docs/<run id>/index.html`."""
     return Path(warehouse_file).resolve().parent / "data_docs" / run_id
 
 
 def write_docs(docs_dir: Path) -> Path | None:
-    """Render the Data Docs of every suite validated for `docs_dir`, in one build, and let the run's
-    GX context go; the index page, or None when nothing was validated (no GX started, no page).
+    """Write the report of every suite validated for `docs_dir` and the index of all runs beside it,
+    and let the run's GX context go; the report's page, or None when no suite ran (no page).
 
-    Called once at the end of a run (`resources/finalise.py`): building the site once, not after each
-    suite, renders each page once (at a night's size the pages cost more than the validations)."""
-    identifiers = _undocumented.pop(str(docs_dir), None)
-    context = _contexts.pop(str(docs_dir), None)
-    if not identifiers or context is None:
+    Called once at the end of a run (`resources/finalise.py`). The pages are our own, self-contained
+    (`expectations/report.py`): GX's Data Docs load their style and scripts from the network."""
+    from expectations.report import write_run_report, write_runs_index
+
+    _contexts.pop(str(docs_dir), None)
+    outcomes = _unreported.pop(str(docs_dir), None)
+    if not outcomes:
         return None
-    dropped = _QuietDiskFull.dropped
-    context.build_data_docs(site_names=["run_docs"], resource_identifiers=identifiers)
-    if _QuietDiskFull.dropped > dropped:  # GX logged a full disk and carried on: the site is not whole
-        raise OSError(errno.ENOSPC, "No space left on device", str(docs_dir))
-    return docs_dir / "index.html"
+    page = write_run_report(docs_dir, outcomes)
+    write_runs_index(docs_dir.parent)
+    return page
 
 
 class _QuietDiskFull(logging.Handler):
@@ -145,7 +144,7 @@ def quiet_gx_disk_full() -> None:
 
 
 def _context(docs_dir: Path | None):
-    """One ephemeral GX context per Data Docs folder, so a run's suites share one site index."""
+    """One ephemeral GX context per run (per report folder), let go when the report is written."""
     key = str(docs_dir or "")
     if key in _contexts:
         return _contexts[key]
@@ -156,15 +155,6 @@ def _context(docs_dir: Path | None):
     quiet_gx_disk_full()
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    if docs_dir is not None:
-        context.add_data_docs_site(
-            site_name="run_docs",
-            site_config={
-                "class_name": "SiteBuilder",
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            },
-        )
     _contexts[key] = context
     return context
 
@@ -224,9 +214,9 @@ def validate(
     in a temporary table of a duplicate of `con` and never pass through Python; GX reads back only
     counts and, for failing expectations, the lineage (`source_file`, `source_line`) of the first
     `MAX_LINEAGE_ROWS` failing rows, in lineage order.
-    With `docs_dir`, GX Data Docs (static HTML) of the validation are written there by
-    `write_docs`, with the other suites of the run.
-    The query must select no raw phone numbers: GX renders unexpected values in its docs.
+    With `docs_dir`, the outcome goes into the run's report there (`write_docs`), with the other
+    suites of the run.
+    The query must select no raw phone numbers (GX holds unexpected values in its results).
     """
     expectations = build_suite()
     n = next(_names)
@@ -240,15 +230,18 @@ def validate(
         row_count = cursor.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         if row_count == 0:
             # Nothing to validate (a night with nothing new): every expectation here is row by row and
-            # holds on no rows. Reported as passed on 0 rows without importing or starting GX, and
-            # without a Data Docs page.
-            return SuiteOutcome(name, 0, [
+            # holds on no rows. Reported as passed on 0 rows without importing or starting GX.
+            outcome = SuiteOutcome(name, 0, [
                 ExpectationOutcome(e.name, e.arguments.get("column"), e.description, e.severity, True, 0)
                 for e in expectations
             ])
-        return SuiteOutcome(name, row_count, _run_suite(cursor, table, columns, expectations, name, n, docs_dir))
+        else:
+            outcome = SuiteOutcome(name, row_count, _run_suite(cursor, table, columns, expectations, name, n, docs_dir))
     finally:
         cursor.close()
+    if docs_dir is not None:
+        _unreported.setdefault(str(docs_dir), []).append(outcome)
+    return outcome
 
 
 def _run_suite(cursor, table: str, columns: list[str], expectations: list[Expect], name: str, n: int,
@@ -283,11 +276,7 @@ def _run_suite(cursor, table: str, columns: list[str], expectations: list[Expect
         run = checkpoint.run()
     finally:
         engine.close()
-    ((identifier, result),) = run.run_results.items()
-    if docs_dir is not None:
-        from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
-
-        _undocumented.setdefault(str(docs_dir), []).extend([identifier, ExpectationSuiteIdentifier(name=suite.name)])
+    ((_, result),) = run.run_results.items()
     outcomes = []
     for r in result.results:
         if r.exception_info and r.exception_info.get("raised_exception"):

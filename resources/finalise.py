@@ -5,8 +5,9 @@
 schedule, the new-file sensor, the UI and `dagster job execute` all finish
 the same way:
 
-1. the GX Data Docs of the run's suites are written, in one build
-   (`<warehouse folder>/data_docs/<run id>/`);
+1. the data-quality report of the run's suites is written
+   (`<warehouse folder>/data_docs/<run id>/`), and the index of every run's
+   report beside it (`data_docs/index.html`);
 2. the check outcomes and failed steps of the run are read from the Dagster
    instance's event log;
 3. `runs` records the end (`succeeded`, or `failed` when a step failed or an

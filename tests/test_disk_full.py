@@ -1,6 +1,6 @@
 """A full disk ends a run in one line and the alert; the warehouse keeps what its last commit wrote.
 
-No disk is filled: the writer of one step (or GX's Data Docs store) raises what a full disk raises,
+No disk is filled: the writer of one step (or the data-quality report's) raises what a full disk raises,
 OSError errno 28 or DuckDB's IOException."""
 
 from __future__ import annotations
@@ -64,9 +64,7 @@ def alerts(warehouse: Path) -> list[dict]:
 
 
 def patch_docs_store(monkeypatch):
-    from great_expectations.data_context.store.tuple_store_backend import TupleFilesystemStoreBackend
-
-    monkeypatch.setattr(TupleFilesystemStoreBackend, "_set", full)
+    monkeypatch.setattr("expectations.report._write", full)
 
 
 @pytest.mark.parametrize("step, patch, where, published", [
@@ -172,18 +170,18 @@ def test_gx_records_of_other_errors_still_reach_the_log():
 # What the operator sees, in a process of its own (pytest attaches its own log handlers to GX's loggers).
 FULL_DOCS_STORE = """
 import errno, sys
-from great_expectations.data_context.store.tuple_store_backend import TupleFilesystemStoreBackend
+from expectations import report
 
 def full(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
-TupleFilesystemStoreBackend._set = full
+report._write = full
 from cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_full_disk_under_gx_data_docs_prints_one_line_and_no_gx_traceback(night):
+def test_a_full_disk_under_the_data_docs_prints_one_line_and_no_traceback(night):
     exports, warehouse, _ = night
     done = subprocess.run(
         [sys.executable, "-c", FULL_DOCS_STORE, "run", "--exports", str(exports), "--warehouse", str(warehouse),
