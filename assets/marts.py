@@ -7,6 +7,7 @@ import dagster as dg
 from assets.privacy import retention_purge
 from assets.warehouse import published_warehouse
 from consent import marts
+from consent.run.progress import ProgressReporter
 from consent.storage.sql import use_salt
 from resources.warehouse import ConsentSettings, WarehouseResource
 
@@ -38,16 +39,19 @@ def compliance_marts(
     built in one step (a step and a connection each cost more than a mart's build on a quiet night)."""
     policy, salt = settings.load_policy(), warehouse.salt()
     selected = {key.to_user_string() for key in context.selected_asset_keys}
+    names, progress = [n for n in marts.MARTS if n in selected], ProgressReporter(context.log)
     with warehouse.connect() as con:
         use_salt(con, salt)
         marts.prepare(con, policy)  # once for every mart of the step (the calendar scans the ledger's dates)
-        for name in (n for n in marts.MARTS if n in selected):
+        for built, name in enumerate(names):
+            progress("building marts", built, len(names))
             rows = marts.build(con, name, salt, policy, run_id=context.run_id, full=settings.full, prepared=True)
             mode = marts.last_mode(con, name)
             yield dg.MaterializeResult(
                 asset_key=name,
                 metadata={"row_count": dg.MetadataValue.int(rows), "build": dg.MetadataValue.text(mode or "full")},
             )
+        progress("building marts", len(names), len(names))
 
 
 MART_ASSETS = [compliance_marts]
