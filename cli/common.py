@@ -40,10 +40,11 @@ def add_command(sub, name: str, handler, summary: str, *examples: str) -> argpar
     return parser
 
 
-def _resources(args, warn: bool = False, dagster: bool = False) -> dict:
+def _resources(args, warn: bool = True, dagster: bool = False) -> dict:
     """The same resources every entry point builds, with this command's flags on top: Dagster's
     (`resources_from_env`) for a run, the plain ones (`access_from_env`, same settings) otherwise.
-    `warn`: check the key and warn about an unencrypted warehouse (the commands that write numbers)."""
+    `warn`: check the key against the file first (a key that does not fit: one line, exit 2,
+    before anything is written). Only `consent run` says that the warehouse is not encrypted."""
     flags = vars(args)
     if dagster:
         from resources.warehouse import resources_from_env as build
@@ -68,12 +69,13 @@ def _resources(args, warn: bool = False, dagster: bool = False) -> dict:
         raise UsageError(f"exports folder not found: {exports}")  # never a silent "no file holds the number"
     _require_warehouse_file(Path(resources["warehouse"].file))
     if warn:
-        _warn_if_unencrypted(resources["warehouse"])
+        resources["warehouse"].check_key()  # a key that does not fit the file: one true line (exit 2) before anything runs
     return resources
 
 
 def _warn_if_unencrypted(warehouse: WarehouseAccess) -> None:
-    warehouse.check_key()  # a key that does not fit the file: one true line (exit 2) before anything runs
+    """For the command that writes numbers into the warehouse (`run`), once: the others would repeat it."""
+    warehouse.check_key()
     if not warehouse.key:
         print("consent: warning: CONSENT_WAREHOUSE_KEY is not set; the warehouse is not encrypted", file=sys.stderr)
 

@@ -17,7 +17,7 @@ def register(sub) -> None:
     audit.add_argument("args", nargs="*", help="the audit's arguments (e.g. a NUMBER)")
     audit.add_argument("--country", help="ISO 3166 region for a national spelling of NUMBER")
     audit.add_argument("--warehouse", help=WAREHOUSE_HELP)
-    audit.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    audit.add_argument("--format", choices=("table", "csv", "json"), default="table", help="how rows are printed")
 
 
 AUDITS = REPO_ROOT / "audits"

@@ -24,7 +24,7 @@ def register(sub) -> None:
     check.add_argument("--at", help="decide as of this moment (ISO 8601, UTC if no offset; default: now)")
     check.add_argument("--default-region", dest="default_region", help="ISO 3166 region for national spellings without `country`")
     check.add_argument("--out", help="file for the audience with its decisions (default: standard output)")
-    check.add_argument("--format", choices=("csv", "json"), default="csv")
+    check.add_argument("--format", choices=("csv", "json"), default="csv", help="format of the decided audience")
     check.add_argument("--warehouse", help=WAREHOUSE_HELP)
     check.add_argument("--policy", help="policy YAML (validity, renewal notice; default: CONSENT_POLICY, or the exports folder's)")
     check.add_argument("--exports", help="exports folder (for its policy.yaml; default: CONSENT_EXPORTS)")

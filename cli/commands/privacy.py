@@ -19,7 +19,7 @@ def register(sub) -> None:
     erase.add_argument("--country", help="ISO 3166 region for a national spelling")
     erase.add_argument("--warehouse", help=WAREHOUSE_HELP)
     erase.add_argument("--exports", help="exports folder to list files still holding the number (default: CONSENT_EXPORTS)")
-    erase.add_argument("--reason", default="erasure request (GDPR Art. 17)")
+    erase.add_argument("--reason", default="erasure request (GDPR Art. 17)", help="why, as the erasure log keeps it")
     erase.add_argument("--lock-timeout", type=float, help=LOCK_HELP)
     access = add_command(
         sub, "access", command_access,

@@ -8,7 +8,7 @@ from cli.common import EXIT_OK, WAREHOUSE_HELP, UsageError, _table, _warehouse, 
 def register(sub) -> None:
     runs = add_command(sub, "runs", command_runs, "print the last runs", "consent runs --limit 5")
     runs.add_argument("--warehouse", help=WAREHOUSE_HELP)
-    runs.add_argument("--limit", type=int, default=10, help="how many runs, newest first (default: 10)")
+    runs.add_argument("--limit", type=int, default=10, help="how many runs, newest first")
 
 
 def command_runs(args) -> int:

@@ -13,7 +13,7 @@ def register(sub) -> None:
     )
     sql.add_argument("query", help="one SQL statement")
     sql.add_argument("--warehouse", help=WAREHOUSE_HELP)
-    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table", help="how rows are printed")
     sql.add_argument("--lock-timeout", type=float, help=LOCK_HELP)
 
 
