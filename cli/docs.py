@@ -63,7 +63,7 @@ def render() -> str:
     lines.append("")
     for name, parser in commands.items():
         lines += _command(name, parser)
-    return "\n".join(lines)
+    return "\n".join(lines).strip("\n")
 
 
 def generated_part(text: str) -> str:
