@@ -15,6 +15,10 @@ import uuid
 from contextlib import contextmanager
 from typing import Iterator, TextIO
 
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn
+from rich.text import Text
+
 from consent.run.progress import progress_line, seconds_left, set_console
 
 # A counted step says how far it is at most this often in plain lines (and always when done).
@@ -64,18 +68,37 @@ class PlainDisplay:
         self._say(f"run: {self.steps} steps in {_seconds(time.monotonic() - self.run_started_at)}")
 
 
+class _OnCounters(ProgressColumn):
+    """A column shown on a count's line only (a step's own line has no bar and no estimate)."""
+
+    def __init__(self, column: ProgressColumn):
+        super().__init__()
+        self.column = column
+
+    def render(self, task: Task):
+        return self.column.render(task) if task.fields.get("counter") else Text("")
+
+
+class _Elapsed(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(_seconds(task.elapsed or 0.0), style="progress.elapsed")
+
+
+class _Left(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        left = task.time_remaining
+        return Text(f"about {_seconds(left)} left" if left and not task.finished else "", style="progress.remaining")
+
+
 class LiveDisplay:
-    """A rich progress display: a line per step (spinner, then its outcome and time) and a bar with
-    the time left under a step while it counts."""
+    """A rich progress display: a line per step (a spinner, then its outcome and time) and, under a
+    step while it counts, a bar with the count and the time left."""
 
     def __init__(self, out: TextIO, force_terminal: bool | None = None):
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
         self.progress = Progress(
-            SpinnerColumn(finished_text=" "), TextColumn("{task.description}"), BarColumn(bar_width=30),
-            TextColumn("{task.fields[count]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=Console(file=out, force_terminal=force_terminal), refresh_per_second=8,
+            SpinnerColumn(finished_text=" "), TextColumn("{task.description}"), _OnCounters(BarColumn(bar_width=30)),
+            TextColumn("{task.fields[count]}"), _Elapsed(), _OnCounters(_Left()),
+            console=Console(file=out, force_terminal=force_terminal), refresh_per_second=8, redirect_stdout=False,
         )
         self.step_task = None
         self.counter_tasks: dict[str, int] = {}
@@ -86,7 +109,7 @@ class LiveDisplay:
     def advance(self, counter: str, done: int, total: int) -> None:
         task = self.counter_tasks.get(counter)
         if task is None:
-            task = self.counter_tasks[counter] = self.progress.add_task(f"  {counter}", total=total, count="")
+            task = self.counter_tasks[counter] = self.progress.add_task(f"  {counter}", total=total, count="", counter=True)
         self.progress.update(task, completed=done, total=total, count=f"{done:,}/{total:,}")
 
     def step_finished(self, step: str, outcome: str) -> None:
@@ -94,7 +117,7 @@ class LiveDisplay:
             self.progress.remove_task(task)  # the step's own line keeps its time; its counts are done
         self.counter_tasks = {}
         if self.step_task is not None:
-            mark = "[red]" if "FAILED" in outcome or "failed" in outcome else "[green]"
+            mark = "[red]" if outcome == "FAILED" or "ERROR" in outcome else "[yellow]" if "failed" in outcome else "[green]"
             self.progress.update(self.step_task, description=f"{step}: {mark}{outcome}[/]", total=1, completed=1)
             self.progress.stop_task(self.step_task)
 
@@ -110,7 +133,7 @@ class StepListener:
 
     def __init__(self, display):
         self.display = display
-        self.outcomes: dict[str, str] = {}
+        self.outcomes: dict[str, tuple[str, str]] = {}
 
     def __call__(self, entry) -> None:
         event = entry.dagster_event

@@ -312,3 +312,16 @@ def test_on_a_terminal_the_run_shows_a_live_display(tmp_path, exports):
         assert f"{step}: done" in text, step
     assert "check ledger_rows_are_well_formed of consent_events: passed" in text
     assert "run succeeded" in done.stdout and "reading files" not in done.stdout
+
+
+def test_the_cli_is_a_tree_of_short_modules():
+    """The entry point, the parser and one module per command group; no function over 60 lines."""
+    import ast
+
+    modules = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "cli").rglob("*.py"))
+    assert {"cli/main.py", "cli/parser.py", "cli/commands/run.py", "cli/commands/sql.py"} <= set(modules)
+    for module in modules:
+        tree = ast.parse((REPO / module).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno - node.lineno < 60, f"{module}: {node.name} has {node.end_lineno - node.lineno + 1} lines"
