@@ -47,7 +47,7 @@ def _owner_only_command(handler, args) -> int:
 
 
 def _require_writable(out: Path, folder_made: bool) -> None:
-    """An --out that cannot be written stops the command before it does anything (a check is logged)."""
+    """An --out that cannot be written stops the command before it reads the warehouse or logs a check."""
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name")
     if not folder_made and not out.parent.is_dir():
