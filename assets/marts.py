@@ -8,6 +8,7 @@ from assets import column_schema, row_count
 from assets.privacy import retention_purge
 from assets.warehouse import published_warehouse
 from consent import marts
+from consent.run.progress import ProgressReporter
 from resources.warehouse import ConsentSettings, WarehouseResource
 
 # one per mart: its YAML's keys hold
@@ -48,9 +49,11 @@ def compliance_marts(
     built in one step (a step and a connection each cost more than a mart's build on a quiet night)."""
     policy = settings.load_policy()
     selected = {key.to_user_string() for key in context.selected_asset_keys}
+    names, progress = [n for n in marts.MARTS if n in selected], ProgressReporter(context.log)
     with warehouse.connect() as con:
         marts.prepare(con, policy)  # once for every mart of the step (the calendar scans the ledger's dates)
-        for name in (n for n in marts.MARTS if n in selected):
+        for built, name in enumerate(names):
+            progress("building marts", built, len(names))
             rows = marts.build(con, name, policy, run_id=context.run_id, full=settings.full, prepared=True)
             mode = marts.last_mode(con, name)
             yield dg.MaterializeResult(
@@ -58,6 +61,7 @@ def compliance_marts(
             )
             if dg.AssetCheckKey(dg.AssetKey(name), KEY_CHECK) in context.selected_asset_check_keys:
                 yield key_check_result(con, name)
+        progress("building marts", len(names), len(names))
 
 
 def key_check_result(con, name: str) -> dg.AssetCheckResult:

@@ -70,7 +70,9 @@ def main() -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     for line in process.stderr:
-        step = line.split(":", 1)[0].strip()[:40]
+        # "STEP: COUNTER: 5/9 ..." while a step counts, "STEP: done in 1.2 s" when it ends
+        parts = line.strip().split(": ")
+        step = (f"{parts[0]} / {parts[1]}" if len(parts) > 2 else parts[0])[:60]
         with lock:
             if step and step != phase["name"]:
                 phases.append((phase["name"], phase["since"], phase["peak"]))

@@ -20,8 +20,9 @@ import pytest
 from cli.main import main
 from tests.conftest import FIXTURES, query, run_cli
 
-# The run's live progress ("reading files: 5/5 (183/s)") and the unencrypted warning are no failure report.
-PROGRESS = re.compile(r"^[a-z ]+: [\d,]+/[\d,]+( \([\d,]+/s\))?$")
+# The run's progress ("stg_consent_events: reading files: 5/5 (183/s), 0.4 s", "published_warehouse:
+# FAILED in 0.2 s", "run: 3 steps in 1.9 s") and the unencrypted warning are no failure report.
+PROGRESS = re.compile(r"^[\w .]+: .*(, | in )(\d+ min \d\d s|[\d.]+ s)(, about .+ left)?$")
 NEW_OPT_OUT = "+4915112340077"
 
 
