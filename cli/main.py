@@ -462,7 +462,9 @@ def _evidence_by_hash(args, audit: Path) -> int:
         columns, rows = read_only_query(warehouse, audit.read_text(encoding="utf-8"), {"phone": found[0][0]}, hashing=True)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from exc
-    rows = [tuple(redact(v) if isinstance(v, str) else v for v in row) for row in rows]
+    # a WhatsApp message id encodes the sender's number (base64): masked like a number
+    mask = lambda v: re.sub(r"wamid\.[A-Za-z0-9+/=_-]+", "wamid.[masked]", redact(v)) if isinstance(v, str) else v  # noqa: E731
+    rows = [tuple(mask(v) for v in row) for row in rows]
     if args.format == "table":
         print(f"# evidence of contact {given}: {_audit_header(audit)[0]} ({len(rows)} rows; numbers masked)")
     _print_rows(columns, rows, args.format)

@@ -39,8 +39,10 @@ def warehouse(tmp_path_factory) -> Path:
     shutil.copy(FIXTURES / "sends" / "whatsapp" / "statuses_2026-11-06.jsonl", exports / "whatsapp")
     (exports / "businesses.yaml").write_text(BUSINESSES)
     # DE opts out of marketing where it opted in: the web form has both series in the chart
+    # (the agent typed the number into the evidence reference: the evidence command must mask it)
     (exports / "web_form" / "optouts_2026-11-05.csv").write_text(
-        "phone,country,event_type,purposes,occurred_at\n+49 151 1234 5678,,opt_out,marketing,2026-11-05T08:00:00Z\n")
+        "phone,country,event_type,purposes,occurred_at,evidence_ref\n"
+        "+49 151 1234 5678,,opt_out,marketing,2026-11-05T08:00:00Z,call from +49 151 1234 5678\n")
     path = root / "wh" / "consent.duckdb"
     assert run_cli(exports, path) == 0  # a first load: every channel is read for the first time
     return path
@@ -214,27 +216,41 @@ def salted(path: Path, value: str) -> str:
     return hashlib.sha256((salt + value).encode()).hexdigest()[:32]
 
 
+def evidence_of(output: str, number: str, events: list[tuple]) -> None:
+    """The output holds each event of the contact (its id, channel and type) and never its number, in
+    digits or inside a WhatsApp message id (which encodes it)."""
+    for event_id, channel, event_type, _ in events:
+        line = next(line for line in output.splitlines() if event_id in line)
+        assert channel in line and event_type in line
+    assert re.sub(r"\D", "", number) not in re.sub(r"\D", "", output)
+    assert not [ref for *_, ref in events if ref and ref.startswith("wamid.") and ref in output]
+
+
 def test_the_evidence_command_shown_for_a_hash_prints_that_contacts_evidence(warehouse, capsys):
+    from cli.main import main
+
     text = (warehouse.parent / "dashboard.html").read_text()
     commands = sorted(set(re.findall(r"consent audit evidence --hash ([0-9a-f]{32})", text)))
     hashes = {h for (h,) in query(warehouse, "SELECT contact_hash FROM opt_out_timeliness UNION "
                                              "SELECT recipient_hash FROM send_audit WHERE finding <> 'ok'")}
-    assert commands and set(commands) <= hashes
+    assert commands and set(commands) == hashes
     contacts = {salted(warehouse, c): c for (c,) in query(warehouse, "SELECT DISTINCT contact_id FROM consent_status")}
-    wanted = next(h for h in commands if h in contacts)
-    events = query(warehouse, "SELECT event_id, channel, event_type FROM consent_events WHERE phone_e164 = ?", [contacts[wanted]])
-    assert events
-    # the command as a user runs it: the installed script, its exit code, its output
-    script = Path(sys.executable).with_name("consent")
-    run = subprocess.run([str(script), "audit", "evidence", "--hash", wanted, "--warehouse", str(warehouse)],
-                         capture_output=True, text=True, timeout=120)
+    of = lambda h: query(warehouse, "SELECT event_id, channel, event_type, evidence_ref FROM consent_events "  # noqa: E731
+                                    "WHERE phone_e164 = ?", [contacts[h]])
+    # the command as a user runs it: the installed script, its exit code, its output (DE typed its number)
+    de = salted(warehouse, "+4915112345678")
+    assert de in commands and any("+49 151" in (e[3] or "") for e in of(de))
+    run = subprocess.run([str(Path(sys.executable).with_name("consent")), "audit", "evidence", "--hash", de,
+                          "--warehouse", str(warehouse)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.startswith(f"# evidence of contact {wanted}")
-    for event_id, channel, event_type in events:
-        line = next(line for line in run.stdout.splitlines() if event_id in line)
-        assert channel in line and event_type in line
-    digits = re.sub(r"\D", "", contacts[wanted])
-    assert digits not in re.sub(r"\D", "", run.stdout.replace(wanted, ""))  # the number behind the hash: never
+    assert run.stdout.startswith(f"# evidence of contact {de}") and "[number]" in run.stdout
+    evidence_of(run.stdout.replace(de, ""), contacts[de], of(de))
+    # every other hash the page shows, in process
+    for shown_hash in commands:
+        assert main(["audit", "evidence", "--hash", shown_hash, "--warehouse", str(warehouse)]) == 0
+        output = capsys.readouterr().out.replace(shown_hash, "")
+        if shown_hash in contacts:
+            evidence_of(output, contacts[shown_hash], of(shown_hash))
 
 
 def test_the_evidence_command_refuses_an_unknown_hash_and_other_audits(warehouse, capsys):

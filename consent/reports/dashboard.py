@@ -125,7 +125,8 @@ def refresh_last_run(con: duckdb.DuckDBPyConnection, out: Path) -> int:
         _, closed, after = rest.partition(end)
         if not (found and closed):
             return render_dashboard(con, out)
-        document = before + _marked(name, content) + after
+        # joined as plain text: `str + Markup` would escape the page around the part
+        document = "".join((before, _marked(name, content), after))
     out.write_text(document, encoding="utf-8")
     return len(document.encode("utf-8"))
 
