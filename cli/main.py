@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("name", nargs="?", help="audit name, e.g. evidence, violations")
     audit.add_argument("args", nargs="*", help="the audit's arguments (e.g. a NUMBER)")
     audit.add_argument("--country", help="ISO 3166 region for a national spelling of NUMBER")
-    audit.add_argument("--hash", dest="contact_hash",
+    audit.add_argument("--hash", dest="contact_hash", metavar="HASH",
                        help="evidence only: the contact whose salted hash this is (as the dashboard and marts show it); "
                             "numbers and BSUIDs in the output are masked")
     audit.add_argument("--warehouse", help=WAREHOUSE_HELP)
