@@ -80,14 +80,17 @@ MART_ASSETS = [compliance_marts]
     kinds={"html", "plotly"},
     deps=list(compliance_marts.keys),
 )
-def compliance_dashboard(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """A self-contained HTML compliance dashboard (`<warehouse folder>/dashboard.html`):
-    headline figures, opt-ins and opt-outs over time per channel, sendable audience
-    per purpose, evidence coverage, quarantine and violation reasons, failed checks
-    of the last run, send-audit findings. Opens offline; no raw numbers."""
+def compliance_dashboard(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: ConsentSettings
+) -> dg.MaterializeResult:
+    """A self-contained HTML compliance dashboard (`<warehouse folder>/dashboard.html`), per business
+    (a selector): headline figures, opt-ins and opt-outs over time per channel, sendable audience
+    per purpose, evidence coverage and what is missing, violation reasons, send-audit findings,
+    opt-out timeliness (late apart from backfilled), renewals; quarantine and notices; failed checks
+    of the last run. Each hash shows the command that prints its evidence. Opens offline; no raw numbers."""
     from consent.reports.dashboard import render_dashboard
 
     out = Path(warehouse.file).resolve().parent / "dashboard.html"
     with warehouse.connect(read_only=False) as con:
-        size = render_dashboard(con, out)
+        size = render_dashboard(con, out, settings.load_channels().business_names())
     return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(out)), "bytes": dg.MetadataValue.int(size)})

@@ -1,42 +1,64 @@
 """The compliance dashboard: one self-contained HTML file, built from the marts.
 
-Charts are Plotly figures; plotly.js is inlined once, so the file opens
-offline (no CDN). Only counts, shares, channel names, rules, reasons and
-salted hashes appear: never a phone number.
+The page comes from Jinja2 templates (consent/reports/templates/, autoescaped); charts are Plotly
+figures, and plotly.js is inlined once, so the file opens offline (no CDN). Every panel is drawn
+once for all businesses and once per business; a selector (or `#business=NAME` in the address)
+shows one of them. Only counts, shares, channel names, rules, reasons and salted hashes appear:
+never a phone number.
 """
 
 from __future__ import annotations
 
-import html
+import colorsys
 import json
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+import jinja2
 import plotly.graph_objects as go
 import plotly.io as pio
+from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
-from consent.storage.db import table_exists
 from consent.domain.redact import redact
+from consent.storage.db import table_exists
 
-STYLE = """
-body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 0; background: #f5f6f8; color: #1d2330; }
-header { background: #123c35; color: #fff; padding: 18px 32px; }
-header h1 { margin: 0; font-size: 22px; } header p { margin: 4px 0 0; opacity: .8; font-size: 13px; }
-main { max-width: 1360px; margin: 0 auto; padding: 20px 32px 40px; }
-.tiles { display: grid; grid-template-columns: repeat(auto-fit, minmax(180px, 1fr)); gap: 12px; margin-bottom: 20px; }
-.tile { background: #fff; border-radius: 8px; padding: 14px 16px; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
-.tile .v { font-size: 26px; font-weight: 650; } .tile .k { font-size: 12px; color: #5b6475; text-transform: uppercase; letter-spacing: .04em; }
-.tile.bad .v { color: #b42318; } .tile.good .v { color: #067647; }
-.grid { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; }
-section { background: #fff; border-radius: 8px; padding: 12px 16px; box-shadow: 0 1px 2px rgba(0,0,0,.08); margin-bottom: 16px; }
-section h2 { font-size: 15px; margin: 4px 0 8px; }
-table { border-collapse: collapse; width: 100%; font-size: 13px; }
-th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid #eceef2; } th { color: #5b6475; font-weight: 600; }
-.empty { color: #5b6475; font-size: 13px; padding: 8px 0; }
-@media (max-width: 1000px) { .grid { grid-template-columns: 1fr; } }
-"""
+SQL = Path(__file__).with_name("sql")
+ENVIRONMENT = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+# What a hash on the page links to: the command that prints that contact's evidence (no number).
+EVIDENCE_COMMAND = "consent audit evidence --hash {}"
+ENVIRONMENT.globals["evidence_command"] = EVIDENCE_COMMAND.format
+ALL = ""  # the key of the all-businesses view
+SEND_FINDINGS = "('sent_without_consent', 'sent_after_opt_out')"
+# Opt-ins in the channel's colour, opt-outs in a lighter shade of it, hatched: two series of one
+# channel never share a colour, and every channel has its own hue (ColorBrewer "Paired", then
+# evenly spaced hues beyond its six pairs).
+PAIRED = [("#1f78b4", "#a6cee3"), ("#33a02c", "#b2df8a"), ("#e31a1c", "#fb9a99"), ("#ff7f00", "#fdbf6f"),
+          ("#6a3d9a", "#cab2d6"), ("#b15928", "#e0b48c")]
+TIMELINESS_COLOURS = {"in time": "#067647", "late": "#b42318", "backfilled": "#7a8699"}
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[tuple]
+
+
+@dataclass
+class Data:
+    """Every figure the page shows, read once, each row led by its business (when it has one)."""
+
+    businesses: list[str]
+    purposes: list[str]
+    rows: dict[str, Table] = field(default_factory=dict)
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:
@@ -55,223 +77,313 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tup
     return [d[0] for d in cursor.description], [tuple(label(v) for v in row) for row in cursor.fetchall()]
 
 
-def _figure(fig: go.Figure, height: int = 320) -> str:
-    fig.update_layout(height=height, margin=dict(l=40, r=10, t=10, b=40), template="plotly_white",
-                      legend=dict(orientation="h", y=-0.2), font=dict(size=12))
-    return pio.to_html(fig, full_html=False, include_plotlyjs=False, config={"displaylogo": False, "responsive": True})
+def _figure(fig: go.Figure, height: int = 320) -> Markup:
+    # a legend the figure placed itself (above the plot) stays where it is
+    legend = dict(orientation="h", y=-0.2) if fig.layout.legend.y is None else {}
+    fig.update_layout(height=height, margin=dict(l=40, r=10, t=40 if legend == {} else 10, b=40),
+                      template="plotly_white", legend=legend, font=dict(size=12))
+    return Markup(pio.to_html(fig, full_html=False, include_plotlyjs=False,
+                              config={"displaylogo": False, "responsive": True}))
 
 
-def _table(columns: list[str], rows: list[tuple], empty: str) -> str:
-    if not rows:
-        return f'<p class="empty">{html.escape(empty)}</p>'
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _section(title: str, content: str) -> str:
-    return f"<section><h2>{html.escape(title)}</h2>{content}</section>"
-
-
-def _tile(key: str, value: str, cls: str) -> str:
-    return f'<div class="tile {cls}"><div class="v">{html.escape(value)}</div><div class="k">{html.escape(key)}</div></div>'
+def _render(template: str, **values) -> Markup:
+    return Markup(ENVIRONMENT.get_template(template).render(**values))
 
 
 # The parts that show the last run are marked, so the run's finalisation can refresh them alone
 # (`refresh_last_run`) instead of rendering every chart a second time.
-def _marked(name: str, content: str) -> str:
-    return f"<!--last-run:{name}-->{content}<!--/last-run:{name}-->"
+def _marked(name: str, content: str) -> Markup:
+    return Markup(f"<!--last-run:{name}-->") + content + Markup(f"<!--/last-run:{name}-->")
 
 
-def _last_run(con: duckdb.DuckDBPyConnection) -> tuple | None:
-    return con.execute(
+def _last_run(con: duckdb.DuckDBPyConnection) -> dict | None:
+    row = con.execute(
         "SELECT run_id, status, as_of, checks_failed, check_outcomes FROM runs ORDER BY started_at DESC LIMIT 1"
     ).fetchone()
+    if row is None:
+        return None
+    outcomes = json.loads(row[4] or "{}")
+    failed = [(name, o.get("severity"), "failed") for name, o in sorted(outcomes.items()) if not o.get("passed")]
+    return {"run_id": row[0][:8], "as_of": str(row[2]), "checks": len(outcomes),
+            "failed": Table(["check", "severity", "outcome"], failed),
+            "tile": _tile("last run", row[1], "bad" if row[1] == "failed" else "good")}
 
 
-def _last_run_tile(last_run: tuple | None) -> str:
-    return _tile("last run", last_run[1], "bad" if last_run[1] == "failed" else "good") if last_run else ""
-
-
-def _last_run_checks(last_run: tuple | None) -> str:
-    checks_html = '<p class="empty">No run recorded yet.</p>'
-    if last_run:
-        outcomes = json.loads(last_run[4] or "{}")
-        failed = [(name, o.get("severity"), "failed") for name, o in sorted(outcomes.items()) if not o.get("passed")]
-        checks_html = (
-            f"<p class='empty'>Run {html.escape(last_run[0][:8])} as of {html.escape(str(last_run[2]))}: "
-            f"{len(outcomes)} checks recorded.</p>"
-            + _table(["check", "severity", "outcome"], failed, "Every check passed.")
-        )
-    return _section("Failed checks of the last run", checks_html)
+def _last_run_parts(con: duckdb.DuckDBPyConnection) -> dict[str, Markup]:
+    last_run = _last_run(con)
+    return {"tile": _render("last_run_tile.html.j2", last_run=last_run),
+            "checks": _render("last_run_checks.html.j2", last_run=last_run)}
 
 
 def refresh_last_run(con: duckdb.DuckDBPyConnection, out: Path) -> int:
     """Show the last run's outcome on a dashboard rendered earlier in the run; its size in bytes.
     A page without the marks (written by an older version) is rendered whole."""
     document = out.read_text(encoding="utf-8")
-    last_run = _last_run(con)
-    for name, content in (("tile", _last_run_tile(last_run)), ("checks", _last_run_checks(last_run))):
+    for name, content in _last_run_parts(con).items():
         start, end = f"<!--last-run:{name}-->", f"<!--/last-run:{name}-->"
         before, found, rest = document.partition(start)
         _, closed, after = rest.partition(end)
         if not (found and closed):
             return render_dashboard(con, out)
-        document = before + _marked(name, content) + after
+        # joined as plain text: `str + Markup` would escape the page around the part
+        document = "".join((before, _marked(name, content), after))
     out.write_text(document, encoding="utf-8")
     return len(document.encode("utf-8"))
 
 
-def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path) -> int:
-    """Write the dashboard; returns its size in bytes."""
-    parts: list[str] = []
-    # consent_status is read once, per purpose (the purposes and their sendable rows); the per-business
-    # figures are the business_contacts mart's (built by difference on a night: counting distinct
-    # contacts again costs ~0.3 s at 5M events). A contact is one (business, contact_id), so the
-    # headline counts are the per-business counts summed.
-    per_purpose = con.execute(
-        "SELECT purpose, count(*) FILTER (WHERE sendable) FROM consent_status GROUP BY purpose ORDER BY purpose"
-    ).fetchall()
-    purposes = [p for p, _ in per_purpose]
+def _tile(key: str, value, cls: str = "") -> dict:
+    return {"key": key, "value": f"{value:,}" if isinstance(value, int) else value, "cls": cls}
+
+
+def _query(con: duckdb.DuckDBPyConnection, name: str, sql: str, needs: str | None = None) -> tuple[str, Table]:
+    """One figure's rows; empty when the mart it reads is not there (an older warehouse)."""
+    if needs is not None and not table_exists(con, needs):
+        return name, Table([], [])
+    text = (SQL / sql).read_text(encoding="utf-8") if sql.endswith(".sql") else sql
+    return name, Table(*_rows(con, text))
+
+
+def _load(con: duckdb.DuckDBPyConnection, configured: list[str] | None) -> Data:
+    """Every mart the page reads, once, grouped by business (the views are cut from these rows)."""
     if not table_exists(con, "business_contacts"):  # marts built before this mart existed: build it now
         from consent import marts
 
         marts.build(con, "business_contacts")
-    columns, per_business = _rows(con, "SELECT * FROM business_contacts ORDER BY business")
-
-    # -- headline figures ---------------------------------------------------------------
-    # A contact is one person as known to one business (by number, or by BSUID alone).
-    contacts = sum(row[1] for row in per_business)
-    tiles = [("contacts", f"{contacts:,}", "")]
-    for purpose, n in per_purpose:
-        tiles.append((f"sendable: {purpose}", f"{n:,}", "good"))
-    opted_out = sum(row[4] for row in per_business)
-    quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
-    refused = con.execute("SELECT count(DISTINCT event_id) FROM consent_violations WHERE refused").fetchone()[0]
-    findings = (
-        con.execute("SELECT count(*) FROM send_audit WHERE finding IN ('sent_without_consent', 'sent_after_opt_out')").fetchone()[0]
-        if table_exists(con, "send_audit") else 0
-    )
-    last_run = _last_run(con)
-    tiles += [
-        ("opted out (any purpose)", f"{opted_out:,}", ""),
-        ("opt-ins refused", f"{refused:,}", "bad" if refused else ""),
-        ("rows quarantined", f"{quarantined:,}", "bad" if quarantined else ""),
-        ("sends without consent", f"{findings:,}", "bad" if findings else "good"),
+    queries = [
+        ("contacts", "SELECT * FROM business_contacts ORDER BY business", None),
+        ("sendable", "SELECT business, purpose, count(*) FILTER (WHERE sendable) FROM consent_status GROUP BY ALL ORDER BY ALL", None),
+        ("refused", "SELECT business, count(DISTINCT event_id) FROM consent_violations WHERE refused GROUP BY ALL", None),
+        ("findings", f"SELECT business, count(*) FROM send_audit WHERE finding IN {SEND_FINDINGS} GROUP BY ALL", "send_audit"),
+        ("daily", "SELECT business, day, channel, sum(opt_ins), sum(opt_outs) FROM consent_daily GROUP BY ALL ORDER BY day, channel, business", None),
+        ("audience", "SELECT business, day, purpose, sum(sendable_audience) FROM consent_daily GROUP BY ALL ORDER BY day, purpose, business", None),
+        ("coverage", "SELECT business, channel || ' / ' || purpose AS \"channel / purpose\", opted_in_contacts, complete, "
+                     "with_method, with_date, with_notice, with_lineage FROM consent_coverage ORDER BY 2, 1", None),
+        ("rules", "SELECT business, rule || ' (' || severity || ')', sum(opt_ins) FROM violations_summary GROUP BY ALL ORDER BY 3 DESC, 2, 1", None),
+        ("send_summary", "SELECT business, category, finding, count(*) AS messages FROM send_audit GROUP BY ALL ORDER BY 2, 3, 1", "send_audit"),
+        ("send_latest", "send_audit_latest.sql", "send_audit"),
+        ("timeliness", "timeliness_summary.sql", "opt_out_timeliness"),
+        ("timeliness_by_channel", "timeliness_by_channel.sql", "opt_out_timeliness"),
+        ("timeliness_latest", "timeliness_latest.sql", "opt_out_timeliness"),
+        ("renewals", "SELECT business, purpose, count(*) AS due, min(expires_at) AS first_lapse FROM consent_renewals GROUP BY ALL ORDER BY ALL",
+         "consent_renewals"),
+        ("reasons", "SELECT reason, sum(rows) FROM quarantine_summary GROUP BY ALL ORDER BY 2 DESC, 1 LIMIT 15", None),
+        ("notices", "SELECT coalesce(notice_version, '(none)'), notice_state, sum(opt_ins) FROM notice_usage GROUP BY ALL ORDER BY 1",
+         "notice_usage"),
     ]
-    parts.append('<div class="tiles">' + "".join(_tile(*t) for t in tiles) + _marked("tile", _last_run_tile(last_run))
-                 + "</div>")
+    rows = dict(_query(con, *q) for q in queries)
+    purposes = sorted({r[1] for r in rows["sendable"].rows})
+    seen = {r[0] for name in ("contacts", "sendable", "daily") for r in rows[name].rows}
+    # the businesses of businesses.yaml, and any the marts hold (a business may have no contact yet)
+    businesses = sorted(set(configured or []) | seen)
+    return Data(businesses, purposes, rows)
 
-    # -- per business: consent is given to a named business (rules, section 10) ---------------
-    parts.append(_section("Businesses", _table(columns, per_business, "No contacts yet.")))
 
-    charts: list[str] = []
-    # -- opt-ins and opt-outs over time per channel ------------------------------------------
-    _, daily = _rows(con, "SELECT day, channel, sum(opt_ins), sum(opt_outs) FROM consent_daily GROUP BY ALL ORDER BY day")
+def _of(table: Table, business: str) -> list[tuple]:
+    """The rows of one business (its column kept), or every row for the all-businesses view."""
+    return [r for r in table.rows if business == ALL or r[0] == business]
+
+
+def _summed(table: Table, business: str, keys: int) -> list[tuple]:
+    """One business's rows without their business column; for all businesses, the rows summed per key
+    (the first `keys` columns after the business), in the order the query gave."""
+    totals: dict[tuple, list] = {}
+    for row in _of(table, business):
+        key, values = row[1:1 + keys], row[1 + keys:]
+        before = totals.setdefault(key, [0] * len(values))
+        totals[key] = [a + (b or 0) for a, b in zip(before, values)]
+    return [(*k, *v) for k, v in totals.items()]
+
+
+def _tiles(data: Data, business: str) -> list[dict]:
+    # A contact is one person as known to one business (by number, or by BSUID alone): the
+    # all-businesses figures are the per-business figures summed.
+    contacts = _summed(data.rows["contacts"], business, 0)
+    columns = data.rows["contacts"].columns[1:]
+    figures = dict(zip(columns, contacts[0])) if contacts else {}
+    sendable = dict(_summed(data.rows["sendable"], business, 1))
+    refused = sum(n for _, n in _of(data.rows["refused"], business))
+    findings = sum(n for _, n in _of(data.rows["findings"], business))
+    return [
+        _tile("contacts", figures.get("contacts", 0)),
+        *[_tile(f"sendable: {p}", sendable.get(p, 0), "good") for p in data.purposes],
+        _tile("opted out (any purpose)", figures.get("opted_out", 0)),
+        _tile("opt-ins refused", refused, "bad" if refused else ""),
+        _tile("sends without consent", findings, "bad" if findings else "good"),
+    ]
+
+
+def channel_colours(channels: list[str]) -> dict[str, tuple[str, str]]:
+    """Each channel's (opt-in, opt-out) colours: a hue per channel, dark for opt-ins, light for opt-outs."""
+    colours = {}
+    for i, channel in enumerate(sorted(channels)):
+        if i < len(PAIRED):
+            colours[channel] = PAIRED[i]
+            continue
+        hue = ((i - len(PAIRED)) * 0.618034 + 0.08) % 1.0  # golden-ratio steps: far from the hues before
+        dark, light = colorsys.hls_to_rgb(hue, 0.35, 0.7), colorsys.hls_to_rgb(hue, 0.75, 0.7)
+        colours[channel] = tuple("#%02x%02x%02x" % tuple(round(c * 255) for c in rgb) for rgb in (dark, light))
+    return colours
+
+
+def _daily_figure(daily: list[tuple], colours: dict[str, tuple[str, str]]) -> go.Figure:
     fig = go.Figure()
     for channel in sorted({r[1] for r in daily}):
         series = [r for r in daily if r[1] == channel]
+        opt_in, opt_out = colours[channel]
         if any(r[2] for r in series):
-            fig.add_trace(go.Bar(x=[r[0] for r in series], y=[r[2] for r in series], name=f"{channel} opt-ins"))
+            fig.add_trace(go.Bar(x=[r[0] for r in series], y=[r[2] for r in series], name=f"{channel} opt-ins",
+                                 marker=dict(color=opt_in)))
         if any(r[3] for r in series):
-            fig.add_trace(go.Bar(x=[r[0] for r in series], y=[-r[3] for r in series], name=f"{channel} opt-outs"))
-    fig.update_layout(barmode="relative", yaxis_title="contacts (opt-outs below zero)")
-    charts.append(_section("Opt-ins and opt-outs per day and channel", _figure(fig)))
+            fig.add_trace(go.Bar(x=[r[0] for r in series], y=[-r[3] for r in series], name=f"{channel} opt-outs",
+                                 marker=dict(color=opt_out, line=dict(color=opt_in, width=1),
+                                             pattern=dict(shape="/", fgcolor=opt_in, size=6))))
+    fig.update_layout(barmode="relative", yaxis_title="contacts (opt-outs below zero, hatched)")
+    return fig
 
-    # -- sendable audience per purpose ---------------------------------------------------------
-    _, audience = _rows(con, "SELECT day, purpose, sum(sendable_audience) FROM consent_daily GROUP BY ALL ORDER BY day")
+
+def _audience_figure(audience: list[tuple], purposes: list[str]) -> go.Figure:
     fig = go.Figure()
     for purpose in purposes:
         series = [r for r in audience if r[1] == purpose]
         fig.add_trace(go.Scatter(x=[r[0] for r in series], y=[r[2] for r in series], name=purpose, mode="lines"))
     fig.update_layout(yaxis_title="sendable contacts at end of day")
-    charts.append(_section("Sendable audience per purpose", _figure(fig)))
+    return fig
 
-    # -- evidence coverage -----------------------------------------------------------------------
-    _, coverage = _rows(con, "SELECT channel || ' / ' || purpose, complete_share, opted_in_contacts FROM consent_coverage ORDER BY 1")
-    fig = go.Figure(go.Bar(x=[r[1] for r in coverage], y=[r[0] for r in coverage], orientation="h",
-                           text=[f"{r[1]:.0%} of {r[2]}" for r in coverage], textposition="auto"))
-    fig.update_layout(xaxis=dict(range=[0, 1], tickformat=".0%", title="opted_in rows with method, date, notice and lineage"))
-    charts.append(_section("Evidence coverage per channel and purpose", _figure(fig, 60 + 28 * max(3, len(coverage)))))
 
-    # -- quarantine and violations ------------------------------------------------------------------
-    _, reasons = _rows(con, "SELECT reason, sum(rows) FROM quarantine_summary GROUP BY ALL ORDER BY 2 DESC LIMIT 15")
-    fig = go.Figure(go.Bar(x=[r[1] for r in reasons], y=[r[0] for r in reasons], orientation="h", marker_color="#b54708"))
-    fig.update_layout(yaxis=dict(autorange="reversed"), xaxis_title="rows")
-    charts.append(_section("Quarantine reasons", _figure(fig, 60 + 28 * max(3, len(reasons)))))
-    _, rules = _rows(con, "SELECT rule || ' (' || severity || ')', sum(opt_ins) FROM violations_summary GROUP BY ALL ORDER BY 2 DESC")
-    fig = go.Figure(go.Bar(x=[r[1] for r in rules], y=[r[0] for r in rules], orientation="h", marker_color="#b42318"))
-    fig.update_layout(yaxis=dict(autorange="reversed"), xaxis_title="opt-ins")
-    charts.append(_section("Consent rule violations", _figure(fig, 60 + 28 * max(3, len(rules)))))
+MISSING = ("method", "date", "notice", "lineage")
 
-    # -- notices (when the registry is loaded) ------------------------------------------------------
-    if table_exists(con, "notice_usage"):
-        _, notices = _rows(con, "SELECT coalesce(notice_version, '(none)'), notice_state, sum(opt_ins) FROM notice_usage GROUP BY ALL ORDER BY 1")
+
+def _missing(coverage: list[tuple]) -> list[tuple]:
+    """Per channel and purpose: opted-in contacts, complete, and how many lack each part of the evidence."""
+    return [(label, n, complete, *(n - with_ for with_ in withs)) for label, n, complete, *withs in coverage]
+
+
+def _coverage_figure(missing: list[tuple]) -> go.Figure:
+    fig = go.Figure()
+    for i, part in enumerate(MISSING):
+        fig.add_trace(go.Bar(x=[r[3 + i] for r in missing], y=[r[0] for r in missing], orientation="h",
+                             name=f"no {part}"))
+    fig.update_layout(barmode="group", xaxis_title="opted-in contacts lacking it", yaxis=dict(autorange="reversed"))
+    fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom"))
+    return fig
+
+
+def _bars(rows: list[tuple], colour: str, axis: str) -> go.Figure:
+    fig = go.Figure(go.Bar(x=[r[1] for r in rows], y=[r[0] for r in rows], orientation="h", marker_color=colour))
+    fig.update_layout(yaxis=dict(autorange="reversed"), xaxis_title=axis)
+    return fig
+
+
+def _timeliness_figure(rows: list[tuple]) -> go.Figure:
+    fig = go.Figure()
+    for published, colour in TIMELINESS_COLOURS.items():
+        series = [r for r in rows if r[1] == published]
+        if series:
+            fig.add_trace(go.Bar(x=[r[2] for r in series], y=[r[0] for r in series], orientation="h",
+                                 name=published, marker_color=colour))
+    # the legend even when one kind is there: "backfilled" must read as such, not as a bare bar
+    fig.update_layout(barmode="stack", xaxis_title="opt-outs", yaxis=dict(autorange="reversed"), showlegend=True)
+    return fig
+
+
+def _height(rows: list) -> int:
+    return 60 + 28 * max(3, len(rows))
+
+
+def _charts(data: Data, business: str, colours: dict[str, tuple[str, str]]) -> list[dict]:
+    rows = data.rows
+    charts = [
+        ("Opt-ins and opt-outs per day and channel", _daily_figure(_summed(rows["daily"], business, 2), colours), 320),
+        ("Sendable audience per purpose", _audience_figure(_summed(rows["audience"], business, 2), data.purposes), 320),
+        ("Consent rule violations", _bars(_summed(rows["rules"], business, 1), "#b42318", "opt-ins"),
+         _height(_summed(rows["rules"], business, 1))),
+    ]
+    missing = [r for r in _missing(_summed(rows["coverage"], business, 1)) if any(r[3:])]
+    if missing:  # nothing missing: the coverage table says so with its count
+        charts.insert(2, ("Evidence coverage: opted-in contacts lacking method, date, notice or lineage",
+                          _coverage_figure(missing), 120 + 20 * 4 * len(missing)))
+    if rows["timeliness_by_channel"].columns:
+        by_channel = _summed(rows["timeliness_by_channel"], business, 2)
+        charts.append(("Opt-outs per channel: published in time, late, or backfilled",
+                       _timeliness_figure(by_channel), 60 + _height({r[0] for r in by_channel})))
+    return [{"title": title, "html": _figure(fig, height)} for title, fig, height in charts]
+
+
+def _table(table: Table, business: str) -> Table:
+    """A table of one business (its column dropped), or of every business (the column kept)."""
+    rows = _of(table, business)
+    return Table(table.columns, rows) if business == ALL else Table(table.columns[1:], [r[1:] for r in rows])
+
+
+def _coverage_block(data: Data, business: str) -> dict:
+    every = _missing(_summed(data.rows["coverage"], business, 1))
+    missing = [r for r in every if any(r[3:])]
+    columns = ["channel / purpose", "opted-in contacts", "complete", *[f"no {part}" for part in MISSING]]
+    total = sum(r[1] for r in every)
+    return {"heading": None, "table": Table(columns, missing),
+            "empty": f"Every opted-in contact ({total:,}) has method, date, notice and lineage."}
+
+
+def _panels(data: Data, business: str) -> list[dict]:
+    rows = data.rows
+    latest = lambda name: Table(rows[name].columns, _of(rows[name], business)[:25])  # noqa: E731
+    panels = [{"title": "Evidence coverage: what is missing", "blocks": [_coverage_block(data, business)]}]
+    if rows["send_summary"].columns:
+        panels.append({"title": "Send audit: business-sent messages checked against consent at send time", "blocks": [
+            {"heading": None, "table": _table(rows["send_summary"], business), "empty": "No message statuses ingested yet."},
+            {"heading": "Latest findings", "table": _table(latest("send_latest"), business),
+             "empty": "No message went to anyone without consent or after an opt-out."}]})
+    if rows["timeliness"].columns:
+        panels.append({"title": "Opt-out timeliness: honoured in time, whatever the channel", "blocks": [
+            {"heading": None, "table": _table(rows["timeliness"], business), "empty": "No opt-outs yet."},
+            {"heading": "Latest late, breached or backfilled opt-outs", "table": _table(latest("timeliness_latest"), business),
+             "empty": "Every opt-out was published within the deadline and honoured."}]})
+    if rows["renewals"].columns:
+        panels.append({"title": "Consents due for renewal", "blocks": [
+            {"heading": None, "table": _table(rows["renewals"], business),
+             "empty": "No consent lapses within the notice period."}]})
+    return panels
+
+
+def _view(data: Data, business: str, colours: dict[str, tuple[str, str]]) -> dict:
+    return {"key": business, "label": business or "All businesses", "tiles": _tiles(data, business),
+            "businesses": Table(data.rows["contacts"].columns, _of(data.rows["contacts"], business)),
+            "charts": _charts(data, business, colours), "panels": _panels(data, business)}
+
+
+def _shared_charts(data: Data) -> list[dict]:
+    """The panels over rows no business is named on (a quarantined row, a notice's opt-ins)."""
+    reasons = data.rows["reasons"].rows
+    charts = [{"title": "Quarantine reasons",
+               "html": _figure(_bars(reasons, "#b54708", "rows"), _height(reasons))}]
+    if data.rows["notices"].columns:
         fig = go.Figure()
+        notices = data.rows["notices"].rows
         for state in sorted({r[1] for r in notices}):
             series = [r for r in notices if r[1] == state]
             fig.add_trace(go.Bar(x=[r[0] for r in series], y=[r[2] for r in series], name=state))
         fig.update_layout(barmode="stack", yaxis_title="opt-ins")
-        charts.append(_section("Opt-ins per notice version (and notices missing or deficient)", _figure(fig)))
-    parts.append('<div class="grid">' + "".join(charts) + "</div>")
+        charts.append({"title": "Opt-ins per notice version (and notices missing or deficient)", "html": _figure(fig)})
+    return charts
 
-    # -- failed checks of the last run -------------------------------------------------------------
-    parts.append(_marked("checks", _last_run_checks(last_run)))
 
-    # -- send audit -----------------------------------------------------------------------------------
-    if table_exists(con, "send_audit"):
-        summary = _rows(con, "SELECT category, finding, count(*) AS messages FROM send_audit GROUP BY ALL ORDER BY ALL")
-        details = _rows(
-            con,
-            """SELECT sent_at, category, recipient_hash, status_at_send, finding, array_to_string(statuses, ', ') AS statuses
-               FROM send_audit WHERE finding IN ('sent_without_consent', 'sent_after_opt_out') ORDER BY sent_at DESC LIMIT 25""",
-        )
-        parts.append(_section(
-            "Send audit: business-sent messages checked against consent at send time",
-            _table(*summary, "No message statuses ingested yet.")
-            + "<h2 style='margin-top:14px'>Latest findings</h2>"
-            + _table(*details, "No message went to anyone without consent or after an opt-out."),
-        ))
-
-    # -- opt-out timeliness and renewals ------------------------------------------------------------
-    if table_exists(con, "opt_out_timeliness"):
-        summary = _rows(con, """
-            SELECT business, count(*) AS opt_outs,
-                   count(*) FILTER (WHERE list_contains(findings, 'honoured')) AS honoured,
-                   count(*) FILTER (WHERE list_contains(findings, 'confirmation_message')) AS with_confirmation,
-                   count(*) FILTER (WHERE list_contains(findings, 'sent_after_opt_out')) AS sent_after_opt_out,
-                   count(*) FILTER (WHERE list_contains(findings, 'late')) AS published_late,
-                   count(*) FILTER (WHERE list_contains(findings, 'backfilled')) AS backfilled,
-                   max(business_days_to_publish) FILTER (WHERE NOT list_contains(findings, 'backfilled'))
-                       AS slowest_business_days
-            FROM opt_out_timeliness GROUP BY ALL ORDER BY ALL""")
-        late = _rows(con, """
-            SELECT asked_at, published_at, business_days_to_publish, channel, contact_hash,
-                   array_to_string(findings, ', ') AS findings
-            FROM opt_out_timeliness
-            WHERE list_contains(findings, 'late') OR list_contains(findings, 'sent_after_opt_out')
-            ORDER BY asked_at DESC LIMIT 25""")
-        parts.append(_section(
-            "Opt-out timeliness: honoured in time, whatever the channel",
-            _table(*summary, "No opt-outs yet.")
-            + "<h2 style='margin-top:14px'>Latest late or breached opt-outs</h2>"
-            + _table(*late, "Every opt-out was published within the deadline and honoured."),
-        ))
-    if table_exists(con, "consent_renewals"):
-        renewals = _rows(con, """
-            SELECT business, purpose, count(*) AS due, min(expires_at) AS first_lapse
-            FROM consent_renewals GROUP BY ALL ORDER BY ALL""")
-        parts.append(_section("Consents due for renewal", _table(*renewals, "No consent lapses within the notice period.")))
-
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    document = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>WhatsApp consent: compliance dashboard</title><style>{STYLE}</style>
-<script type="text/javascript">{get_plotlyjs()}</script></head>
-<body><header><h1>WhatsApp consent: compliance dashboard</h1>
-<p>Generated {generated}. Counts and salted hashes only; no phone numbers.</p></header>
-<main>{''.join(parts)}</main></body></html>
-"""
+def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path, businesses: list[str] | None = None) -> int:
+    """Write the dashboard; returns its size in bytes. `businesses`: those of businesses.yaml (the
+    selector lists them with every business the marts hold)."""
+    data = _load(con, businesses)
+    colours = channel_colours(sorted({r[2] for r in data.rows["daily"].rows}))
+    keys = [ALL, *data.businesses] if len(data.businesses) > 1 else [ALL]
+    last_run = _last_run_parts(con)
+    quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+    document = ENVIRONMENT.get_template("dashboard.html.j2").render(
+        plotly_js=Markup(get_plotlyjs()),
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        views=[_view(data, key, colours) for key in keys],
+        shared_charts=_shared_charts(data),
+        quarantined=_tile("rows quarantined (all businesses)", quarantined, "bad" if quarantined else ""),
+        last_run_tile=_marked("tile", last_run["tile"]),
+        last_run_checks=_marked("checks", last_run["checks"]),
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(document, encoding="utf-8")
     return len(document.encode("utf-8"))
