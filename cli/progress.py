@@ -133,7 +133,8 @@ class StepListener:
 
     def __init__(self, display):
         self.display = display
-        self.outcomes: dict[str, tuple[str, str]] = {}
+        self.checks: dict[str, list[tuple[str, str]]] = {}
+        self.materialised: set[str] = set()
 
     def __call__(self, entry) -> None:
         event = entry.dagster_event
@@ -142,14 +143,25 @@ class StepListener:
         kind, step = event.event_type_value, event.step_key
         if kind == "STEP_START":
             self.display.step_started(step)
+        elif kind == "ASSET_MATERIALIZATION":
+            self.materialised.add(step)
         elif kind == "ASSET_CHECK_EVALUATION":
             check = event.event_specific_data
             label = f"check {check.check_name} of {check.asset_key.to_user_string()}"
-            self.outcomes[step] = (label, "passed" if check.passed else f"failed ({check.severity.value})")
+            self.checks.setdefault(step, []).append((label, "passed" if check.passed else f"failed ({check.severity.value})"))
         elif kind == "STEP_SUCCESS":
-            self.display.step_finished(*self.outcomes.pop(step, (step, "done")))
+            self._finished(step)
         elif kind == "STEP_FAILURE":
             self.display.step_finished(step, "FAILED")
+
+    def _finished(self, step: str) -> None:
+        """A check step ends with its check's line; a step that built assets (and checked some of them
+        on the way, as the marts step does) ends with its own line after its checks'."""
+        checks = self.checks.pop(step, [])
+        for label, outcome in checks:
+            self.display.step_finished(label, outcome)
+        if step in self.materialised or not checks:
+            self.display.step_finished(step, "done")
 
 
 @contextmanager
