@@ -28,7 +28,8 @@ from consent.domain.policy import Policy, load_channels
 from consent.domain.reconcile import INPUT_COLUMNS, reconcile
 from consent.domain.rules import ASSESSED, RULES
 from consent.run import decide_sql
-from consent.run.warehouse import publish, stage_run
+from consent.run.publish import publish
+from consent.run.staging import stage_run
 from consent.storage.migrations import ensure_schema
 
 AS_OF = datetime(2026, 11, 20)
