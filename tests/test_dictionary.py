@@ -327,3 +327,15 @@ columns:
         assert con.execute("SELECT comment FROM duckdb_columns() WHERE table_name = 'contacts_per_purpose' "
                            "ORDER BY column_index").fetchall()[-1] == ("Contacts with that status.",)
     assert "### `contacts_per_purpose`" in dictionary.render()
+
+
+def test_no_description_holds_a_phone_number():
+    """Comments are copied into every warehouse and its read copy: an example number in one would be a
+    number an erasure can never remove (the erasure tests scan every byte for the erased digits)."""
+    import re
+
+    from consent.storage.dictionary import published
+
+    texts = [doc.description for doc in published().values()]
+    texts += [column.description for doc in published().values() for column in doc.columns]
+    assert [t for t in texts if re.search(r"\+?\d[\d ]{6,}\d", t or "")] == []
