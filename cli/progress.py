@@ -116,10 +116,12 @@ class LiveDisplay:
         for task in self.counter_tasks.values():
             self.progress.remove_task(task)  # the step's own line keeps its time; its counts are done
         self.counter_tasks = {}
-        if self.step_task is not None:
-            mark = "[red]" if outcome == "FAILED" or "ERROR" in outcome else "[yellow]" if "failed" in outcome else "[green]"
-            self.progress.update(self.step_task, description=f"{step}: {mark}{outcome}[/]", total=1, completed=1)
-            self.progress.stop_task(self.step_task)
+        mark = "[red]" if outcome == "FAILED" or "ERROR" in outcome else "[yellow]" if "failed" in outcome else "[green]"
+        if self.step_task is None:  # a second line for the same step: a check it ran on the way
+            self.step_task = self.progress.add_task(step, total=None, count="")
+        self.progress.update(self.step_task, description=f"{step}: {mark}{outcome}[/]", total=1, completed=1)
+        self.progress.stop_task(self.step_task)
+        self.step_task = None
 
     def start(self) -> None:
         self.progress.start()
@@ -156,12 +158,12 @@ class StepListener:
 
     def _finished(self, step: str) -> None:
         """A check step ends with its check's line; a step that built assets (and checked some of them
-        on the way, as the marts step does) ends with its own line after its checks'."""
+        on the way, as the marts step does) ends with its own line, then its checks' lines."""
         checks = self.checks.pop(step, [])
-        for label, outcome in checks:
-            self.display.step_finished(label, outcome)
         if step in self.materialised or not checks:
             self.display.step_finished(step, "done")
+        for label, outcome in checks:
+            self.display.step_finished(label, outcome)
 
 
 @contextmanager

@@ -129,7 +129,7 @@ def test_every_entry_point_reads_the_same_settings(monkeypatch, tmp_path):
               "CONSENT_ALERT_COMMAND": "true", "CONSENT_LOCK_TIMEOUT_SECONDS": "7", "CONSENT_EXPORTS": str(tmp_path),
               "CONSENT_POLICY": str(tmp_path / "p.yaml"), "CONSENT_WORKERS": "3",
               "CONSENT_AUDIENCES": str(tmp_path / "aud"), "CONSENT_MEMORY_LIMIT": "1GB",
-              "CONSENT_TEMP_DIRECTORY": str(tmp_path / "spill")}
+              "CONSENT_TEMP_DIRECTORY": str(tmp_path / "spill"), "CONSENT_DATA_PATH": str(tmp_path / "lake")}
     assert {s.variable for s in SETTINGS} == set(values)  # the test covers every setting
     for name, value in values.items():
         monkeypatch.setenv(name, value)

@@ -189,6 +189,7 @@ def test_a_night_that_writes_an_opted_in_status_without_evidence_fails(tmp_path,
                 pl.when(pl.col("status") == "opted_in").then(None).otherwise(pl.col("consent_method")).alias("consent_method"))
         real(con, name, frame, **kwargs)
 
+    monkeypatch.setattr("consent.run.decide_sql.SQL_DECISIONS", False)  # every status through write_frame
     monkeypatch.setattr(decide, "write_frame", without_method)
     capsys.readouterr()
     assert run_cli(staged, path) == 1
@@ -215,6 +216,7 @@ def test_a_run_deciding_every_contact_validates_every_status_row(tmp_path, expor
                 pl.when(pl.col("status") == "opted_in").then(None).otherwise(pl.col("consent_method")).alias("consent_method"))
         real(con, name, frame, **kwargs)
 
+    monkeypatch.setattr("consent.run.decide_sql.SQL_DECISIONS", False)  # every status through write_frame
     monkeypatch.setattr(decide, "write_frame", without_method)
     capsys.readouterr()
     assert run_cli(exports, path, *(["--full"] if full else [])) == 1
@@ -385,6 +387,7 @@ def test_reconciling_the_ledger_in_small_ranges_of_contacts_changes_nothing(tmp_
     real_ranges = consent.run.decide._contact_ranges
     monkeypatch.setattr(consent.run.decide, "_contact_ranges", lambda con, n: seen.append(real_ranges(con, n)) or seen[-1])
     monkeypatch.setattr(consent.run.decide, "RECONCILE_RANGE_EVENTS", 3)
+    monkeypatch.setattr("consent.run.decide_sql.SQL_DECISIONS", False)  # every contact through the ranges
     monkeypatch.setattr(consent.run.decide, "CONTACT_COUNTS_FETCH", 2)  # the counts read a few at a time
     ranged = tmp_path / "ranged.duckdb"
     assert run_cli(exports, ranged) == 0
