@@ -148,47 +148,8 @@ def main() -> None:
     work.mkdir(exist_ok=True)
     summary = []
     for n in sizes:
-        exports = exports_for(n)
-        results = []
-        if not args.skip_naive and n <= args.naive_max:
-            results.append(row("a naive script", measure([PYTHON, str(BENCH / "naive.py"), str(exports), str(work / "naive.duckdb")]), n))
-            (work / "naive.duckdb").unlink(missing_ok=True)
-        warehouse = work / f"consent_{n}.duckdb"
-        for stale in work.glob(f"consent_{n}.duckdb*"):
-            stale.unlink()
-        shutil.rmtree(work / "data_docs", ignore_errors=True)
-        full = measure([CONSENT, "run", "--exports", str(exports), "--warehouse", str(warehouse), "--as-of", AS_OF,
-                        "--workers", str(args.workers)])
-        results.append(row("b consent run (full)", full, n))
-        if n <= args.audience_max:
-            audience = audience_for(warehouse, n, work)
-            results.append(row("f consent check (N-row audience)", measure(
-                [CONSENT, "check", str(audience), "--purpose", "marketing", "--warehouse", str(warehouse), "--at", AS_OF,
-                 "--out", str(work / f"audience_{n}.decisions.csv")]), n))
-        results.append(row("c duckdb scan floor", measure([PYTHON, "-c", FLOOR, str(exports)]), n))
-        # What any run of this stack pays before reading a byte: importing Dagster, GX, Polars, DuckDB.
-        results.append(row("e start-up (imports only)", measure([PYTHON, "-c", "import pipelines.definitions"]), n))
-        results.append(row("g Dagster floor (no-op steps)", measure([PYTHON, str(BENCH / "dagster_floor.py"), "--child"]), n))
-        night = night_exports(exports, work)
-        run_night = [CONSENT, "run", "--exports", str(night), "--warehouse", str(warehouse), "--as-of", AS_OF,
-                     "--workers", str(args.workers)]
-        results.append(row("d night: 10k new events", measure(run_night), NIGHT_EVENTS))
-        results.append(row("h night: nothing new", measure(run_night), 1))
-        print(f"\nN = {n:,} events")
-        print(f"{'approach':28} {'seconds':>9} {'rows/s':>11} {'peak MB':>9}")
-        for r in results:
-            print(f"{r['approach']:28} {r['seconds']:9.1f} {r['rows_per_s']:11,.0f} {r['peak_mb']:9.0f}")
-        by = {r["approach"][0]: r for r in results}
-        if "a" in by:
-            print(f"naive / consent run: {by['a']['seconds'] / by['b']['seconds']:.1f}x faster, "
-                  f"peak memory {by['b']['peak_mb'] / by['a']['peak_mb']:.2f}x of naive")
-        print(f"consent run / floor: {by['b']['seconds'] / by['c']['seconds']:.1f}x; "
-              f"start-up alone: {by['e']['seconds']:.1f} s")
-        print(f"10k-event night / full run: {by['d']['seconds'] / by['b']['seconds']:.1%}; "
-              f"nothing-new night / start-up: {by['h']['seconds'] / by['e']['seconds']:.2f}x "
-              f"(Dagster's floor / start-up: {by['g']['seconds'] / by['e']['seconds']:.2f}x)")
-        if "f" in by:
-            print(f"pre-send check of {n:,} audience rows: {by['f']['seconds']:.1f} s")
+        results = _measure_size(n, args, work)
+        _print_size(n, results)
         summary.append({"n": n, **{r["approach"]: r for r in results}})
     if len(summary) > 1:
         first, last = summary[0], summary[-1]
@@ -201,6 +162,55 @@ def main() -> None:
             print(f"  {a['n']:,} -> {b['n']:,}: full run {b[full]['seconds'] / a[full]['seconds']:.2f}x time, "
                   f"{b[full]['peak_mb'] / a[full]['peak_mb']:.2f}x memory")
     (work / "last_results.json").write_text(json.dumps(summary, indent=1))
+
+
+def _measure_size(n: int, args, work: Path) -> list[dict]:
+    """Every approach's row for N events: the naive script, a full run, a pre-send check, the floors, two nights."""
+    exports = exports_for(n)
+    results = []
+    if not args.skip_naive and n <= args.naive_max:
+        results.append(row("a naive script", measure([PYTHON, str(BENCH / "naive.py"), str(exports), str(work / "naive.duckdb")]), n))
+        (work / "naive.duckdb").unlink(missing_ok=True)
+    warehouse = work / f"consent_{n}.duckdb"
+    for stale in work.glob(f"consent_{n}.duckdb*"):
+        stale.unlink()
+    shutil.rmtree(work / "data_docs", ignore_errors=True)
+    full = measure([CONSENT, "run", "--exports", str(exports), "--warehouse", str(warehouse), "--as-of", AS_OF,
+                    "--workers", str(args.workers)])
+    results.append(row("b consent run (full)", full, n))
+    if n <= args.audience_max:
+        audience = audience_for(warehouse, n, work)
+        results.append(row("f consent check (N-row audience)", measure(
+            [CONSENT, "check", str(audience), "--purpose", "marketing", "--warehouse", str(warehouse), "--at", AS_OF,
+             "--out", str(work / f"audience_{n}.decisions.csv")]), n))
+    results.append(row("c duckdb scan floor", measure([PYTHON, "-c", FLOOR, str(exports)]), n))
+    # What any run of this stack pays before reading a byte: importing Dagster, GX, Polars, DuckDB.
+    results.append(row("e start-up (imports only)", measure([PYTHON, "-c", "import pipelines.definitions"]), n))
+    results.append(row("g Dagster floor (no-op steps)", measure([PYTHON, str(BENCH / "dagster_floor.py"), "--child"]), n))
+    night = night_exports(exports, work)
+    run_night = [CONSENT, "run", "--exports", str(night), "--warehouse", str(warehouse), "--as-of", AS_OF,
+                 "--workers", str(args.workers)]
+    results.append(row("d night: 10k new events", measure(run_night), NIGHT_EVENTS))
+    results.append(row("h night: nothing new", measure(run_night), 1))
+    return results
+
+
+def _print_size(n: int, results: list[dict]) -> None:
+    print(f"\nN = {n:,} events")
+    print(f"{'approach':28} {'seconds':>9} {'rows/s':>11} {'peak MB':>9}")
+    for r in results:
+        print(f"{r['approach']:28} {r['seconds']:9.1f} {r['rows_per_s']:11,.0f} {r['peak_mb']:9.0f}")
+    by = {r["approach"][0]: r for r in results}
+    if "a" in by:
+        print(f"naive / consent run: {by['a']['seconds'] / by['b']['seconds']:.1f}x faster, "
+              f"peak memory {by['b']['peak_mb'] / by['a']['peak_mb']:.2f}x of naive")
+    print(f"consent run / floor: {by['b']['seconds'] / by['c']['seconds']:.1f}x; "
+          f"start-up alone: {by['e']['seconds']:.1f} s")
+    print(f"10k-event night / full run: {by['d']['seconds'] / by['b']['seconds']:.1%}; "
+          f"nothing-new night / start-up: {by['h']['seconds'] / by['e']['seconds']:.2f}x "
+          f"(Dagster's floor / start-up: {by['g']['seconds'] / by['e']['seconds']:.2f}x)")
+    if "f" in by:
+        print(f"pre-send check of {n:,} audience rows: {by['f']['seconds']:.1f} s")
 
 
 if __name__ == "__main__":

@@ -437,33 +437,8 @@ def _reconcile_sorted(
         )[1]
         result = machine.run(events)
         for purpose, s in result.states.items():
-            ev, out, by = s.evidence, s.opt_out_event, s.decided_by
-            opted_out = s.status == "opted_out"
-            statuses.append(
-                (
-                    phone, purpose, s.status, s.status == "opted_in", s.since,
-                    ev.consent_method if ev else None,
-                    ev.consent_at if ev else None,
-                    ev.channel if ev else (by.channel if by else None),
-                    ev.notice_version if ev else None,
-                    ev.event_id if ev else (by.event_id if by else None),
-                    ev.source_file if ev else (by.source_file if by else None),
-                    ev.source_line if ev else (by.source_line if by else None),
-                    s.opted_out_at if opted_out else None,
-                    out.channel if opted_out and out else None,
-                    out.event_id if opted_out and out else None,
-                    by.event_id if by else None,
-                    business, contact, user,
-                )
-            )
-            for n, (status, since, decided_by, evidence) in enumerate(s.history):
-                until = s.history[n + 1][1] if n + 1 < len(s.history) else None
-                history.append(
-                    (phone, purpose, status, since, until, decided_by.event_id if decided_by else None,
-                     evidence.event_id if evidence else None, evidence.consent_method if evidence else None,
-                     evidence.consent_at if evidence else None, business, contact,
-                     decided_by.channel if decided_by else None, evidence.channel if evidence else None)
-                )
+            statuses.append(_status_row(s, phone, purpose, business, contact, user))
+            history.extend(_history_rows(s, phone, purpose, business, contact))
         for v in result.violations:
             e = v.event
             violations.append(
@@ -476,3 +451,38 @@ def _reconcile_sorted(
     )
     history_df = pl.DataFrame(history, schema=HISTORY_SCHEMA, orient="row")
     return status_df, violation_df, history_df
+
+
+def _status_row(s, phone, purpose, business, contact, user) -> tuple:
+    """One row of `consent_status` (STATUS_SCHEMA's order) for a contact's state for one purpose."""
+    ev, out, by = s.evidence, s.opt_out_event, s.decided_by
+    opted_out = s.status == "opted_out"
+    return (
+        phone, purpose, s.status, s.status == "opted_in", s.since,
+        ev.consent_method if ev else None,
+        ev.consent_at if ev else None,
+        ev.channel if ev else (by.channel if by else None),
+        ev.notice_version if ev else None,
+        ev.event_id if ev else (by.event_id if by else None),
+        ev.source_file if ev else (by.source_file if by else None),
+        ev.source_line if ev else (by.source_line if by else None),
+        s.opted_out_at if opted_out else None,
+        out.channel if opted_out and out else None,
+        out.event_id if opted_out and out else None,
+        by.event_id if by else None,
+        business, contact, user,
+    )
+
+
+def _history_rows(s, phone, purpose, business, contact) -> list[tuple]:
+    """The rows of `consent_history` (HISTORY_SCHEMA's order): each status a state held, until the next."""
+    rows = []
+    for n, (status, since, decided_by, evidence) in enumerate(s.history):
+        until = s.history[n + 1][1] if n + 1 < len(s.history) else None
+        rows.append(
+            (phone, purpose, status, since, until, decided_by.event_id if decided_by else None,
+             evidence.event_id if evidence else None, evidence.consent_method if evidence else None,
+             evidence.consent_at if evidence else None, business, contact,
+             decided_by.channel if decided_by else None, evidence.channel if evidence else None)
+        )
+    return rows
