@@ -193,6 +193,17 @@ MUTATIONS: tuple[Mutation, ...] = (
              "consent/storage/sql/sql_decisions.sql",
              "OR (previous_kind = 'opt_out' AND last_grant", "OR (previous_kind IN ('opt_out', 'resume') AND last_grant",
              ("tests/test_decide_sql.py::test_histories_decided_in_sql_equal_the_state_machine",)),
+    # A notice stops being valid at its end: an opt-in at that very moment is not covered by it.
+    Mutation("sql_notice_valid_through_its_end", "SQL decides as the state machine",
+             "consent/storage/sql/sql_decidable.sql",
+             "(n_valid_until IS NULL OR occurred_at < n_valid_until)", "(n_valid_until IS NULL OR occurred_at <= n_valid_until)",
+             ("tests/test_decide_sql.py::test_histories_decided_in_sql_equal_the_state_machine",)),
+    # An opt-in inherited through a number change or a link is left to the state machine.
+    Mutation("sql_decides_inherited_opt_ins", "SQL decides as the state machine",
+             "consent/storage/sql/sql_decidable.sql",
+             "AND NOT coalesce(list_contains(doi_channels, channel), false) AND NOT inherited)",
+             "AND NOT coalesce(list_contains(doi_channels, channel), false))",
+             ("tests/test_decide_sql.py::test_histories_decided_in_sql_equal_the_state_machine",)),
     # --- no number in outputs -----------------------------------------------------------------
     Mutation("send_audit_shows_the_number", "no number in outputs", "consent/marts/send_audit.sql",
              "        salted_hash(recipient) AS recipient_hash,", "        recipient AS recipient_hash,",

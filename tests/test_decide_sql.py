@@ -43,6 +43,8 @@ NOTICES = {
     "v2": NoticeTerms(frozenset({"marketing"}), datetime(2026, 11, 3), datetime(2026, 11, 8), ("no_opt_out",)),
     "bank-v1": NoticeTerms(frozenset({"marketing", "utility"}), None, None, (), "acme_bank"),
 }
+NOTICE_EDGES = [edge + timedelta(seconds=step) for terms in NOTICES.values()
+                for edge in (terms.valid_from, terms.valid_until) if edge for step in (-1, 0, 1)]
 FRAME_SCHEMA = {
     "contact_key": pl.Utf8, "business": pl.Utf8, "contact_id": pl.Utf8, "inherited": pl.Boolean,
     "whatsapp_user_id": pl.Utf8, "changed_to": pl.Utf8, "phone_e164": pl.Utf8, "event_id": pl.Utf8,
@@ -58,9 +60,11 @@ SIMPLE = {"opt_out", "resume", "inbound_message"}
 def events(draw, n: int, business: str, contact: str) -> dict:
     kind = draw(st.sampled_from(["opt_in", "opt_in", "opt_in", "opt_out", "opt_out", "resume", "resume", "inbound_message",
                                  "opt_in_confirm", "opt_in_request", "number_change"]))
-    # A small grid of instants: equal instants happen, as do undated and future ones.
+    # A small grid of instants: equal instants happen, as do undated and future ones, and the
+    # instants where a notice starts and stops being valid (and just around them).
     when = draw(st.one_of(st.integers(0, 40).map(lambda h: START + timedelta(hours=h)),
-                          st.sampled_from([None, AS_OF, AS_OF + timedelta(days=2), AS_OF + timedelta(minutes=5)])))
+                          st.sampled_from([None, AS_OF, AS_OF + timedelta(days=2), AS_OF + timedelta(minutes=5)]),
+                          st.sampled_from(NOTICE_EDGES)))
     event = {
         "business": business, "contact_id": contact, "inherited": draw(st.integers(0, 9)) == 0,
         "whatsapp_user_id": draw(st.sampled_from([None, "", "DE.1001", "DE.1002"])),
