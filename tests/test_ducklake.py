@@ -27,16 +27,17 @@ def run(exports: Path, warehouse: str, *extra: str) -> int:
 
 
 def everything(con: duckdb.DuckDBPyConnection) -> dict[str, list]:
-    """Every table and mart of the connected warehouse (not staging, not the runs' bookkeeping),
-    without the columns naming the run, as sorted rows: equal whatever order they were written in."""
+    """Every table and mart of the connected warehouse (schema `main`: not the run's scratch, nor the
+    runs' bookkeeping), without the columns naming the run, as sorted rows: equal whatever order
+    they were written in."""
     tables = [t for (t,) in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() ORDER BY 1").fetchall()
-        if not t.startswith("stg_") and t not in NOT_COMPARED]
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main' "
+        "ORDER BY 1").fetchall() if t not in NOT_COMPARED]
     out = {}
     for table in tables:
         columns = [c for (c,) in con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() AND table_name = ? "
-            "ORDER BY column_index", [table]).fetchall() if c not in RUN_COLUMNS]
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main' "
+            "AND table_name = ? ORDER BY column_index", [table]).fetchall() if c not in RUN_COLUMNS]
         out[table] = con.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY ALL").fetchall()
     return out
 
