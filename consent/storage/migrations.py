@@ -9,8 +9,12 @@ that layout is version 1.
 
 To change a table: edit it in `consent/domain/schema.py`, append a step here
 (version, what it does) with its statements in
-`consent/storage/sql/migrations/v<version>.sql`, and add a test against the
-version-1 fixture in `tests/fixtures/warehouse_v1/`.
+`consent/storage/sql/migrations/v<version>.sql` (and, for what SQL alone cannot
+say, a Python step `then`), and add a test against the version-1 fixture in
+`tests/fixtures/warehouse_v1/`.
+
+A run's scratch tables are in the schema `staging` (`staging.stg_*`), created
+with the warehouse; `main` holds the published tables and the marts.
 """
 
 from __future__ import annotations
