@@ -217,3 +217,7 @@ def test_a_run_keeps_its_scratch_tables_in_staging_and_main_holds_only_published
         assert all(t.startswith("stg_") for t in staging), staging
     # the night's copies of what it decided, and the scope of the marts it built by difference
     assert {"stg_decided_status", "stg_decided_history", "stg_mart_scope", "stg_mart_history_delta"} <= staging
+    # readers name them with their schema (the read copy holds both schemas)
+    from cli.main import main as consent
+
+    assert consent(["sql", "--warehouse", str(warehouse_path), "SELECT run_id, mode FROM staging.stg_run"]) == 0
