@@ -50,7 +50,8 @@ def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, poli
     # rows it replaced (consent/storage/sql/mart_scope.sql), and the status check validates the statuses that
     # changed, without reading the whole tables again. Not on a full run, nor on a first one: they
     # decide every contact (a copy of every row), and the marts are rebuilt whole after them.
-    for table, kept in ((CONSENT_STATUS, "staging.stg_decided_status"), (CONSENT_STATUS_HISTORY, "staging.stg_decided_history"),
+    for table, kept in ((CONSENT_STATUS, "staging.stg_decided_status"),
+                        (CONSENT_STATUS_HISTORY, "staging.stg_decided_history"),
                         (CONSENT_VIOLATIONS, "staging.stg_decided_violations")):
         con.execute(f"DROP TABLE IF EXISTS {kept}")
         if not full and not first:
@@ -73,7 +74,8 @@ def replace_touched(con: duckdb.DuckDBPyConnection, full: bool) -> None:
     # DuckLake has no DELETE ... RETURNING: there the rows are read, then deleted.
     returning = (not full and not is_lake_connection(con)
                  and con.execute("SELECT count(*) FROM staging.stg_touched").fetchone()[0] <= RETURNING_CONTACTS)
-    for table, kept in ((CONSENT_STATUS, "staging.stg_replaced_status"), (CONSENT_STATUS_HISTORY, "staging.stg_replaced_history"),
+    for table, kept in ((CONSENT_STATUS, "staging.stg_replaced_status"),
+                        (CONSENT_STATUS_HISTORY, "staging.stg_replaced_history"),
                         (CONSENT_VIOLATIONS, "staging.stg_replaced_violations")):
         con.execute(f"CREATE OR REPLACE TABLE {kept} AS SELECT * FROM {table.name} LIMIT 0")
         if full:
