@@ -117,7 +117,7 @@ def opt_in_notices_meet_policy(
 @dg.asset_check(asset="consent_notices", description="Evidence does not change after the fact: a notice version already registered may not come back with other content (ERROR).")
 def notices_unchanged(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
-        refused = con.execute("SELECT source_file, reason FROM stg_notices_refused ORDER BY ALL").fetchall()
+        refused = con.execute("SELECT source_file, reason FROM staging.stg_notices_refused ORDER BY ALL").fetchall()
         registered = con.execute("SELECT count(*) FROM consent_notices").fetchone()[0]
     return dg.AssetCheckResult(
         passed=not refused,
@@ -135,11 +135,11 @@ def rows_conserved(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         broken = con.execute(
             """
             SELECT channel, source_file, rows_read, events, quarantined, skipped
-            FROM stg_source_files
+            FROM staging.stg_source_files
             WHERE state = 'new' AND rows_read <> events + quarantined + skipped
             """
         ).fetchall()
-        files = con.execute("SELECT count(*) FROM stg_source_files WHERE state = 'new'").fetchone()[0]
+        files = con.execute("SELECT count(*) FROM staging.stg_source_files WHERE state = 'new'").fetchone()[0]
     return dg.AssetCheckResult(
         passed=not broken,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -159,7 +159,7 @@ def rows_conserved(warehouse: WarehouseResource) -> dg.AssetCheckResult:
 def every_file_read(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
         unread = con.execute(
-            "SELECT source_file, notes FROM stg_source_files WHERE state = 'unread' ORDER BY source_file"
+            "SELECT source_file, notes FROM staging.stg_source_files WHERE state = 'unread' ORDER BY source_file"
         ).fetchall()
     return dg.AssetCheckResult(
         passed=not unread,

@@ -22,8 +22,8 @@ def stg_consent_events(
 ) -> dg.MaterializeResult:
     """Canonical events, quarantine rows and skipped webhook items of the export
     files this run has not seen before (by content hash), with phone numbers
-    normalised through the warehouse's cache. Written to the `stg_*` tables,
-    which each run replaces; nothing published changes here."""
+    normalised through the warehouse's cache. Written to the `staging.stg_*`
+    tables, which each run replaces; nothing published changes here."""
     staged = stage_run(
         warehouse.connect,
         settings.exports_path,

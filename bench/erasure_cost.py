@@ -36,7 +36,7 @@ def main() -> None:
         con.execute("INSERT INTO suppression_list VALUES (salted_hash(?), now()::TIMESTAMP, 'bench', salted_hash(?))",
                     [number, number_digits(number)])
     con.execute(f"""
-        INSERT INTO stg_skipped BY NAME
+        INSERT INTO staging.stg_skipped BY NAME
         SELECT 'id' || i AS skipped_id, 'whatsapp' AS channel, 'whatsapp/f.jsonl' AS source_file, i AS source_line,
                'h' AS file_hash, 'status read' AS reason, now()::TIMESTAMP AS ingested_at, 'r' AS run_id,
                '{{"id": "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI0QjA2NkIzNTRFQTNDQ0RBMkUA", "status": "read", "timestamp": "'

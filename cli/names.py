@@ -26,8 +26,8 @@ def warehouse_names(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
     """{'business': {...}, 'purpose': {...}} as the warehouse holds them."""
     names: dict[str, set[str]] = {"business": set(), "purpose": set()}
     query = KNOWN_NAMES_SQL
-    if table_exists(con, "stg_run"):  # kept from the last run: a business configured but with no status yet
-        query += "UNION SELECT 'business', unnest(businesses) FROM stg_run\n"
+    if table_exists(con, "staging.stg_run"):  # kept from the last run: a business configured but with no status yet
+        query += "UNION SELECT 'business', unnest(businesses) FROM staging.stg_run\n"
     for kind, name in con.execute(query).fetchall():
         if name:
             names[kind].add(name)

@@ -1,6 +1,6 @@
 """What every staged opt-in must carry before it can count as consent.
 
-Guards the opt-in rows (`opt_in`, `opt_in_confirm`) of `stg_consent_events`.
+Guards the opt-in rows (`opt_in`, `opt_in_confirm`) of `staging.stg_consent_events`.
 A failure here never blocks the run's opt-outs: the state machine already
 refuses an opt-in without method or date; this suite makes the run fail so
 the export gets fixed. GX never sees a phone number: the E.164 rule is checked

@@ -75,7 +75,7 @@ def test_check_reports_failing_rows_by_lineage_not_by_number():
         },
         schema_overrides={"occurred_at": pl.Datetime("us")},
     )
-    con = tables(stg_consent_events=staged)
+    con = tables(**{"staging.stg_consent_events": staged})
     outcome = validate(con, staged_opt_ins.ROWS_SQL, staged_opt_ins.build_suite, "staged_opt_ins",
                        params=staged_opt_ins.rows_params(Policy()))
     failed = {r.column: r for r in outcome.errors}
@@ -86,10 +86,11 @@ def test_check_reports_failing_rows_by_lineage_not_by_number():
 
 
 def tables(**frames):
-    """An in-memory DuckDB connection holding each frame as a table of that name."""
+    """An in-memory DuckDB connection holding each frame as a table of that name (`schema.name` too)."""
     import duckdb
 
     con = duckdb.connect()
+    con.execute("CREATE SCHEMA staging")
     for name, frame in frames.items():
         con.register("frame", frame)
         con.execute(f"CREATE TABLE {name} AS SELECT * FROM frame")

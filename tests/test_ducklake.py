@@ -27,16 +27,17 @@ def run(exports: Path, warehouse: str, *extra: str) -> int:
 
 
 def everything(con: duckdb.DuckDBPyConnection) -> dict[str, list]:
-    """Every table and mart of the connected warehouse (not staging, not the runs' bookkeeping),
-    without the columns naming the run, as sorted rows: equal whatever order they were written in."""
+    """Every table and mart of the connected warehouse (schema `main`: not the run's scratch, nor the
+    runs' bookkeeping), without the columns naming the run, as sorted rows: equal whatever order
+    they were written in."""
     tables = [t for (t,) in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() ORDER BY 1").fetchall()
-        if not t.startswith("stg_") and t not in NOT_COMPARED]
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main' "
+        "ORDER BY 1").fetchall() if t not in NOT_COMPARED]
     out = {}
     for table in tables:
         columns = [c for (c,) in con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() AND table_name = ? "
-            "ORDER BY column_index", [table]).fetchall() if c not in RUN_COLUMNS]
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main' "
+            "AND table_name = ? ORDER BY column_index", [table]).fetchall() if c not in RUN_COLUMNS]
         out[table] = con.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY ALL").fetchall()
     return out
 
@@ -77,6 +78,17 @@ def test_a_run_on_ducklake_postgres_holds_what_the_file_holds_row_for_row(built,
     assert len(lake["consent_status"]) > 5 and lake["consent_violations"] and lake["consent_status_history"]
     # the rows are Parquet files in the data path, the catalog in PostgreSQL: nothing else
     assert list((built["data"] / "main" / "consent_status").glob("*.parquet"))
+    # the run's scratch tables are in the schema `staging` there too, none in `main`
+    assert scratch(built["lake"], "main") == [] and "stg_run" in scratch(built["lake"], "staging")
+    assert scratch(built["lake"], "staging") == scratch(built["file"], "staging")
+
+
+def scratch(location: str, schema: str) -> list[str]:
+    """The `stg_*` tables of `schema` in the warehouse at `location`."""
+    with Warehouse(path=location).reader() as con:
+        return [t for (t,) in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+            "AND table_schema = ? ORDER BY 1", [schema]).fetchall() if t.startswith("stg_")]
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -220,6 +232,12 @@ def test_migrate_to_copies_a_file_warehouse_into_ducklake_and_verifies_every_tab
     assert code == 0, err
     assert "every table verified" in out and "consent_status" in out
     assert contents(lake) == contents(built["file"])
+    # the published tables and marts are copied; the last run's scratch tables are not (the
+    # catalog's first run writes them into its own `staging` schema)
+    assert "stg_run" not in out and scratch(lake, "staging") == [] and scratch(lake, "main") == []
+    with Warehouse(path=lake).reader() as con:
+        assert con.execute("SELECT count(*) FROM duckdb_schemas() WHERE database_name = current_database() "
+                           "AND schema_name = 'staging'").fetchone() == (1,)
     # a second move into the same catalog would double every row: refused
     code, _, err = cli(capsys, "migrate", "--warehouse", built["file"], "--to", lake)
     assert code == 1 and "already holds rows" in err
@@ -291,3 +309,38 @@ def test_a_catalog_that_cannot_be_attached_is_one_line_without_its_password(salt
         pass
     code, _, err = cli(capsys, "migrate", "--warehouse", lake, "--data-path", str(tmp_path / "two"))
     assert code == 2 and "does not match" in err and "--data-path" in err
+
+
+def test_a_ducklake_catalog_with_scratch_tables_in_main_is_migrated_to_the_staging_schema(salted, tmp_path):
+    """A catalog written before the schema `staging` (its scratch tables in `main`, as the file's
+    were) opens at this version: every `stg_*` table is in `staging` with its rows, and runs go on."""
+    from consent.storage.migrations import LATEST, MIGRATIONS, move_scratch_tables
+
+    exports = tmp_path / "exports"
+    shutil.copytree(FIXTURES / "exports", exports)
+    lake = f"ducklake:{tmp_path / 'catalog.ducklake'}"
+    assert run(exports, lake, "--data-path", str(tmp_path / "data")) == 0
+    moved_at = next(m.version for m in MIGRATIONS if m.then is move_scratch_tables)
+    warehouse = Warehouse(path=lake)
+    with warehouse.connect() as con:  # back to the layout before: the scratch tables in `main`
+        names = scratch_of(con, "staging")
+        for name in names:
+            con.execute(f"CREATE TABLE main.{name} AS FROM staging.{name}")
+            con.execute(f"DROP TABLE staging.{name}")
+        con.execute("DROP SCHEMA staging")
+        con.execute("DELETE FROM schema_version")  # created at this version: one row, now the one before
+        con.execute("INSERT INTO schema_version VALUES (?, 'before the schema staging', now()::TIMESTAMP)",
+                    [moved_at - 1])
+        before = {name: sorted(con.execute(f"FROM main.{name}").fetchall(), key=repr) for name in names}
+    assert "stg_run" in before and before["stg_run"]
+    with warehouse.connect() as con:  # a writer migrates the catalog in place
+        assert con.execute("SELECT max(version) FROM schema_version").fetchone() == (LATEST,)
+        assert scratch_of(con, "main") == []
+        assert {name: sorted(con.execute(f"FROM staging.{name}").fetchall(), key=repr) for name in names} == before
+    assert run(exports, lake) == 0
+
+
+def scratch_of(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
+    return [t for (t,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = ? "
+        "AND starts_with(table_name, 'stg_') ORDER BY 1", [schema]).fetchall()]

@@ -377,7 +377,7 @@ def test_a_nights_status_addressed_by_bsuid_alone_reaches_the_marts_of_the_numbe
     assert run_cli(exports, warehouse, as_of="2026-11-06T00:00:00Z") == 0
     write(exports, "whatsapp/hooks_2.jsonl", [delivered(6, with_phone=False)])
     assert run_cli(exports, warehouse, as_of="2026-11-07T00:00:00Z") == 0
-    assert query(warehouse, "SELECT count(*) FROM stg_touched WHERE contact_key LIKE ?", [f"%{PHONE}"]) == [(0,)]
+    assert query(warehouse, "SELECT count(*) FROM staging.stg_touched WHERE contact_key LIKE ?", [f"%{PHONE}"]) == [(0,)]
     modes = dict(query(warehouse, "SELECT mart, mode FROM mart_builds"))
     assert modes["send_audit"] == modes["opt_out_timeliness"] == "incremental"
     hashed = query(warehouse, "SELECT DISTINCT contact_hash FROM opt_out_timeliness")

@@ -68,7 +68,7 @@ def events_of(con, phone: str) -> int:
 
 def file_row(con, source_file: str) -> dict:
     columns = ["state", "file_hash", "rows_read", "events", "quarantined", "skipped", "notes", "mtime_ns"]
-    row = con.execute(f"SELECT {', '.join(columns)} FROM stg_source_files WHERE source_file = ?", [source_file]).fetchone()
+    row = con.execute(f"SELECT {', '.join(columns)} FROM staging.stg_source_files WHERE source_file = ?", [source_file]).fetchone()
     return dict(zip(columns, row)) if row else {}
 
 

@@ -367,9 +367,10 @@ def test_nights_rebuild_only_what_they_touched_and_equal_a_full_rebuild(tmp_path
     shutil.copytree(FIXTURES / "exports" / "whatsapp", exports / "whatsapp")  # the STOPs arrive a night later
     assert run_cli(exports, path, as_of="2026-11-09T00:00:00Z") == 0
     # A night keeps the touched contacts' rows as it wrote them: the tables' rows for those contacts.
-    touched = "business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched)"
-    for table, copy in (("consent_status", "stg_decided_status"), ("consent_status_history", "stg_decided_history"),
-                        ("consent_violations", "stg_decided_violations")):
+    touched = "business || chr(31) || contact_id IN (SELECT contact_key FROM staging.stg_touched)"
+    for table, copy in (("consent_status", "staging.stg_decided_status"),
+                        ("consent_status_history", "staging.stg_decided_history"),
+                        ("consent_violations", "staging.stg_decided_violations")):
         rows = query(path, f"SELECT * FROM {table} WHERE {touched} ORDER BY ALL")
         assert rows and query(path, f"SELECT * FROM {copy} ORDER BY ALL") == rows, table
     shutil.copy(FIXTURES / "sends" / "whatsapp" / "statuses_2026-11-06.jsonl", exports / "whatsapp")

@@ -149,7 +149,7 @@ def test_a_new_warehouse_is_created_at_the_latest_version_with_the_same_tables_a
         with WarehouseResource(path=str(path)).connect():
             pass
     layout = ("SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns "
-              "WHERE table_name NOT LIKE 'stg_%' AND table_name IN (SELECT table_name FROM information_schema.columns "
+              "WHERE table_schema = 'main' AND table_name IN (SELECT table_name FROM information_schema.columns "
               "GROUP BY ALL) ORDER BY ALL")
     published = {t.name for t in __import__("consent.domain.schema", fromlist=["TABLES"]).TABLES} | {"schema_version"}
     fresh_layout = [r for r in query(fresh, layout) if r[0] in published]
@@ -213,3 +213,31 @@ def test_a_warehouse_written_by_the_schema_version_9_code_opens_and_runs_again_l
 def _rows(path: Path, columns: dict[str, list[str]]) -> dict:
     return {table: sorted(query(path, f"SELECT {', '.join(names)} FROM {table}"), key=repr)
             for table, names in columns.items()}
+
+
+SCRATCH_IN = "SELECT table_name FROM information_schema.tables WHERE table_schema = '{}' ORDER BY table_name"
+
+
+def _scratch_rows(path: Path, schema: str) -> dict[str, list]:
+    """Every row of every `stg_*` table of `schema`."""
+    return {t: sorted(query(path, f"SELECT * FROM {schema}.{t}"), key=repr)
+            for (t,) in query(path, SCRATCH_IN.format(schema)) if t.startswith("stg_")}
+
+
+def test_an_old_warehouse_keeps_its_scratch_tables_rows_in_the_staging_schema_and_none_in_main(tmp_path):
+    """The schema version 9 file's last run was a night: its scratch tables (the run, the files, the
+    copies of what it replaced and decided, which the incremental marts read) were in `main`.
+    Migrated, each is in `staging` with every row, and `main` holds no scratch table."""
+    from cli.main import main
+    from consent.storage.migrations import LATEST
+
+    warehouse = _unpack(V9, tmp_path)
+    before = _scratch_rows(warehouse, "main")
+    assert {"stg_run", "stg_source_files", "stg_touched", "stg_replaced_status", "stg_replaced_history",
+            "stg_decided_status"} <= set(before)
+    assert before["stg_replaced_history"] and before["stg_decided_status"] and before["stg_run"]
+    assert main(["migrate", "--warehouse", str(warehouse)]) == 0
+    assert query(warehouse, "SELECT max(version) FROM schema_version") == [(LATEST,)]
+    assert [t for (t,) in query(warehouse, SCRATCH_IN.format("main")) if t.startswith("stg_")] == []
+    assert _scratch_rows(warehouse, "staging") == before
+    assert main(["runs", "--warehouse", str(warehouse)]) == 0  # the read copy opens at this version

@@ -20,13 +20,15 @@ NOT_COMPARED = {"runs", "mart_builds", "file_fingerprints", "schema_version", "s
 
 
 def everything(path: Path, skip: frozenset[str] = frozenset()) -> dict[str, list]:
-    """Every table and mart of the warehouse (not the run's staging tables), without run columns."""
-    tables = [t for (t,) in query(path, "SELECT table_name FROM duckdb_tables() WHERE NOT temporary ORDER BY 1")
-              if not t.startswith("stg_") and t not in NOT_COMPARED]
+    """Every table and mart of the warehouse (schema `main`: not the run's staging tables), without run columns."""
+    tables = [t for (t,) in query(path, "SELECT table_name FROM duckdb_tables() WHERE NOT temporary "
+                                        "AND schema_name = 'main' ORDER BY 1")
+              if t not in NOT_COMPARED]
     out = {}
     for table in tables:
-        columns = [c for (c,) in query(path, "SELECT column_name FROM duckdb_columns() WHERE table_name = ? "
-                                             "ORDER BY column_index", [table]) if c not in RUN_COLUMNS | skip]
+        columns = [c for (c,) in query(path, "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' "
+                                             "AND table_name = ? ORDER BY column_index", [table])
+                   if c not in RUN_COLUMNS | skip]
         if "published_at" in skip:
             # `backfilled` says when an opt-out reached the warehouse (its channel's first run), as
             # `published_at` does: a warehouse built in one run holds every opt-out backfilled.

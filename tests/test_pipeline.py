@@ -81,7 +81,7 @@ def test_an_event_id_already_in_the_ledger_fails_the_run(exports, warehouse_path
     assert run_cli(exports, warehouse_path) == 0
     real = sql.statements
     no_dedup = (
-        "INSERT INTO consent_events BY NAME SELECT * FROM stg_consent_events",
+        "INSERT INTO consent_events BY NAME SELECT * FROM staging.stg_consent_events",
         *real("append_ledger")[1:],
     )
     monkeypatch.setattr(sql, "statements", lambda name: no_dedup if name == "append_ledger" else real(name))
@@ -138,7 +138,8 @@ def test_an_id_held_twice_fails_the_run(exports, warehouse_path, monkeypatch, ca
     _statuses_delivered_again(exports, warehouse_path)
     real = sql.statements
     plain = (real("append_ledger")[0], *(f"INSERT INTO {t} BY NAME SELECT * FROM {s}" for t, s in (
-        ("quarantine", "stg_quarantine"), ("skipped_items", "stg_skipped"), ("message_statuses", "stg_message_statuses"))))
+        ("quarantine", "staging.stg_quarantine"), ("skipped_items", "staging.stg_skipped"),
+        ("message_statuses", "staging.stg_message_statuses"))))
     monkeypatch.setattr(sql, "statements", lambda name: plain if name == "append_ledger" else real(name))
     capsys.readouterr()
     assert run_cli(exports, warehouse_path) == 1
@@ -184,7 +185,7 @@ def test_a_night_that_writes_an_opted_in_status_without_evidence_fails(tmp_path,
     real = decide.write_frame
 
     def without_method(con, name, frame, **kwargs):
-        if name in ("consent_status", "stg_decided_status"):
+        if name in ("consent_status", "staging.stg_decided_status"):
             frame = frame.with_columns(
                 pl.when(pl.col("status") == "opted_in").then(None).otherwise(pl.col("consent_method")).alias("consent_method"))
         real(con, name, frame, **kwargs)
@@ -193,7 +194,7 @@ def test_a_night_that_writes_an_opted_in_status_without_evidence_fails(tmp_path,
     monkeypatch.setattr(decide, "write_frame", without_method)
     capsys.readouterr()
     assert run_cli(staged, path) == 1
-    assert query(path, "SELECT count(*) FROM stg_decided_status WHERE status = 'opted_in'")[0][0] > 0
+    assert query(path, "SELECT count(*) FROM staging.stg_decided_status WHERE status = 'opted_in'")[0][0] > 0
     assert "opted_in_rows_have_evidence" in capsys.readouterr().out
 
 
@@ -250,8 +251,9 @@ def test_a_night_sets_aside_exactly_the_rows_it_decides_again(tmp_path, exports,
     for folder in second:
         shutil.copytree(exports / folder, staged / folder)
     assert run_cli(staged, path) == 0
-    touched = {tuple(k.split(chr(31))) for (k,) in query(path, "SELECT contact_key FROM stg_touched")}
-    for table, kept in zip(tables, ("stg_replaced_status", "stg_replaced_history", "stg_replaced_violations")):
+    touched = {tuple(k.split(chr(31))) for (k,) in query(path, "SELECT contact_key FROM staging.stg_touched")}
+    for table, kept in zip(tables, ("staging.stg_replaced_status", "staging.stg_replaced_history",
+                                    "staging.stg_replaced_violations")):
         at = columns[table].index("business"), columns[table].index("contact_id")
         expected = sorted(r for r in before[table] if (r[at[0]], r[at[1]]) in touched)
         assert sorted(query(path, f"SELECT * FROM {kept}")) == expected, table

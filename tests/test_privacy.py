@@ -199,9 +199,9 @@ def test_erasure_after_a_night_leaves_no_trace_in_the_nights_copies(exports, war
                                                           "phone_number_id": "106540352242922"},
             "statuses": [sent]}}]}]}) + "\n")
     assert run_cli(staged, warehouse_path) == 0
-    copies = {t: NIGHT_COPIES[t] for t in ("stg_decided_status", "stg_decided_history", "stg_mart_history_delta",
-                                           "stg_mart_status_delta", "stg_mart_contacts", "stg_mart_history",
-                                           "stg_mart_sends")}
+    copies = {f"staging.{t}": NIGHT_COPIES[f"staging.{t}"]
+              for t in ("stg_decided_status", "stg_decided_history", "stg_mart_history_delta", "stg_mart_status_delta",
+                        "stg_mart_contacts", "stg_mart_history", "stg_mart_sends")}
     held = {t: query(warehouse_path, f"SELECT count(*) FROM {t} WHERE {c} = '+4915112345678'")[0][0]
             for t, c in copies.items()}
     assert all(held.values()), held

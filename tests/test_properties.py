@@ -159,7 +159,7 @@ def test_rows_are_conserved_and_a_second_run_changes_nothing(tmp_path_factory, f
         assert f.rows_read == f.events + f.quarantined + f.skipped, f
     ledger_plus_dupes = staged.events
     assert con.execute("SELECT count(*) FROM consent_events").fetchone()[0] == con.execute(
-        "SELECT count(DISTINCT event_id) FROM stg_consent_events").fetchone()[0] <= ledger_plus_dupes
+        "SELECT count(DISTINCT event_id) FROM staging.stg_consent_events").fetchone()[0] <= ledger_plus_dupes
     first = tables(con)
     run_plain(root / "exports", con, "r2")
     assert tables(con) == first
@@ -288,17 +288,17 @@ def test_consent_daily_by_difference_equals_a_whole_build(tmp_path_factory, data
 
     con.execute(run, ["r1", clock, clock, clock + timedelta(minutes=1)])
     keys = [(before.get(c) or after.get(c) or [("acme",)])[0][0] + chr(31) + c for c in touched]
-    con.execute("CREATE TABLE stg_touched AS SELECT unnest(?::VARCHAR[]) AS contact_key", [keys])
-    con.execute("CREATE TABLE stg_run AS SELECT 'r1' AS run_id, 'incremental' AS mode, ?::TIMESTAMP AS as_of", [clock])
-    con.execute("CREATE TABLE stg_identifier_links AS SELECT * FROM identifier_links LIMIT 0")
-    for kept in ("stg_replaced_history", "stg_decided_history"):
+    con.execute("CREATE TABLE staging.stg_touched AS SELECT unnest(?::VARCHAR[]) AS contact_key", [keys])
+    con.execute("CREATE TABLE staging.stg_run AS SELECT 'r1' AS run_id, 'incremental' AS mode, ?::TIMESTAMP AS as_of", [clock])
+    con.execute("CREATE TABLE staging.stg_identifier_links AS SELECT * FROM identifier_links LIMIT 0")
+    for kept in ("staging.stg_replaced_history", "staging.stg_decided_history"):
         con.execute(f"CREATE TABLE {kept} AS SELECT * FROM consent_status_history LIMIT 0")
-    for kept in ("stg_replaced_violations", "stg_decided_violations"):
+    for kept in ("staging.stg_replaced_violations", "staging.stg_decided_violations"):
         con.execute(f"CREATE TABLE {kept} AS SELECT * FROM consent_violations LIMIT 0")
-    for kept in ("stg_replaced_status", "stg_decided_status"):
+    for kept in ("staging.stg_replaced_status", "staging.stg_decided_status"):
         con.execute(f"CREATE TABLE {kept} AS SELECT * FROM consent_status LIMIT 0")
-    write("stg_replaced_history", history({c: before[c] for c in touched}))
-    write("stg_decided_history", history({c: after[c] for c in touched}))
+    write("staging.stg_replaced_history", history({c: before[c] for c in touched}))
+    write("staging.stg_decided_history", history({c: after[c] for c in touched}))
     con.execute("DELETE FROM consent_status_history WHERE contact_id IN (SELECT unnest(?::VARCHAR[]))", [touched])
     write("consent_status_history", history({c: after[c] for c in touched}))
 

@@ -194,3 +194,30 @@ def test_the_run_is_split_by_concern():
     assert not (run / "warehouse.py").exists()
     for module in ("staging", "scope", "decide", "publish"):
         assert (run / f"{module}.py").exists(), module
+
+
+def test_a_run_keeps_its_scratch_tables_in_staging_and_main_holds_only_published_tables(exports, warehouse_path):
+    """`main` is what auditors read: the published tables, `schema_version` and the marts, under
+    their names. A run's scratch tables (`stg_*`: what it staged, the contacts it decided, the rows
+    it replaced and wrote, the marts' scope) are in the schema `staging`, after a first run and a
+    night alike."""
+    from consent import marts
+    from consent.domain.schema import TABLES
+    from tests.conftest import query, run_cli
+
+    published = {t.name for t in TABLES} | {"schema_version"} | set(marts.MARTS)
+    tables = "SELECT table_name FROM information_schema.tables WHERE table_schema = ?"
+    for as_of in ("2026-11-10T00:00:00Z", "2026-11-12T00:00:00Z"):  # a first run, then a night
+        assert run_cli(exports, warehouse_path, as_of=as_of) == 0
+        main = {t for (t,) in query(warehouse_path, tables, ["main"])}
+        staging = {t for (t,) in query(warehouse_path, tables, ["staging"])}
+        assert main <= published and not [t for t in main if t.startswith("stg_")], main - published
+        assert {"stg_consent_events", "stg_quarantine", "stg_identifier_links", "stg_source_files", "stg_run",
+                "stg_touched", "stg_replaced_status"} <= staging
+        assert all(t.startswith("stg_") for t in staging), staging
+    # the night's copies of what it decided, and the scope of the marts it built by difference
+    assert {"stg_decided_status", "stg_decided_history", "stg_mart_scope", "stg_mart_history_delta"} <= staging
+    # readers name them with their schema (the read copy holds both schemas)
+    from cli.main import main as consent
+
+    assert consent(["sql", "--warehouse", str(warehouse_path), "SELECT run_id, mode FROM staging.stg_run"]) == 0

@@ -152,11 +152,11 @@ def _print_run(con, run_id: str) -> None:
     print(_table(lines))
     print(f"new events: {new_events}; contacts reconciled: {contacts}")
     for channel, source_file, notes in con.execute(
-        "SELECT channel, source_file, notes FROM stg_source_files WHERE len(notes) > 0 ORDER BY ALL"
+        "SELECT channel, source_file, notes FROM staging.stg_source_files WHERE len(notes) > 0 ORDER BY ALL"
     ).fetchall():
         for note in notes:
             print(f"note: {source_file}: {note}")
-    for (ignored,) in con.execute("SELECT unnest(ignored) FROM stg_run").fetchall():
+    for (ignored,) in con.execute("SELECT unnest(ignored) FROM staging.stg_run").fetchall():
         print(f"note: ignored {ignored}")
     statuses = con.execute(
         "SELECT business, purpose, status, count(*) FROM consent_status GROUP BY ALL ORDER BY ALL"

@@ -207,17 +207,17 @@ def _scope(con: duckdb.DuckDBPyConnection, run_id: str, name: str) -> None:
     statuses as written and as replaced), the variables `mart_since` (the first day to rebuild: a
     constant the optimiser can push below joins, a subquery it cannot) and `mart_previous_day`; and,
     for a mart built by difference (`name`, `BEFORE`), its rows before the build deletes them."""
-    if not (table_exists(con, "stg_mart_scope")
-            and con.execute("SELECT run_id FROM stg_mart_scope").fetchone() == (run_id,)):
+    if not (table_exists(con, "staging.stg_mart_scope")
+            and con.execute("SELECT run_id FROM staging.stg_mart_scope").fetchone() == (run_id,)):
         sql.run(con, "mart_scope", {"run_id": run_id})
     for view in ("messages", "contacts", "history", "sends"):
-        con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{view} AS SELECT * FROM stg_mart_{view}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{view} AS SELECT * FROM staging.stg_mart_{view}")
     for delta in ("history", "status", "violations"):
-        con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{delta}_delta AS SELECT * FROM stg_mart_{delta}_delta")
-    con.execute("SET VARIABLE mart_since = (SELECT day FROM stg_mart_since)")
-    con.execute("SET VARIABLE mart_previous_day = (SELECT previous_day FROM stg_mart_since)")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{delta}_delta AS SELECT * FROM staging.stg_mart_{delta}_delta")
+    con.execute("SET VARIABLE mart_since = (SELECT day FROM staging.stg_mart_since)")
+    con.execute("SET VARIABLE mart_previous_day = (SELECT previous_day FROM staging.stg_mart_since)")
     for copy in ("decided", "replaced"):
-        con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{copy}_status AS SELECT * FROM stg_{copy}_status")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{copy}_status AS SELECT * FROM staging.stg_{copy}_status")
     if name in BEFORE:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name}_before AS SELECT * FROM {name} WHERE {BEFORE[name][1]}")
 
@@ -248,13 +248,12 @@ def _fingerprint(con: duckdb.DuckDBPyConnection, name: str, policy: Policy) -> s
 def _can_increment(con: duckdb.DuckDBPyConnection, name: str, run_id: str, fingerprint: str) -> bool:
     """The mart reflects the run published just before `run_id`, with the same fingerprint, and
     `run_id` is the incremental run whose staging tables are still there."""
-    if not all(table_exists(con, t) for t in (name, "mart_builds", "stg_run", "stg_touched", "stg_replaced_status",
-                                                  "stg_replaced_history", "stg_replaced_violations",
-                                                  "stg_decided_status", "stg_decided_history",
-                                                  "stg_decided_violations")):
+    scratch = ("stg_run", "stg_touched", "stg_replaced_status", "stg_replaced_history", "stg_replaced_violations",
+               "stg_decided_status", "stg_decided_history", "stg_decided_violations")
+    if not all(table_exists(con, t) for t in (name, "mart_builds", *(f"staging.{s}" for s in scratch))):
         return False
     built = con.execute("SELECT run_id, fingerprint FROM mart_builds WHERE mart = ?", [name]).fetchone()
-    staged = con.execute("SELECT run_id, mode FROM stg_run").fetchone()
+    staged = con.execute("SELECT run_id, mode FROM staging.stg_run").fetchone()
     previous = con.execute(
         "SELECT run_id FROM runs WHERE published_at IS NOT NULL AND run_id <> ? ORDER BY published_at DESC LIMIT 1",
         [run_id],

@@ -28,12 +28,12 @@ ERASED_REASON = "erased number (GDPR Art. 17): event not re-imported"
 # consent/storage/sql/mart_scope.sql), with the column naming the contact: erasure and retention clear them
 # like the tables they copy.
 NIGHT_COPIES = {
-    **dict.fromkeys(("stg_replaced_status", "stg_replaced_history", "stg_replaced_violations",
-                     "stg_decided_status", "stg_decided_history", "stg_decided_violations",
-                     "stg_mart_history_delta", "stg_mart_status_delta", "stg_mart_violations_delta",
-                     "stg_mart_contacts", "stg_mart_history"),
+    **dict.fromkeys(("staging.stg_replaced_status", "staging.stg_replaced_history", "staging.stg_replaced_violations",
+                     "staging.stg_decided_status", "staging.stg_decided_history", "staging.stg_decided_violations",
+                     "staging.stg_mart_history_delta", "staging.stg_mart_status_delta", "staging.stg_mart_violations_delta",
+                     "staging.stg_mart_contacts", "staging.stg_mart_history"),
                     "contact_id"),
-    "stg_mart_sends": "recipient",
+    "staging.stg_mart_sends": "recipient",
 }
 
 
@@ -122,12 +122,12 @@ def erase(con: duckdb.DuckDBPyConnection, identifier: str, erased_at: datetime, 
             con, "phone_cache", f"phone_e164 IN (SELECT unnest($phones)) OR {_text_match_sql('phone_raw')}", params
         )
         for table, condition in (
-            ("stg_consent_events", person),
-            ("stg_touched", "split_part(contact_key, chr(31), 2) IN (SELECT unnest($ids))"),
-            ("stg_quarantine", _text_match_sql("raw_row")),
-            ("stg_skipped", _text_match_sql("raw_row")),
-            ("stg_message_statuses", _person_sql("recipient_e164", "recipient_user_id")),
-            ("stg_identifier_links", "list_has_any([phone_e164, whatsapp_user_id, parent_user_id, previous_user_id], $ids)"),
+            ("staging.stg_consent_events", person),
+            ("staging.stg_touched", "split_part(contact_key, chr(31), 2) IN (SELECT unnest($ids))"),
+            ("staging.stg_quarantine", _text_match_sql("raw_row")),
+            ("staging.stg_skipped", _text_match_sql("raw_row")),
+            ("staging.stg_message_statuses", _person_sql("recipient_e164", "recipient_user_id")),
+            ("staging.stg_identifier_links", "list_has_any([phone_e164, whatsapp_user_id, parent_user_id, previous_user_id], $ids)"),
             *((copy, f"{column} IN (SELECT unnest($ids))") for copy, column in NIGHT_COPIES.items()),
         ):
             if table_exists(con, table):
@@ -171,26 +171,26 @@ def scrub_free_text(con: duckdb.DuckDBPyConnection, digits: list[str], users: li
         return 0
     columns = con.execute(
         """
-        SELECT c.table_name, c.column_name, c.data_type FROM duckdb_columns() c
+        SELECT c.schema_name, c.table_name, c.column_name, c.data_type FROM duckdb_columns() c
         JOIN duckdb_tables() t ON t.table_oid = c.table_oid
-        WHERE c.database_name = current_database() AND c.schema_name = 'main' AND NOT c.internal AND c.data_type IN ('VARCHAR', 'VARCHAR[]')
-        ORDER BY c.table_name, c.column_index
+        WHERE c.database_name = current_database() AND c.schema_name IN ('main', 'staging') AND NOT c.internal
+          AND c.data_type IN ('VARCHAR', 'VARCHAR[]') ORDER BY c.schema_name, c.table_name, c.column_index
         """
     ).fetchall()
     # The digits with anything but digits between them (what an auditor finds by stripping the
     # non-digits), or a BSUID: one linear regular expression, one pass over each column.
     pattern = "|".join([*("[^0-9]*".join(d) for d in digits), *(re.escape(u) for u in users)])
     rewritten = 0
-    for table, column, data_type in columns:
+    for schema, table, column, data_type in columns:  # the published tables and the run's scratch
         if column in _NOT_FREE_TEXT or column.endswith(("_id", "_hash")):
             continue
         text = f'array_to_string("{column}", chr(10))' if data_type.endswith("[]") else f'"{column}"'
-        cells = con.execute(f'SELECT rowid, "{column}" FROM "{table}" WHERE regexp_matches({text}, ?)',
+        cells = con.execute(f'SELECT rowid, "{column}" FROM "{schema}"."{table}" WHERE regexp_matches({text}, ?)',
                             [pattern]).fetchall()
         for rowid, value in cells:
             new = [scrub_text(v, digits, users) if v else v for v in value] if isinstance(value, list) \
                 else scrub_text(value, digits, users)
-            con.execute(f'UPDATE "{table}" SET "{column}" = ? WHERE rowid = ?', [new, rowid])
+            con.execute(f'UPDATE "{schema}"."{table}" SET "{column}" = ? WHERE rowid = ?', [new, rowid])
         rewritten += len(cells)
     return rewritten
 
@@ -285,20 +285,20 @@ def erase_staged_raw_rows(con: duckdb.DuckDBPyConnection) -> int:
     sql.run(con, "erased_raw_rows")
     con.execute(
         """
-        UPDATE stg_skipped SET raw_row = NULL, reason = $reason
+        UPDATE staging.stg_skipped SET raw_row = NULL, reason = $reason
         WHERE skipped_id IN (SELECT id FROM erased_raw WHERE kind = 'skipped')
         """,
         {"reason": ERASED_REASON},
     )
     # Read, then deleted (not DELETE ... RETURNING, which DuckLake lacks).
     erased_quarantine = "quarantine_id IN (SELECT id FROM erased_raw WHERE kind = 'quarantine')"
-    moved = con.execute(f"SELECT * FROM stg_quarantine WHERE {erased_quarantine}").pl()
-    con.execute(f"DELETE FROM stg_quarantine WHERE {erased_quarantine}")
+    moved = con.execute(f"SELECT * FROM staging.stg_quarantine WHERE {erased_quarantine}").pl()
+    con.execute(f"DELETE FROM staging.stg_quarantine WHERE {erased_quarantine}")
     if moved.height:
         con.register("moved_rows", moved)
         con.execute(
             """
-            INSERT INTO stg_skipped BY NAME
+            INSERT INTO staging.stg_skipped BY NAME
             SELECT 'erased-' || quarantine_id AS skipped_id, * EXCLUDE (quarantine_id, raw_row, reason),
                    NULL AS raw_row, $reason AS reason
             FROM moved_rows
@@ -307,7 +307,7 @@ def erase_staged_raw_rows(con: duckdb.DuckDBPyConnection) -> int:
         )
         con.execute(
             """
-            UPDATE stg_source_files f SET quarantined = f.quarantined - n.k, skipped = f.skipped + n.k
+            UPDATE staging.stg_source_files f SET quarantined = f.quarantined - n.k, skipped = f.skipped + n.k
             FROM (SELECT source_file, file_hash, count(*) AS k FROM moved_rows GROUP BY ALL) n
             WHERE f.source_file = n.source_file AND f.file_hash = n.file_hash
             """
@@ -319,9 +319,9 @@ def erase_staged_raw_rows(con: duckdb.DuckDBPyConnection) -> int:
 def erased_rows_staged(con: duckdb.DuckDBPyConnection) -> int:
     """Rows of the last staged run kept as skipped items because they named an erased number
     (`erase_staged_raw_rows`; its events dropped by `suppress_staged` are counted in the run summary)."""
-    if not table_exists(con, "stg_skipped"):
+    if not table_exists(con, "staging.stg_skipped"):
         return 0
-    return con.execute("SELECT count(*) FROM stg_skipped WHERE reason = ?", [ERASED_REASON]).fetchone()[0]
+    return con.execute("SELECT count(*) FROM staging.stg_skipped WHERE reason = ?", [ERASED_REASON]).fetchone()[0]
 
 
 def access_report(con: duckdb.DuckDBPyConnection, phone_e164: str) -> dict:

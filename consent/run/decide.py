@@ -68,18 +68,18 @@ def _decide_ranges(con, ranges, policy, as_of, notices, progress, workers) -> in
     total = sum(r[2] for r in ranges)
     counted = [0]
 
-    kept = {name: table_exists(con, f"stg_decided_{name}") for name in ("status", "history", "violations")}
+    kept = {name: table_exists(con, f"staging.stg_decided_{name}") for name in ("status", "history", "violations")}
 
     def write(derived, contacts_in_range: int) -> None:
         for table, frame in zip((CONSENT_STATUS, CONSENT_VIOLATIONS, CONSENT_STATUS_HISTORY), derived):
             write_frame(con, table.name, frame)
         status, violations, history = derived
         if kept["status"]:  # an incremental run (select_touched_contacts)
-            write_frame(con, "stg_decided_status", status)
+            write_frame(con, "staging.stg_decided_status", status)
         if kept["history"]:
-            write_frame(con, "stg_decided_history", history)
+            write_frame(con, "staging.stg_decided_history", history)
         if kept["violations"]:
-            write_frame(con, "stg_decided_violations", violations)
+            write_frame(con, "staging.stg_decided_violations", violations)
         counted[0] += contacts_in_range
         if progress:
             progress("reconciling contacts", counted[0], total)

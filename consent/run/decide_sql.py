@@ -35,9 +35,9 @@ SQL_RULES = frozenset({
     "notice_names_other_business",
 })
 OUTPUTS = (
-    (CONSENT_STATUS, "sql_status_rows", "stg_decided_status"),
-    (CONSENT_STATUS_HISTORY, "sql_history_rows", "stg_decided_history"),
-    (CONSENT_VIOLATIONS, "sql_violation_rows", "stg_decided_violations"),
+    (CONSENT_STATUS, "sql_status_rows", "staging.stg_decided_status"),
+    (CONSENT_STATUS_HISTORY, "sql_history_rows", "staging.stg_decided_history"),
+    (CONSENT_VIOLATIONS, "sql_violation_rows", "staging.stg_decided_violations"),
 )
 
 

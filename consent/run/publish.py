@@ -116,7 +116,7 @@ def record_run(con: duckdb.DuckDBPyConnection, run: StagedRun, *, contacts: int,
         "per_channel": json.dumps(per_channel), "step_seconds": json.dumps(run.seconds),
     })
     new_notices = con.execute("SELECT notice_version FROM consent_notices WHERE run_id = ?", [run.run_id]).fetchall()
-    refused = con.execute("SELECT source_file, reason FROM stg_notices_refused ORDER BY ALL").fetchall()
+    refused = con.execute("SELECT source_file, reason FROM staging.stg_notices_refused ORDER BY ALL").fetchall()
     return {
         "run_id": run.run_id, "mode": run.mode, "as_of": run.as_of.isoformat(sep=" "), **totals,
         "new_events": new_events, "contacts_reconciled": contacts, "suppressed_events": int(suppressed),

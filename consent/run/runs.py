@@ -58,9 +58,9 @@ def already_finished(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
 
 def _staged(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
     """What staging recorded of this run, if it got that far."""
-    if not table_exists(con, "stg_run"):
+    if not table_exists(con, "staging.stg_run"):
         return {}
-    row = con.execute("SELECT mode, as_of, started_at FROM stg_run WHERE run_id = ?", [run_id]).fetchone()
+    row = con.execute("SELECT mode, as_of, started_at FROM staging.stg_run WHERE run_id = ?", [run_id]).fetchone()
     return dict(zip(("mode", "as_of", "started_at"), row)) if row else {}
 
 

@@ -50,8 +50,9 @@ def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, poli
     # rows it replaced (consent/storage/sql/mart_scope.sql), and the status check validates the statuses that
     # changed, without reading the whole tables again. Not on a full run, nor on a first one: they
     # decide every contact (a copy of every row), and the marts are rebuilt whole after them.
-    for table, kept in ((CONSENT_STATUS, "stg_decided_status"), (CONSENT_STATUS_HISTORY, "stg_decided_history"),
-                        (CONSENT_VIOLATIONS, "stg_decided_violations")):
+    for table, kept in ((CONSENT_STATUS, "staging.stg_decided_status"),
+                        (CONSENT_STATUS_HISTORY, "staging.stg_decided_history"),
+                        (CONSENT_VIOLATIONS, "staging.stg_decided_violations")):
         con.execute(f"DROP TABLE IF EXISTS {kept}")
         if not full and not first:
             con.execute(f"CREATE TABLE {kept} AS SELECT * FROM {table.name} LIMIT 0")
@@ -62,7 +63,7 @@ def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, poli
 # in SQL (two passes; DuckDB can spill): the memory a night holds stays bounded.
 RETURNING_CONTACTS = 50_000
 # The rows of a table keyed by business and contact that belong to the contacts this run decides.
-TOUCHED = "business || chr(31) || contact_id IN (SELECT contact_key FROM stg_touched)"
+TOUCHED = "business || chr(31) || contact_id IN (SELECT contact_key FROM staging.stg_touched)"
 
 
 def replace_touched(con: duckdb.DuckDBPyConnection, full: bool) -> None:
@@ -72,9 +73,10 @@ def replace_touched(con: duckdb.DuckDBPyConnection, full: bool) -> None:
     take the difference between these and the rows the run writes."""
     # DuckLake has no DELETE ... RETURNING: there the rows are read, then deleted.
     returning = (not full and not is_lake_connection(con)
-                 and con.execute("SELECT count(*) FROM stg_touched").fetchone()[0] <= RETURNING_CONTACTS)
-    for table, kept in ((CONSENT_STATUS, "stg_replaced_status"), (CONSENT_STATUS_HISTORY, "stg_replaced_history"),
-                        (CONSENT_VIOLATIONS, "stg_replaced_violations")):
+                 and con.execute("SELECT count(*) FROM staging.stg_touched").fetchone()[0] <= RETURNING_CONTACTS)
+    for table, kept in ((CONSENT_STATUS, "staging.stg_replaced_status"),
+                        (CONSENT_STATUS_HISTORY, "staging.stg_replaced_history"),
+                        (CONSENT_VIOLATIONS, "staging.stg_replaced_violations")):
         con.execute(f"CREATE OR REPLACE TABLE {kept} AS SELECT * FROM {table.name} LIMIT 0")
         if full:
             con.execute(f"DELETE FROM {table.name}")
@@ -115,7 +117,7 @@ def decided_every_contact(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the run just published decided every contact (a full run, or the first run of a
     warehouse): it kept no copy of what it wrote (`stg_decided_status`), and every row of the
     status, history and violation tables is its own."""
-    return not table_exists(con, "stg_decided_status")
+    return not table_exists(con, "staging.stg_decided_status")
 
 
 def changed_status_rows(con: duckdb.DuckDBPyConnection) -> str:
@@ -125,7 +127,7 @@ def changed_status_rows(con: duckdb.DuckDBPyConnection) -> str:
     rows gave the same rows, and at 10M events ran out of memory under a 1GB limit)."""
     if decided_every_contact(con):
         return "SELECT * FROM consent_status"
-    return "SELECT * FROM stg_decided_status EXCEPT ALL SELECT * FROM stg_replaced_status"
+    return "SELECT * FROM staging.stg_decided_status EXCEPT ALL SELECT * FROM staging.stg_replaced_status"
 
 
 def duplicate_decisions(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -133,7 +135,7 @@ def duplicate_decisions(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     contact after a run that decided them all): (business, contact, purpose) in consent_status,
     (event, rule) in consent_violations. Neither table has a primary-key index (schema version 6),
     so this is what keeps them one row per key; both 0 when all is well."""
-    decided = "" if decided_every_contact(con) or not table_exists(con, "stg_touched") else f"WHERE {TOUCHED}"
+    decided = "" if decided_every_contact(con) or not table_exists(con, "staging.stg_touched") else f"WHERE {TOUCHED}"
     counts = con.execute(f"""
         SELECT (SELECT count(*) FROM (SELECT 1 FROM consent_status {decided}
                                       GROUP BY business, contact_id, purpose HAVING count(*) > 1)),

@@ -1,6 +1,7 @@
-"""Staging: a run's first half. The exports not seen before are read into the `stg_*` tables,
-batch by batch, with their numbers normalised through the warehouse's phone cache; `stg_run`,
-written last, marks the staged run complete (`publish` reads it back as `StagedRun`).
+"""Staging: a run's first half. The exports not seen before are read into the `stg_*` tables of
+the schema `staging` (never `main`, which holds what is published), batch by batch, with their
+numbers normalised through the warehouse's phone cache; `stg_run`, written last, marks the staged
+run complete (`publish` reads it back as `StagedRun`).
 
 Plain Python over DuckDB connections (opened by the Dagster `warehouse` resource or by tests).
 Nothing here touches a published table: a run that dies while staging leaves the warehouse as
@@ -115,11 +116,11 @@ class PhoneCache:
 STAGING_SLICE_ROWS = 250_000
 # The staging tables a run's batches append to (schema of each: consent/domain/schema.py).
 BATCH_TABLES = {
-    "stg_consent_events": ("events", EVENT_SCHEMA),
-    "stg_quarantine": ("quarantine", QUARANTINE_SCHEMA),
-    "stg_skipped": ("skipped", SKIPPED_SCHEMA),
-    "stg_message_statuses": ("sends", SEND_SCHEMA),
-    "stg_identifier_links": ("links", LINK_SCHEMA),
+    "staging.stg_consent_events": ("events", EVENT_SCHEMA),
+    "staging.stg_quarantine": ("quarantine", QUARANTINE_SCHEMA),
+    "staging.stg_skipped": ("skipped", SKIPPED_SCHEMA),
+    "staging.stg_message_statuses": ("sends", SEND_SCHEMA),
+    "staging.stg_identifier_links": ("links", LINK_SCHEMA),
 }
 
 
@@ -128,7 +129,7 @@ def begin_staging(con: duckdb.DuckDBPyConnection) -> None:
     with transaction(con):
         for table, (_, schema) in BATCH_TABLES.items():
             _write_frame(con, table, _staging_frame(table, pl.DataFrame(schema=schema)), replace=True)
-        con.execute("DROP TABLE IF EXISTS stg_run")
+        con.execute("DROP TABLE IF EXISTS staging.stg_run")
 
 
 def append_staging(con: duckdb.DuckDBPyConnection, frames: StagedFrames) -> None:
@@ -174,12 +175,12 @@ def finish_staging(
     )
     notices = notices or NoticeFolder([], [])
     frames = {
-        "stg_notices": notices.frame(),
-        "stg_notices_refused": pl.DataFrame(
+        "staging.stg_notices": notices.frame(),
+        "staging.stg_notices_refused": pl.DataFrame(
             notices.refused, schema={"source_file": pl.Utf8, "reason": pl.Utf8}, orient="row"
         ),
-        "stg_source_files": files,
-        "stg_run": run,
+        "staging.stg_source_files": files,
+        "staging.stg_run": run,
     }
     with transaction(con):
         for table, frame in frames.items():
@@ -195,7 +196,7 @@ def retract_staging(con: duckdb.DuckDBPyConnection, source_file: str) -> None:
 
 
 def _staging_frame(table: str, frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.rename({"quarantine_id": "skipped_id"}) if table == "stg_skipped" else frame
+    return frame.rename({"quarantine_id": "skipped_id"}) if table == "staging.stg_skipped" else frame
 
 
 def _write_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, replace: bool = False) -> None:
@@ -288,7 +289,7 @@ class StagedRun:
     @classmethod
     def read(cls, con: duckdb.DuckDBPyConnection) -> "StagedRun":
         run_id, mode, as_of, started_at, ignored, step_seconds = con.execute(
-            "SELECT run_id, mode, as_of, started_at, ignored, step_seconds FROM stg_run"
+            "SELECT run_id, mode, as_of, started_at, ignored, step_seconds FROM staging.stg_run"
         ).fetchone()
         return cls(run_id, mode, as_of, started_at, list(ignored or []), json.loads(step_seconds))
 

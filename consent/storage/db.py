@@ -21,9 +21,12 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether the warehouse holds `table`: `name` (in `main`) or `schema.name` (`staging.stg_run`)."""
+    schema, _, name = table.rpartition(".")
     return bool(
         con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND database_name = current_database()", [table]
+            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ? "
+            "AND database_name = current_database()", [schema or "main", name]
         ).fetchone()[0]
     )
 

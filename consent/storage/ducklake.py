@@ -159,17 +159,18 @@ def forget_deleted_rows(con: duckdb.DuckDBPyConnection, alias: str = "warehouse"
     keeps per table (a column's minimum and maximum only ever widen). So every table is rebuilt under
     its own definition (new files, statistics of the rows it holds), then every older snapshot
     expires and the files only they used are removed."""
-    names = con.execute("SELECT table_name, sql FROM duckdb_tables() WHERE database_name = ? AND NOT temporary",
-                        [alias]).fetchall()
-    for table, definition in names:
-        rebuilt = f'{alias}."{table}__rebuilt"'
+    names = con.execute("SELECT schema_name, table_name, sql FROM duckdb_tables() WHERE database_name = ? "
+                        "AND NOT temporary", [alias]).fetchall()
+    for schema, table, definition in names:  # the published tables (`main`) and the run's scratch (`staging`)
+        rebuilt = f'{alias}."{schema}"."{table}__rebuilt"'
         # the table's own CREATE TABLE (its columns, NOT NULL), under the new name
-        created = re.sub(r"^CREATE TABLE\s+(\"[^\"]+\"|[^\s(]+)", f"CREATE TABLE {rebuilt}", definition)
+        created = re.sub(r"^CREATE TABLE\s+((\"[^\"]+\"|[^\s(.\"]+)\.)?(\"[^\"]+\"|[^\s(]+)",
+                         f"CREATE TABLE {rebuilt}", definition)
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(created)
-            con.execute(f'INSERT INTO {rebuilt} BY NAME SELECT * FROM {alias}."{table}"')
-            con.execute(f'DROP TABLE {alias}."{table}"')
+            con.execute(f'INSERT INTO {rebuilt} BY NAME SELECT * FROM {alias}."{schema}"."{table}"')
+            con.execute(f'DROP TABLE {alias}."{schema}"."{table}"')
             con.execute(f'ALTER TABLE {rebuilt} RENAME TO "{table}"')
         except BaseException:
             con.execute("ROLLBACK")

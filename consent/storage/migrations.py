@@ -9,13 +9,18 @@ that layout is version 1.
 
 To change a table: edit it in `consent/domain/schema.py`, append a step here
 (version, what it does) with its statements in
-`consent/storage/sql/migrations/v<version>.sql`, and add a test against the
-version-1 fixture in `tests/fixtures/warehouse_v1/`.
+`consent/storage/sql/migrations/v<version>.sql` (and, for what SQL alone cannot
+say, a Python step `then`), and add a test against the version-1 fixture in
+`tests/fixtures/warehouse_v1/`.
+
+A run's scratch tables are in the schema `staging` (`staging.stg_*`), created
+with the warehouse; `main` holds the published tables and the marts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import duckdb
 
@@ -31,11 +36,24 @@ def _steps(version: int) -> tuple[str, ...]:
     return sql.statements(f"migrations/v{version:02d}")
 
 
+def move_scratch_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Every `main.stg_*` table into the schema `staging`, with its rows (DuckDB has no
+    `ALTER TABLE ... SET SCHEMA`): a copy, then the table dropped."""
+    names = [name for (name,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main' "
+        "AND NOT temporary AND starts_with(table_name, 'stg_') ORDER BY table_name").fetchall()]
+    for name in names:
+        con.execute(f'CREATE TABLE staging."{name}" AS FROM main."{name}"')
+        con.execute(f'DROP TABLE main."{name}"')
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
     description: str
     statements: tuple[str, ...]
+    # What SQL alone cannot say (the tables a warehouse happens to hold), run after the statements.
+    then: Callable[[duckdb.DuckDBPyConnection], None] | None = None
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -101,8 +119,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         "(COMMENT ON, from consent/domain/tables.yml); no table or row changes",
         _steps(11),  # only comments: set after every migration (`ensure_schema`), from the dictionary
     ),
+    Migration(
+        12,
+        "scratch tables in their own schema: a run's staging tables (`stg_*`) move from `main` to `staging` "
+        "with their rows; `main` holds the published tables and the marts only",
+        _steps(12),
+        move_scratch_tables,
+    ),
 )
 LATEST = MIGRATIONS[-1].version if MIGRATIONS else 1
+# Where a run's scratch tables live (`staging.stg_*`, written by consent.run); published ones are in `main`.
+SCRATCH_SCHEMA = "CREATE SCHEMA IF NOT EXISTS staging"
 
 
 class WarehouseOutdated(Exception):
@@ -140,6 +167,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         if version is None:
             for table in TABLES:
                 con.execute(ddl(table.ddl()))
+            con.execute(SCRATCH_SCHEMA)
             _record(con, LATEST, "created at this version")
             set_comments(con, list(published().values()))
             return
@@ -149,6 +177,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
             if migration.version > version:
                 for statement in migration.statements:
                     con.execute(ddl(statement))
+                if migration.then is not None:
+                    migration.then(con)
                 _record(con, migration.version, migration.description)
         # Tables added since the warehouse was written.
         for table in TABLES:

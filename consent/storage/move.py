@@ -1,5 +1,6 @@
-"""Moving a file warehouse into a DuckLake catalog: every table copied in one transaction, then
-verified table by table (row count and a checksum of every row) against the file it came from."""
+"""Moving a file warehouse into a DuckLake catalog: every published table and mart copied in one
+transaction, then verified table by table (row count and a checksum of every row) against the file
+it came from."""
 
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ class Tally:
 
 
 def tables(con: duckdb.DuckDBPyConnection, database: str) -> list[str]:
-    """The tables to move: every base table but the last run's staging (`stg_*`, rebuilt by every run)."""
+    """The tables to move: every published table and mart (schema `main`). The last run's scratch
+    tables (schema `staging`, rebuilt by every run) are not copied: the target has its own, empty
+    `staging` schema, and its first run writes them (its marts are then built whole)."""
     return [t for (t,) in con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND NOT temporary AND schema_name = 'main' "
-        "ORDER BY table_name", [database]).fetchall() if not t.startswith("stg_")]
+        "ORDER BY table_name", [database]).fetchall()]
 
 
 def columns(con: duckdb.DuckDBPyConnection, database: str, table: str) -> list[str]:

@@ -89,7 +89,7 @@ WITH carried AS (
     -- opt_out_scope all_businesses: an opt-out given to one business reaches every business
     SELECT l.* REPLACE (b.business AS business), true AS inherited
     FROM ledger_contacts AS l
-    JOIN (SELECT DISTINCT business FROM consent_events UNION SELECT unnest(businesses) FROM stg_run) AS b
+    JOIN (SELECT DISTINCT business FROM consent_events UNION SELECT unnest(businesses) FROM staging.stg_run) AS b
       ON b.business <> l.business
     WHERE getvariable('opt_out_all_businesses') AND l.event_type = 'opt_out'
 )

@@ -9,7 +9,7 @@
 -- `reconsented`: the hashes of numbers and BSUIDs given a new opt-in after their erasure (rules, section 8).
 CREATE OR REPLACE TEMP TABLE reconsented AS
 WITH opt_ins AS (
-    SELECT phone_e164, whatsapp_user_id, occurred_at FROM stg_consent_events
+    SELECT phone_e164, whatsapp_user_id, occurred_at FROM staging.stg_consent_events
     WHERE event_type IN ('opt_in', 'opt_in_confirm')
     UNION ALL
     SELECT phone_e164, whatsapp_user_id, occurred_at FROM consent_events
@@ -23,9 +23,9 @@ WHERE h.occurred_at > s.erased_at;
 
 CREATE OR REPLACE TEMP TABLE erased_raw AS
 WITH raw AS (
-    SELECT 'quarantine' AS kind, quarantine_id AS id, raw_row FROM stg_quarantine WHERE raw_row IS NOT NULL
+    SELECT 'quarantine' AS kind, quarantine_id AS id, raw_row FROM staging.stg_quarantine WHERE raw_row IS NOT NULL
     UNION ALL
-    SELECT 'skipped' AS kind, skipped_id AS id, raw_row FROM stg_skipped WHERE raw_row IS NOT NULL
+    SELECT 'skipped' AS kind, skipped_id AS id, raw_row FROM staging.stg_skipped WHERE raw_row IS NOT NULL
 ), digit_runs AS (
     SELECT kind, id, unnest(regexp_extract_all(raw_row, '\+?[0-9][0-9 .()/\-]*[0-9]')) AS spelled FROM raw
 ), runs AS (

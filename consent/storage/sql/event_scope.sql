@@ -7,8 +7,8 @@
 -- a contact in scope is in scope, with every link and number change that could move events to it.
 CREATE OR REPLACE TEMP TABLE scope_ids AS
 SELECT DISTINCT id FROM (
-    SELECT unnest([phone_e164, whatsapp_user_id, parent_user_id, changed_to]) AS id FROM stg_consent_events
-    UNION ALL SELECT unnest([phone_e164, whatsapp_user_id, parent_user_id, previous_user_id]) FROM stg_identifier_links
+    SELECT unnest([phone_e164, whatsapp_user_id, parent_user_id, changed_to]) AS id FROM staging.stg_consent_events
+    UNION ALL SELECT unnest([phone_e164, whatsapp_user_id, parent_user_id, previous_user_id]) FROM staging.stg_identifier_links
     UNION ALL SELECT contact_id FROM time_alone
     UNION ALL SELECT unnest([phone_e164, whatsapp_user_id, parent_user_id, changed_to]) FROM consent_events
               WHERE notice_version IN (SELECT notice_version FROM consent_notices WHERE run_id = $run_id)

@@ -2,7 +2,7 @@
 -- identifiers seen together); its lineage is the earliest sighting, whatever order runs came in.
 -- MERGE, not ON CONFLICT: a DuckLake warehouse has no primary keys.
 MERGE INTO identifier_links USING (
-    SELECT * FROM stg_identifier_links
+    SELECT * FROM staging.stg_identifier_links
     QUALIFY row_number() OVER (PARTITION BY link_id ORDER BY linked_at, source_file, source_line, source_pointer) = 1
 ) AS seen
 ON (identifier_links.link_id = seen.link_id)

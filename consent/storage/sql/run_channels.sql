@@ -8,7 +8,7 @@ WITH files AS (
         sum(events) AS events,
         sum(quarantined) AS quarantined,
         sum(skipped) AS skipped
-    FROM stg_source_files
+    FROM staging.stg_source_files
     GROUP BY channel
 ),
 

@@ -8,8 +8,8 @@ FROM suppressed
 WHERE 'erased-' || event_id NOT IN (SELECT skipped_id FROM skipped_items)
 QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY source_file, source_line, source_pointer) = 1;
 
-UPDATE stg_source_files f SET events = f.events - n.k, skipped = f.skipped + n.k
+UPDATE staging.stg_source_files f SET events = f.events - n.k, skipped = f.skipped + n.k
 FROM (SELECT source_file, file_hash, count(*) AS k FROM suppressed GROUP BY ALL) n
 WHERE f.source_file = n.source_file AND f.file_hash = n.file_hash;
 
-DELETE FROM stg_consent_events WHERE event_id IN (SELECT event_id FROM suppressed);
+DELETE FROM staging.stg_consent_events WHERE event_id IN (SELECT event_id FROM suppressed);

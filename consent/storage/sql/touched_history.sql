@@ -8,5 +8,5 @@ SELECT
     phone_e164, event_id, channel, event_type, purposes, occurred_at, ingested_at, consent_method,
     notice_version, checkbox_pre_ticked, bundled_with_terms, acquisition_source, source_file, source_line
 FROM contact_events
-WHERE contact_key IN (SELECT contact_key FROM stg_touched)
+WHERE contact_key IN (SELECT contact_key FROM staging.stg_touched)
 ORDER BY contact_key;
