@@ -59,6 +59,7 @@ def _resources(args, warn: bool = True, dagster: bool = False) -> dict:
                 "path": flags.get("warehouse"), "data_path": flags.get("data_path"),
                 "lock_timeout_seconds": flags.get("lock_timeout"),
                 "alert_command": flags.get("alert_command"),
+                "snapshot_retention_days": flags.get("retention_days"),
             },
             "settings": {
                 "exports_dir": flags.get("exports"), "policy_file": flags.get("policy"), "as_of": flags.get("as_of"),

@@ -51,6 +51,9 @@ DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 # 80% of RAM. At 1GB ten million events run under it (a full run and its nights), and the 5M run's
 # peak is 1.21x the 1M run's (2GB: 1.71x).
 DEFAULT_MEMORY_LIMIT = "1GB"
+# How long a DuckLake warehouse keeps its snapshots: an auditor can open it as it stood at any moment
+# within this many days (docs/ducklake.md). A policy decision: set CONSENT_SNAPSHOT_RETENTION_DAYS.
+DEFAULT_SNAPSHOT_RETENTION_DAYS = 30
 
 
 class WarehouseLocked(Exception):
@@ -141,8 +144,8 @@ class WarehouseAccess(FromEnvironment):
 
     Unset fields come from the environment (CONSENT_WAREHOUSE, CONSENT_WAREHOUSE_KEY,
     CONSENT_HASH_SALT, CONSENT_ALERT_COMMAND, CONSENT_LOCK_TIMEOUT_SECONDS,
-    CONSENT_MEMORY_LIMIT, CONSENT_TEMP_DIRECTORY). The fields are declared by `Warehouse`
-    and by the Dagster `WarehouseResource`."""
+    CONSENT_MEMORY_LIMIT, CONSENT_TEMP_DIRECTORY, CONSENT_SNAPSHOT_RETENTION_DAYS). The fields are
+    declared by `Warehouse` and by the Dagster `WarehouseResource`."""
 
     @property
     def location(self) -> str:
@@ -189,6 +192,12 @@ class WarehouseAccess(FromEnvironment):
     @property
     def encrypted(self) -> bool:
         return bool(self.key)
+
+    @property
+    def retention_days(self) -> int:
+        """How long a DuckLake warehouse keeps its snapshots (and so how far back it can be opened as it
+        stood): older ones are expired by the maintenance (`consent.storage.maintenance`)."""
+        return int(self.setting("snapshot_retention_days"))
 
     def salt(self, create: bool = True) -> str | None:
         """The hash salt: configured, or kept beside the warehouse (created on first use unless `create` is False)."""
@@ -629,6 +638,14 @@ class Setting:
 _MEMORY_SIZE = re.compile(r"\s*\d+(\.\d+)?\s*([KMGT]i?B|B)\s*", re.IGNORECASE)
 
 
+def days(text: str) -> int:
+    """A whole number of days, 0 or more."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
 def memory_size(text: str) -> str:
     """A DuckDB memory size ("2GB", "512MB", "3GiB"), checked before any connection is made."""
     if not _MEMORY_SIZE.fullmatch(text):
@@ -646,13 +663,14 @@ SETTINGS = (
     Setting("lock_timeout_seconds", "CONSENT_LOCK_TIMEOUT_SECONDS", float),
     Setting("memory_limit", "CONSENT_MEMORY_LIMIT", memory_size, "memory size such as 2GB or 512MB"),
     Setting("temp_directory", "CONSENT_TEMP_DIRECTORY"),
+    Setting("snapshot_retention_days", "CONSENT_SNAPSHOT_RETENTION_DAYS", days, "whole number of days (0 or more)"),
     Setting("exports_dir", "CONSENT_EXPORTS"),
     Setting("policy_file", "CONSENT_POLICY"),
     Setting("workers", "CONSENT_WORKERS", int),
     Setting("audiences_dir", "CONSENT_AUDIENCES"),
 )
 DEFAULTS = {"path": DEFAULT_WAREHOUSE, "lock_timeout_seconds": 30.0, "exports_dir": DEFAULT_EXPORTS, "workers": DEFAULT_WORKERS,
-            "memory_limit": DEFAULT_MEMORY_LIMIT}
+            "memory_limit": DEFAULT_MEMORY_LIMIT, "snapshot_retention_days": DEFAULT_SNAPSHOT_RETENTION_DAYS}
 
 
 @dataclass
@@ -664,6 +682,7 @@ class Warehouse(WarehouseAccess):
     lock_timeout_seconds: Optional[float] = None
     memory_limit: Optional[str] = None
     temp_directory: Optional[str] = None
+    snapshot_retention_days: Optional[int] = None
     encryption_key: Optional[str] = field(default=None, repr=False)
     hash_salt: Optional[str] = field(default=None, repr=False)
     alert_command: Optional[str] = None
