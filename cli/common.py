@@ -126,13 +126,14 @@ def _table(rows) -> str:
 
 
 def read_only_query(warehouse: WarehouseAccess, query: str, params: dict | None = None,
-                    hashing: bool = False) -> tuple[list[str], list[tuple]]:
+                    hashing: bool = False, snapshot_time=None) -> tuple[list[str], list[tuple]]:
     """Columns and rows of one statement on a read-only connection to the read copy with no file
-    access (`salted_hash()` only with `hashing`: the canned audits, never `consent sql`)."""
+    access (`salted_hash()` only with `hashing`: the canned audits, never `consent sql`); with
+    `snapshot_time`, a DuckLake warehouse as it stood then."""
     import duckdb
 
     params = {k: v for k, v in (params or {}).items() if f"${k}" in query}
-    with warehouse.reader(hashing=hashing) as con:
+    with warehouse.reader(hashing=hashing, snapshot_time=snapshot_time) as con:
         # Read-only attach refuses writes to the warehouse; this refuses COPY TO,
         # ATTACH and reading other files, and locks the settings.
         warehouse.allow_only_its_files(con)

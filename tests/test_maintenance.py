@@ -135,3 +135,43 @@ def test_the_maintenance_job_runs_in_dagster_and_is_recorded(tmp_path, monkeypat
         assert con.execute("SELECT mode, status FROM runs").fetchall() == [("maintenance", "succeeded")]
         assert con.execute("SELECT count(*) FROM suppression_list").fetchone()[0] == 3
     assert data_files(tmp_path / "catalog.sqlite.files" / "main" / "suppression_list") == 1
+
+
+def test_sql_at_opens_a_ducklake_as_it_stood_within_the_retention(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CONSENT_HASH_SALT", "a salt")
+    monkeypatch.delenv("CONSENT_WAREHOUSE_KEY", raising=False)
+    lake = f"ducklake:sqlite:{tmp_path / 'catalog.sqlite'}"
+    moments = []
+    for n in range(3):
+        with Warehouse(path=lake).connect() as con:
+            con.execute("INSERT INTO suppression_list (phone_hash, erased_at, reason) VALUES (?, now()::TIMESTAMP, 'r')",
+                        [f"h{n}"])
+        time.sleep(0.05)
+        moments.append(datetime.now(timezone.utc).replace(tzinfo=None).isoformat() + "Z")
+        time.sleep(0.05)
+    count = "SELECT count(*) AS n FROM suppression_list"
+    for n, moment in enumerate(moments):
+        assert main(["sql", count, "--warehouse", lake, "--at", moment, "--format", "csv"]) == 0
+        assert capsys.readouterr().out.split() == ["n", str(n + 1)]
+    assert main(["sql", "DELETE FROM suppression_list", "--warehouse", lake, "--at", moments[0]]) == 2  # read-only
+    assert main(["sql", count, "--warehouse", lake, "--at", "last week"]) == 2
+    assert "--at: not an ISO 8601 timestamp" in capsys.readouterr().err
+    assert main(["maintain", "--warehouse", lake, "--retention-days", "0"]) == 0
+    capsys.readouterr()
+    assert main(["sql", count, "--warehouse", lake, "--at", moments[0]]) == 2  # expired
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No snapshot found" in err and "CONSENT_SNAPSHOT_RETENTION_DAYS" in err
+    file = str(tmp_path / "wh" / "consent.duckdb")
+    with Warehouse(path=file).connect():
+        pass
+    assert main(["sql", count, "--warehouse", file, "--at", moments[0]]) == 2
+    assert "a file warehouse keeps no snapshots" in capsys.readouterr().err
+
+
+def test_a_negative_retention_in_the_environment_is_a_configuration_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CONSENT_SNAPSHOT_RETENTION_DAYS", "-3")
+    file = str(tmp_path / "wh" / "consent.duckdb")
+    with Warehouse(path=file).connect():
+        pass
+    assert main(["maintain", "--warehouse", file]) == 2
+    assert "CONSENT_SNAPSHOT_RETENTION_DAYS: not a whole number of days (0 or more): '-3'" in capsys.readouterr().err

@@ -275,15 +275,16 @@ class WarehouseAccess(FromEnvironment):
         os.replace(fresh, path)
 
     @contextmanager
-    def connect(self, read_only: bool = False, *, hashing: bool = False,
-                file: str | Path | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self, read_only: bool = False, *, hashing: bool = False, file: str | Path | None = None,
+                snapshot_time: datetime | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection with the warehouse attached as the default catalog.
 
         Waits up to `lock_timeout_seconds` while another process writes. A read-only
         connection (`file`: the warehouse or its read copy) never sees the salt: it has
         `salted_hash()` only with `hashing` (canned audits), as a Python function.
         Every file DuckDB creates meanwhile (the warehouse, its WAL, spill files) is
-        readable by its owner only.
+        readable by its owner only. `snapshot_time` (a DuckLake reader only): the catalog as it
+        stood at that moment (naive UTC), its snapshot then.
         """
         lake = self.lake
         path = Path(file or self.file)
@@ -294,7 +295,7 @@ class WarehouseAccess(FromEnvironment):
             con = self._connection(path)
             try:
                 if lake:
-                    self._attach_lake(con, lake, read_only)
+                    self._attach_lake(con, lake, read_only, snapshot_time)
                 else:
                     self._attach(con, self._attach_sql(path, "warehouse", read_only), path)
                 con.execute("USE warehouse")
@@ -311,18 +312,22 @@ class WarehouseAccess(FromEnvironment):
             finally:
                 con.close()
 
-    def _attach_lake(self, con: duckdb.DuckDBPyConnection, lake: Lake, read_only: bool) -> None:
+    def _attach_lake(self, con: duckdb.DuckDBPyConnection, lake: Lake, read_only: bool,
+                     snapshot_time: datetime | None = None) -> None:
         """The DuckLake catalog attached as `warehouse`; a key given for a catalog created without
         encryption is refused (its data files would stay in plaintext)."""
         prepare(con, lake)
         try:
-            self._attach(con, lake.attach_sql("warehouse", read_only=read_only, key=self.key), Path(lake.describe()))
+            attach = lake.attach_sql("warehouse", read_only=read_only, key=self.key, snapshot_time=snapshot_time)
+            self._attach(con, attach, Path(lake.describe()))
         except duckdb.Error as exc:
             # a catalog that cannot be reached, a new one without --data-path, one whose data path
             # is another than the given one: one line (a password in the connection string hidden)
             message = masked(" ".join(str(exc).split()))
             if "data_path" in message.lower() or "data path" in message.lower():
                 message += " (see --data-path / CONSENT_DATA_PATH)"
+            if "no snapshot found" in message.lower():
+                message += " (before its first snapshot, or expired: see CONSENT_SNAPSHOT_RETENTION_DAYS)"
             raise ConfigError(f"cannot attach the warehouse {lake.describe()}: {message}") from None
         if self.key and not encrypted(con):
             raise WarehouseKeyError(f"cannot open the warehouse {lake.describe()}: its catalog was created without "
@@ -505,10 +510,11 @@ class WarehouseAccess(FromEnvironment):
         return copy
 
     @contextmanager
-    def reader(self, hashing: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def reader(self, hashing: bool = False, snapshot_time: datetime | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection to the read copy (see `readable_file`): what every read command uses.
         On DuckLake: the catalog attached read-only (the snapshot committed when it attached)."""
-        with self.connect(read_only=True, hashing=hashing, file=None if self.lake else self.readable_file()) as con:
+        with self.connect(read_only=True, hashing=hashing, file=None if self.lake else self.readable_file(),
+                          snapshot_time=snapshot_time) as con:
             yield con
 
 
