@@ -91,6 +91,9 @@ def test_a_consent_lapses_at_the_moment_its_validity_ends(file_warehouse, tmp_pa
     assert sendable(warehouse, exports, tmp_path, "2025-12-01T00:00:00Z") == [LAPSES]  # due for renewal: still sends
     assert sendable(warehouse, exports, tmp_path, "2026-01-02T09:59:59Z") == [LAPSES]
     assert sendable(warehouse, exports, tmp_path, "2026-01-02T10:00:00Z") == []
+    # after the last run's clock the history still says opted in: the validity is applied at the moment asked
+    assert sendable(warehouse, exports, tmp_path, "2027-10-15T00:00:00Z") == [STAYS, LATE]
+    assert sendable(warehouse, exports, tmp_path, "2027-12-01T00:00:00Z") == []
 
 
 def test_the_list_at_a_moment_is_what_the_gate_lets_through_then(file_warehouse, tmp_path):
@@ -140,3 +143,17 @@ def test_on_ducklake_the_lists_at_a_moment_are_the_files(tmp_path, monkeypatch):
         for extra in (["--purpose", "marketing"], ["--suppression"]):
             assert export(lake, exports, tmp_path, *extra, "--at", at)[2] == export(file, exports, tmp_path, *extra, "--at", at)[2]
     assert sendable(lake, exports, tmp_path, DAY[6]) == [STAYS]
+
+
+def test_an_opt_in_without_its_evidence_is_never_sendable():
+    from datetime import datetime
+
+    from consent.domain.policy import Policy
+    from consent.sending.lists import sendable_at
+
+    columns = ["phone_e164", "whatsapp_user_id", "contact_id", "status", "status_since", "consent_event_id",
+               "consent_at", "phone_region"]
+    at, since = datetime(2026, 11, 3), datetime(2026, 11, 1, 10)
+    proven = (STAYS, None, STAYS, "opted_in", since, "e1", since, "DE")
+    unproven = (LEAVES, None, LEAVES, "opted_in", since, None, since, "DE")
+    assert sendable_at(columns, [proven, unproven], Policy(), "marketing", at) == [(STAYS, None)]
