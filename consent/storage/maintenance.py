@@ -71,8 +71,8 @@ def _maintain_lake(con: duckdb.DuckDBPyConnection, retention: int, older_than: d
     done = Maintenance("ducklake", retention, (before[0], after[0]), (before[1], after[1]), (before[2], after[2]),
                        len(removed))
     done.lines = [
-        f"small files merged: data files {before[1]} -> {after[1]}, delete files {before[2]} -> {after[2]} "
-        "(counted in the catalog, kept snapshots' files included)",
+        f"data files in the catalog: {before[1]} -> {after[1]}, delete files: {before[2]} -> {after[2]} "
+        "(small files merged; files of expired snapshots dropped)",
         f"snapshots older than {retention} days (before {older_than.isoformat(sep=' ')} UTC): {len(expired)} expired, "
         f"{after[0]} kept",
         f"files no kept snapshot refers to: {len(removed)} deleted",
