@@ -59,6 +59,7 @@ def _resources(args, warn: bool = True, dagster: bool = False) -> dict:
                 "path": flags.get("warehouse"), "data_path": flags.get("data_path"),
                 "lock_timeout_seconds": flags.get("lock_timeout"),
                 "alert_command": flags.get("alert_command"),
+                "snapshot_retention_days": flags.get("retention_days"),
             },
             "settings": {
                 "exports_dir": flags.get("exports"), "policy_file": flags.get("policy"), "as_of": flags.get("as_of"),
@@ -125,13 +126,14 @@ def _table(rows) -> str:
 
 
 def read_only_query(warehouse: WarehouseAccess, query: str, params: dict | None = None,
-                    hashing: bool = False) -> tuple[list[str], list[tuple]]:
+                    hashing: bool = False, snapshot_time=None) -> tuple[list[str], list[tuple]]:
     """Columns and rows of one statement on a read-only connection to the read copy with no file
-    access (`salted_hash()` only with `hashing`: the canned audits, never `consent sql`)."""
+    access (`salted_hash()` only with `hashing`: the canned audits, never `consent sql`); with
+    `snapshot_time`, a DuckLake warehouse as it stood then."""
     import duckdb
 
     params = {k: v for k, v in (params or {}).items() if f"${k}" in query}
-    with warehouse.reader(hashing=hashing) as con:
+    with warehouse.reader(hashing=hashing, snapshot_time=snapshot_time) as con:
         # Read-only attach refuses writes to the warehouse; this refuses COPY TO,
         # ATTACH and reading other files, and locks the settings.
         warehouse.allow_only_its_files(con)

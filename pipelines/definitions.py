@@ -12,7 +12,8 @@ from assets.staging import stg_consent_events
 from assets.warehouse import published_warehouse
 from pipelines.jobs import audience_check_job, consent_job
 from resources.warehouse import resources_from_env, schedule_from_env
-from pipelines.schedules import nightly_schedule
+from pipelines.maintenance import warehouse_maintenance
+from pipelines.schedules import maintenance_schedule, nightly_schedule
 from pipelines.sensors import alert_on_unfinished_run, build_new_audiences_sensor, build_new_exports_sensor
 
 
@@ -22,8 +23,9 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
         assets=[stg_consent_events, published_warehouse, retention_purge, *MART_ASSETS, compliance_dashboard,
                 audience_checks],
         asset_checks=CHECKS,
-        jobs=[consent_job, audience_check_job],
-        schedules=[nightly_schedule(schedule.nightly_cron, schedule.nightly_timezone)],
+        jobs=[consent_job, audience_check_job, warehouse_maintenance],
+        schedules=[nightly_schedule(schedule.nightly_cron, schedule.nightly_timezone),
+                   maintenance_schedule(schedule.maintenance_cron, schedule.nightly_timezone)],
         sensors=[build_new_exports_sensor(schedule.sensor_interval_seconds),
                  build_new_audiences_sensor(schedule.sensor_interval_seconds), alert_on_unfinished_run],
         # Every entry point's resources come from resources_from_env (the CLI overlays its flags).

@@ -29,7 +29,7 @@ class WarehouseResource(dg.ConfigurableResource, WarehouseAccess):
 
     Unset fields come from the environment (CONSENT_WAREHOUSE, CONSENT_WAREHOUSE_KEY,
     CONSENT_HASH_SALT, CONSENT_ALERT_COMMAND, CONSENT_LOCK_TIMEOUT_SECONDS,
-    CONSENT_MEMORY_LIMIT, CONSENT_TEMP_DIRECTORY)."""
+    CONSENT_MEMORY_LIMIT, CONSENT_TEMP_DIRECTORY, CONSENT_SNAPSHOT_RETENTION_DAYS)."""
 
     # A DuckDB file, or a DuckLake catalog: `ducklake:postgres:<libpq string>`, `ducklake:sqlite:<file>`,
     # `ducklake:<file>`, its Parquet files in `data_path` (a folder or s3://bucket/prefix; CONSENT_DATA_PATH).
@@ -40,6 +40,8 @@ class WarehouseResource(dg.ConfigurableResource, WarehouseAccess):
     # not fit (default: `.duckdb_tmp/` beside the warehouse): large runs spill, not grow.
     memory_limit: Optional[str] = None
     temp_directory: Optional[str] = None
+    # DuckLake: how many days of snapshots the maintenance keeps (CONSENT_SNAPSHOT_RETENTION_DAYS; default 30).
+    snapshot_retention_days: Optional[int] = None
     # Never in run config or the repository: set CONSENT_WAREHOUSE_KEY.
     encryption_key: Optional[str] = None
     # Salt of the phone hashes (suppression list, marts, audits); when neither this nor
@@ -113,6 +115,7 @@ class Schedule:
     nightly_cron: str
     nightly_timezone: str
     sensor_interval_seconds: int
+    maintenance_cron: str = "0 4 * * *"
 
 
 def schedule_from_env() -> Schedule:
@@ -120,4 +123,5 @@ def schedule_from_env() -> Schedule:
         nightly_cron=os.environ.get("CONSENT_NIGHTLY_CRON", "0 2 * * *"),
         nightly_timezone=os.environ.get("CONSENT_NIGHTLY_TIMEZONE", "UTC"),
         sensor_interval_seconds=int(os.environ.get("CONSENT_SENSOR_INTERVAL_SECONDS", "60")),
+        maintenance_cron=os.environ.get("CONSENT_MAINTENANCE_CRON", "0 4 * * *"),
     )

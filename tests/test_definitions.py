@@ -45,6 +45,13 @@ def test_definitions_hold_the_assets_checks_and_job():
     }
     assert defs.resolve_job_def("consent_job").name == "consent_job"
     assert defs.resolve_job_def("audience_check_job").name == "audience_check_job"
+    # the storage's upkeep: a job of its own, on a daily schedule that starts switched off like the nightly one
+    assert defs.resolve_job_def("warehouse_maintenance").name == "warehouse_maintenance"
+    schedules = {s.name: s for s in defs.schedules}
+    assert set(schedules) == {"consent_schedule", "warehouse_maintenance_schedule"}
+    upkeep = schedules["warehouse_maintenance_schedule"]
+    assert upkeep.job_name == "warehouse_maintenance" and upkeep.cron_schedule == "0 4 * * *"
+    assert upkeep.default_status == dg.DefaultScheduleStatus.STOPPED
     assert graph_group(defs, "audience_checks") == "audiences"
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey("consent_status")).group_name == "warehouse"

@@ -129,7 +129,8 @@ def test_every_entry_point_reads_the_same_settings(monkeypatch, tmp_path):
               "CONSENT_ALERT_COMMAND": "true", "CONSENT_LOCK_TIMEOUT_SECONDS": "7", "CONSENT_EXPORTS": str(tmp_path),
               "CONSENT_POLICY": str(tmp_path / "p.yaml"), "CONSENT_WORKERS": "3",
               "CONSENT_AUDIENCES": str(tmp_path / "aud"), "CONSENT_MEMORY_LIMIT": "1GB",
-              "CONSENT_TEMP_DIRECTORY": str(tmp_path / "spill"), "CONSENT_DATA_PATH": str(tmp_path / "lake")}
+              "CONSENT_TEMP_DIRECTORY": str(tmp_path / "spill"), "CONSENT_DATA_PATH": str(tmp_path / "lake"),
+              "CONSENT_SNAPSHOT_RETENTION_DAYS": "45"}
     assert {s.variable for s in SETTINGS} == set(values)  # the test covers every setting
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -143,9 +144,12 @@ def test_every_entry_point_reads_the_same_settings(monkeypatch, tmp_path):
             str(tmp_path), values["CONSENT_POLICY"], 3)
         assert str(settings.audiences_path) == values["CONSENT_AUDIENCES"]
         assert (warehouse.setting("memory_limit"), warehouse.setting("temp_directory")) == ("1GB", str(tmp_path / "spill"))
+        assert warehouse.retention_days == 45
     # A flag overrides its variable, for this command only.
     flagged = _resources(_parser().parse_args(["run", "--warehouse", "other.duckdb", "--workers", "1"]), warn=False)
     assert (flagged["warehouse"].file, flagged["settings"].worker_count) == ("other.duckdb", 1)
+    flagged = _resources(_parser().parse_args(["maintain", "--retention-days", "7"]), warn=False)
+    assert flagged["warehouse"].retention_days == 7
 
 
 def test_a_bad_setting_in_the_environment_is_a_configuration_error(monkeypatch, exports, warehouse_path, capsys):

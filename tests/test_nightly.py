@@ -20,6 +20,10 @@ def test_schedule_and_sensors_are_in_the_definitions_with_the_configured_cron(mo
     schedule = defs.resolve_schedule_def("consent_schedule")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 3 * * *", "Europe/Berlin")
     assert schedule.job_name == "consent_job"
+    monkeypatch.setenv("CONSENT_MAINTENANCE_CRON", "15 5 * * 0")
+    upkeep = build_definitions().resolve_schedule_def("warehouse_maintenance_schedule")
+    assert (upkeep.cron_schedule, upkeep.execution_timezone, upkeep.job_name) == (
+        "15 5 * * 0", "Europe/Berlin", "warehouse_maintenance")
     assert {s.name for s in defs.sensors} == {"new_exports_sensor", "new_audiences_sensor", "alert_on_unfinished_run"}
 
 

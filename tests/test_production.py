@@ -142,7 +142,7 @@ def test_the_environment_file_names_only_settings_the_code_reads():
     names = {line.split("=", 1)[0] for line in (DEPLOY / "consent.env").read_text().splitlines()
              if line.strip() and not line.startswith("#")}
     read = {s.variable for s in SETTINGS} | {"DAGSTER_HOME", "CONSENT_NIGHTLY_CRON", "CONSENT_NIGHTLY_TIMEZONE",
-                                                   "CONSENT_SENSOR_INTERVAL_SECONDS"}
+                                                   "CONSENT_SENSOR_INTERVAL_SECONDS", "CONSENT_MAINTENANCE_CRON"}
     assert names <= read, names - read
 
 

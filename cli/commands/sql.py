@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cli.common import EXIT_OK, LOCK_HELP, WAREHOUSE_HELP, UsageError, _print_rows, _warehouse, add_command, read_only_query
+from consent.storage.access import parse_as_of
 
 
 def register(sub) -> None:
@@ -16,9 +17,12 @@ def register(sub) -> None:
     sql.add_argument("--warehouse", help=WAREHOUSE_HELP)
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table", help="how rows are printed")
     sql.add_argument("--lock-timeout", type=float, help=LOCK_HELP)
+    sql.add_argument("--at", help="DuckLake only: the warehouse as it stood at this moment, its snapshot then "
+                                  "(ISO 8601, UTC if no offset; within the snapshot retention)")
 
 
 def command_sql(args) -> int:
+    snapshot_time = _snapshot_time(args)
     if args.query is None:
         from cli.sql_shell import ShellUnavailable, open_shell
 
@@ -27,9 +31,25 @@ def command_sql(args) -> int:
         except (ShellUnavailable, FileNotFoundError) as exc:
             raise UsageError(str(exc)) from exc
     try:
-        columns, rows = read_only_query(_warehouse(args), args.query)
+        columns, rows = read_only_query(_warehouse(args), args.query, snapshot_time=snapshot_time)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from exc
     _print_rows(columns, rows, args.format)
     return EXIT_OK
 
+
+
+def _snapshot_time(args):
+    """--at: the moment whose DuckLake snapshot the statement reads (None: the latest)."""
+    if args.at is None:
+        return None
+    try:
+        at = parse_as_of(args.at)
+    except ValueError as exc:
+        raise UsageError(f"--at: not an ISO 8601 timestamp: {args.at!r}") from exc
+    if args.query is None:
+        raise UsageError("--at needs a statement (the shell opens the latest snapshot)")
+    if not _warehouse(args).lake:
+        raise UsageError("--at: a file warehouse keeps no snapshots; the status at a moment is in "
+                         "consent_status_history (valid_from <= T < valid_to), or `consent export --at`")
+    return at

@@ -125,7 +125,7 @@ def decide(con: duckdb.DuckDBPyConnection, audience: Audience, *, purpose: str, 
     finally:
         con.unregister("audience")
     found = found.sort("row_number")
-    number, user = _contact_reason(found, policy, purpose, at, ""), _contact_reason(found, policy, purpose, at, "u_")
+    number, user = contact_reason(found, policy, purpose, at, ""), contact_reason(found, policy, purpose, at, "u_")
     invalid = (
         pl.when(pl.col("phone_given") & pl.col("phone_e164").is_null()).then(pl.lit("invalid_number"))
         .when(pl.col("user_invalid")).then(pl.lit("invalid_user_id"))
@@ -150,7 +150,7 @@ def decide(con: duckdb.DuckDBPyConnection, audience: Audience, *, purpose: str, 
     )
 
 
-def _contact_reason(found: pl.DataFrame, policy: Policy, purpose: str, at: datetime, prefix: str) -> list[pl.Expr]:
+def contact_reason(found: pl.DataFrame, policy: Policy, purpose: str, at: datetime, prefix: str) -> list[pl.Expr]:
     """`<prefix>reason` and `<prefix>since` of one contact of each row, as of `at`: its status then, with
     every time-dependent rule applied at `at` (a closed double opt-in window or a lapsed consent
     reads `expired` from the moment it closed, whatever the last run saw)."""
@@ -162,9 +162,11 @@ def _contact_reason(found: pl.DataFrame, policy: Policy, purpose: str, at: datet
     window_closes = col("status_since") + pl.duration(days=policy.confirmation_window_days)
     lapsed = (col("status") == "opted_in") & validity.is_not_null() & (expires <= pl.lit(at))
     closed = (col("status") == "pending") & (window_closes <= pl.lit(at))
+    # an opt-in whose evidence event is not known is no consent (the reconciler never writes one)
+    unproven = (col("status") == "opted_in") & col("consent_event_id").is_null()
     reason = (
         pl.when(col("status").is_null() & ~col("known")).then(pl.lit("unknown_contact"))
-        .when(col("status").is_null()).then(pl.lit("no_consent"))
+        .when(col("status").is_null() | unproven).then(pl.lit("no_consent"))
         .when(lapsed | closed).then(pl.lit("expired"))
         .when((col("status") == "opted_in") & validity.is_not_null()
               & (expires - pl.duration(days=policy.renewal_notice_days) <= pl.lit(at)))

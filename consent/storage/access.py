@@ -51,6 +51,9 @@ DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 # 80% of RAM. At 1GB ten million events run under it (a full run and its nights), and the 5M run's
 # peak is 1.21x the 1M run's (2GB: 1.71x).
 DEFAULT_MEMORY_LIMIT = "1GB"
+# How long a DuckLake warehouse keeps its snapshots: an auditor can open it as it stood at any moment
+# within this many days (docs/ducklake.md). A policy decision: set CONSENT_SNAPSHOT_RETENTION_DAYS.
+DEFAULT_SNAPSHOT_RETENTION_DAYS = 30
 
 
 class WarehouseLocked(Exception):
@@ -141,8 +144,8 @@ class WarehouseAccess(FromEnvironment):
 
     Unset fields come from the environment (CONSENT_WAREHOUSE, CONSENT_WAREHOUSE_KEY,
     CONSENT_HASH_SALT, CONSENT_ALERT_COMMAND, CONSENT_LOCK_TIMEOUT_SECONDS,
-    CONSENT_MEMORY_LIMIT, CONSENT_TEMP_DIRECTORY). The fields are declared by `Warehouse`
-    and by the Dagster `WarehouseResource`."""
+    CONSENT_MEMORY_LIMIT, CONSENT_TEMP_DIRECTORY, CONSENT_SNAPSHOT_RETENTION_DAYS). The fields are
+    declared by `Warehouse` and by the Dagster `WarehouseResource`."""
 
     @property
     def location(self) -> str:
@@ -189,6 +192,12 @@ class WarehouseAccess(FromEnvironment):
     @property
     def encrypted(self) -> bool:
         return bool(self.key)
+
+    @property
+    def retention_days(self) -> int:
+        """How long a DuckLake warehouse keeps its snapshots (and so how far back it can be opened as it
+        stood): older ones are expired by the maintenance (`consent.storage.maintenance`)."""
+        return int(self.setting("snapshot_retention_days"))
 
     def salt(self, create: bool = True) -> str | None:
         """The hash salt: configured, or kept beside the warehouse (created on first use unless `create` is False)."""
@@ -266,15 +275,16 @@ class WarehouseAccess(FromEnvironment):
         os.replace(fresh, path)
 
     @contextmanager
-    def connect(self, read_only: bool = False, *, hashing: bool = False,
-                file: str | Path | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self, read_only: bool = False, *, hashing: bool = False, file: str | Path | None = None,
+                snapshot_time: datetime | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection with the warehouse attached as the default catalog.
 
         Waits up to `lock_timeout_seconds` while another process writes. A read-only
         connection (`file`: the warehouse or its read copy) never sees the salt: it has
         `salted_hash()` only with `hashing` (canned audits), as a Python function.
         Every file DuckDB creates meanwhile (the warehouse, its WAL, spill files) is
-        readable by its owner only.
+        readable by its owner only. `snapshot_time` (a DuckLake reader only): the catalog as it
+        stood at that moment (naive UTC), its snapshot then.
         """
         lake = self.lake
         path = Path(file or self.file)
@@ -285,7 +295,7 @@ class WarehouseAccess(FromEnvironment):
             con = self._connection(path)
             try:
                 if lake:
-                    self._attach_lake(con, lake, read_only)
+                    self._attach_lake(con, lake, read_only, snapshot_time)
                 else:
                     self._attach(con, self._attach_sql(path, "warehouse", read_only), path)
                 con.execute("USE warehouse")
@@ -302,18 +312,22 @@ class WarehouseAccess(FromEnvironment):
             finally:
                 con.close()
 
-    def _attach_lake(self, con: duckdb.DuckDBPyConnection, lake: Lake, read_only: bool) -> None:
+    def _attach_lake(self, con: duckdb.DuckDBPyConnection, lake: Lake, read_only: bool,
+                     snapshot_time: datetime | None = None) -> None:
         """The DuckLake catalog attached as `warehouse`; a key given for a catalog created without
         encryption is refused (its data files would stay in plaintext)."""
         prepare(con, lake)
         try:
-            self._attach(con, lake.attach_sql("warehouse", read_only=read_only, key=self.key), Path(lake.describe()))
+            attach = lake.attach_sql("warehouse", read_only=read_only, key=self.key, snapshot_time=snapshot_time)
+            self._attach(con, attach, Path(lake.describe()))
         except duckdb.Error as exc:
             # a catalog that cannot be reached, a new one without --data-path, one whose data path
             # is another than the given one: one line (a password in the connection string hidden)
             message = masked(" ".join(str(exc).split()))
             if "data_path" in message.lower() or "data path" in message.lower():
                 message += " (see --data-path / CONSENT_DATA_PATH)"
+            if "no snapshot found" in message.lower():
+                message += " (before its first snapshot, or expired: see CONSENT_SNAPSHOT_RETENTION_DAYS)"
             raise ConfigError(f"cannot attach the warehouse {lake.describe()}: {message}") from None
         if self.key and not encrypted(con):
             raise WarehouseKeyError(f"cannot open the warehouse {lake.describe()}: its catalog was created without "
@@ -496,10 +510,11 @@ class WarehouseAccess(FromEnvironment):
         return copy
 
     @contextmanager
-    def reader(self, hashing: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def reader(self, hashing: bool = False, snapshot_time: datetime | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection to the read copy (see `readable_file`): what every read command uses.
         On DuckLake: the catalog attached read-only (the snapshot committed when it attached)."""
-        with self.connect(read_only=True, hashing=hashing, file=None if self.lake else self.readable_file()) as con:
+        with self.connect(read_only=True, hashing=hashing, file=None if self.lake else self.readable_file(),
+                          snapshot_time=snapshot_time) as con:
             yield con
 
 
@@ -629,6 +644,14 @@ class Setting:
 _MEMORY_SIZE = re.compile(r"\s*\d+(\.\d+)?\s*([KMGT]i?B|B)\s*", re.IGNORECASE)
 
 
+def days(text: str) -> int:
+    """A whole number of days, 0 or more."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
 def memory_size(text: str) -> str:
     """A DuckDB memory size ("2GB", "512MB", "3GiB"), checked before any connection is made."""
     if not _MEMORY_SIZE.fullmatch(text):
@@ -646,13 +669,14 @@ SETTINGS = (
     Setting("lock_timeout_seconds", "CONSENT_LOCK_TIMEOUT_SECONDS", float),
     Setting("memory_limit", "CONSENT_MEMORY_LIMIT", memory_size, "memory size such as 2GB or 512MB"),
     Setting("temp_directory", "CONSENT_TEMP_DIRECTORY"),
+    Setting("snapshot_retention_days", "CONSENT_SNAPSHOT_RETENTION_DAYS", days, "whole number of days (0 or more)"),
     Setting("exports_dir", "CONSENT_EXPORTS"),
     Setting("policy_file", "CONSENT_POLICY"),
     Setting("workers", "CONSENT_WORKERS", int),
     Setting("audiences_dir", "CONSENT_AUDIENCES"),
 )
 DEFAULTS = {"path": DEFAULT_WAREHOUSE, "lock_timeout_seconds": 30.0, "exports_dir": DEFAULT_EXPORTS, "workers": DEFAULT_WORKERS,
-            "memory_limit": DEFAULT_MEMORY_LIMIT}
+            "memory_limit": DEFAULT_MEMORY_LIMIT, "snapshot_retention_days": DEFAULT_SNAPSHOT_RETENTION_DAYS}
 
 
 @dataclass
@@ -664,6 +688,7 @@ class Warehouse(WarehouseAccess):
     lock_timeout_seconds: Optional[float] = None
     memory_limit: Optional[str] = None
     temp_directory: Optional[str] = None
+    snapshot_retention_days: Optional[int] = None
     encryption_key: Optional[str] = field(default=None, repr=False)
     hash_salt: Optional[str] = field(default=None, repr=False)
     alert_command: Optional[str] = None

@@ -79,9 +79,10 @@ class Lake:
         """False only when the catalog file is missing (a PostgreSQL catalog is checked by attaching)."""
         return self.catalog_file is None or self.catalog_file.exists()
 
-    def attach_sql(self, alias: str, *, read_only: bool, key: str | None) -> str:
+    def attach_sql(self, alias: str, *, read_only: bool, key: str | None, snapshot_time=None) -> str:
         """ATTACH of the catalog. With a key, new data files are encrypted (DuckLake's ENCRYPTED: one
-        key per file, kept in the catalog) and a DuckDB-file catalog is encrypted with the key."""
+        key per file, kept in the catalog) and a DuckDB-file catalog is encrypted with the key. With
+        `snapshot_time` (naive UTC; read-only), the catalog as it stood then (DuckLake's SNAPSHOT_TIME)."""
         options = []
         data_path = self.data_path
         if not data_path and self.catalog_file is not None and not self.catalog_file.exists():
@@ -90,6 +91,8 @@ class Lake:
             options.append(f"DATA_PATH {sql_text(_folder(data_path))}")
         if read_only:
             options.append("READ_ONLY")
+            if snapshot_time is not None:
+                options.append(f"SNAPSHOT_TIME {sql_text(snapshot_time.isoformat(sep=' ') + '+00')}")
         elif key:
             options.append("ENCRYPTED")
         if key and self.kind == "duckdb":

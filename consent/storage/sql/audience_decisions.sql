@@ -37,11 +37,12 @@ known AS (
 
 SELECT
     r.row_number, r.phone_given, r.phone_raw, r.phone_e164, r.user_id, r.user_invalid,
-    h.status, h.valid_from AS status_since, h.evidence_event_id, h.consent_at, h.phone_region,
+    h.status, h.valid_from AS status_since, h.evidence_event_id, h.consent_event_id, h.consent_at, h.phone_region,
     (s1.phone_hash IS NOT NULL OR s2.phone_hash IS NOT NULL) AS erased,
     k.contact_id IS NOT NULL AS known,
     r.user_contact_id IS NOT NULL AS u_named,
     u.status AS u_status, u.valid_from AS u_status_since, u.evidence_event_id AS u_evidence_event_id,
+    u.consent_event_id AS u_consent_event_id,
     u.consent_at AS u_consent_at, u.phone_region AS u_phone_region,
     ku.contact_id IS NOT NULL AS u_known,
     -- the BSUID's own contact (an opt-out kept against it before any link) also counts
