@@ -86,7 +86,7 @@ def compliance_dashboard(
     """A self-contained HTML compliance dashboard (`<warehouse folder>/dashboard.html`), per business
     (a selector): headline figures, opt-ins and opt-outs over time per channel, sendable audience
     per purpose, evidence coverage and what is missing, violation reasons, send-audit findings,
-    opt-out timeliness (late apart from backfilled), renewals; quarantine and notices; failed checks
+    opt-out timeliness (late apart from backfilled), renewals, notices; quarantine; failed checks
     of the last run. Each hash shows the command that prints its evidence. Opens offline; no raw numbers."""
     from consent.reports.dashboard import render_dashboard
 

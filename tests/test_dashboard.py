@@ -286,3 +286,26 @@ def test_no_dashboard_function_is_longer_than_sixty_lines():
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60]
     assert long == []
     assert "<html" not in source.read_text()  # the page's HTML lives in the templates
+
+
+def notice_bars(chart: str) -> set[str]:
+    """The notice versions a drawn notices chart shows (its x-axis labels, as Chromium laid them out)."""
+    return set(re.findall(r'<g class="xtick"><text [^>]*data-unformatted="([^"]+)"', html.unescape(chart)))
+
+
+def test_each_business_sees_only_the_notices_its_opt_ins_named(warehouse, browser, tmp_path):
+    named = lambda b: {v or "(none)" for (v,) in query(  # noqa: E731
+        warehouse, "SELECT DISTINCT notice_version FROM notice_usage WHERE business = ?", [b])}
+    per_business = {b: named(b) for b in ("acme_bank", "acme_shoes")}
+    # the mart splits the opt-ins by business: each business's notices, none shared in the fixture
+    assert all(per_business.values()) and not per_business["acme_bank"] & per_business["acme_shoes"], per_business
+    assert query(warehouse, "SELECT sum(opt_ins) FROM notice_usage")[0][0] == query(
+        warehouse, "SELECT count(*) FROM consent_events WHERE event_type IN ('opt_in', 'opt_in_confirm')")[0][0]
+    page = warehouse.parent / "dashboard.html"
+    for business, notices in [*per_business.items(), ("", per_business["acme_bank"] | per_business["acme_shoes"])]:
+        key, body = shown(dom(browser, page, tmp_path / (business or "all"), f"#business={business}" if business else ""))
+        assert key == business
+        chart = body.split("Opt-ins per notice version", 1)[1].split("</section>", 1)[0]
+        assert notice_bars(chart) == notices, business
+    # the shared part below the views no longer draws the notices
+    assert "Opt-ins per notice version" not in page.read_text().split('<p class="scope">Across all businesses', 1)[1]

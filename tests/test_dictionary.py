@@ -109,10 +109,13 @@ def test_the_key_problems_count_null_keys_and_keys_held_twice():
     con.execute("INSERT INTO send_audit VALUES ('a'), (NULL)")
     assert marts.key_problems(con, "send_audit") == {"rows_with_a_null_key": 1, "keys_held_by_more_than_one_row": 1}
     # notice_usage: a null notice version is a value (opt-ins naming no notice), held once
-    con.execute("CREATE TABLE notice_usage (notice_version VARCHAR, channel VARCHAR, notice_state VARCHAR, opt_ins BIGINT)")
-    con.execute("INSERT INTO notice_usage VALUES (NULL, 'web_form', 'missing', 1), ('v1', 'web_form', 'ok', 2)")
+    # (the same notice in two businesses is two keys)
+    con.execute("CREATE TABLE notice_usage (business VARCHAR, notice_version VARCHAR, channel VARCHAR, "
+                "notice_state VARCHAR, opt_ins BIGINT)")
+    con.execute("INSERT INTO notice_usage VALUES ('a', NULL, 'web_form', 'missing', 1), ('a', 'v1', 'web_form', 'ok', 2), "
+                "('b', 'v1', 'web_form', 'ok', 1)")
     assert marts.key_problems(con, "notice_usage") == {"rows_with_a_null_key": 0, "keys_held_by_more_than_one_row": 0}
-    con.execute("INSERT INTO notice_usage VALUES (NULL, 'web_form', 'missing', 1), ('v1', NULL, 'ok', 2)")
+    con.execute("INSERT INTO notice_usage VALUES ('a', NULL, 'web_form', 'missing', 1), ('a', 'v1', NULL, 'ok', 2)")
     assert marts.key_problems(con, "notice_usage") == {"rows_with_a_null_key": 1, "keys_held_by_more_than_one_row": 1}
 
 

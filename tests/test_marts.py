@@ -313,6 +313,25 @@ def test_a_dashboard_over_marts_older_than_business_contacts_builds_that_mart(wa
     assert expected and f"<td>{expected[0][1]}</td>" in (tmp_path / "dashboard.html").read_text()
 
 
+def test_a_dashboard_over_a_notice_usage_without_business_builds_that_mart_again(warehouse, tmp_path):
+    """notice_usage built before it had a business column: the dashboard builds it whole, per business."""
+    import duckdb
+
+    from consent.reports.dashboard import render_dashboard
+    from consent.storage.sql import use_salt
+
+    copy = tmp_path / "consent.duckdb"
+    shutil.copy(warehouse, copy)
+    expected = query(copy, "SELECT * FROM notice_usage ORDER BY ALL")
+    con = duckdb.connect(str(copy))
+    con.execute("CREATE OR REPLACE TABLE notice_usage AS SELECT * EXCLUDE (business) FROM notice_usage")
+    use_salt(con, (warehouse.parent / ".hash_salt").read_text().strip())
+    render_dashboard(con, tmp_path / "dashboard.html")
+    con.close()
+    assert expected and query(copy, "SELECT * FROM notice_usage ORDER BY ALL") == expected
+    assert "Opt-ins per notice version" in (tmp_path / "dashboard.html").read_text()
+
+
 def test_the_run_writes_data_docs_for_every_suite_it_validated(warehouse):
     """One self-contained page per run listing every suite it validated, linked from the index of runs
     (tests/test_data_docs.py holds the pages to the checks' outcomes and to reading offline)."""

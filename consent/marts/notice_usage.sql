@@ -1,6 +1,6 @@
--- notice_usage: opt-ins per notice version, and whether their notice is ok, missing, not in the registry, deficient or not valid at the opt-in.
+-- notice_usage: opt-ins per business and notice version, and whether their notice is ok, missing, not in the registry, deficient or not valid at the opt-in.
 WITH opt_ins AS (
-    SELECT e.event_id, e.notice_version, e.channel
+    SELECT e.event_id, e.business, e.notice_version, e.channel
     FROM consent_events AS e
     WHERE e.event_type IN ('opt_in', 'opt_in_confirm')
 ),
@@ -12,6 +12,7 @@ not_valid AS (
 
 judged AS (
     SELECT
+        o.business,
         o.notice_version,
         o.channel,
         CASE
@@ -26,7 +27,7 @@ judged AS (
     LEFT JOIN not_valid AS v USING (event_id)
 )
 
-SELECT notice_version, channel, notice_state, count(*) AS opt_ins
+SELECT business, notice_version, channel, notice_state, count(*) AS opt_ins
 FROM judged
 GROUP BY ALL
-ORDER BY notice_version NULLS FIRST, channel
+ORDER BY business, notice_version NULLS FIRST, channel

@@ -143,12 +143,23 @@ def _query(con: duckdb.DuckDBPyConnection, name: str, sql: str, needs: str | Non
     return name, Table(*_rows(con, text))
 
 
+def _current_marts(con: duckdb.DuckDBPyConnection) -> None:
+    """Marts built by an older version (the page rendered alone after an upgrade): built now."""
+    from consent import marts
+
+    if not table_exists(con, "business_contacts"):  # built before this mart existed
+        marts.build(con, "business_contacts")
+    if table_exists(con, "notice_usage") and "business" not in _columns(con, "notice_usage"):
+        marts.build(con, "notice_usage")  # built before it had a business column
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [r[0] for r in con.execute(f"SELECT * FROM {table} LIMIT 0").description]
+
+
 def _load(con: duckdb.DuckDBPyConnection, configured: list[str] | None) -> Data:
     """Every mart the page reads, once, grouped by business (the views are cut from these rows)."""
-    if not table_exists(con, "business_contacts"):  # marts built before this mart existed: build it now
-        from consent import marts
-
-        marts.build(con, "business_contacts")
+    _current_marts(con)
     queries = [
         ("contacts", "SELECT * FROM business_contacts ORDER BY business", None),
         ("sendable", "SELECT business, purpose, count(*) FILTER (WHERE sendable) FROM consent_status GROUP BY ALL ORDER BY ALL", None),
@@ -167,8 +178,8 @@ def _load(con: duckdb.DuckDBPyConnection, configured: list[str] | None) -> Data:
         ("renewals", "SELECT business, purpose, count(*) AS due, min(expires_at) AS first_lapse FROM consent_renewals GROUP BY ALL ORDER BY ALL",
          "consent_renewals"),
         ("reasons", "SELECT reason, sum(rows) FROM quarantine_summary GROUP BY ALL ORDER BY 2 DESC, 1 LIMIT 15", None),
-        ("notices", "SELECT coalesce(notice_version, '(none)'), notice_state, sum(opt_ins) FROM notice_usage GROUP BY ALL ORDER BY 1",
-         "notice_usage"),
+        ("notices", "SELECT business, coalesce(notice_version, '(none)'), notice_state, sum(opt_ins) FROM notice_usage "
+                    "GROUP BY ALL ORDER BY 2, 3, 1", "notice_usage"),
     ]
     rows = dict(_query(con, *q) for q in queries)
     purposes = sorted({r[1] for r in rows["sendable"].rows})
@@ -306,6 +317,9 @@ def _charts(data: Data, business: str, colours: dict[str, tuple[str, str]]) -> l
         by_channel = _summed(rows["timeliness_by_channel"], business, 2)
         charts.append(("Opt-outs per channel: published in time, late, or backfilled",
                        _timeliness_figure(by_channel), 60 + _height({r[0] for r in by_channel})))
+    if rows["notices"].columns:
+        charts.append(("Opt-ins per notice version (and notices missing or deficient)",
+                       _notices_figure(_summed(rows["notices"], business, 2)), 320))
     return [{"title": title, "html": _figure(fig, height)} for title, fig, height in charts]
 
 
@@ -351,20 +365,20 @@ def _view(data: Data, business: str, colours: dict[str, tuple[str, str]]) -> dic
             "charts": _charts(data, business, colours), "panels": _panels(data, business)}
 
 
+def _notices_figure(notices: list[tuple]) -> go.Figure:
+    """Opt-ins per notice version (rows: notice version, state, opt-ins), a stacked bar per state."""
+    fig = go.Figure()
+    for state in sorted({r[1] for r in notices}):
+        series = [r for r in notices if r[1] == state]
+        fig.add_trace(go.Bar(x=[r[0] for r in series], y=[r[2] for r in series], name=state))
+    fig.update_layout(barmode="stack", yaxis_title="opt-ins")
+    return fig
+
+
 def _shared_charts(data: Data) -> list[dict]:
-    """The panels over rows no business is named on (a quarantined row, a notice's opt-ins)."""
+    """The panels over rows no business is named on (a quarantined row)."""
     reasons = data.rows["reasons"].rows
-    charts = [{"title": "Quarantine reasons",
-               "html": _figure(_bars(reasons, "#b54708", "rows"), _height(reasons))}]
-    if data.rows["notices"].columns:
-        fig = go.Figure()
-        notices = data.rows["notices"].rows
-        for state in sorted({r[1] for r in notices}):
-            series = [r for r in notices if r[1] == state]
-            fig.add_trace(go.Bar(x=[r[0] for r in series], y=[r[2] for r in series], name=state))
-        fig.update_layout(barmode="stack", yaxis_title="opt-ins")
-        charts.append({"title": "Opt-ins per notice version (and notices missing or deficient)", "html": _figure(fig)})
-    return charts
+    return [{"title": "Quarantine reasons", "html": _figure(_bars(reasons, "#b54708", "rows"), _height(reasons))}]
 
 
 def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path, businesses: list[str] | None = None) -> int:
