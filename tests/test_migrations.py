@@ -185,14 +185,17 @@ def test_migrating_fills_each_history_rows_channels_from_the_ledger_and_keeps_ev
 # Written by the code on main at schema version 9 (commit 8410467) from the sample exports: two
 # businesses, BSUIDs and links, one erasure between two runs (tests/fixtures/warehouse_v9/README.md).
 V9 = FIXTURES / "warehouse_v9"
+# The same, written by the last code on main at schema version 10 (commit 050d295; its README).
+V10 = FIXTURES / "warehouse_v10"
 LEDGER_TABLES = ("consent_events", "quarantine", "skipped_items", "identifier_links", "message_statuses",
                  "consent_notices", "suppression_list", "erased_events")
 
 
-def test_a_warehouse_written_by_the_schema_version_9_code_opens_and_runs_again_losing_nothing(tmp_path, capsys):
+@pytest.mark.parametrize("fixture", [V9, V10], ids=["v9", "v10"])
+def test_a_warehouse_written_by_older_code_opens_and_runs_again_losing_nothing(fixture, tmp_path, capsys):
     from cli.main import main
 
-    warehouse = _unpack(V9, tmp_path)
+    warehouse = _unpack(fixture, tmp_path)
     old_columns = {table: _columns(warehouse, table) for table in LEDGER_TABLES}
     before = _rows(warehouse, old_columns)
     assert len(before["consent_events"]) == 404 and len(before["suppression_list"]) == 2
@@ -224,14 +227,15 @@ def _scratch_rows(path: Path, schema: str) -> dict[str, list]:
             for (t,) in query(path, SCRATCH_IN.format(schema)) if t.startswith("stg_")}
 
 
-def test_an_old_warehouse_keeps_its_scratch_tables_rows_in_the_staging_schema_and_none_in_main(tmp_path):
-    """The schema version 9 file's last run was a night: its scratch tables (the run, the files, the
+@pytest.mark.parametrize("fixture", [V9, V10], ids=["v9", "v10"])
+def test_an_old_warehouse_keeps_its_scratch_tables_rows_in_the_staging_schema_and_none_in_main(fixture, tmp_path):
+    """Each old file's last run was a night: its scratch tables (the run, the files, the
     copies of what it replaced and decided, which the incremental marts read) were in `main`.
     Migrated, each is in `staging` with every row, and `main` holds no scratch table."""
     from cli.main import main
     from consent.storage.migrations import LATEST
 
-    warehouse = _unpack(V9, tmp_path)
+    warehouse = _unpack(fixture, tmp_path)
     before = _scratch_rows(warehouse, "main")
     assert {"stg_run", "stg_source_files", "stg_touched", "stg_replaced_status", "stg_replaced_history",
             "stg_decided_status"} <= set(before)
