@@ -300,7 +300,7 @@ class WarehouseAccess(FromEnvironment):
                     self._attach(con, self._attach_sql(path, "warehouse", read_only), path)
                 con.execute("USE warehouse")
                 if read_only:
-                    require_current(con)
+                    require_current(con, older_ok=snapshot_time is not None)
                     # A reader never creates a salt, and never holds it in a variable or macro.
                     use_reader_macros(con, self.salt(create=False) if hashing else None, hashing)
                 else:

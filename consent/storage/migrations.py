@@ -187,10 +187,12 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         set_comments(con, list(published().values()))
 
 
-def require_current(con: duckdb.DuckDBPyConnection) -> None:
-    """For read-only connections: refuse a warehouse that needs migrating, with what to do."""
+def require_current(con: duckdb.DuckDBPyConnection, older_ok: bool = False) -> None:
+    """For read-only connections: refuse a warehouse that needs migrating, with what to do.
+    `older_ok`: a DuckLake snapshot taken before a migration is read in the layout it had then
+    (migrating the catalog never changes an old snapshot); only a newer one is refused."""
     version = current_version(con)
-    if version is not None and version != LATEST:
+    if version is not None and (version > LATEST if older_ok else version != LATEST):
         raise WarehouseOutdated(
             f"the warehouse has schema version {version}, this code expects {LATEST}: "
             "run `consent migrate` (or any `consent run`) once to migrate it in place"
