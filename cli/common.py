@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from consent.domain.policy import ConfigError
-from consent.storage.access import WarehouseAccess, access_from_env
+from consent.storage.access import WarehouseAccess, access_from_env, parse_as_of
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # `consent check`: some audience rows may not be messaged (the others may).
@@ -23,6 +23,14 @@ EXIT_BLOCKED = 3
 
 class UsageError(Exception):
     pass
+
+
+def parse_at(value: str | None):
+    """`--at`: the moment (UTC, naive; now when not given), or a one-line usage error."""
+    try:
+        return parse_as_of(value)
+    except ValueError as exc:
+        raise UsageError(f"--at: not an ISO 8601 timestamp: {value!r}") from exc
 
 
 WAREHOUSE_HELP = ("DuckDB warehouse file, or a DuckLake catalog: ducklake:postgres:<libpq string>, ducklake:sqlite:<file>, "

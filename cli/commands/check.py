@@ -7,9 +7,8 @@ from pathlib import Path
 
 from cli.common import (
     EXIT_BLOCKED, EXIT_OK, LOCK_HELP, WAREHOUSE_HELP, UsageError, _business_for, _require_known_names, _resources,
-    _table, add_command,
+    _table, add_command, parse_at,
 )
-from consent.storage.access import parse_as_of
 
 
 def register(sub) -> None:
@@ -41,10 +40,7 @@ def command_check(args) -> int:
         pass  # a writing command: an older warehouse is migrated first
     business = _business_for(warehouse, args.business)
     _require_known_names(args, warehouse)
-    try:
-        at = parse_as_of(args.at)
-    except ValueError as exc:
-        raise UsageError(f"--at: not an ISO 8601 timestamp: {args.at!r}") from exc
+    at = parse_at(args.at)
     try:
         audience = read_audience(Path(args.audience))
     except AudienceError as exc:

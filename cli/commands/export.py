@@ -6,9 +6,9 @@ import sys
 
 from cli.common import (
     EXIT_OK, WAREHOUSE_HELP, UsageError, _business_for, _print_rows, _require_known_names, _resources, _warehouse,
-    add_command, read_only_query,
+    add_command, parse_at, read_only_query,
 )
-from consent.storage.access import WarehouseAccess, parse_as_of
+from consent.storage.access import WarehouseAccess
 
 
 def register(sub) -> None:
@@ -45,7 +45,7 @@ def _say_if_empty(rows: list, args, business: str, when: str = "") -> None:
 
 def command_export(args) -> int:
     if args.at is not None:
-        _parse_at(args.at)  # a bad timestamp is told before the warehouse is opened
+        parse_at(args.at)  # a bad timestamp is told before the warehouse is opened
     warehouse = _warehouse(args)
     business = _business_for(warehouse, args.business)
     _require_known_names(args, warehouse)
@@ -89,7 +89,7 @@ def _export_at(args, warehouse: WarehouseAccess, business: str) -> int:
     `consent_status_history`, with the gate's time rules applied at that moment."""
     from consent.sending.lists import SENDABLE_COLUMNS, STATUS_AT, SUPPRESSION_AT, sendable_at
 
-    at = _parse_at(args.at)
+    at = parse_at(args.at)
     params = {"purpose": args.purpose, "business": business, "at": at}
     try:
         if args.suppression:
@@ -112,13 +112,6 @@ def _export_at(args, warehouse: WarehouseAccess, business: str) -> int:
     return EXIT_OK
 
 
-def _parse_at(value: str | None):
-    try:
-        return parse_as_of(value)
-    except ValueError as exc:
-        raise UsageError(f"--at: not an ISO 8601 timestamp: {value!r}") from exc
-
-
 def _export_renewals(args, warehouse: WarehouseAccess, business: str) -> int:
     """Contacts opted in for the purpose whose consent lapses within renewal_notice_days: re-ask them."""
     if not args.purpose:
@@ -128,7 +121,7 @@ def _export_renewals(args, warehouse: WarehouseAccess, business: str) -> int:
         raise UsageError("the policy sets no consent_validity_days: no consent lapses")
     from consent.sending.gate import OPTED_IN_AT, RENEWAL_COLUMNS, renewals_due
 
-    at = _parse_at(args.at)
+    at = parse_at(args.at)
     _, rows = read_only_query(warehouse, OPTED_IN_AT, {"business": business, "purpose": args.purpose, "at": at})
     due, columns = renewals_due(rows, policy, args.purpose, at), list(RENEWAL_COLUMNS)
     _write_list(columns, due, args.format or "csv", args.out, f"contacts of {business} due for renewal")

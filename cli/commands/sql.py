@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from cli.common import EXIT_OK, LOCK_HELP, WAREHOUSE_HELP, UsageError, _print_rows, _warehouse, add_command, read_only_query
-from consent.storage.access import parse_as_of
+from cli.common import EXIT_OK, LOCK_HELP, WAREHOUSE_HELP, UsageError, _print_rows, _warehouse, add_command, parse_at, read_only_query
 
 
 def register(sub) -> None:
@@ -43,10 +42,7 @@ def _snapshot_time(args):
     """--at: the moment whose DuckLake snapshot the statement reads (None: the latest)."""
     if args.at is None:
         return None
-    try:
-        at = parse_as_of(args.at)
-    except ValueError as exc:
-        raise UsageError(f"--at: not an ISO 8601 timestamp: {args.at!r}") from exc
+    at = parse_at(args.at)
     if args.query is None:
         raise UsageError("--at needs a statement (the shell opens the latest snapshot)")
     if not _warehouse(args).lake:
