@@ -296,40 +296,36 @@ def test_dashboard_headline_figures_count_what_the_status_table_holds(warehouse)
 def test_a_dashboard_over_marts_older_than_business_contacts_builds_that_mart(warehouse, tmp_path):
     """A warehouse whose marts were built before business_contacts existed (or with it dropped):
     the dashboard builds it whole and shows the same figures."""
-    import duckdb
-
-    from consent.reports.dashboard import render_dashboard
-    from consent.storage.sql import use_salt
-
     copy = tmp_path / "consent.duckdb"
     shutil.copy(warehouse, copy)
     expected = query(copy, "SELECT * FROM business_contacts ORDER BY business")
-    con = duckdb.connect(str(copy))
-    con.execute("DROP TABLE business_contacts")
-    use_salt(con, (warehouse.parent / ".hash_salt").read_text().strip())
-    render_dashboard(con, tmp_path / "dashboard.html")
-    con.close()
+    _render_after(copy, warehouse, tmp_path, "DROP TABLE business_contacts")
     assert query(copy, "SELECT * FROM business_contacts ORDER BY business") == expected
     assert expected and f"<td>{expected[0][1]}</td>" in (tmp_path / "dashboard.html").read_text()
 
 
 def test_a_dashboard_over_a_notice_usage_without_business_builds_that_mart_again(warehouse, tmp_path):
     """notice_usage built before it had a business column: the dashboard builds it whole, per business."""
+    copy = tmp_path / "consent.duckdb"
+    shutil.copy(warehouse, copy)
+    expected = query(copy, "SELECT * FROM notice_usage ORDER BY ALL")
+    _render_after(copy, warehouse, tmp_path, "CREATE OR REPLACE TABLE notice_usage AS SELECT * EXCLUDE (business) FROM notice_usage")
+    assert expected and query(copy, "SELECT * FROM notice_usage ORDER BY ALL") == expected
+    assert "Opt-ins per notice version" in (tmp_path / "dashboard.html").read_text()
+
+
+def _render_after(copy, warehouse, tmp_path, damage: str) -> None:
+    """Render the dashboard of the warehouse copy `copy` after `damage` (SQL) was done to its marts."""
     import duckdb
 
     from consent.reports.dashboard import render_dashboard
     from consent.storage.sql import use_salt
 
-    copy = tmp_path / "consent.duckdb"
-    shutil.copy(warehouse, copy)
-    expected = query(copy, "SELECT * FROM notice_usage ORDER BY ALL")
     con = duckdb.connect(str(copy))
-    con.execute("CREATE OR REPLACE TABLE notice_usage AS SELECT * EXCLUDE (business) FROM notice_usage")
+    con.execute(damage)
     use_salt(con, (warehouse.parent / ".hash_salt").read_text().strip())
     render_dashboard(con, tmp_path / "dashboard.html")
     con.close()
-    assert expected and query(copy, "SELECT * FROM notice_usage ORDER BY ALL") == expected
-    assert "Opt-ins per notice version" in (tmp_path / "dashboard.html").read_text()
 
 
 def test_the_run_writes_data_docs_for_every_suite_it_validated(warehouse):

@@ -44,15 +44,14 @@ def _say_if_empty(rows: list, args, business: str, when: str = "") -> None:
 
 
 def command_export(args) -> int:
-    if args.at is not None:
-        parse_at(args.at)  # a bad timestamp is told before the warehouse is opened
+    at = parse_at(args.at)  # a bad timestamp is told before the warehouse is opened (now when not given)
     warehouse = _warehouse(args)
     business = _business_for(warehouse, args.business)
     _require_known_names(args, warehouse)
     if args.renewal_due:
-        return _export_renewals(args, warehouse, business)
+        return _export_renewals(args, warehouse, business, at)
     if args.at is not None:
-        return _export_at(args, warehouse, business)
+        return _export_at(args, warehouse, business, at)
     # A contact is named by number, by BSUID, or both (a contact known only by BSUID has no number).
     if args.suppression:
         where = "business = $business AND status = 'opted_out'" + (" AND purpose = $purpose" if args.purpose else "")
@@ -84,12 +83,11 @@ def _note_erased(args, warehouse: WarehouseAccess) -> None:
               "they are kept out of every import and cannot be exported", file=sys.stderr)
 
 
-def _export_at(args, warehouse: WarehouseAccess, business: str) -> int:
+def _export_at(args, warehouse: WarehouseAccess, business: str, at) -> int:
     """The sendable or suppression list as it stood at --at: each contact's status then, from
     `consent_status_history`, with the gate's time rules applied at that moment."""
     from consent.sending.lists import SENDABLE_COLUMNS, STATUS_AT, SUPPRESSION_AT, sendable_at
 
-    at = parse_at(args.at)
     params = {"purpose": args.purpose, "business": business, "at": at}
     try:
         if args.suppression:
@@ -112,7 +110,7 @@ def _export_at(args, warehouse: WarehouseAccess, business: str) -> int:
     return EXIT_OK
 
 
-def _export_renewals(args, warehouse: WarehouseAccess, business: str) -> int:
+def _export_renewals(args, warehouse: WarehouseAccess, business: str, at) -> int:
     """Contacts opted in for the purpose whose consent lapses within renewal_notice_days: re-ask them."""
     if not args.purpose:
         raise UsageError("export --renewal-due needs --purpose")
@@ -121,7 +119,6 @@ def _export_renewals(args, warehouse: WarehouseAccess, business: str) -> int:
         raise UsageError("the policy sets no consent_validity_days: no consent lapses")
     from consent.sending.gate import OPTED_IN_AT, RENEWAL_COLUMNS, renewals_due
 
-    at = parse_at(args.at)
     _, rows = read_only_query(warehouse, OPTED_IN_AT, {"business": business, "purpose": args.purpose, "at": at})
     due, columns = renewals_due(rows, policy, args.purpose, at), list(RENEWAL_COLUMNS)
     _write_list(columns, due, args.format or "csv", args.out, f"contacts of {business} due for renewal")
