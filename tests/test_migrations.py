@@ -6,6 +6,7 @@ import gzip
 import shutil
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from tests.conftest import FIXTURES, query, run_cli
@@ -245,3 +246,31 @@ def test_an_old_warehouse_keeps_its_scratch_tables_rows_in_the_staging_schema_an
     assert [t for (t,) in query(warehouse, SCRATCH_IN.format("main")) if t.startswith("stg_")] == []
     assert _scratch_rows(warehouse, "staging") == before
     assert main(["runs", "--warehouse", str(warehouse)]) == 0  # the read copy opens at this version
+
+
+FOLDER_BUSINESS = {"email_link": "acme_bank", "sms_link": "acme_bank"}  # sample_exports/businesses.yaml; else acme_shoes
+
+
+@pytest.mark.parametrize("fixture", [V9, V10], ids=["v9", "v10"])
+def test_quarantined_rows_and_skipped_items_read_before_get_the_business_of_their_file(fixture, tmp_path):
+    """Rows read before the business column existed count under the business their file's events
+    name (each sample file's events name one: its folder's); none is left unattributed, none lost."""
+    from cli.main import main
+
+    warehouse = _unpack(fixture, tmp_path)
+    counts = {t: query(warehouse, f"SELECT count(*) FROM {t}")[0][0] for t in ("quarantine", "skipped_items")}
+    assert counts["quarantine"] == 33 and counts["skipped_items"] == 17
+    # a webhook item through a number no business claimed, in a file whose events are acme_shoes'
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("INSERT INTO quarantine BY NAME SELECT 'q-unclaimed' AS quarantine_id, channel, source_file, 7 AS "
+                    "source_line, file_hash, 'phone_number_id of the webhook is not claimed by any business in "
+                    "businesses.yaml' AS reason, ingested_at, run_id FROM skipped_items "
+                    "WHERE source_file = 'whatsapp/webhooks.jsonl' LIMIT 1")
+    assert main(["migrate", "--warehouse", str(warehouse)]) == 0
+    unclaimed = query(warehouse, "SELECT business FROM quarantine WHERE quarantine_id = 'q-unclaimed'")
+    assert unclaimed == [(None,)]  # never given the file's business
+    for table, id_column in (("quarantine", "quarantine_id"), ("skipped_items", "skipped_id")):
+        rows = query(warehouse, f"SELECT channel, business, count(*) FROM {table} "
+                                f"WHERE {id_column} <> 'q-unclaimed' GROUP BY ALL")
+        assert sum(n for _, _, n in rows) == counts[table]
+        assert {(c, b) for c, b, _ in rows} == {(c, FOLDER_BUSINESS.get(c, "acme_shoes")) for c, _, _ in rows}, table

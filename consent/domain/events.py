@@ -231,6 +231,15 @@ def business_of(row: SourceRow, ctx: FileContext) -> str:
     return business
 
 
+def reject_business(row: SourceRow, ctx: FileContext) -> str | None:
+    """The business a row that cannot become an event counts under: the one its event would have
+    had (`business_of`), or None when its WhatsApp number is claimed by no business."""
+    try:
+        return business_of(row, ctx)
+    except RowError:
+        return None
+
+
 def user_id(value: str | None, parent: bool = False) -> str | None:
     """A valid BSUID (or parent BSUID), None when empty; RowError when malformed (never quoted: personal data)."""
     text = _text(value)
@@ -289,6 +298,7 @@ class _Out:
                 "reason": reason,
                 "ingested_at": self.ingested_at,
                 "run_id": self.run_id,
+                "business": reject_business(row, ctx),
             }
         )
 

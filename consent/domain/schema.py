@@ -54,6 +54,9 @@ def _unknown(dtype: pl.DataType) -> str:
 _REJECT_COLUMNS = {
     "channel": TEXT, "source_file": TEXT, "source_line": INT, "source_pointer": TEXT, "file_hash": TEXT,
     "raw_row": TEXT, "reason": TEXT, "ingested_at": TIME, "run_id": TEXT,
+    # Schema version 13: the business the row is for, when the file or the row names one (null:
+    # not attributed, e.g. a webhook line that cannot be read or names a number no business claims).
+    "business": TEXT,
 }
 _REJECT_NOT_NULL = ("channel", "source_file", "file_hash", "reason", "ingested_at", "run_id")
 

@@ -37,6 +37,8 @@ ENVIRONMENT = jinja2.Environment(
 EVIDENCE_COMMAND = "consent audit evidence --hash {}"
 ENVIRONMENT.globals["evidence_command"] = EVIDENCE_COMMAND.format
 ALL = ""  # the key of the all-businesses view
+NOT_ATTRIBUTED = "(not attributed)"  # quarantine_summary's business of a row no business is named on
+QUARANTINE_REASONS_SHOWN = 15
 SEND_FINDINGS = "('sent_without_consent', 'sent_after_opt_out')"
 # Opt-ins in the channel's colour, opt-outs in a lighter shade of it, hatched: two series of one
 # channel never share a colour, and every channel has its own hue (ColorBrewer "Paired", then
@@ -149,8 +151,9 @@ def _current_marts(con: duckdb.DuckDBPyConnection) -> None:
 
     if not table_exists(con, "business_contacts"):  # built before this mart existed
         marts.build(con, "business_contacts")
-    if table_exists(con, "notice_usage") and "business" not in _columns(con, "notice_usage"):
-        marts.build(con, "notice_usage")  # built before it had a business column
+    for name in ("notice_usage", "quarantine_summary"):
+        if table_exists(con, name) and "business" not in _columns(con, name):
+            marts.build(con, name)  # built before it had a business column
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
@@ -177,13 +180,15 @@ def _load(con: duckdb.DuckDBPyConnection, configured: list[str] | None) -> Data:
         ("timeliness_latest", "timeliness_latest.sql", "opt_out_timeliness"),
         ("renewals", "SELECT business, purpose, count(*) AS due, min(expires_at) AS first_lapse FROM consent_renewals GROUP BY ALL ORDER BY ALL",
          "consent_renewals"),
-        ("reasons", "SELECT reason, sum(rows) FROM quarantine_summary GROUP BY ALL ORDER BY 2 DESC, 1 LIMIT 15", None),
+        ("reasons", "SELECT business, reason, sum(rows) FROM quarantine_summary GROUP BY ALL ORDER BY 3 DESC, 2, 1", None),
         ("notices", "SELECT business, coalesce(notice_version, '(none)'), notice_state, sum(opt_ins) FROM notice_usage "
                     "GROUP BY ALL ORDER BY 2, 3, 1", "notice_usage"),
     ]
     rows = dict(_query(con, *q) for q in queries)
     purposes = sorted({r[1] for r in rows["sendable"].rows})
     seen = {r[0] for name in ("contacts", "sendable", "daily") for r in rows[name].rows}
+    # a business whose every row was quarantined has no contact yet, and a view all the same
+    seen |= {r[0] for r in rows["reasons"].rows if r[0] != NOT_ATTRIBUTED}
     # the businesses of businesses.yaml, and any the marts hold (a business may have no contact yet)
     businesses = sorted(set(configured or []) | seen)
     return Data(businesses, purposes, rows)
@@ -214,12 +219,14 @@ def _tiles(data: Data, business: str) -> list[dict]:
     sendable = dict(_summed(data.rows["sendable"], business, 1))
     refused = sum(n for _, n in _of(data.rows["refused"], business))
     findings = sum(n for _, n in _of(data.rows["findings"], business))
+    quarantined = sum(n for _, _, n in _of(data.rows["reasons"], business))
     return [
         _tile("contacts", figures.get("contacts", 0)),
         *[_tile(f"sendable: {p}", sendable.get(p, 0), "good") for p in data.purposes],
         _tile("opted out (any purpose)", figures.get("opted_out", 0)),
         _tile("opt-ins refused", refused, "bad" if refused else ""),
         _tile("sends without consent", findings, "bad" if findings else "good"),
+        _tile("rows quarantined", quarantined, "bad" if quarantined else ""),
     ]
 
 
@@ -320,6 +327,9 @@ def _charts(data: Data, business: str, colours: dict[str, tuple[str, str]]) -> l
     if rows["notices"].columns:
         charts.append(("Opt-ins per notice version (and notices missing or deficient)",
                        _notices_figure(_summed(rows["notices"], business, 2)), 320))
+    reasons = _quarantine_reasons(data, business)
+    if reasons:
+        charts.append((_quarantine_title(data, business), _bars(reasons, "#b54708", "rows"), _height(reasons)))
     return [{"title": title, "html": _figure(fig, height)} for title, fig, height in charts]
 
 
@@ -375,10 +385,20 @@ def _notices_figure(notices: list[tuple]) -> go.Figure:
     return fig
 
 
-def _shared_charts(data: Data) -> list[dict]:
-    """The panels over rows no business is named on (a quarantined row)."""
-    reasons = data.rows["reasons"].rows
-    return [{"title": "Quarantine reasons", "html": _figure(_bars(reasons, "#b54708", "rows"), _height(reasons))}]
+def _quarantine_reasons(data: Data, business: str) -> list[tuple]:
+    """The most frequent quarantine reasons of one business (of every row, attributed or not, for all)."""
+    summed = _summed(data.rows["reasons"], business, 1)
+    return sorted(summed, key=lambda r: (-r[1], r[0]))[:QUARANTINE_REASONS_SHOWN]
+
+
+def _quarantine_title(data: Data, business: str) -> str:
+    """The chart's title; a business's says how many rows no business is named on (they are in no
+    business's view, only in all businesses')."""
+    if business == ALL:
+        return "Quarantine reasons (rows not attributed to a business included)"
+    elsewhere = sum(n for _, _, n in _of(data.rows["reasons"], NOT_ATTRIBUTED))
+    return "Quarantine reasons" + (f" ({elsewhere:,} more rows are not attributed to a business: see all businesses)"
+                                   if elsewhere else "")
 
 
 def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path, businesses: list[str] | None = None) -> int:
@@ -388,13 +408,10 @@ def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path, businesses: list
     colours = channel_colours(sorted({r[2] for r in data.rows["daily"].rows}))
     keys = [ALL, *data.businesses] if len(data.businesses) > 1 else [ALL]
     last_run = _last_run_parts(con)
-    quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
     document = ENVIRONMENT.get_template("dashboard.html.j2").render(
         plotly_js=Markup(get_plotlyjs()),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         views=[_view(data, key, colours) for key in keys],
-        shared_charts=_shared_charts(data),
-        quarantined=_tile("rows quarantined (all businesses)", quarantined, "bad" if quarantined else ""),
         last_run_tile=_marked("tile", last_run["tile"]),
         last_run_checks=_marked("checks", last_run["checks"]),
     )

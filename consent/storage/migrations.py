@@ -126,6 +126,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         _steps(12),
         move_scratch_tables,
     ),
+    Migration(
+        13,
+        "quarantine and skipped_items per business: a `business` column, filled for the rows read before "
+        "from the events of the same file when they name one business (else null: not attributed)",
+        _steps(13),
+    ),
 )
 LATEST = MIGRATIONS[-1].version if MIGRATIONS else 1
 # Where a run's scratch tables live (`staging.stg_*`, written by consent.run); published ones are in `main`.

@@ -705,7 +705,7 @@ def _status_frames(statuses: pl.DataFrame, ctx: FileContext, ingested_at: dateti
                    for line, pointer in statuses.select("line", "pointer").iter_rows()]
     skipped = statuses.with_columns(quarantine_id=pl.Series(skipped_ids, dtype=pl.Utf8)).select(
         "quarantine_id", pl.lit(ctx.channel).alias("channel"), *lineage, pl.lit(ctx.file_hash).alias("file_hash"),
-        pl.col("raw").alias("raw_row"), pl.col("skip_reason").alias("reason"),
+        pl.col("raw").alias("raw_row"), pl.col("skip_reason").alias("reason"), "business",
     )
     sends = statuses.filter(pl.col("message_id") != "").select(
         "message_id", "status", pl.col("occurred_at").alias("status_at"), pl.col("phone_e164").alias("recipient_e164"),

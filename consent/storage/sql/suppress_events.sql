@@ -2,7 +2,7 @@
 -- without their raw row ($reason), their files' counts follow, and they leave the staged run.
 INSERT INTO skipped_items BY NAME
 SELECT 'erased-' || event_id AS skipped_id, channel, source_file, source_line, source_pointer, file_hash,
-       NULL AS raw_row, $reason AS reason, ingested_at, run_id
+       NULL AS raw_row, $reason AS reason, ingested_at, run_id, business
 FROM suppressed
 -- one row per id the table does not hold (it has no primary-key index: schema version 9)
 WHERE 'erased-' || event_id NOT IN (SELECT skipped_id FROM skipped_items)

@@ -19,7 +19,8 @@ WITH hashed AS (
     UNION ALL
     SELECT h.*, p.erased_at FROM hashed AS h JOIN suppression_list AS p ON p.phone_hash = h.user_hash_
 )
-SELECT DISTINCT s.event_id, s.channel, s.source_file, s.source_line, s.source_pointer, s.file_hash, s.ingested_at, s.run_id
+SELECT DISTINCT s.event_id, s.channel, s.source_file, s.source_line, s.source_pointer, s.file_hash, s.ingested_at, s.run_id,
+       s.business
 FROM matched AS s
 WHERE NOT EXISTS (
     SELECT 1 FROM (
