@@ -55,25 +55,33 @@ TABLES = {
 def columns(warehouse: Path) -> dict[str, list[str]]:
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        return {name: [r[0] for r in con.execute(f"DESCRIBE {sql}").fetchall()] for name, sql in TABLES.items()}
+        return columns_on(con)
     finally:
         con.close()
+
+
+def columns_on(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    return {name: [r[0] for r in con.execute(f"DESCRIBE {sql}").fetchall()] for name, sql in TABLES.items()}
 
 
 def checksums(warehouse: Path, shared: dict[str, list[str]]) -> dict[str, tuple[int, str]]:
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return checksums_on(con, shared)
+    finally:
+        con.close()
+
+
+def checksums_on(con: duckdb.DuckDBPyConnection, shared: dict[str, list[str]]) -> dict[str, tuple[int, str]]:
     """Rows and a checksum per table, over the columns both versions have (a newer schema adds columns).
     The checksum sums the rows' hashes: any order, and a duplicated row counts twice (an xor of the
     hashes would cancel two equal rows)."""
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        return {
-            name: con.execute(
-                f"SELECT count(*), coalesce(sum(hash(({', '.join(shared[name])}))::HUGEINT), 0)::VARCHAR FROM ({sql}) AS t"
-            ).fetchone()
-            for name, sql in TABLES.items()
-        }
-    finally:
-        con.close()
+    return {
+        name: con.execute(
+            f"SELECT count(*), coalesce(sum(hash(({', '.join(shared[name])}))::HUGEINT), 0)::VARCHAR FROM ({sql}) AS t"
+        ).fetchone()
+        for name, sql in TABLES.items()
+    }
 
 
 def differing_rows(warehouses: dict[str, Path], name: str, shared: dict[str, list[str]]) -> tuple[int, int]:

@@ -394,11 +394,12 @@ def _quarantine_reasons(data: Data, business: str) -> list[tuple]:
 def _quarantine_title(data: Data, business: str) -> str:
     """The chart's title; a business's says how many rows no business is named on (they are in no
     business's view, only in all businesses')."""
-    if business == ALL:
-        return "Quarantine reasons (rows not attributed to a business included)"
     elsewhere = sum(n for _, _, n in _of(data.rows["reasons"], NOT_ATTRIBUTED))
-    return "Quarantine reasons" + (f" ({elsewhere:,} more rows are not attributed to a business: see all businesses)"
-                                   if elsewhere else "")
+    if not elsewhere:
+        return "Quarantine reasons"
+    if business == ALL:
+        return f"Quarantine reasons ({elsewhere:,} of the rows are not attributed to a business)"
+    return f"Quarantine reasons ({elsewhere:,} more rows are not attributed to a business: see all businesses)"
 
 
 def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path, businesses: list[str] | None = None) -> int:

@@ -1,0 +1,120 @@
+"""The same exports into a file warehouse and into DuckLake + PostgreSQL, side by side in one run.
+
+    .venv/bin/python bench/ducklake.py --events 1000000 --night-events 10000
+
+Starts a throwaway PostgreSQL cluster for the catalog (tests/services.py: Debian's package, on a
+loopback port, fsync off as in the tests), then, each in a fresh process timed as
+bench/benchmark.py times runs (wall, peak memory of the run or one of its workers):
+a full `consent run` into a new file warehouse, the same into a new DuckLake catalog (data files
+in a local folder), and the same night of K new events (bench/generate.py, seed 2) on both.
+Prints each run's time, peak memory and step seconds (`runs.step_seconds`), the DuckLake/file
+ratios, and whether statuses, history, violations and marts are identical (checksums as
+bench/compare_outputs.py takes them); exit 1 when they differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path[:0] = [str(BENCH), str(REPO)]
+from benchmark import MEASURE, exports_for  # noqa: E402 (bench/ is a folder of scripts, not a package)
+from compare_outputs import AS_OF, TABLES, checksums_on, columns_on, night_exports  # noqa: E402
+
+SALT = "bench-ducklake"  # one salt for both: the marts' hashes are then comparable
+STEPS = ("read", "normalise", "build", "ledger", "reconcile")
+
+
+def run(warehouse: str, exports: Path, *extra: str) -> dict:
+    """One `consent run` in a fresh process: wall seconds, peak MB."""
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, sys.executable, "-m", "cli.main", "run", "--exports", str(exports),
+         "--warehouse", warehouse, "--as-of", AS_OF, *extra],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "CONSENT_HASH_SALT": SALT},
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["code"] not in (0, 1):  # 1: an ERROR check failed (the generated exports have bad rows)
+        sys.exit(f"{warehouse}: consent run exited {result['code']}\n{result['stderr']}")
+    return result
+
+
+def reader(warehouse: str):
+    from consent.storage.access import Warehouse
+
+    os.environ["CONSENT_HASH_SALT"] = SALT
+    return Warehouse(path=warehouse).reader()
+
+
+def last_steps(warehouse: str) -> dict:
+    with reader(warehouse) as con:
+        (steps,) = con.execute("SELECT step_seconds FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+    return json.loads(steps or "{}")
+
+
+def outputs(warehouse: str, shared: dict | None = None) -> tuple[dict, dict]:
+    with reader(warehouse) as con:
+        columns = columns_on(con)
+        return columns, checksums_on(con, shared or columns)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--night-events", type=int, default=10_000)
+    parser.add_argument("--work", type=Path, default=BENCH / "work" / "ducklake")
+    args = parser.parse_args()
+    from tests.services import start_postgres
+
+    exports = exports_for(args.events)
+    work = args.work.resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    night = night_exports(exports, work, args.night_events)
+    postgres = start_postgres()
+    try:
+        targets = {"file": (str(work / "file" / "consent.duckdb"), ()),
+                   "ducklake": ("ducklake:postgres:" + postgres.dsn(postgres.create_database()),
+                                ("--data-path", str(work / "lake_data")))}
+        (work / "file").mkdir()
+        results = {}
+        for label, (warehouse, extra) in targets.items():
+            full = run(warehouse, exports, *extra)
+            full["steps"] = last_steps(warehouse)
+            nightly = run(warehouse, night, *extra)
+            nightly["steps"] = last_steps(warehouse)
+            results[label] = {"full": full, "night": nightly}
+            print(f"{label}: full {full['wall']:.1f} s, peak {full['peak_mb']:,.0f} MB; night of "
+                  f"{args.night_events:,} {nightly['wall']:.1f} s, peak {nightly['peak_mb']:,.0f} MB", flush=True)
+        differ = _report(targets, results)
+    finally:
+        postgres.stop()
+    (work / "results.json").write_text(json.dumps(results, indent=2))
+    return 1 if differ else 0
+
+
+def _report(targets: dict, results: dict) -> int:
+    print(f"\n{'step (s)':<12}" + "".join(f"{f'{l} {k}':>18}" for l in results for k in ("full", "night")))
+    for step in STEPS:
+        print(f"{step:<12}" + "".join(f"{results[l][k]['steps'].get(step, 0):>18.1f}" for l in results for k in ("full", "night")))
+    for kind in ("full", "night"):
+        ratio = results["ducklake"][kind]["wall"] / results["file"][kind]["wall"]
+        print(f"DuckLake / file, {kind} run: {ratio:.2f}x time, "
+              f"{results['ducklake'][kind]['peak_mb'] / results['file'][kind]['peak_mb']:.2f}x peak memory")
+    (file_columns, _), (lake_columns, _) = (outputs(targets[l][0]) for l in ("file", "ducklake"))
+    shared = {name: [c for c in file_columns[name] if c in lake_columns[name]] for name in TABLES}
+    sums = {label: outputs(warehouse, shared)[1] for label, (warehouse, _) in targets.items()}
+    differ = [name for name in TABLES if sums["file"][name] != sums["ducklake"][name]]
+    for name in TABLES:
+        print(f"{name:<24}{sums['file'][name][0]:>10}  {'NO' if name in differ else 'identical'}")
+    return len(differ)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
