@@ -64,6 +64,33 @@ def outputs(warehouse: str, shared: dict | None = None) -> tuple[dict, dict]:
         return columns, checksums_on(con, shared or columns)
 
 
+def open_seconds(warehouse: str) -> float:
+    """Opening and closing a writer connection (what every step and check of a run does): median of five."""
+    import statistics
+    import time
+
+    from consent.storage.access import Warehouse
+
+    opens = []
+    for _ in range(5):
+        started = time.perf_counter()
+        with Warehouse(path=warehouse).connect():
+            pass
+        opens.append(time.perf_counter() - started)
+    return statistics.median(opens)
+
+
+def catalog_figures(targets: dict) -> dict:
+    """What the catalog holds after the runs (snapshots, data files and their size), and what opening
+    each warehouse costs."""
+    with reader(targets["ducklake"][0]) as con:
+        snapshots, files, size = con.execute(
+            "SELECT (SELECT count(*) FROM ducklake_snapshots('warehouse')), count(*), sum(file_size_bytes) "
+            "FROM __ducklake_metadata_warehouse.ducklake_data_file").fetchone()
+    return {"snapshots": snapshots, "data_files": files, "data_mb": (size or 0) / 2**20,
+            "connect_file_s": open_seconds(targets["file"][0]), "connect_lake_s": open_seconds(targets["ducklake"][0])}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=100_000)
@@ -93,6 +120,10 @@ def main() -> int:
             print(f"{label}: full {full['wall']:.1f} s, peak {full['peak_mb']:,.0f} MB; night of "
                   f"{args.night_events:,} {nightly['wall']:.1f} s, peak {nightly['peak_mb']:,.0f} MB", flush=True)
         differ = _report(targets, results)
+        results["catalog"] = catalog_figures(targets)
+        print("DuckLake catalog after both runs: {snapshots} snapshots, {data_files} data files ({data_mb:,.0f} MB); "
+              "opening a writer connection: {connect_lake_s:.2f} s (file: {connect_file_s:.2f} s)".format(
+                  **results["catalog"]))
     finally:
         postgres.stop()
     (work / "results.json").write_text(json.dumps(results, indent=2))
