@@ -145,6 +145,9 @@ def postgres_service():
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         unavailable(str(exc))
     yield service
+    from consent.storage.access import close_shared_connections
+
+    close_shared_connections()  # the process's DuckLake writer instance, while its server still runs
     service.stop()
 
 

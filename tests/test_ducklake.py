@@ -344,3 +344,53 @@ def scratch_of(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
     return [t for (t,) in con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = ? "
         "AND starts_with(table_name, 'stg_') ORDER BY 1", [schema]).fetchall()]
+
+
+# ---- one DuckDB instance per process for a PostgreSQL catalog's writers ---------------------------
+
+
+def test_each_writer_connection_is_a_session_of_its_own_and_sees_other_processes_commits(postgres_catalog, salted,
+                                                                                         tmp_path):
+    """A writer connection to a PostgreSQL catalog is a session of the process's one instance
+    (opening a new instance per step cost 0.5 s): nothing of one session (temp tables, variables,
+    an open transaction) reaches the next, and a commit made meanwhile by another process is read."""
+    import subprocess
+    import sys
+
+    warehouse = Warehouse(path=postgres_catalog, data_path=str(tmp_path / "data"))
+    with warehouse.connect() as con:
+        con.execute("CREATE TABLE probe (v VARCHAR)")
+    with warehouse.connect() as con:
+        con.execute("CREATE TEMP TABLE scratch AS SELECT 1 AS x")
+        con.execute("SET VARIABLE mine = 42")
+        con.execute("BEGIN")
+        con.execute("INSERT INTO probe VALUES ('uncommitted')")
+    with warehouse.connect() as con:
+        assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone() == (0,)
+        assert con.execute("SELECT getvariable('mine')").fetchone() == (None,)
+        assert con.execute("SELECT current_database()").fetchone() == ("warehouse",)
+        assert con.execute("SELECT count(*) FROM probe").fetchone() == (0,)  # rolled back with its session
+    # another process commits a row
+    code = ("import sys; from consent.storage.access import Warehouse\n"
+            "with Warehouse(path=sys.argv[1]).connect() as con:\n"
+            "    con.execute(\"INSERT INTO probe VALUES ('from another process')\")\n")
+    done = subprocess.run([sys.executable, "-c", code, postgres_catalog], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with warehouse.connect() as con:
+        assert con.execute("SELECT v FROM probe").fetchall() == [("from another process",)]
+
+
+def test_a_statement_that_fails_leaves_the_next_writer_connection_whole(postgres_catalog, salted, tmp_path):
+    warehouse = Warehouse(path=postgres_catalog, data_path=str(tmp_path / "data"))
+    with warehouse.connect() as con:
+        con.execute("CREATE TABLE probe (v VARCHAR)")
+    with pytest.raises(duckdb.Error):
+        with warehouse.connect() as con:
+            con.execute("BEGIN")
+            con.execute("INSERT INTO probe VALUES ('half a transaction')")
+            con.execute("SELECT * FROM no_such_table")
+    with warehouse.connect() as con:
+        assert con.execute("SELECT count(*) FROM probe").fetchone() == (0,)
+        con.execute("INSERT INTO probe VALUES ('after the failure')")
+    with warehouse.connect() as con:
+        assert con.execute("SELECT v FROM probe").fetchall() == [("after the failure",)]
