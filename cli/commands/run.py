@@ -42,6 +42,8 @@ def _validate_inputs(settings: SettingsAccess) -> None:
         raise UsageError(f"--as-of: not an ISO 8601 timestamp: {settings.as_of!r}") from exc
     if settings.worker_count < 1:
         raise UsageError("--workers must be at least 1")
+    if settings.bucket_count < 1:  # CONSENT_BUCKETS is read (and checked) before the run starts
+        raise UsageError("CONSENT_BUCKETS must be at least 1")
 
 
 def command_run(args) -> int:

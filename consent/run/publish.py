@@ -26,7 +26,8 @@ from consent.domain.notices import NoticeTerms, terms_from_rows
 from consent.domain.policy import Policy
 from consent.domain.schema import RUNS
 from consent.privacy.erasure import suppress_staged
-from consent.run.decide import reconcile_ranges
+from consent.run.buckets import decide_by_bucket
+from consent.run.decide import decide_contacts, drop_scope, reconcile_ranges
 from consent.run.scope import select_touched_contacts
 from consent.run.staging import StagedRun
 
@@ -39,26 +40,67 @@ def publish(
     full: bool = False,
     progress: Progress | None = None,
     workers: int = 1,
+    buckets: int = 1,
 ) -> dict:
     """Append the staged run to the ledger and recompute affected statuses, atomically.
 
     Returns the run summary written to `runs`. Erased numbers are matched by the connection's
-    `salted_hash` (defined where it was opened: consent/storage/access.py).
+    `salted_hash` (defined where it was opened: consent/storage/access.py). With `buckets` > 1
+    the contacts are decided bucket by bucket, each bucket in a transaction of its own
+    (`publish_by_bucket`).
     """
     run = StagedRun.read(con)
+    if buckets > 1:
+        return publish_by_bucket(con, run, policy=policy, full=full, progress=progress, workers=workers,
+                                 buckets=buckets)
     with transaction(con):
-        with timed(run.seconds, "ledger"):
-            # Erased numbers stay out unless a new consent dated after the erasure arrives.
-            suppressed = suppress_staged(con)
-            sql.run(con, "append_ledger")
-            sql.run(con, "register_links")
-            sql.run(con, "register_files", {"run_id": run.run_id})
-        crash_point("publish_after_ledger")
+        suppressed = append_run(con, run)
         notices = register_notices(con, run)
         with timed(run.seconds, "reconcile"):
             select_touched_contacts(con, run, policy, full)
             contacts = reconcile_ranges(con, policy, run.as_of, notices, progress, workers, counts=run.seconds)
         crash_point("publish_after_status")
+        summary = record_run(con, run, contacts=contacts, suppressed=suppressed)
+    crash_point("after_publish")
+    return summary
+
+
+def append_run(con: duckdb.DuckDBPyConnection, run: StagedRun) -> int:
+    """The staged run appended to the ledger, its links and files registered; the events suppressed."""
+    with timed(run.seconds, "ledger"):
+        # Erased numbers stay out unless a new consent dated after the erasure arrives.
+        suppressed = suppress_staged(con)
+        sql.run(con, "append_ledger")
+        sql.run(con, "register_links")
+        sql.run(con, "register_files", {"run_id": run.run_id})
+    crash_point("publish_after_ledger")
+    return suppressed
+
+
+def publish_by_bucket(con: duckdb.DuckDBPyConnection, run: StagedRun, *, policy: Policy, full: bool,
+                      progress: Progress | None, workers: int, buckets: int) -> dict:
+    """`publish` in 2 + `buckets` transactions: the ledger appended and the touched contacts chosen;
+    each bucket of them replaced and decided (consent.run.buckets.decide_by_bucket, retried whole on a
+    write conflict); the run recorded. Not all or nothing as one transaction is: a run stopped
+    between them has its events in the ledger, the buckets decided so far written and the others as
+    they were, and no `published` row in `runs`; `consent run --full` decides every contact again."""
+    with transaction(con):
+        suppressed = append_run(con, run)
+        notices = register_notices(con, run)
+        with timed(run.seconds, "reconcile"):
+            select_touched_contacts(con, run, policy, full, replace=False)
+    started = time.perf_counter()
+
+    def decide(contacts: str) -> int:
+        return decide_contacts(con, policy, run.as_of, notices, progress, workers, run.seconds, scope=contacts)
+
+    try:
+        contacts = decide_by_bucket(con, buckets, decide, full=full, progress=progress)
+    finally:
+        drop_scope(con)
+    run.seconds["reconcile"] += time.perf_counter() - started
+    crash_point("publish_after_status")
+    with transaction(con):
         summary = record_run(con, run, contacts=contacts, suppressed=suppressed)
     crash_point("after_publish")
     return summary
