@@ -231,3 +231,13 @@ def test_a_transaction_that_keeps_conflicting_stops_with_a_clear_error_and_write
     assert len(attempts) == 3
     assert mine.execute("SELECT v, count(*) FROM t WHERE k >= 90 GROUP BY v").fetchall() == [(3, 10)]
     assert mine.execute("SELECT count(*) FROM t").fetchone()[0] == 100
+
+
+def test_the_buckets_flag_overrides_the_setting_for_this_run(salted, tmp_path, monkeypatch, bucket_calls, capsys):
+    exports = tmp_path / "exports"
+    first, _ = nights(exports)
+    monkeypatch.setenv("CONSENT_BUCKETS", "1")
+    assert run(exports, str(tmp_path / "wh" / "consent.duckdb"), first, "--buckets", "2") == 0
+    assert [b for b, _ in bucket_calls] == [0, 1]
+    assert run(exports, str(tmp_path / "wh" / "consent.duckdb"), first, "--buckets", "0") == 2
+    assert "--buckets must be at least 1" in capsys.readouterr().err
