@@ -241,3 +241,46 @@ def test_the_buckets_flag_overrides_the_setting_for_this_run(salted, tmp_path, m
     assert [b for b, _ in bucket_calls] == [0, 1]
     assert run(exports, str(tmp_path / "wh" / "consent.duckdb"), first, "--buckets", "0") == 2
     assert "--buckets must be at least 1" in capsys.readouterr().err
+
+
+FAN_OUT = """
+import sys
+from consent.run.publish import decide_bucket_apart
+from consent.storage.access import Settings, Warehouse
+lake, data, exports, full, bucket, buckets = sys.argv[1:7]
+with Warehouse(path=lake, data_path=data).connect() as con:
+    print(decide_bucket_apart(con, policy=Settings(exports_dir=exports).load_policy(), full=full == "1",
+                              bucket=int(bucket), buckets=int(buckets)))
+"""
+
+
+def test_buckets_decided_at_once_in_processes_of_their_own_on_ducklake_give_the_same_tables(
+        at_once, salted, tmp_path, monkeypatch, postgres_service):
+    """Each bucket decided by a process of its own with its own connection, all at the same time,
+    between the run's first and last transaction (what a fan-out over processes or machines does):
+    the same tables and marts as one transaction."""
+    import subprocess
+    import sys
+
+    from consent.run import publish as publish_module
+
+    lake = "ducklake:postgres:" + postgres_service.dsn(postgres_service.create_database())
+    data, exports = str(tmp_path / "lake_data"), tmp_path / "exports"
+    launched = []
+
+    def fan_out(con, buckets, decide, *, full, progress=None):
+        processes = [subprocess.Popen([sys.executable, "-c", FAN_OUT, lake, data, str(exports), "1" if full else "0",
+                                       str(bucket), str(buckets)], stdout=subprocess.PIPE, text=True)
+                     for bucket in range(buckets)]
+        outputs = [p.communicate(timeout=300)[0] for p in processes]
+        assert [p.returncode for p in processes] == [0] * buckets
+        launched.append(buckets)
+        return sum(int(out.split()[-1]) for out in outputs)
+
+    monkeypatch.setattr(publish_module, "decide_by_bucket", fan_out)
+    by_process = build(tmp_path, lake, monkeypatch, BUCKETS, "--data-path", data)
+    assert launched == [BUCKETS] * 3
+    for night, (expected, got) in enumerate(zip(at_once, by_process)):
+        assert set(got) == set(expected)
+        for table in got:
+            assert got[table] == expected[table], (night, table)

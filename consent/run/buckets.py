@@ -14,6 +14,7 @@ from typing import Callable
 
 import duckdb
 
+from consent.domain.policy import Policy
 from consent.reading.ingest import Progress
 from consent.run.scope import replace_bucket
 from consent.storage import sql
@@ -72,10 +73,27 @@ def decide_by_bucket(
             if progress:
                 progress("reconciling buckets", bucket + 1, buckets)
     finally:
-        for table in ("bucket_contacts", "touched_buckets", "person_buckets", "person_labels",
-                      "person_labels_next", "person_edges"):
-            con.execute(f"DROP TABLE IF EXISTS {table}")
+        drop_bucket_scope(con)
     return decided
+
+
+def open_bucket_scope(con: duckdb.DuckDBPyConnection, policy: Policy, *, full: bool, buckets: int) -> None:
+    """On a connection of its own, after the run's ledger transaction committed: the views deciding
+    reads (consent/storage/sql/contact_events.sql over the whole ledger: a closed superset of the
+    night's scope, so the same histories) and `touched_buckets`, from the committed ledger and links
+    (which deciding never changes: every process computes the same buckets)."""
+    con.execute("SET VARIABLE opt_out_all_businesses = ?", [policy.opt_out_scope == "all_businesses"])
+    con.execute("CREATE OR REPLACE TEMP VIEW scoped_events AS SELECT * FROM consent_events")
+    con.execute("CREATE OR REPLACE TEMP VIEW scoped_links AS SELECT * FROM identifier_links")
+    sql.run(con, "contact_events")
+    assign_buckets(con, buckets)
+    sql.run(con, "touched_buckets", {"full": full, "buckets": buckets})
+
+
+def drop_bucket_scope(con: duckdb.DuckDBPyConnection) -> None:
+    for table in ("bucket_contacts", "touched_buckets", "person_buckets", "person_labels",
+                  "person_labels_next", "person_edges"):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def decide_bucket(con: duckdb.DuckDBPyConnection, bucket: int, decide: Callable[[str], int], *, full: bool) -> int:

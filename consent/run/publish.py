@@ -26,7 +26,7 @@ from consent.domain.notices import NoticeTerms, terms_from_rows
 from consent.domain.policy import Policy
 from consent.domain.schema import RUNS
 from consent.privacy.erasure import suppress_staged
-from consent.run.buckets import decide_by_bucket
+from consent.run.buckets import decide_bucket, decide_by_bucket, drop_bucket_scope, open_bucket_scope
 from consent.run.decide import decide_contacts, drop_scope, reconcile_ranges
 from consent.run.scope import select_touched_contacts
 from consent.run.staging import StagedRun
@@ -79,16 +79,13 @@ def append_run(con: duckdb.DuckDBPyConnection, run: StagedRun) -> int:
 
 def publish_by_bucket(con: duckdb.DuckDBPyConnection, run: StagedRun, *, policy: Policy, full: bool,
                       progress: Progress | None, workers: int, buckets: int) -> dict:
-    """`publish` in 2 + `buckets` transactions: the ledger appended and the touched contacts chosen;
-    each bucket of them replaced and decided (consent.run.buckets.decide_by_bucket, retried whole on a
-    write conflict); the run recorded. Not all or nothing as one transaction is: a run stopped
-    between them has its events in the ledger, the buckets decided so far written and the others as
-    they were, and no `published` row in `runs`; `consent run --full` decides every contact again."""
-    with transaction(con):
-        suppressed = append_run(con, run)
-        notices = register_notices(con, run)
-        with timed(run.seconds, "reconcile"):
-            select_touched_contacts(con, run, policy, full, replace=False)
+    """`publish` in 2 + `buckets` transactions: the ledger appended and the touched contacts chosen
+    (`publish_ledger`); each bucket of them replaced and decided (consent.run.buckets.decide_by_bucket,
+    retried whole on a write conflict); the run recorded (`record_bucketed_run`). Not all or nothing
+    as one transaction is: a run stopped between them has its events in the ledger, the buckets
+    decided so far written and the others as they were, and no `published` row in `runs`;
+    `consent run --full` decides every contact again."""
+    suppressed, notices = publish_ledger(con, run, policy=policy, full=full, replace=False)
     started = time.perf_counter()
 
     def decide(contacts: str) -> int:
@@ -99,11 +96,47 @@ def publish_by_bucket(con: duckdb.DuckDBPyConnection, run: StagedRun, *, policy:
     finally:
         drop_scope(con)
     run.seconds["reconcile"] += time.perf_counter() - started
+    return record_bucketed_run(con, run, contacts=contacts, suppressed=suppressed)
+
+
+def publish_ledger(con: duckdb.DuckDBPyConnection, run: StagedRun, *, policy: Policy, full: bool,
+                   replace: bool) -> tuple[int, dict[str, NoticeTerms]]:
+    """The first transaction of a run decided by bucket: the ledger appended, links, files and
+    notices registered, the touched contacts chosen (`staging.stg_touched`; their rows replaced
+    only if `replace`). The events suppressed and the notices' terms."""
+    with transaction(con):
+        suppressed = append_run(con, run)
+        notices = register_notices(con, run)
+        with timed(run.seconds, "reconcile"):
+            select_touched_contacts(con, run, policy, full, replace=replace)
+    return suppressed, notices
+
+
+def record_bucketed_run(con: duckdb.DuckDBPyConnection, run: StagedRun, *, contacts: int, suppressed: int) -> dict:
+    """The last transaction of a run decided by bucket: its row of `runs`, once every bucket is decided."""
     crash_point("publish_after_status")
     with transaction(con):
         summary = record_run(con, run, contacts=contacts, suppressed=suppressed)
     crash_point("after_publish")
     return summary
+
+
+def decide_bucket_apart(con: duckdb.DuckDBPyConnection, *, policy: Policy, full: bool, bucket: int,
+                        buckets: int, workers: int = 1) -> int:
+    """One bucket of the staged run decided on a connection of its own (another process, another
+    machine), after `publish_ledger` committed: the contacts decided. Its scope is read again from
+    what is committed (the whole ledger, and the persons' buckets: `open_bucket_scope`)."""
+    run = StagedRun.read(con)
+    notices = terms_from_rows(sql.run(con, "notice_terms").fetchall())
+    open_bucket_scope(con, policy, full=full, buckets=buckets)
+
+    def decide(contacts: str) -> int:
+        return decide_contacts(con, policy, run.as_of, notices, None, workers, None, scope=contacts)
+
+    try:
+        return decide_bucket(con, bucket, decide, full=full)
+    finally:
+        drop_bucket_scope(con)
 
 
 @contextmanager

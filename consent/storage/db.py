@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
@@ -9,6 +10,7 @@ from typing import Callable, Iterator, TypeVar
 import duckdb
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 # A transaction that meets a write conflict is tried again whole, at most this many times in all.
 TRANSACTION_ATTEMPTS = 5
 CONFLICT_PAUSE_SECONDS = 0.2
@@ -52,6 +54,7 @@ def retried_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], T], *
                 raise TransactionConflict(
                     f"{what}: still meeting a write conflict after {attempts} tries, nothing of it written "
                     f"(another writer kept changing the same data files): {exc}") from exc
+            log.warning("%s met a write conflict; trying it again whole (%d of %d)", what, attempt + 1, attempts)
             time.sleep(CONFLICT_PAUSE_SECONDS * attempt)
     raise AssertionError("unreachable")
 
