@@ -284,3 +284,31 @@ def test_buckets_decided_at_once_in_processes_of_their_own_on_ducklake_give_the_
         assert set(got) == set(expected)
         for table in got:
             assert got[table] == expected[table], (night, table)
+
+
+def test_a_bucket_that_keeps_conflicting_fails_the_run_and_a_full_run_repairs_it(
+        at_once, salted, tmp_path, monkeypatch, capsys):
+    """The documented cost of deciding by bucket: a run stopped after its first transaction fails
+    loudly (its row of `runs` says failed), and `consent run --full` decides every contact again."""
+    exports, location = tmp_path / "exports", str(tmp_path / "wh" / "consent.duckdb")
+    first, second = nights(exports)
+    monkeypatch.setenv("CONSENT_BUCKETS", str(BUCKETS))
+    assert run(exports, location, first) == 0
+    second_night(exports)
+    real = buckets_module.decide_bucket
+
+    def conflicting(con, bucket, decide, *, full):
+        if bucket == 1:
+            raise TransactionConflict("deciding bucket 1: still meeting a write conflict after 5 tries")
+        return real(con, bucket, decide, full=full)
+
+    monkeypatch.setattr(buckets_module, "decide_bucket", conflicting)
+    assert run(exports, location, second) == 1
+    assert "deciding bucket 1: still meeting a write conflict" in capsys.readouterr().err
+    with Warehouse(path=location).reader() as con:
+        assert con.execute("SELECT status FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()[0] == "failed"
+    monkeypatch.setattr(buckets_module, "decide_bucket", real)
+    assert run(exports, location, second, "--full") == 0
+    repaired = decided(location)
+    for table in DECIDED:
+        assert repaired[table] == at_once[2][table], table

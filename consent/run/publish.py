@@ -83,7 +83,7 @@ def publish_by_bucket(con: duckdb.DuckDBPyConnection, run: StagedRun, *, policy:
     (`publish_ledger`); each bucket of them replaced and decided (consent.run.buckets.decide_by_bucket,
     retried whole on a write conflict); the run recorded (`record_bucketed_run`). Not all or nothing
     as one transaction is: a run stopped between them has its events in the ledger, the buckets
-    decided so far written and the others as they were, and no `published` row in `runs`;
+    decided so far written and the others as they were, and its row of `runs` says failed;
     `consent run --full` decides every contact again."""
     suppressed, notices = publish_ledger(con, run, policy=policy, full=full, replace=False)
     started = time.perf_counter()
