@@ -30,7 +30,7 @@ def published_warehouse(
     with warehouse.connect() as con:
         summary = publish(
             con, policy=policy, full=settings.full, progress=ProgressReporter(context.log),
-            workers=settings.worker_count,
+            workers=settings.worker_count, buckets=settings.bucket_count,
         )
         counts = {
             name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in PUBLISHED

@@ -72,7 +72,7 @@ def _resources(args, warn: bool = True, dagster: bool = False) -> dict:
             "settings": {
                 "exports_dir": flags.get("exports"), "policy_file": flags.get("policy"), "as_of": flags.get("as_of"),
                 "full": flags.get("full"), "reread": flags.get("reread"),
-                "workers": flags.get("workers"),
+                "workers": flags.get("workers"), "buckets": flags.get("buckets"),
             },
         },
     )

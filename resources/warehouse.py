@@ -91,6 +91,8 @@ class ConsentSettings(dg.ConfigurableResource, SettingsAccess):
     reread: bool = False
     # Worker processes for phone normalisation of large batches.
     workers: Optional[int] = None
+    # Buckets the contacts are decided in, each in a transaction of its own (CONSENT_BUCKETS; 1 by default).
+    buckets: Optional[int] = None
     # Audiences to check before a campaign (`audiences/` beside the exports folder by default).
     audiences_dir: Optional[str] = None
 

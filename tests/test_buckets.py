@@ -102,3 +102,15 @@ def test_a_chain_longer_than_the_rounds_allowed_is_refused_not_split(con, monkey
 def test_a_bucket_count_below_one_is_refused(con):
     with pytest.raises(ValueError, match="at least 1"):
         assign_buckets(con, 0)
+
+
+def test_persons_spread_over_every_bucket(con):
+    """md5 modulo the count, computed exactly: 400 persons over 4 buckets fill each of them."""
+    con.execute("INSERT INTO consent_events (event_id, channel, event_type, phone_e164, source_file, source_line, "
+                "file_hash, ingested_at, run_id, business) SELECT 'e' || i, 'web_form', 'opt_in', "
+                "'+49151' || lpad(i::VARCHAR, 8, '0'), 'f.csv', i, 'h', now(), 'r', 'acme' FROM range(400) AS r(i)")
+    assign_buckets(con, 4)
+    sizes = bucket_sizes(con)
+    assert set(sizes) == {0, 1, 2, 3} and min(sizes.values()) >= 60
+    expected = dict(con.execute("SELECT person, CAST(md5_number(person) % 4 AS INTEGER) FROM person_buckets").fetchall())
+    assert {p: b for _, (p, b) in buckets_of(con).items()} == expected

@@ -130,7 +130,7 @@ def test_every_entry_point_reads_the_same_settings(monkeypatch, tmp_path):
               "CONSENT_POLICY": str(tmp_path / "p.yaml"), "CONSENT_WORKERS": "3",
               "CONSENT_AUDIENCES": str(tmp_path / "aud"), "CONSENT_MEMORY_LIMIT": "1GB",
               "CONSENT_TEMP_DIRECTORY": str(tmp_path / "spill"), "CONSENT_DATA_PATH": str(tmp_path / "lake"),
-              "CONSENT_SNAPSHOT_RETENTION_DAYS": "45"}
+              "CONSENT_SNAPSHOT_RETENTION_DAYS": "45", "CONSENT_BUCKETS": "4"}
     assert {s.variable for s in SETTINGS} == set(values)  # the test covers every setting
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -145,6 +145,7 @@ def test_every_entry_point_reads_the_same_settings(monkeypatch, tmp_path):
         assert str(settings.audiences_path) == values["CONSENT_AUDIENCES"]
         assert (warehouse.setting("memory_limit"), warehouse.setting("temp_directory")) == ("1GB", str(tmp_path / "spill"))
         assert warehouse.retention_days == 45
+        assert settings.bucket_count == 4
     # A flag overrides its variable, for this command only.
     flagged = _resources(_parser().parse_args(["run", "--warehouse", "other.duckdb", "--workers", "1"]), warn=False)
     assert (flagged["warehouse"].file, flagged["settings"].worker_count) == ("other.duckdb", 1)

@@ -21,6 +21,9 @@ def register(sub) -> None:
     run.add_argument("--reread", action="store_true",
                      help="read every export file again from scratch (what the ledger holds is not added twice)")
     run.add_argument("--workers", type=int, help="processes for phone normalisation (default: CONSENT_WORKERS or up to 2)")
+    run.add_argument("--buckets", type=int,
+                     help="decide the contacts in this many person buckets, one transaction each, one after "
+                          "another (default: CONSENT_BUCKETS or 1: one transaction)")
     run.add_argument("--lock-timeout", type=float, help=LOCK_HELP)
     run.add_argument(
         "--alert-command",
@@ -42,6 +45,8 @@ def _validate_inputs(settings: SettingsAccess) -> None:
         raise UsageError(f"--as-of: not an ISO 8601 timestamp: {settings.as_of!r}") from exc
     if settings.worker_count < 1:
         raise UsageError("--workers must be at least 1")
+    if settings.bucket_count < 1:  # CONSENT_BUCKETS is read (and checked) before the run starts
+        raise UsageError("--buckets must be at least 1")
 
 
 def command_run(args) -> int:

@@ -10,9 +10,15 @@ the other move to its bucket (and are decided there from then on).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import duckdb
 
+from consent.domain.policy import Policy
+from consent.reading.ingest import Progress
+from consent.run.scope import replace_bucket
 from consent.storage import sql
+from consent.storage.db import retried_transaction
 
 # The rounds of label propagation allowed: each round joins identifiers one link further apart.
 MAX_ROUNDS = 64
@@ -43,3 +49,60 @@ def bucket_sizes(con: duckdb.DuckDBPyConnection) -> dict[int, int]:
     """Persons per bucket (after `assign_buckets`)."""
     rows = con.execute("SELECT bucket, count(DISTINCT person) FROM person_buckets GROUP BY bucket").fetchall()
     return dict(rows)
+
+
+def decide_by_bucket(
+    con: duckdb.DuckDBPyConnection,
+    buckets: int,
+    decide: Callable[[str], int],
+    *,
+    full: bool,
+    progress: Progress | None = None,
+) -> int:
+    """Decide the touched contacts (`staging.stg_touched`, their rows not yet replaced) one bucket
+    at a time, each bucket in a transaction of its own: its contacts' statuses, history and
+    violations replaced (`replace_bucket`) and decided again by `decide(contacts_table)`. A bucket
+    whose commit meets a write conflict is rolled back and decided again whole; one that still
+    conflicts after the retries stops the run with `TransactionConflict`. The contacts decided."""
+    assign_buckets(con, buckets)
+    sql.run(con, "touched_buckets", {"full": full, "buckets": buckets})
+    decided = 0
+    try:
+        for bucket in range(buckets):
+            decided += decide_bucket(con, bucket, decide, full=full)
+            if progress:
+                progress("reconciling buckets", bucket + 1, buckets)
+    finally:
+        drop_bucket_scope(con)
+    return decided
+
+
+def open_bucket_scope(con: duckdb.DuckDBPyConnection, policy: Policy, *, full: bool, buckets: int) -> None:
+    """On a connection of its own, after the run's ledger transaction committed: the views deciding
+    reads (consent/storage/sql/contact_events.sql over the whole ledger: a closed superset of the
+    night's scope, so the same histories) and `touched_buckets`, from the committed ledger and links
+    (which deciding never changes: every process computes the same buckets)."""
+    con.execute("SET VARIABLE opt_out_all_businesses = ?", [policy.opt_out_scope == "all_businesses"])
+    con.execute("CREATE OR REPLACE TEMP VIEW scoped_events AS SELECT * FROM consent_events")
+    con.execute("CREATE OR REPLACE TEMP VIEW scoped_links AS SELECT * FROM identifier_links")
+    sql.run(con, "contact_events")
+    assign_buckets(con, buckets)
+    sql.run(con, "touched_buckets", {"full": full, "buckets": buckets})
+
+
+def drop_bucket_scope(con: duckdb.DuckDBPyConnection) -> None:
+    for table in ("bucket_contacts", "touched_buckets", "person_buckets", "person_labels",
+                  "person_labels_next", "person_edges"):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def decide_bucket(con: duckdb.DuckDBPyConnection, bucket: int, decide: Callable[[str], int], *, full: bool) -> int:
+    """One bucket of `touched_buckets` replaced and decided in its own (retried) transaction."""
+
+    def work() -> int:
+        con.execute("CREATE OR REPLACE TEMP TABLE bucket_contacts AS "
+                    "SELECT contact_key FROM touched_buckets WHERE bucket = ?", [bucket])
+        replace_bucket(con, full, "bucket_contacts")
+        return decide("bucket_contacts")
+
+    return retried_transaction(con, work, what=f"deciding bucket {bucket}")

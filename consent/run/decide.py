@@ -33,6 +33,10 @@ PARALLEL_RANGE_EVENTS = 100_000
 CONTACT_COUNTS_FETCH = 65_536  # (contact key, events) pairs read at a time to cut the ranges
 
 
+# The temporary tables the scope (consent.run.scope) and deciding leave on the connection.
+SCOPE_TABLES = ("touched_history", "scope_event_rows", "scope_link_rows", "scope_ids", "scope_new_ids")
+
+
 def reconcile_ranges(
     con: duckdb.DuckDBPyConnection,
     policy: Policy,
@@ -42,26 +46,52 @@ def reconcile_ranges(
     workers: int = 1,
     counts: dict | None = None,
 ) -> int:
-    """Decide the touched contacts range by range; the number of contacts decided. Those whose
-    histories SQL decides exactly are decided first, all at once (consent.run.decide_sql); `counts`
-    gets how many each path decided.
+    """Decide the touched contacts (`staging.stg_touched`) range by range; the number of contacts
+    decided (`decide_contacts`). The scope's temporary tables are dropped after."""
+    try:
+        return decide_contacts(con, policy, as_of, notices, progress, workers, counts)
+    finally:
+        drop_scope(con)
+
+
+def drop_scope(con: duckdb.DuckDBPyConnection) -> None:
+    for table in SCOPE_TABLES:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def decide_contacts(
+    con: duckdb.DuckDBPyConnection,
+    policy: Policy,
+    as_of: datetime,
+    notices: dict[str, NoticeTerms],
+    progress: Progress | None = None,
+    workers: int = 1,
+    counts: dict | None = None,
+    scope: str = "staging.stg_touched",
+) -> int:
+    """Decide the contacts whose keys the table `scope` holds (the touched contacts, or one bucket of
+    them) range by range; the number of contacts decided. Those whose histories SQL decides exactly
+    are decided first, all at once (consent.run.decide_sql); `counts` gets how many each path
+    decided (added to what it holds).
 
     Contacts are independent: with `workers` > 1 and several ranges, the state machine runs in
     worker processes (started by a fork server: they import only `consent.domain.reconcile` and what it
     needs) while this process reads the next range and writes the finished ones. At most
     `workers` + 1 ranges are in memory, never the ledger."""
     size = RECONCILE_RANGE_EVENTS if workers <= 1 else min(RECONCILE_RANGE_EVENTS, PARALLEL_RANGE_EVENTS)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW decide_scope AS SELECT contact_key FROM {scope}")
     try:
         sql.run(con, "touched_history")
         in_sql = decide_touched(con, policy, as_of, notices)
         ranges = _contact_ranges(con, size)
         in_python = _decide_ranges(con, ranges, policy, as_of, notices, progress, workers)
         if counts is not None:
-            counts.update(reconcile_sql_contacts=in_sql, reconcile_python_contacts=in_python)
+            for key, value in (("reconcile_sql_contacts", in_sql), ("reconcile_python_contacts", in_python)):
+                counts[key] = counts.get(key, 0) + value
         return in_sql + in_python
     finally:
-        for table in ("touched_history", "scope_event_rows", "scope_link_rows", "scope_ids", "scope_new_ids"):
-            con.execute(f"DROP TABLE IF EXISTS {table}")
+        con.execute("DROP TABLE IF EXISTS touched_history")
+        con.execute("DROP VIEW IF EXISTS decide_scope")
 
 
 def _decide_ranges(con, ranges, policy, as_of, notices, progress, workers) -> int:

@@ -26,7 +26,8 @@ from consent.domain.notices import NoticeTerms, terms_from_rows
 from consent.domain.policy import Policy
 from consent.domain.schema import RUNS
 from consent.privacy.erasure import suppress_staged
-from consent.run.decide import reconcile_ranges
+from consent.run.buckets import decide_bucket, decide_by_bucket, drop_bucket_scope, open_bucket_scope
+from consent.run.decide import decide_contacts, drop_scope, reconcile_ranges
 from consent.run.scope import select_touched_contacts
 from consent.run.staging import StagedRun
 
@@ -39,21 +40,21 @@ def publish(
     full: bool = False,
     progress: Progress | None = None,
     workers: int = 1,
+    buckets: int = 1,
 ) -> dict:
     """Append the staged run to the ledger and recompute affected statuses, atomically.
 
     Returns the run summary written to `runs`. Erased numbers are matched by the connection's
-    `salted_hash` (defined where it was opened: consent/storage/access.py).
+    `salted_hash` (defined where it was opened: consent/storage/access.py). With `buckets` > 1
+    the contacts are decided bucket by bucket, each bucket in a transaction of its own
+    (`publish_by_bucket`).
     """
     run = StagedRun.read(con)
+    if buckets > 1:
+        return publish_by_bucket(con, run, policy=policy, full=full, progress=progress, workers=workers,
+                                 buckets=buckets)
     with transaction(con):
-        with timed(run.seconds, "ledger"):
-            # Erased numbers stay out unless a new consent dated after the erasure arrives.
-            suppressed = suppress_staged(con)
-            sql.run(con, "append_ledger")
-            sql.run(con, "register_links")
-            sql.run(con, "register_files", {"run_id": run.run_id})
-        crash_point("publish_after_ledger")
+        suppressed = append_run(con, run)
         notices = register_notices(con, run)
         with timed(run.seconds, "reconcile"):
             select_touched_contacts(con, run, policy, full)
@@ -62,6 +63,80 @@ def publish(
         summary = record_run(con, run, contacts=contacts, suppressed=suppressed)
     crash_point("after_publish")
     return summary
+
+
+def append_run(con: duckdb.DuckDBPyConnection, run: StagedRun) -> int:
+    """The staged run appended to the ledger, its links and files registered; the events suppressed."""
+    with timed(run.seconds, "ledger"):
+        # Erased numbers stay out unless a new consent dated after the erasure arrives.
+        suppressed = suppress_staged(con)
+        sql.run(con, "append_ledger")
+        sql.run(con, "register_links")
+        sql.run(con, "register_files", {"run_id": run.run_id})
+    crash_point("publish_after_ledger")
+    return suppressed
+
+
+def publish_by_bucket(con: duckdb.DuckDBPyConnection, run: StagedRun, *, policy: Policy, full: bool,
+                      progress: Progress | None, workers: int, buckets: int) -> dict:
+    """`publish` in 2 + `buckets` transactions: the ledger appended and the touched contacts chosen
+    (`publish_ledger`); each bucket of them replaced and decided (consent.run.buckets.decide_by_bucket,
+    retried whole on a write conflict); the run recorded (`record_bucketed_run`). Not all or nothing
+    as one transaction is: a run stopped between them has its events in the ledger, the buckets
+    decided so far written and the others as they were, and its row of `runs` says failed;
+    `consent run --full` decides every contact again."""
+    suppressed, notices = publish_ledger(con, run, policy=policy, full=full, replace=False)
+    started = time.perf_counter()
+
+    def decide(contacts: str) -> int:
+        return decide_contacts(con, policy, run.as_of, notices, progress, workers, run.seconds, scope=contacts)
+
+    try:
+        contacts = decide_by_bucket(con, buckets, decide, full=full, progress=progress)
+    finally:
+        drop_scope(con)
+    run.seconds["reconcile"] += time.perf_counter() - started
+    return record_bucketed_run(con, run, contacts=contacts, suppressed=suppressed)
+
+
+def publish_ledger(con: duckdb.DuckDBPyConnection, run: StagedRun, *, policy: Policy, full: bool,
+                   replace: bool) -> tuple[int, dict[str, NoticeTerms]]:
+    """The first transaction of a run decided by bucket: the ledger appended, links, files and
+    notices registered, the touched contacts chosen (`staging.stg_touched`; their rows replaced
+    only if `replace`). The events suppressed and the notices' terms."""
+    with transaction(con):
+        suppressed = append_run(con, run)
+        notices = register_notices(con, run)
+        with timed(run.seconds, "reconcile"):
+            select_touched_contacts(con, run, policy, full, replace=replace)
+    return suppressed, notices
+
+
+def record_bucketed_run(con: duckdb.DuckDBPyConnection, run: StagedRun, *, contacts: int, suppressed: int) -> dict:
+    """The last transaction of a run decided by bucket: its row of `runs`, once every bucket is decided."""
+    crash_point("publish_after_status")
+    with transaction(con):
+        summary = record_run(con, run, contacts=contacts, suppressed=suppressed)
+    crash_point("after_publish")
+    return summary
+
+
+def decide_bucket_apart(con: duckdb.DuckDBPyConnection, *, policy: Policy, full: bool, bucket: int,
+                        buckets: int, workers: int = 1) -> int:
+    """One bucket of the staged run decided on a connection of its own (another process, another
+    machine), after `publish_ledger` committed: the contacts decided. Its scope is read again from
+    what is committed (the whole ledger, and the persons' buckets: `open_bucket_scope`)."""
+    run = StagedRun.read(con)
+    notices = terms_from_rows(sql.run(con, "notice_terms").fetchall())
+    open_bucket_scope(con, policy, full=full, buckets=buckets)
+
+    def decide(contacts: str) -> int:
+        return decide_contacts(con, policy, run.as_of, notices, None, workers, None, scope=contacts)
+
+    try:
+        return decide_bucket(con, bucket, decide, full=full)
+    finally:
+        drop_bucket_scope(con)
 
 
 @contextmanager

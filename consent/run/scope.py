@@ -22,8 +22,11 @@ from consent.domain.schema import CONSENT_STATUS, CONSENT_STATUS_HISTORY, CONSEN
 from consent.run.staging import StagedRun
 
 
-def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, policy: Policy, full: bool) -> None:
-    """`stg_touched`: the contacts to decide again (new events, new links, or time alone may change them)."""
+def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, policy: Policy, full: bool,
+                            replace: bool = True) -> None:
+    """`stg_touched`: the contacts to decide again (new events, new links, or time alone may change them).
+    Their rows are set aside and deleted (`replace_touched`) unless `replace` is False: deciding by
+    bucket replaces each bucket's rows in the bucket's own transaction (consent.run.buckets)."""
     con.execute("SET VARIABLE opt_out_all_businesses = ?", [policy.opt_out_scope == "all_businesses"])
     shortest = policy.shortest_validity_days
     params = {
@@ -45,7 +48,7 @@ def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, poli
     first = scope_events(con, params, full)
     sql.run(con, "contact_events")
     sql.run(con, "touched_contacts", params)
-    replace_touched(con, full)
+    replace_touched(con, full, delete=replace)
     # What an incremental run decides, kept as written: the incremental marts compare it with the
     # rows it replaced (consent/storage/sql/mart_scope.sql), and the status check validates the statuses that
     # changed, without reading the whole tables again. Not on a full run, nor on a first one: they
@@ -66,18 +69,21 @@ RETURNING_CONTACTS = 50_000
 TOUCHED = "business || chr(31) || contact_id IN (SELECT contact_key FROM staging.stg_touched)"
 
 
-def replace_touched(con: duckdb.DuckDBPyConnection, full: bool) -> None:
+def replace_touched(con: duckdb.DuckDBPyConnection, full: bool, delete: bool = True) -> None:
     """Delete the touched contacts' statuses, history and violations (every row on a full run), to be
     decided again, and keep the rows deleted as `stg_replaced_*` (empty on a full run): the status
     check validates only rows that changed, and the incremental marts (consent/storage/sql/mart_scope.sql)
     take the difference between these and the rows the run writes."""
+    # `delete` False: only the empty `stg_replaced_*` tables; each bucket fills them (`replace_bucket`).
     # DuckLake has no DELETE ... RETURNING: there the rows are read, then deleted.
-    returning = (not full and not is_lake_connection(con)
+    returning = (delete and not full and not is_lake_connection(con)
                  and con.execute("SELECT count(*) FROM staging.stg_touched").fetchone()[0] <= RETURNING_CONTACTS)
     for table, kept in ((CONSENT_STATUS, "staging.stg_replaced_status"),
                         (CONSENT_STATUS_HISTORY, "staging.stg_replaced_history"),
                         (CONSENT_VIOLATIONS, "staging.stg_replaced_violations")):
         con.execute(f"CREATE OR REPLACE TABLE {kept} AS SELECT * FROM {table.name} LIMIT 0")
+        if not delete:
+            continue
         if full:
             con.execute(f"DELETE FROM {table.name}")
         elif returning:
@@ -85,6 +91,18 @@ def replace_touched(con: duckdb.DuckDBPyConnection, full: bool) -> None:
         else:
             con.execute(f"INSERT INTO {kept} SELECT * FROM {table.name} WHERE {TOUCHED}")
             con.execute(f"DELETE FROM {table.name} WHERE {TOUCHED}")
+
+
+def replace_bucket(con: duckdb.DuckDBPyConnection, full: bool, contacts: str) -> None:
+    """`replace_touched` for the contacts whose keys the table `contacts` holds (one bucket): their
+    rows deleted, and kept as `stg_replaced_*` unless on a full run."""
+    chosen = f"business || chr(31) || contact_id IN (SELECT contact_key FROM {contacts})"
+    for table, kept in ((CONSENT_STATUS, "staging.stg_replaced_status"),
+                        (CONSENT_STATUS_HISTORY, "staging.stg_replaced_history"),
+                        (CONSENT_VIOLATIONS, "staging.stg_replaced_violations")):
+        if not full:
+            con.execute(f"INSERT INTO {kept} SELECT * FROM {table.name} WHERE {chosen}")
+        con.execute(f"DELETE FROM {table.name} WHERE {chosen}")
 
 
 # A night whose scope has not closed after this many steps (a very long chain of links and number

@@ -685,6 +685,11 @@ class SettingsAccess(FromEnvironment):
     def worker_count(self) -> int:
         return int(self.setting("workers"))
 
+    @property
+    def bucket_count(self) -> int:
+        """Buckets the contacts are decided in, each in a transaction of its own (1: one transaction)."""
+        return int(self.setting("buckets"))
+
     def load_policy(self) -> Policy:
         return load_policy(self.policy_path)
 
@@ -731,6 +736,14 @@ def days(text: str) -> int:
     return value
 
 
+def positive(text: str) -> int:
+    """A whole number, 1 or more."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
 def memory_size(text: str) -> str:
     """A DuckDB memory size ("2GB", "512MB", "3GiB"), checked before any connection is made."""
     if not _MEMORY_SIZE.fullmatch(text):
@@ -752,9 +765,10 @@ SETTINGS = (
     Setting("exports_dir", "CONSENT_EXPORTS"),
     Setting("policy_file", "CONSENT_POLICY"),
     Setting("workers", "CONSENT_WORKERS", int),
+    Setting("buckets", "CONSENT_BUCKETS", positive, "whole number (1 or more)"),
     Setting("audiences_dir", "CONSENT_AUDIENCES"),
 )
-DEFAULTS = {"path": DEFAULT_WAREHOUSE, "lock_timeout_seconds": 30.0, "exports_dir": DEFAULT_EXPORTS, "workers": DEFAULT_WORKERS,
+DEFAULTS = {"path": DEFAULT_WAREHOUSE, "lock_timeout_seconds": 30.0, "exports_dir": DEFAULT_EXPORTS, "workers": DEFAULT_WORKERS, "buckets": 1,
             "memory_limit": DEFAULT_MEMORY_LIMIT, "snapshot_retention_days": DEFAULT_SNAPSHOT_RETENTION_DAYS}
 
 
@@ -783,6 +797,7 @@ class Settings(SettingsAccess):
     full: bool = False
     reread: bool = False
     workers: Optional[int] = None
+    buckets: Optional[int] = None
     audiences_dir: Optional[str] = None
 
 

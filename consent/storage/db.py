@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import duckdb
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+# A transaction that meets a write conflict is tried again whole, at most this many times in all.
+TRANSACTION_ATTEMPTS = 5
+CONFLICT_PAUSE_SECONDS = 0.2
 
 
 @contextmanager
@@ -18,6 +26,44 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+class TransactionConflict(RuntimeError):
+    """A transaction still met a write conflict after TRANSACTION_ATTEMPTS tries: nothing of it was written."""
+
+
+def is_conflict(error: BaseException) -> bool:
+    """Whether `error` is a commit refused because another transaction wrote the same data first
+    (DuckLake: "Transaction conflict - attempting to delete from file ... another transaction ...")."""
+    return isinstance(error, duckdb.TransactionException) and "conflict" in str(error).lower()
+
+
+def retried_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], T], *, what: str,
+                        attempts: int = TRANSACTION_ATTEMPTS) -> T:
+    """`work()` in a transaction of its own; a transaction that meets a write conflict is rolled back
+    and run again whole (`work` must start from what is committed), at most `attempts` times."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with transaction(con):
+                return work()
+        except duckdb.TransactionException as exc:
+            if not is_conflict(exc):
+                raise
+            _end_transaction(con)  # a commit refused may leave the transaction open
+            if attempt == attempts:
+                raise TransactionConflict(
+                    f"{what}: still meeting a write conflict after {attempts} tries, nothing of it written "
+                    f"(another writer kept changing the same data files): {exc}") from exc
+            log.warning("%s met a write conflict; trying it again whole (%d of %d)", what, attempt + 1, attempts)
+            time.sleep(CONFLICT_PAUSE_SECONDS * attempt)
+    raise AssertionError("unreachable")
+
+
+def _end_transaction(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.TransactionException:
+        pass  # none open
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:

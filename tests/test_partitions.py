@@ -1,0 +1,314 @@
+"""Deciding by bucket: contacts decided one person bucket at a time, each bucket in a transaction of
+its own (CONSENT_BUCKETS), give the statuses, history and violations deciding them all at once gives,
+on a DuckDB file and on DuckLake + PostgreSQL; a bucket whose commit meets a write conflict is
+decided again whole, and one that keeps conflicting stops with a clear error, nothing of it written."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from consent.run import buckets as buckets_module
+from consent.storage.access import Warehouse, _extension_directory
+from consent.storage.db import TransactionConflict, retried_transaction
+from tests.conftest import FIXTURES
+from tests.test_ducklake import SALT, everything
+from tests.test_identities import CSV_HEADER, NEW_PHONE, PHONE, USER, payload, stamp, username_stop, web_opt_in, write
+from cli.main import main
+
+OTHER = "+4915100000001"  # linked to USER by the first night's sign-up
+PERSONS = ((PHONE, NEW_PHONE), (OTHER, USER))  # a number change; a number and the BSUID that sent STOP
+DECIDED = ("consent_status", "consent_status_history", "consent_violations")
+BUCKETS = 3
+
+
+def nights(exports: Path) -> list[tuple[str, str]]:
+    """The fixture exports plus one person through a number change and a BSUID link, over two nights;
+    each night: (as_of, its exports written before it runs)."""
+    shutil.copytree(FIXTURES / "exports", exports)
+    write(exports, "policy.yaml", "number_change: carry\n")
+    web_opt_in(exports, f"{PHONE},,opt_in,utility,2026-11-01T10:00:00Z,checkbox,v1,",
+               f"{OTHER},,opt_in,marketing;utility,2026-11-01T10:00:00Z,checkbox,v1,{USER}")
+    change = payload({"messages": [{"from": PHONE[1:], "id": "wamid.change", "timestamp": stamp(5), "type": "system",
+                                    "system": {"body": "changed", "wa_id": NEW_PHONE[1:], "type": "user_changed_number"}}]})
+    write(exports, "whatsapp/hooks.jsonl", [change])
+    return ["2026-11-08T00:00:00Z", "2026-11-10T00:00:00Z"]
+
+
+def second_night(exports: Path) -> None:
+    write(exports, "in_app/night2.csv", CSV_HEADER + f"{NEW_PHONE},,opt_in,marketing,2026-11-08T10:00:00Z,checkbox,v1,\n")
+    write(exports, "whatsapp/night2.jsonl", [username_stop(8)])  # a STOP by the BSUID alone
+
+
+def run(exports: Path, warehouse: str, as_of: str, *extra: str) -> int:
+    return main(["run", "--exports", str(exports), "--warehouse", warehouse, "--as-of", as_of, *extra])
+
+
+def decided(location: str) -> dict[str, list]:
+    """Every table and mart as sorted rows (tests/test_ducklake.py), and the statuses by (contact, purpose)."""
+    with Warehouse(path=location).reader() as con:
+        tables = everything(con)
+        tables["status"] = {(c, p): s for c, p, s in con.execute(
+            "SELECT contact_id, purpose, status FROM consent_status WHERE business = 'default'").fetchall()}
+        return tables
+
+
+def bucket_of(identifier: str, buckets: int) -> int:
+    return duckdb.sql(f"SELECT md5_number('{identifier}') % {buckets}").fetchone()[0]
+
+
+def build(base: Path, location: str, monkeypatch, buckets: int | None, *extra: str) -> list[dict]:
+    """Two nights then a full run into `location`; what the decided tables held after each."""
+    exports = base / "exports"
+    first, second = nights(exports)
+    if buckets is None:
+        monkeypatch.delenv("CONSENT_BUCKETS", raising=False)
+    else:
+        monkeypatch.setenv("CONSENT_BUCKETS", str(buckets))
+    after = []
+    assert run(exports, location, first, *extra) == 0
+    after.append(decided(location))
+    second_night(exports)
+    assert run(exports, location, second, *extra) == 0
+    after.append(decided(location))
+    assert run(exports, location, second, "--full", *extra) == 0
+    after.append(decided(location))
+    return after
+
+
+@pytest.fixture
+def salted(monkeypatch):
+    monkeypatch.setenv("CONSENT_HASH_SALT", SALT)
+    monkeypatch.delenv("CONSENT_WAREHOUSE_KEY", raising=False)
+
+
+class Buckets(list):
+    """The buckets decided, in order, with the contact ids each decided."""
+
+    def runs(self) -> list[dict[int, set[str]]]:
+        """Per run (each starts again at bucket 0): the contact ids of each bucket."""
+        out: list[dict[int, set[str]]] = []
+        for bucket, ids in self:
+            if bucket == 0:
+                out.append({})
+            out[-1][bucket] = ids
+        return out
+
+    def persons_kept_whole(self) -> bool:
+        """Each person's contacts decided in a run were decided in one bucket of it."""
+        return all(len({b for b, ids in run.items() if set(person) & ids}) <= 1
+                   for run in self.runs() for person in PERSONS)
+
+
+@pytest.fixture
+def bucket_calls(monkeypatch) -> Buckets:
+    calls = Buckets()
+    real = buckets_module.decide_bucket
+
+    def spy(con, bucket, decide, *, full):
+        def seen(contacts: str) -> int:
+            keys = con.execute(f"SELECT contact_key FROM {contacts}").fetchall()
+            calls.append((bucket, {k.split(chr(31))[1] for (k,) in keys}))
+            return decide(contacts)
+
+        return real(con, bucket, seen, full=full)
+
+    monkeypatch.setattr(buckets_module, "decide_bucket", spy)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def at_once(tmp_path_factory) -> list[dict]:
+    """The reference: the same nights into a DuckDB file, every contact decided in one transaction."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CONSENT_HASH_SALT", SALT)
+        env.delenv("CONSENT_WAREHOUSE_KEY", raising=False)
+        base = tmp_path_factory.mktemp("at_once")
+        return build(base, str(base / "wh" / "consent.duckdb"), env, None)
+
+
+def test_the_person_crosses_buckets_by_its_own_identifiers():
+    """The person's identifiers, each hashed alone, fall in different buckets: the test below is
+    only meaningful if deciding by bucket has to keep them together."""
+    assert bucket_of(PHONE, BUCKETS) != bucket_of(NEW_PHONE, BUCKETS)
+    assert bucket_of(OTHER, BUCKETS) != bucket_of(USER, BUCKETS)
+
+
+def test_deciding_by_bucket_on_a_file_gives_what_deciding_at_once_gives(at_once, salted, tmp_path, monkeypatch,
+                                                                        bucket_calls):
+    by_bucket = build(tmp_path, str(tmp_path / "wh" / "consent.duckdb"), monkeypatch, BUCKETS)
+    assert [b for b, _ in bucket_calls] == list(range(BUCKETS)) * 3
+    assert bucket_calls.persons_kept_whole()
+    assert any({PHONE, NEW_PHONE} <= ids for ids in bucket_calls.runs()[0].values())
+    for night, (expected, got) in enumerate(zip(at_once, by_bucket)):
+        assert set(got) == set(expected) and set(DECIDED) < set(got)
+        for table in got:
+            assert got[table] == expected[table], (night, table)
+    final = by_bucket[1]["status"]
+    # the old number's opt-out carried to the new number, the new opt-in kept; the BSUID's STOP reached its number
+    assert final[(NEW_PHONE, "utility")] == "opted_out" and final[(NEW_PHONE, "marketing")] == "opted_in"
+    assert final[(OTHER, "marketing")] == final[(OTHER, "utility")] == "opted_out"
+    assert by_bucket[2]["consent_violations"]  # the fixtures' violations are compared too
+
+
+def test_deciding_by_bucket_on_ducklake_postgres_gives_what_deciding_at_once_gives(
+        at_once, salted, tmp_path, monkeypatch, bucket_calls, postgres_service):
+    lake = "ducklake:postgres:" + postgres_service.dsn(postgres_service.create_database())
+    by_bucket = build(tmp_path, lake, monkeypatch, BUCKETS, "--data-path", str(tmp_path / "lake_data"))
+    assert [b for b, _ in bucket_calls] == list(range(BUCKETS)) * 3
+    assert bucket_calls.persons_kept_whole()
+    for night, (expected, got) in enumerate(zip(at_once, by_bucket)):
+        assert set(got) == set(expected)
+        for table in got:
+            assert got[table] == expected[table], (night, table)
+
+
+def test_one_bucket_is_the_one_transaction_of_before(salted, tmp_path, monkeypatch, bucket_calls):
+    exports = tmp_path / "exports"
+    first, _ = nights(exports)
+    monkeypatch.setenv("CONSENT_BUCKETS", "1")
+    assert run(exports, str(tmp_path / "wh" / "consent.duckdb"), first) == 0
+    assert not bucket_calls
+
+
+def test_a_bucket_count_below_one_is_refused(salted, tmp_path, monkeypatch, capsys):
+    exports = tmp_path / "exports"
+    first, _ = nights(exports)
+    monkeypatch.setenv("CONSENT_BUCKETS", "0")
+    assert run(exports, str(tmp_path / "wh" / "consent.duckdb"), first) == 2
+    assert "CONSENT_BUCKETS: not a whole number (1 or more): '0'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def lake(tmp_path):
+    """A DuckLake (DuckDB-file catalog) and two cursors of one database: two transactions at once."""
+    con = duckdb.connect(config={"extension_directory": _extension_directory()})
+    con.execute("LOAD ducklake")
+    con.execute(f"ATTACH 'ducklake:{tmp_path / 'c.ducklake'}' AS w (DATA_PATH '{tmp_path / 'data'}/')")
+    con.execute("USE w")
+    con.execute("CREATE TABLE t (k INTEGER, v INTEGER)")
+    con.execute("INSERT INTO t SELECT i, 0 FROM range(100) AS r(i)")
+    mine, other = con.cursor(), con.cursor()
+    mine.execute("USE w")
+    other.execute("USE w")
+    yield mine, other
+    con.close()
+
+
+def test_a_transaction_meeting_a_write_conflict_is_retried_whole(lake):
+    mine, other = lake
+    attempts = []
+
+    def work():
+        attempts.append(mine.execute("SELECT sum(v) FROM t WHERE k >= 90").fetchone()[0])
+        mine.execute("DELETE FROM t WHERE k >= 90")
+        mine.execute("INSERT INTO t SELECT i, 1 FROM range(90, 100) AS r(i)")
+        if len(attempts) == 1:  # another writer deletes from the same data file and commits first
+            other.execute("UPDATE t SET v = 2 WHERE k < 10")
+        return "done"
+
+    assert retried_transaction(mine, work, what="the test") == "done"
+    assert attempts == [0, 0]  # the second try started again from what was committed
+    assert mine.execute("SELECT v, count(*) FROM t GROUP BY v ORDER BY v").fetchall() == [(0, 80), (1, 10), (2, 10)]
+
+
+def test_a_transaction_that_keeps_conflicting_stops_with_a_clear_error_and_writes_nothing(lake, monkeypatch):
+    mine, other = lake
+    monkeypatch.setattr("consent.storage.db.CONFLICT_PAUSE_SECONDS", 0)
+    attempts = []
+
+    def work():
+        attempts.append(1)
+        mine.execute("DELETE FROM t WHERE k >= 90")
+        # another writer replaces the same rows each time, committing first
+        other.execute(f"UPDATE t SET v = {len(attempts)} WHERE k >= 90")
+
+    with pytest.raises(TransactionConflict, match="deciding bucket 3: still meeting a write conflict after 3 tries"):
+        retried_transaction(mine, work, what="deciding bucket 3", attempts=3)
+    assert len(attempts) == 3
+    assert mine.execute("SELECT v, count(*) FROM t WHERE k >= 90 GROUP BY v").fetchall() == [(3, 10)]
+    assert mine.execute("SELECT count(*) FROM t").fetchone()[0] == 100
+
+
+def test_the_buckets_flag_overrides_the_setting_for_this_run(salted, tmp_path, monkeypatch, bucket_calls, capsys):
+    exports = tmp_path / "exports"
+    first, _ = nights(exports)
+    monkeypatch.setenv("CONSENT_BUCKETS", "1")
+    assert run(exports, str(tmp_path / "wh" / "consent.duckdb"), first, "--buckets", "2") == 0
+    assert [b for b, _ in bucket_calls] == [0, 1]
+    assert run(exports, str(tmp_path / "wh" / "consent.duckdb"), first, "--buckets", "0") == 2
+    assert "--buckets must be at least 1" in capsys.readouterr().err
+
+
+FAN_OUT = """
+import sys
+from consent.run.publish import decide_bucket_apart
+from consent.storage.access import Settings, Warehouse
+lake, data, exports, full, bucket, buckets = sys.argv[1:7]
+with Warehouse(path=lake, data_path=data).connect() as con:
+    print(decide_bucket_apart(con, policy=Settings(exports_dir=exports).load_policy(), full=full == "1",
+                              bucket=int(bucket), buckets=int(buckets)))
+"""
+
+
+def test_buckets_decided_at_once_in_processes_of_their_own_on_ducklake_give_the_same_tables(
+        at_once, salted, tmp_path, monkeypatch, postgres_service):
+    """Each bucket decided by a process of its own with its own connection, all at the same time,
+    between the run's first and last transaction (what a fan-out over processes or machines does):
+    the same tables and marts as one transaction."""
+    import subprocess
+    import sys
+
+    from consent.run import publish as publish_module
+
+    lake = "ducklake:postgres:" + postgres_service.dsn(postgres_service.create_database())
+    data, exports = str(tmp_path / "lake_data"), tmp_path / "exports"
+    launched = []
+
+    def fan_out(con, buckets, decide, *, full, progress=None):
+        processes = [subprocess.Popen([sys.executable, "-c", FAN_OUT, lake, data, str(exports), "1" if full else "0",
+                                       str(bucket), str(buckets)], stdout=subprocess.PIPE, text=True)
+                     for bucket in range(buckets)]
+        outputs = [p.communicate(timeout=300)[0] for p in processes]
+        assert [p.returncode for p in processes] == [0] * buckets
+        launched.append(buckets)
+        return sum(int(out.split()[-1]) for out in outputs)
+
+    monkeypatch.setattr(publish_module, "decide_by_bucket", fan_out)
+    by_process = build(tmp_path, lake, monkeypatch, BUCKETS, "--data-path", data)
+    assert launched == [BUCKETS] * 3
+    for night, (expected, got) in enumerate(zip(at_once, by_process)):
+        assert set(got) == set(expected)
+        for table in got:
+            assert got[table] == expected[table], (night, table)
+
+
+def test_a_bucket_that_keeps_conflicting_fails_the_run_and_a_full_run_repairs_it(
+        at_once, salted, tmp_path, monkeypatch, capsys):
+    """The documented cost of deciding by bucket: a run stopped after its first transaction fails
+    loudly (its row of `runs` says failed), and `consent run --full` decides every contact again."""
+    exports, location = tmp_path / "exports", str(tmp_path / "wh" / "consent.duckdb")
+    first, second = nights(exports)
+    monkeypatch.setenv("CONSENT_BUCKETS", str(BUCKETS))
+    assert run(exports, location, first) == 0
+    second_night(exports)
+    real = buckets_module.decide_bucket
+
+    def conflicting(con, bucket, decide, *, full):
+        if bucket == 1:
+            raise TransactionConflict("deciding bucket 1: still meeting a write conflict after 5 tries")
+        return real(con, bucket, decide, full=full)
+
+    monkeypatch.setattr(buckets_module, "decide_bucket", conflicting)
+    assert run(exports, location, second) == 1
+    assert "deciding bucket 1: still meeting a write conflict" in capsys.readouterr().err
+    with Warehouse(path=location).reader() as con:
+        assert con.execute("SELECT status FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()[0] == "failed"
+    monkeypatch.setattr(buckets_module, "decide_bucket", real)
+    assert run(exports, location, second, "--full") == 0
+    repaired = decided(location)
+    for table in DECIDED:
+        assert repaired[table] == at_once[2][table], table
