@@ -95,6 +95,9 @@ MUTATIONS: tuple[Mutation, ...] = (
              '"event_type": {"stop": "opt_out", "resume": "resume"}.get(value, ""),',
              '"event_type": {"stop": "inbound_message", "resume": "resume"}.get(value, ""),',
              (I + "test_user_preferences_stop_and_131050_failure_addressed_by_bsuid",)),
+    Mutation("undecided_bucket_left_for_ever", "opt-outs never blocked", "consent/run/publish.py",
+             "    full = full or table_exists(con, UNDECIDED)\n", "",
+             ("tests/test_partitions.py::test_a_bucket_that_keeps_conflicting_fails_the_run_and_the_next_run_decides_every_contact",)),
     # --- erasure ------------------------------------------------------------------------------
     Mutation("erasure_bsuid_match_dropped", "erasure", "consent/storage/sql/suppressed_events.sql",
              "    UNION ALL\n"

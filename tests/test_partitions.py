@@ -286,10 +286,11 @@ def test_buckets_decided_at_once_in_processes_of_their_own_on_ducklake_give_the_
             assert got[table] == expected[table], (night, table)
 
 
-def test_a_bucket_that_keeps_conflicting_fails_the_run_and_a_full_run_repairs_it(
+def test_a_bucket_that_keeps_conflicting_fails_the_run_and_the_next_run_decides_every_contact(
         at_once, salted, tmp_path, monkeypatch, capsys):
-    """The documented cost of deciding by bucket: a run stopped after its first transaction fails
-    loudly (its row of `runs` says failed), and `consent run --full` decides every contact again."""
+    """The cost of deciding by bucket: a run stopped after its first transaction fails loudly (its
+    row of `runs` says failed) with the STOP of its night in the ledger and a bucket undecided; the
+    next run, an ordinary one that finds nothing new, decides every contact again."""
     exports, location = tmp_path / "exports", str(tmp_path / "wh" / "consent.duckdb")
     first, second = nights(exports)
     monkeypatch.setenv("CONSENT_BUCKETS", str(BUCKETS))
@@ -297,18 +298,24 @@ def test_a_bucket_that_keeps_conflicting_fails_the_run_and_a_full_run_repairs_it
     second_night(exports)
     real = buckets_module.decide_bucket
 
+    stopped = bucket_of(min(OTHER, USER), BUCKETS)  # a person's bucket is its smallest identifier's
+
     def conflicting(con, bucket, decide, *, full):
-        if bucket == 1:
-            raise TransactionConflict("deciding bucket 1: still meeting a write conflict after 5 tries")
+        if bucket == stopped:
+            raise TransactionConflict(f"deciding bucket {bucket}: still meeting a write conflict after 5 tries")
         return real(con, bucket, decide, full=full)
 
     monkeypatch.setattr(buckets_module, "decide_bucket", conflicting)
     assert run(exports, location, second) == 1
-    assert "deciding bucket 1: still meeting a write conflict" in capsys.readouterr().err
+    assert f"deciding bucket {stopped}: still meeting a write conflict" in capsys.readouterr().err
     with Warehouse(path=location).reader() as con:
         assert con.execute("SELECT status FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()[0] == "failed"
+    # the bucket that failed holds the person whose STOP the night brought: its opt-out is not applied
+    assert decided(location)["status"][(OTHER, "marketing")] != at_once[2]["status"][(OTHER, "marketing")]
     monkeypatch.setattr(buckets_module, "decide_bucket", real)
-    assert run(exports, location, second, "--full") == 0
+    assert run(exports, location, second) == 0
+    with Warehouse(path=location).reader() as con:
+        assert con.execute("SELECT new_events FROM runs ORDER BY started_at DESC LIMIT 1").fetchone() == (0,)
     repaired = decided(location)
     for table in DECIDED:
         assert repaired[table] == at_once[2][table], table

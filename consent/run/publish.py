@@ -19,7 +19,7 @@ import duckdb
 
 from consent.storage import sql
 from consent.storage.bulk import bulk_phase
-from consent.storage.db import transaction, upsert
+from consent.storage.db import table_exists, transaction, upsert
 from consent.storage.faults import crash_point
 from consent.reading.ingest import Progress
 from consent.domain.notices import NoticeTerms, terms_from_rows
@@ -50,10 +50,14 @@ def publish(
     (`publish_by_bucket`).
     """
     run = StagedRun.read(con)
+    # A run decided by bucket that stopped before its last bucket left contacts undecided, their new
+    # events in the ledger: this run decides every contact again.
+    full = full or table_exists(con, UNDECIDED)
     if buckets > 1:
         return publish_by_bucket(con, run, policy=policy, full=full, progress=progress, workers=workers,
                                  buckets=buckets)
     with transaction(con):
+        con.execute(f"DROP TABLE IF EXISTS {UNDECIDED}")
         suppressed = append_run(con, run)
         notices = register_notices(con, run)
         with timed(run.seconds, "reconcile"):
@@ -63,6 +67,11 @@ def publish(
         summary = record_run(con, run, contacts=contacts, suppressed=suppressed)
     crash_point("after_publish")
     return summary
+
+
+# Written by the first transaction of a run decided by bucket, dropped by its last: found by a later
+# run, some bucket of that run was never decided.
+UNDECIDED = "staging.stg_undecided_run"
 
 
 def append_run(con: duckdb.DuckDBPyConnection, run: StagedRun) -> int:
@@ -83,8 +92,8 @@ def publish_by_bucket(con: duckdb.DuckDBPyConnection, run: StagedRun, *, policy:
     (`publish_ledger`); each bucket of them replaced and decided (consent.run.buckets.decide_by_bucket,
     retried whole on a write conflict); the run recorded (`record_bucketed_run`). Not all or nothing
     as one transaction is: a run stopped between them has its events in the ledger, the buckets
-    decided so far written and the others as they were, and its row of `runs` says failed;
-    `consent run --full` decides every contact again."""
+    decided so far written and the others as they were, and its row of `runs` says failed; the next
+    run, whatever its mode, then decides every contact again (`UNDECIDED`)."""
     suppressed, notices = publish_ledger(con, run, policy=policy, full=full, replace=False)
     started = time.perf_counter()
 
@@ -105,6 +114,7 @@ def publish_ledger(con: duckdb.DuckDBPyConnection, run: StagedRun, *, policy: Po
     notices registered, the touched contacts chosen (`staging.stg_touched`; their rows replaced
     only if `replace`). The events suppressed and the notices' terms."""
     with transaction(con):
+        con.execute(f"CREATE OR REPLACE TABLE {UNDECIDED} AS SELECT ?::VARCHAR AS run_id", [run.run_id])
         suppressed = append_run(con, run)
         notices = register_notices(con, run)
         with timed(run.seconds, "reconcile"):
@@ -116,6 +126,7 @@ def record_bucketed_run(con: duckdb.DuckDBPyConnection, run: StagedRun, *, conta
     """The last transaction of a run decided by bucket: its row of `runs`, once every bucket is decided."""
     crash_point("publish_after_status")
     with transaction(con):
+        con.execute(f"DROP TABLE IF EXISTS {UNDECIDED}")
         summary = record_run(con, run, contacts=contacts, suppressed=suppressed)
     crash_point("after_publish")
     return summary
