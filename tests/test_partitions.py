@@ -254,6 +254,7 @@ with Warehouse(path=lake, data_path=data).connect() as con:
 """
 
 
+@pytest.mark.slow  # `make test-slow`: a process per bucket, all at once (the in-process twins run by default)
 def test_buckets_decided_at_once_in_processes_of_their_own_on_ducklake_give_the_same_tables(
         at_once, salted, tmp_path, monkeypatch, postgres_service):
     """Each bucket decided by a process of its own with its own connection, all at the same time,
