@@ -1,6 +1,6 @@
 """The same exports into a file warehouse and into DuckLake + PostgreSQL, side by side in one run.
 
-    .venv/bin/python bench/ducklake.py --events 1000000 --night-events 10000
+    .venv/bin/python bench/ducklake.py --events 1000000 --night-events 10000 [--workers 1 2]
 
 Starts a throwaway PostgreSQL cluster for the catalog (tests/services.py: Debian's package, on a
 loopback port, fsync off as in the tests), then, each in a fresh process timed as
@@ -9,7 +9,10 @@ a full `consent run` into a new file warehouse, the same into a new DuckLake cat
 in a local folder), and the same night of K new events (bench/generate.py, seed 2) on both.
 Prints each run's time, peak memory and step seconds (`runs.step_seconds`), the DuckLake/file
 ratios, and whether statuses, history, violations and marts are identical (checksums as
-bench/compare_outputs.py takes them); exit 1 when they differ.
+bench/compare_outputs.py takes them); exit 1 when they differ. With `--workers 1 2` the file and
+DuckLake run with one worker process and DuckLake again, into a new catalog, with two: the
+reconcile step's speed-up is printed (`consent run --workers`: the state machine's ranges in
+worker processes).
 """
 
 from __future__ import annotations
@@ -96,7 +99,11 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--night-events", type=int, default=10_000)
     parser.add_argument("--work", type=Path, default=BENCH / "work" / "ducklake")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1],
+                        help="worker processes (`consent run --workers`): the file and the first DuckLake run take "
+                             "the first count, and DuckLake runs again, into a new catalog, with each other count")
     args = parser.parse_args()
+    from consent.storage.access import close_shared_connections
     from tests.services import start_postgres
 
     exports = exports_for(args.events)
@@ -106,9 +113,12 @@ def main() -> int:
     night = night_exports(exports, work, args.night_events)
     postgres = start_postgres()
     try:
-        targets = {"file": (str(work / "file" / "consent.duckdb"), ()),
-                   "ducklake": ("ducklake:postgres:" + postgres.dsn(postgres.create_database()),
-                                ("--data-path", str(work / "lake_data")))}
+        first, *more = args.workers
+        targets = {"file": (str(work / "file" / "consent.duckdb"), ("--workers", str(first)))}
+        for n in (first, *more):
+            targets["ducklake" if n == first else f"ducklake x{n}"] = (
+                "ducklake:postgres:" + postgres.dsn(postgres.create_database()),
+                ("--data-path", str(work / f"lake_data_{n}"), "--workers", str(n)))
         (work / "file").mkdir()
         results = {}
         for label, (warehouse, extra) in targets.items():
@@ -125,6 +135,7 @@ def main() -> int:
               "opening a writer connection: {connect_lake_s:.2f} s (file: {connect_file_s:.2f} s)".format(
                   **results["catalog"]))
     finally:
+        close_shared_connections()  # this process's writer instance, before its server stops
         postgres.stop()
     (work / "results.json").write_text(json.dumps(results, indent=2))
     return 1 if differ else 0
@@ -134,16 +145,21 @@ def _report(targets: dict, results: dict) -> int:
     print(f"\n{'step (s)':<12}" + "".join(f"{f'{l} {k}':>18}" for l in results for k in ("full", "night")))
     for step in STEPS:
         print(f"{step:<12}" + "".join(f"{results[l][k]['steps'].get(step, 0):>18.1f}" for l in results for k in ("full", "night")))
-    for kind in ("full", "night"):
-        ratio = results["ducklake"][kind]["wall"] / results["file"][kind]["wall"]
-        print(f"DuckLake / file, {kind} run: {ratio:.2f}x time, "
-              f"{results['ducklake'][kind]['peak_mb'] / results['file'][kind]['peak_mb']:.2f}x peak memory")
+    for label in (l for l in results if l != "file"):
+        for kind in ("full", "night"):
+            ratio = results[label][kind]["wall"] / results["file"][kind]["wall"]
+            print(f"{label} / file, {kind} run: {ratio:.2f}x time, "
+                  f"{results[label][kind]['peak_mb'] / results['file'][kind]['peak_mb']:.2f}x peak memory")
+        if label != "ducklake":
+            speedup = results["ducklake"]["full"]["steps"]["reconcile"] / results[label]["full"]["steps"]["reconcile"]
+            print(f"reconcile step, full run, ducklake / {label}: {speedup:.2f}x faster")
     (file_columns, _), (lake_columns, _) = (outputs(targets[l][0]) for l in ("file", "ducklake"))
     shared = {name: [c for c in file_columns[name] if c in lake_columns[name]] for name in TABLES}
     sums = {label: outputs(warehouse, shared)[1] for label, (warehouse, _) in targets.items()}
-    differ = [name for name in TABLES if sums["file"][name] != sums["ducklake"][name]]
+    differ = [(name, label) for name in TABLES for label in sums if sums[label][name] != sums["file"][name]]
     for name in TABLES:
-        print(f"{name:<24}{sums['file'][name][0]:>10}  {'NO' if name in differ else 'identical'}")
+        apart = [label for n, label in differ if n == name]
+        print(f"{name:<24}{sums['file'][name][0]:>10}  {'NO: ' + ', '.join(apart) if apart else 'identical'}")
     return len(differ)
 
 
