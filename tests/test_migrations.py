@@ -188,11 +188,13 @@ def test_migrating_fills_each_history_rows_channels_from_the_ledger_and_keeps_ev
 V9 = FIXTURES / "warehouse_v9"
 # The same, written by the last code on main at schema version 10 (commit 050d295; its README).
 V10 = FIXTURES / "warehouse_v10"
+# The same, written at schema version 12 (commit 5234e25: scratch tables in `staging`; its README).
+V12 = FIXTURES / "warehouse_v12"
 LEDGER_TABLES = ("consent_events", "quarantine", "skipped_items", "identifier_links", "message_statuses",
                  "consent_notices", "suppression_list", "erased_events")
 
 
-@pytest.mark.parametrize("fixture", [V9, V10], ids=["v9", "v10"])
+@pytest.mark.parametrize("fixture", [V9, V10, V12], ids=["v9", "v10", "v12"])
 def test_a_warehouse_written_by_older_code_opens_and_runs_again_losing_nothing(fixture, tmp_path, capsys):
     from cli.main import main
 
@@ -251,7 +253,7 @@ def test_an_old_warehouse_keeps_its_scratch_tables_rows_in_the_staging_schema_an
 FOLDER_BUSINESS = {"email_link": "acme_bank", "sms_link": "acme_bank"}  # sample_exports/businesses.yaml; else acme_shoes
 
 
-@pytest.mark.parametrize("fixture", [V9, V10], ids=["v9", "v10"])
+@pytest.mark.parametrize("fixture", [V9, V10, V12], ids=["v9", "v10", "v12"])
 def test_quarantined_rows_and_skipped_items_read_before_get_the_business_of_their_file(fixture, tmp_path):
     """Rows read before the business column existed count under the business their file's events
     name (each sample file's events name one: its folder's); none is left unattributed, none lost."""
