@@ -106,17 +106,22 @@ def _in(sql: str, catalog: str) -> str:
 
 def run(checkout: Path, exports: Path, warehouse: Path) -> str:
     """Run `consent run` of `checkout`; its seconds and peak memory, as text."""
+    result = measured_run(checkout, exports, str(warehouse), salt="compare-outputs")
+    return f"{result['wall']:.1f} s, peak {result['peak_mb']:,.0f} MB"
+
+
+def measured_run(checkout: Path, exports: Path, warehouse: str, *extra: str, salt: str) -> dict:
+    """`consent run` of `checkout` in a fresh process: wall seconds, peak MB (bench/benchmark.py's MEASURE).
+    One salt for every warehouse compared: the marts' contact and recipient hashes are then comparable."""
     done = subprocess.run(
         [sys.executable, "-c", MEASURE, sys.executable, "-m", "cli.main", "run", "--exports", str(exports),
-         "--warehouse", str(warehouse), "--as-of", AS_OF],
-        cwd=checkout, capture_output=True, text=True,
-        # One salt for both: the marts' contact and recipient hashes are then comparable.
-        env={**os.environ, "CONSENT_HASH_SALT": "compare-outputs"},
+         "--warehouse", warehouse, "--as-of", AS_OF, *extra],
+        cwd=checkout, capture_output=True, text=True, env={**os.environ, "CONSENT_HASH_SALT": salt},
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if result["code"] not in (0, 1):  # 1: an ERROR check failed (the generated exports have bad rows)
         sys.exit(f"{checkout}: consent run exited {result['code']}\n{result['stderr']}")
-    return f"{result['wall']:.1f} s, peak {result['peak_mb']:,.0f} MB"
+    return result
 
 
 def night_exports(exports: Path, work: Path, events: int) -> Path:

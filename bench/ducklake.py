@@ -21,31 +21,22 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:0] = [str(BENCH), str(REPO)]
-from benchmark import MEASURE, exports_for  # noqa: E402 (bench/ is a folder of scripts, not a package)
-from compare_outputs import AS_OF, TABLES, checksums_on, columns_on, night_exports  # noqa: E402
+from benchmark import exports_for  # noqa: E402 (bench/ is a folder of scripts, not a package)
+from compare_outputs import TABLES, checksums_on, columns_on, measured_run, night_exports  # noqa: E402
 
 SALT = "bench-ducklake"  # one salt for both: the marts' hashes are then comparable
 STEPS = ("read", "normalise", "build", "ledger", "reconcile")
 
 
 def run(warehouse: str, exports: Path, *extra: str) -> dict:
-    """One `consent run` in a fresh process: wall seconds, peak MB."""
-    done = subprocess.run(
-        [sys.executable, "-c", MEASURE, sys.executable, "-m", "cli.main", "run", "--exports", str(exports),
-         "--warehouse", warehouse, "--as-of", AS_OF, *extra],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, "CONSENT_HASH_SALT": SALT},
-    )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    if result["code"] not in (0, 1):  # 1: an ERROR check failed (the generated exports have bad rows)
-        sys.exit(f"{warehouse}: consent run exited {result['code']}\n{result['stderr']}")
-    return result
+    """One `consent run` of this checkout in a fresh process: wall seconds, peak MB."""
+    return measured_run(REPO, exports, warehouse, *extra, salt=SALT)
 
 
 def reader(warehouse: str):

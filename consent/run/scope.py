@@ -65,6 +65,9 @@ def select_touched_contacts(con: duckdb.DuckDBPyConnection, run: StagedRun, poli
 # (one pass over each table; the rows held in this process), more by reading them and deleting them
 # in SQL (two passes; DuckDB can spill): the memory a night holds stays bounded.
 RETURNING_CONTACTS = 50_000
+# Each decided table and the staging copy of the rows a run replaced in it.
+REPLACED = ((CONSENT_STATUS, "staging.stg_replaced_status"), (CONSENT_STATUS_HISTORY, "staging.stg_replaced_history"),
+            (CONSENT_VIOLATIONS, "staging.stg_replaced_violations"))
 # The rows of a table keyed by business and contact that belong to the contacts this run decides.
 TOUCHED = "business || chr(31) || contact_id IN (SELECT contact_key FROM staging.stg_touched)"
 
@@ -78,9 +81,7 @@ def replace_touched(con: duckdb.DuckDBPyConnection, full: bool, delete: bool = T
     # DuckLake has no DELETE ... RETURNING: there the rows are read, then deleted.
     returning = (delete and not full and not is_lake_connection(con)
                  and con.execute("SELECT count(*) FROM staging.stg_touched").fetchone()[0] <= RETURNING_CONTACTS)
-    for table, kept in ((CONSENT_STATUS, "staging.stg_replaced_status"),
-                        (CONSENT_STATUS_HISTORY, "staging.stg_replaced_history"),
-                        (CONSENT_VIOLATIONS, "staging.stg_replaced_violations")):
+    for table, kept in REPLACED:
         con.execute(f"CREATE OR REPLACE TABLE {kept} AS SELECT * FROM {table.name} LIMIT 0")
         if not delete:
             continue
@@ -97,9 +98,7 @@ def replace_bucket(con: duckdb.DuckDBPyConnection, full: bool, contacts: str) ->
     """`replace_touched` for the contacts whose keys the table `contacts` holds (one bucket): their
     rows deleted, and kept as `stg_replaced_*` unless on a full run."""
     chosen = f"business || chr(31) || contact_id IN (SELECT contact_key FROM {contacts})"
-    for table, kept in ((CONSENT_STATUS, "staging.stg_replaced_status"),
-                        (CONSENT_STATUS_HISTORY, "staging.stg_replaced_history"),
-                        (CONSENT_VIOLATIONS, "staging.stg_replaced_violations")):
+    for table, kept in REPLACED:
         if not full:
             con.execute(f"INSERT INTO {kept} SELECT * FROM {table.name} WHERE {chosen}")
         con.execute(f"DELETE FROM {table.name} WHERE {chosen}")
