@@ -12,15 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FIXTURES, query, run_cli
+from tests.test_dashboard import BUSINESSES, tiles, views  # acme_shoes: web form, WhatsApp, its number; acme_bank
 
-BUSINESSES = """\
-businesses:
-  acme_shoes:
-    channels: [web_form, whatsapp]
-    whatsapp_phone_number_ids: ["106540352242922"]
-  acme_bank:
-    channels: [email_link, preference_center]
-"""
 UNCLAIMED = "106540359999999"
 
 
@@ -93,8 +86,6 @@ def test_the_quarantine_summary_counts_rows_per_business_and_the_unattributed_ap
 
 
 def test_the_dashboard_shows_each_business_its_own_quarantined_rows(warehouse):
-    from tests.test_dashboard import tiles, views
-
     found = views((warehouse.parent / "dashboard.html").read_text())
     per_business = dict(query(warehouse, "SELECT business, count(*) FROM quarantine WHERE business IS NOT NULL GROUP BY ALL"))
     total = query(warehouse, "SELECT count(*) FROM quarantine")[0][0]
