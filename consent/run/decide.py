@@ -37,23 +37,6 @@ CONTACT_COUNTS_FETCH = 65_536  # (contact key, events) pairs read at a time to c
 SCOPE_TABLES = ("touched_history", "scope_event_rows", "scope_link_rows", "scope_ids", "scope_new_ids")
 
 
-def reconcile_ranges(
-    con: duckdb.DuckDBPyConnection,
-    policy: Policy,
-    as_of: datetime,
-    notices: dict[str, NoticeTerms],
-    progress: Progress | None = None,
-    workers: int = 1,
-    counts: dict | None = None,
-) -> int:
-    """Decide the touched contacts (`staging.stg_touched`) range by range; the number of contacts
-    decided (`decide_contacts`). The scope's temporary tables are dropped after."""
-    try:
-        return decide_contacts(con, policy, as_of, notices, progress, workers, counts)
-    finally:
-        drop_scope(con)
-
-
 def drop_scope(con: duckdb.DuckDBPyConnection) -> None:
     for table in SCOPE_TABLES:
         con.execute(f"DROP TABLE IF EXISTS {table}")

@@ -27,7 +27,7 @@ from consent.domain.policy import Policy
 from consent.domain.schema import RUNS
 from consent.privacy.erasure import suppress_staged
 from consent.run.buckets import decide_bucket, decide_by_bucket, drop_bucket_scope, open_bucket_scope
-from consent.run.decide import decide_contacts, drop_scope, reconcile_ranges
+from consent.run.decide import decide_contacts, drop_scope
 from consent.run.scope import select_touched_contacts
 from consent.run.staging import StagedRun
 
@@ -62,7 +62,10 @@ def publish(
         notices = register_notices(con, run)
         with timed(run.seconds, "reconcile"):
             select_touched_contacts(con, run, policy, full)
-            contacts = reconcile_ranges(con, policy, run.as_of, notices, progress, workers, counts=run.seconds)
+            try:
+                contacts = decide_contacts(con, policy, run.as_of, notices, progress, workers, counts=run.seconds)
+            finally:
+                drop_scope(con)
         crash_point("publish_after_status")
         summary = record_run(con, run, contacts=contacts, suppressed=suppressed)
     crash_point("after_publish")
