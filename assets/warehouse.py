@@ -8,6 +8,7 @@ from assets.staging import stg_consent_events
 from consent.privacy.erasure import erased_rows_staged
 from consent.run.publish import publish
 from consent.run.progress import ProgressReporter
+from pipelines.buckets import BUCKET_JOB, fan_out_buckets_in_processes
 from resources.warehouse import ConsentSettings, WarehouseResource
 
 # The published tables this step writes; each one's description and columns come from the data
@@ -25,12 +26,22 @@ PUBLISHED = ("consent_events", "quarantine", "skipped_items", "message_statuses"
 def published_warehouse(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: ConsentSettings
 ):
-    """Appends the staged run to the ledger and reconciles affected contacts, in one transaction."""
+    """Appends the staged run to the ledger and reconciles affected contacts, in one transaction (with
+    CONSENT_BUCKETS above 1, a transaction per bucket; on DuckLake with CONSENT_WORKERS above 1 too,
+    the buckets decided in processes of their own by `decide_buckets_job`)."""
     policy = settings.load_policy()
+    buckets, workers = settings.bucket_count, settings.worker_count
+    fan_out = None
+    if warehouse.lake and buckets > 1 and workers > 1:
+        # Each bucket in a process of its own, `workers` at a time (pipelines/buckets.py).
+        def fan_out(count: int, full: bool) -> int:
+            context.log.info(f"deciding {count} buckets in processes, {workers} at a time ({BUCKET_JOB})")
+            return fan_out_buckets_in_processes(context.instance, warehouse, settings, buckets=count,
+                                                workers=workers, full=full, parent_run_id=context.run.run_id)
     with warehouse.connect() as con:
         summary = publish(
             con, policy=policy, full=settings.full, progress=ProgressReporter(context.log),
-            workers=settings.worker_count, buckets=settings.bucket_count,
+            workers=workers, buckets=buckets, fan_out=fan_out,
         )
         counts = {
             name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in PUBLISHED

@@ -98,6 +98,14 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("undecided_bucket_left_for_ever", "opt-outs never blocked", "consent/run/publish.py",
              "    full = full or table_exists(con, UNDECIDED)\n", "",
              ("tests/test_partitions.py::test_a_bucket_that_keeps_conflicting_fails_the_run_and_the_next_run_decides_every_contact",)),
+    Mutation("fan_out_skips_the_last_bucket", "opt-outs never blocked", "pipelines/buckets.py",
+             '    for bucket in range(context.op_config["buckets"]):\n',
+             '    for bucket in range(context.op_config["buckets"] - 1):\n',
+             ("tests/test_partitions.py::test_a_nights_buckets_are_decided_by_dagster_each_in_a_process_of_its_own_on_ducklake",)),
+    Mutation("fan_out_in_the_nights_process", "opt-outs never blocked", "pipelines/buckets.py",
+             "@dg.job(name=BUCKET_JOB, executor_def=dg.multiprocess_executor,",
+             "@dg.job(name=BUCKET_JOB, executor_def=dg.in_process_executor,",
+             ("tests/test_partitions.py::test_a_nights_buckets_are_decided_by_dagster_each_in_a_process_of_its_own_on_ducklake",)),
     # --- erasure ------------------------------------------------------------------------------
     Mutation("erasure_bsuid_match_dropped", "erasure", "consent/storage/sql/suppressed_events.sql",
              "    UNION ALL\n"

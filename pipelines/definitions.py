@@ -10,6 +10,7 @@ from assets.marts import MART_ASSETS, compliance_dashboard
 from assets.privacy import retention_purge
 from assets.staging import stg_consent_events
 from assets.warehouse import published_warehouse
+from pipelines.buckets import bucket_asset, decide_buckets_job
 from pipelines.jobs import audience_check_job, consent_job
 from resources.warehouse import resources_from_env, schedule_from_env
 from pipelines.maintenance import warehouse_maintenance
@@ -19,17 +20,18 @@ from pipelines.sensors import alert_on_unfinished_run, build_new_audiences_senso
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     schedule = schedule_from_env()
+    resources = resources or resources_from_env()
     return dg.Definitions(
         assets=[stg_consent_events, published_warehouse, retention_purge, *MART_ASSETS, compliance_dashboard,
-                audience_checks],
+                audience_checks, bucket_asset(resources["settings"].bucket_count)],
         asset_checks=CHECKS,
-        jobs=[consent_job, audience_check_job, warehouse_maintenance],
+        jobs=[consent_job, audience_check_job, warehouse_maintenance, decide_buckets_job],
         schedules=[nightly_schedule(schedule.nightly_cron, schedule.nightly_timezone),
                    maintenance_schedule(schedule.maintenance_cron, schedule.nightly_timezone)],
         sensors=[build_new_exports_sensor(schedule.sensor_interval_seconds),
                  build_new_audiences_sensor(schedule.sensor_interval_seconds), alert_on_unfinished_run],
         # Every entry point's resources come from resources_from_env (the CLI overlays its flags).
-        resources=resources or resources_from_env(),
+        resources=resources,
         # DuckDB takes one writer per file: run steps one after the other.
         executor=dg.in_process_executor,
     )

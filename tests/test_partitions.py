@@ -157,7 +157,8 @@ def test_deciding_by_bucket_on_a_file_gives_what_deciding_at_once_gives(at_once,
 def test_deciding_by_bucket_on_ducklake_postgres_gives_what_deciding_at_once_gives(
         at_once, salted, tmp_path, monkeypatch, bucket_calls, postgres_service):
     lake = "ducklake:postgres:" + postgres_service.dsn(postgres_service.create_database())
-    by_bucket = build(tmp_path, lake, monkeypatch, BUCKETS, "--data-path", str(tmp_path / "lake_data"))
+    # one worker: the buckets one after another in the night's process (with more, pipelines/buckets.py)
+    by_bucket = build(tmp_path, lake, monkeypatch, BUCKETS, "--data-path", str(tmp_path / "lake_data"), "--workers", "1")
     assert [b for b, _ in bucket_calls] == list(range(BUCKETS)) * 3
     assert bucket_calls.persons_kept_whole()
     for night, (expected, got) in enumerate(zip(at_once, by_bucket)):
@@ -243,48 +244,93 @@ def test_the_buckets_flag_overrides_the_setting_for_this_run(salted, tmp_path, m
     assert "--buckets must be at least 1" in capsys.readouterr().err
 
 
-FAN_OUT = """
-import sys
-from consent.run.publish import decide_bucket_apart
-from consent.storage.access import Settings, Warehouse
-lake, data, exports, full, bucket, buckets = sys.argv[1:7]
-with Warehouse(path=lake, data_path=data).connect() as con:
-    print(decide_bucket_apart(con, policy=Settings(exports_dir=exports).load_policy(), full=full == "1",
-                              bucket=int(bucket), buckets=int(buckets)))
-"""
+def fanned_out(tmp_path: Path, monkeypatch, postgres_service, *, all_nights: bool) -> tuple[list[dict], list, dict]:
+    """`--buckets 3 --workers 2` on DuckLake + PostgreSQL, with a DAGSTER_HOME to read the runs back:
+    the first night (and, with `all_nights`, the second night and a full run); what the decided tables
+    held after each, the nights' runs, and per bucket run the process that decided each bucket."""
+    import dagster as dg
 
-
-@pytest.mark.slow  # `make test-slow`: a process per bucket, all at once (the in-process twins run by default)
-def test_buckets_decided_at_once_in_processes_of_their_own_on_ducklake_give_the_same_tables(
-        at_once, salted, tmp_path, monkeypatch, postgres_service):
-    """Each bucket decided by a process of its own with its own connection, all at the same time,
-    between the run's first and last transaction (what a fan-out over processes or machines does):
-    the same tables and marts as one transaction."""
-    import subprocess
-    import sys
-
-    from consent.run import publish as publish_module
-
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("CONSENT_BUCKETS", str(BUCKETS))
     lake = "ducklake:postgres:" + postgres_service.dsn(postgres_service.create_database())
-    data, exports = str(tmp_path / "lake_data"), tmp_path / "exports"
-    launched = []
+    extra = ("--data-path", str(tmp_path / "lake_data"), "--workers", "2")
+    if all_nights:
+        after = build(tmp_path, lake, monkeypatch, BUCKETS, *extra)
+    else:
+        exports = tmp_path / "exports"
+        first, _ = nights(exports)
+        assert run(exports, lake, first, *extra) == 0
+        after = [decided(lake)]
+    with dg.DagsterInstance.get() as instance:
+        night_runs = instance.get_runs(dg.RunsFilter(job_name="consent_job"))
+        bucket_runs = instance.get_runs(dg.RunsFilter(job_name="decide_buckets_job"))
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in night_runs + bucket_runs)
+        assert {r.tags["consent/parent_run"] for r in bucket_runs} == {r.run_id for r in night_runs}
+        records = instance.fetch_materializations(dg.AssetKey("consent_status_bucket"), limit=100).records
+    processes: dict[str, dict[str, int]] = {r.run_id: {} for r in bucket_runs}
+    for record in records:
+        processes[record.run_id][record.asset_materialization.partition] = \
+            record.asset_materialization.metadata["process"].value
+    return after, night_runs, processes
 
-    def fan_out(con, buckets, decide, *, full, progress=None):
-        processes = [subprocess.Popen([sys.executable, "-c", FAN_OUT, lake, data, str(exports), "1" if full else "0",
-                                       str(bucket), str(buckets)], stdout=subprocess.PIPE, text=True)
-                     for bucket in range(buckets)]
-        outputs = [p.communicate(timeout=300)[0] for p in processes]
-        assert [p.returncode for p in processes] == [0] * buckets
-        launched.append(buckets)
-        return sum(int(out.split()[-1]) for out in outputs)
 
-    monkeypatch.setattr(publish_module, "decide_by_bucket", fan_out)
-    by_process = build(tmp_path, lake, monkeypatch, BUCKETS, "--data-path", data)
-    assert launched == [BUCKETS] * 3
-    for night, (expected, got) in enumerate(zip(at_once, by_process)):
+def test_a_nights_buckets_are_decided_by_dagster_each_in_a_process_of_its_own_on_ducklake(
+        at_once, salted, tmp_path, monkeypatch, postgres_service):
+    """`--buckets 3 --workers 2` on DuckLake + PostgreSQL: the night's buckets are decided by
+    `decide_buckets_job` on Dagster's multiprocess executor, each bucket in a process of its own (not
+    the night's), between the night's first and last transaction: the same tables and marts as one
+    transaction, and each bucket a materialised partition of `consent_status_bucket`."""
+    import os
+
+    after, night_runs, processes = fanned_out(tmp_path, monkeypatch, postgres_service, all_nights=False)
+    assert len(night_runs) == len(processes) == 1
+    for table in after[0]:
+        assert after[0][table] == at_once[0][table], table
+    (decided_by,) = processes.values()
+    assert sorted(decided_by) == [str(b) for b in range(BUCKETS)]
+    assert len(set(decided_by.values())) == BUCKETS and os.getpid() not in decided_by.values()
+
+
+@pytest.mark.slow  # `make test-slow`: the same over two nights and a full run (70 s here)
+def test_buckets_decided_by_dagster_night_after_night_and_on_a_full_run_give_the_same_tables(
+        at_once, salted, tmp_path, monkeypatch, postgres_service):
+    after, night_runs, processes = fanned_out(tmp_path, monkeypatch, postgres_service, all_nights=True)
+    assert len(night_runs) == len(processes) == 3
+    for night, (expected, got) in enumerate(zip(at_once, after)):
         assert set(got) == set(expected)
         for table in got:
             assert got[table] == expected[table], (night, table)
+    for decided_by in processes.values():
+        assert sorted(decided_by) == [str(b) for b in range(BUCKETS)] and len(set(decided_by.values())) == BUCKETS
+
+
+def test_the_bucket_job_launched_without_a_night_waiting_refuses(salted, tmp_path, monkeypatch):
+    """Launched by hand (the UI's launchpad) when no night published its ledger and waits for its
+    buckets, the job decides nothing and says why."""
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+    from resources.warehouse import resources_from_env
+
+    location = str(tmp_path / "wh" / "consent.duckdb")
+    exports = tmp_path / "exports"
+    first, _ = nights(exports)
+    assert run(exports, location, first) == 0
+    defs = build_definitions(resources_from_env({"warehouse": {"path": location}, "settings": {"exports_dir": str(exports)}}))
+    result = defs.resolve_job_def("decide_buckets_job").execute_in_process(
+        raise_on_error=False,
+        run_config={"ops": {"fan_out_buckets": {"config": {"buckets": 2}},
+                            "decide_bucket": {"config": {"buckets": 2, "full": False}}}})
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert failures
+    error = failures[0].event_specific_data.error
+    while error.cause is not None:
+        error = error.cause
+    assert error.cls_name == "FanOutError" and "no night is waiting for its buckets to be decided" in error.message
 
 
 def test_a_bucket_that_keeps_conflicting_fails_the_run_and_the_next_run_decides_every_contact(

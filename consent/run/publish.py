@@ -13,7 +13,7 @@ import json
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Callable, Iterator
 
 import duckdb
 
@@ -41,13 +41,14 @@ def publish(
     progress: Progress | None = None,
     workers: int = 1,
     buckets: int = 1,
+    fan_out: FanOut | None = None,
 ) -> dict:
     """Append the staged run to the ledger and recompute affected statuses, atomically.
 
     Returns the run summary written to `runs`. Erased numbers are matched by the connection's
     `salted_hash` (defined where it was opened: consent/storage/access.py). With `buckets` > 1
     the contacts are decided bucket by bucket, each bucket in a transaction of its own
-    (`publish_by_bucket`).
+    (`publish_by_bucket`); by `fan_out(buckets, full)`, when given, in other processes.
     """
     run = StagedRun.read(con)
     # A run decided by bucket that stopped before its last bucket left contacts undecided, their new
@@ -55,7 +56,7 @@ def publish(
     full = full or table_exists(con, UNDECIDED)
     if buckets > 1:
         return publish_by_bucket(con, run, policy=policy, full=full, progress=progress, workers=workers,
-                                 buckets=buckets)
+                                 buckets=buckets, fan_out=fan_out)
     with transaction(con):
         con.execute(f"DROP TABLE IF EXISTS {UNDECIDED}")
         suppressed = append_run(con, run)
@@ -71,6 +72,10 @@ def publish(
     crash_point("after_publish")
     return summary
 
+
+# Decides every bucket of the night elsewhere (processes, machines: pipelines/buckets.py), each
+# with `decide_bucket_apart`, once the ledger is committed: `fan_out(buckets, full)`, the contacts decided.
+FanOut = Callable[[int, bool], int]
 
 # Written by the first transaction of a run decided by bucket, dropped by its last: found by a later
 # run, some bucket of that run was never decided.
@@ -90,13 +95,14 @@ def append_run(con: duckdb.DuckDBPyConnection, run: StagedRun) -> int:
 
 
 def publish_by_bucket(con: duckdb.DuckDBPyConnection, run: StagedRun, *, policy: Policy, full: bool,
-                      progress: Progress | None, workers: int, buckets: int) -> dict:
+                      progress: Progress | None, workers: int, buckets: int, fan_out: FanOut | None = None) -> dict:
     """`publish` in 2 + `buckets` transactions: the ledger appended and the touched contacts chosen
     (`publish_ledger`); each bucket of them replaced and decided (consent.run.buckets.decide_by_bucket,
     retried whole on a write conflict); the run recorded (`record_bucketed_run`). Not all or nothing
     as one transaction is: a run stopped between them has its events in the ledger, the buckets
     decided so far written and the others as they were, and its row of `runs` says failed; the next
-    run, whatever its mode, then decides every contact again (`UNDECIDED`)."""
+    run, whatever its mode, then decides every contact again (`UNDECIDED`). With `fan_out`, the
+    buckets are decided by it, in processes of their own, instead of one after another on `con`."""
     suppressed, notices = publish_ledger(con, run, policy=policy, full=full, replace=False)
     started = time.perf_counter()
 
@@ -104,7 +110,10 @@ def publish_by_bucket(con: duckdb.DuckDBPyConnection, run: StagedRun, *, policy:
         return decide_contacts(con, policy, run.as_of, notices, progress, workers, run.seconds, scope=contacts)
 
     try:
-        contacts = decide_by_bucket(con, buckets, decide, full=full, progress=progress)
+        if fan_out is not None:
+            contacts = fan_out(buckets, full)
+        else:
+            contacts = decide_by_bucket(con, buckets, decide, full=full, progress=progress)
     finally:
         drop_scope(con)
     run.seconds["reconcile"] += time.perf_counter() - started
