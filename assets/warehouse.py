@@ -8,7 +8,7 @@ from assets.staging import stg_consent_events
 from consent.privacy.erasure import erased_rows_staged
 from consent.run.publish import publish
 from consent.run.progress import ProgressReporter
-from pipelines.buckets import BUCKET_JOB, fan_out_buckets_in_processes
+from assets.buckets import BUCKET_JOB, fan_out_buckets_in_processes
 from resources.warehouse import ConsentSettings, WarehouseResource
 
 # The published tables this step writes; each one's description and columns come from the data
@@ -33,7 +33,7 @@ def published_warehouse(
     buckets, workers = settings.bucket_count, settings.worker_count
     fan_out = None
     if warehouse.lake and buckets > 1 and workers > 1:
-        # Each bucket in a process of its own, `workers` at a time (pipelines/buckets.py).
+        # Each bucket in a process of its own, `workers` at a time (assets/buckets.py).
         def fan_out(count: int, full: bool) -> int:
             context.log.info(f"deciding {count} buckets in processes, {workers} at a time ({BUCKET_JOB})")
             return fan_out_buckets_in_processes(context.instance, warehouse, settings, buckets=count,

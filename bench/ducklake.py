@@ -11,8 +11,8 @@ Prints each run's time, peak memory and step seconds (`runs.step_seconds`), the 
 ratios, and whether statuses, history, violations and marts are identical (checksums as
 bench/compare_outputs.py takes them); exit 1 when they differ. With `--workers 1 2` the file and
 DuckLake run with one worker process and DuckLake again, into a new catalog, with two: the
-reconcile step's speed-up is printed (`consent run --workers`: the state machine's ranges in
-worker processes).
+reconcile step's speed-up is printed. A DuckLake run with W > 1 workers decides W person buckets,
+each in a process of its own (`consent run --buckets W --workers W`: assets/buckets.py).
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def main() -> int:
         for n in (first, *more):
             targets["ducklake" if n == first else f"ducklake x{n}"] = (
                 "ducklake:postgres:" + postgres.dsn(postgres.create_database()),
-                ("--data-path", str(work / f"lake_data_{n}"), "--workers", str(n)))
+                ("--data-path", str(work / f"lake_data_{n}"), "--workers", str(n),
+                 *(("--buckets", str(n)) if n > 1 else ())))
         (work / "file").mkdir()
         results = {}
         for label, (warehouse, extra) in targets.items():

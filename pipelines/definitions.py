@@ -10,7 +10,7 @@ from assets.marts import MART_ASSETS, compliance_dashboard
 from assets.privacy import retention_purge
 from assets.staging import stg_consent_events
 from assets.warehouse import published_warehouse
-from pipelines.buckets import bucket_asset, decide_buckets_job
+from assets.buckets import bucket_asset, bucket_job
 from pipelines.jobs import audience_check_job, consent_job
 from resources.warehouse import resources_from_env, schedule_from_env
 from pipelines.maintenance import warehouse_maintenance
@@ -21,11 +21,12 @@ from pipelines.sensors import alert_on_unfinished_run, build_new_audiences_senso
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     schedule = schedule_from_env()
     resources = resources or resources_from_env()
+    buckets = resources["settings"].bucket_count  # the bucket job's steps and its asset's partitions
     return dg.Definitions(
         assets=[stg_consent_events, published_warehouse, retention_purge, *MART_ASSETS, compliance_dashboard,
-                audience_checks, bucket_asset(resources["settings"].bucket_count)],
+                audience_checks, bucket_asset(buckets)],
         asset_checks=CHECKS,
-        jobs=[consent_job, audience_check_job, warehouse_maintenance, decide_buckets_job],
+        jobs=[consent_job, audience_check_job, warehouse_maintenance, bucket_job(buckets)],
         schedules=[nightly_schedule(schedule.nightly_cron, schedule.nightly_timezone),
                    maintenance_schedule(schedule.maintenance_cron, schedule.nightly_timezone)],
         sensors=[build_new_exports_sensor(schedule.sensor_interval_seconds),

@@ -24,7 +24,7 @@ from pydantic import PrivateAttr
 from consent.storage.access import NoRunLock, RunLock, SettingsAccess, WarehouseAccess
 
 
-# The job that decides a night's buckets in processes of their own, launched by the night (pipelines/buckets.py).
+# The job that decides a night's buckets in processes of their own, launched by the night (assets/buckets.py).
 BUCKET_JOB = "decide_buckets_job"
 
 
@@ -60,7 +60,7 @@ class WarehouseResource(dg.ConfigurableResource, WarehouseAccess):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # A run (not a sensor) holds the run lock from its first step to its last, so
         # two runs never interleave their staging and publishing. A bucket run is a part of the
-        # night that launched it (pipelines/buckets.py): that night holds the lock and finalises.
+        # night that launched it (assets/buckets.py): that night holds the lock and finalises.
         if context.dagster_run is not None and context.dagster_run.job_name != BUCKET_JOB:
             self._run_lock = self.run_lock()
             self._run_lock.acquire()

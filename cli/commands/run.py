@@ -20,10 +20,13 @@ def register(sub) -> None:
     run.add_argument("--full", action="store_true", help="rebuild every status from the ledger")
     run.add_argument("--reread", action="store_true",
                      help="read every export file again from scratch (what the ledger holds is not added twice)")
-    run.add_argument("--workers", type=int, help="processes for phone normalisation (default: CONSENT_WORKERS or up to 2)")
+    run.add_argument("--workers", type=int,
+                     help="processes for phone normalisation and, on DuckLake with --buckets above 1, for deciding "
+                          "the buckets (default: CONSENT_WORKERS or up to 2)")
     run.add_argument("--buckets", type=int,
-                     help="decide the contacts in this many person buckets, one transaction each, one after "
-                          "another (default: CONSENT_BUCKETS or 1: one transaction)")
+                     help="decide the contacts in this many person buckets, one transaction each: one after another, "
+                          "or on DuckLake in --workers processes at a time (default: CONSENT_BUCKETS or 1: one "
+                          "transaction)")
     run.add_argument("--lock-timeout", type=float, help=LOCK_HELP)
     run.add_argument(
         "--alert-command",

@@ -18,7 +18,7 @@ from consent.domain.policy import Policy
 from consent.reading.ingest import Progress
 from consent.run.scope import replace_bucket
 from consent.storage import sql
-from consent.storage.db import retried_transaction
+from consent.storage.db import retried_transaction, table_exists, transaction
 
 # The rounds of label propagation allowed: each round joins identifiers one link further apart.
 MAX_ROUNDS = 64
@@ -77,15 +77,55 @@ def decide_by_bucket(
     return decided
 
 
+# What the night's process staged for the processes that decide its buckets (`stage_bucket_scope`):
+# each touched contact's bucket and, on an incremental night, the ledger's part the night reads.
+STAGED_BUCKETS = "staging.stg_touched_buckets"
+STAGED_SCOPE = (("scoped_events", "staging.stg_scope_events", "scope_event_rows"),
+                ("scoped_links", "staging.stg_scope_links", "scope_link_rows"))
+
+
+def stage_bucket_scope(con: duckdb.DuckDBPyConnection, buckets: int, *, full: bool) -> None:
+    """In the night's process, after its ledger transaction committed: the touched contacts' buckets
+    computed once (on the night's scope, as `decide_by_bucket` does) and committed as
+    `STAGED_BUCKETS`, with the night's part of the ledger when it read only a part, so that each
+    process deciding a bucket starts from them instead of computing the whole ledger's persons
+    again."""
+    assign_buckets(con, buckets)
+    sql.run(con, "touched_buckets", {"full": full, "buckets": buckets})
+    # The night read a part of the ledger when its `scoped_events` view is over that part (scope_events).
+    partial = con.execute("SELECT count(*) FROM duckdb_views() WHERE temporary AND view_name = 'scoped_events' "
+                          "AND contains(sql, ?)", [STAGED_SCOPE[0][2]]).fetchone()[0] > 0
+    with transaction(con):
+        con.execute(f"CREATE OR REPLACE TABLE {STAGED_BUCKETS} AS FROM touched_buckets")
+        for _, staged, rows in STAGED_SCOPE:
+            con.execute(f"DROP TABLE IF EXISTS {staged}")
+            if partial:
+                con.execute(f"CREATE TABLE {staged} AS FROM {rows}")
+    drop_bucket_scope(con)
+
+
+def drop_staged_bucket_scope(con: duckdb.DuckDBPyConnection) -> None:
+    for table in (STAGED_BUCKETS, *(staged for _, staged, _ in STAGED_SCOPE)):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
 def open_bucket_scope(con: duckdb.DuckDBPyConnection, policy: Policy, *, full: bool, buckets: int) -> None:
     """On a connection of its own, after the run's ledger transaction committed: the views deciding
-    reads (consent/storage/sql/contact_events.sql over the whole ledger: a closed superset of the
-    night's scope, so the same histories) and `touched_buckets`, from the committed ledger and links
-    (which deciding never changes: every process computes the same buckets)."""
+    reads (consent/storage/sql/contact_events.sql) and `touched_buckets`. From what the night staged
+    (`stage_bucket_scope`) when it did: its buckets, and its part of the ledger (else the whole
+    ledger: a closed superset of the night's scope, so the same histories). Otherwise from the
+    committed ledger and links, which deciding never changes: every process computes the same
+    buckets."""
     con.execute("SET VARIABLE opt_out_all_businesses = ?", [policy.opt_out_scope == "all_businesses"])
-    con.execute("CREATE OR REPLACE TEMP VIEW scoped_events AS SELECT * FROM consent_events")
-    con.execute("CREATE OR REPLACE TEMP VIEW scoped_links AS SELECT * FROM identifier_links")
+    staged = table_exists(con, STAGED_BUCKETS)
+    for view, table, _ in STAGED_SCOPE:
+        source = table if staged and table_exists(con, table) else ("consent_events" if view == "scoped_events"
+                                                                     else "identifier_links")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {source}")
     sql.run(con, "contact_events")
+    if staged:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE touched_buckets AS FROM {STAGED_BUCKETS}")
+        return
     assign_buckets(con, buckets)
     sql.run(con, "touched_buckets", {"full": full, "buckets": buckets})
 

@@ -26,7 +26,8 @@ from consent.domain.notices import NoticeTerms, terms_from_rows
 from consent.domain.policy import Policy
 from consent.domain.schema import RUNS
 from consent.privacy.erasure import suppress_staged
-from consent.run.buckets import decide_bucket, decide_by_bucket, drop_bucket_scope, open_bucket_scope
+from consent.run.buckets import (decide_bucket, decide_by_bucket, drop_bucket_scope, drop_staged_bucket_scope,
+                                 open_bucket_scope, stage_bucket_scope)
 from consent.run.decide import decide_contacts, drop_scope
 from consent.run.scope import select_touched_contacts
 from consent.run.staging import StagedRun
@@ -73,7 +74,7 @@ def publish(
     return summary
 
 
-# Decides every bucket of the night elsewhere (processes, machines: pipelines/buckets.py), each
+# Decides every bucket of the night elsewhere (processes, machines: assets/buckets.py), each
 # with `decide_bucket_apart`, once the ledger is committed: `fan_out(buckets, full)`, the contacts decided.
 FanOut = Callable[[int, bool], int]
 
@@ -110,7 +111,9 @@ def publish_by_bucket(con: duckdb.DuckDBPyConnection, run: StagedRun, *, policy:
         return decide_contacts(con, policy, run.as_of, notices, progress, workers, run.seconds, scope=contacts)
 
     try:
-        if fan_out is not None:
+        touched = con.execute("SELECT count(*) FROM staging.stg_touched").fetchone()[0]
+        if fan_out is not None and (full or touched >= FAN_OUT_CONTACTS):
+            stage_bucket_scope(con, buckets, full=full)
             contacts = fan_out(buckets, full)
         else:
             contacts = decide_by_bucket(con, buckets, decide, full=full, progress=progress)
@@ -118,6 +121,11 @@ def publish_by_bucket(con: duckdb.DuckDBPyConnection, run: StagedRun, *, policy:
         drop_scope(con)
     run.seconds["reconcile"] += time.perf_counter() - started
     return record_bucketed_run(con, run, contacts=contacts, suppressed=suppressed)
+
+
+# Fewer touched contacts than this are decided in the night's process even when a fan-out is offered:
+# a process costs its start-up (2-3 s here), more than deciding a few thousand contacts.
+FAN_OUT_CONTACTS = 50_000
 
 
 def publish_ledger(con: duckdb.DuckDBPyConnection, run: StagedRun, *, policy: Policy, full: bool,
@@ -139,6 +147,7 @@ def record_bucketed_run(con: duckdb.DuckDBPyConnection, run: StagedRun, *, conta
     crash_point("publish_after_status")
     with transaction(con):
         con.execute(f"DROP TABLE IF EXISTS {UNDECIDED}")
+        drop_staged_bucket_scope(con)
         summary = record_run(con, run, contacts=contacts, suppressed=suppressed)
     crash_point("after_publish")
     return summary

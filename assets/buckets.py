@@ -1,10 +1,12 @@
 """The bucket fan-out: a night's person buckets decided in processes of their own, by Dagster.
 
+The job lives here, beside the assets, not in pipelines/: the publish step (assets/warehouse.py)
+launches it, and a layer never imports the one above it.
+
 A night on a DuckLake warehouse run with `--buckets N --workers W` (N, W > 1) publishes its ledger
-in its own process (consent.run.publish.publish_ledger), then launches `decide_buckets_job`: one
-step fans the buckets out (a dynamic output per bucket), one step per bucket decides it on a
-connection of its own (consent.run.publish.decide_bucket_apart; a transaction meeting a write
-conflict is retried whole), and one step adds up what they decided. The job runs on Dagster's
+in its own process (consent.run.publish.publish_ledger), then launches `decide_buckets_job`: a
+step per bucket decides it on a connection of its own (consent.run.publish.decide_bucket_apart; a
+transaction meeting a write conflict is retried whole). The job runs on Dagster's
 multiprocess executor, W steps at a time: each bucket in a process of its own, one writer per
 bucket by construction (a person's identifiers are all in one bucket). Each bucket decided is a
 materialisation of a partition of `consent_status_bucket`, a partitioned asset whose partitions
@@ -47,19 +49,11 @@ def bucket_asset(buckets: int) -> dg.AssetSpec:
     )
 
 
-@dg.op(out=dg.DynamicOut(int), config_schema={"buckets": int},
-       description="One output per bucket of persons.")
-def fan_out_buckets(context: dg.OpExecutionContext):
-    for bucket in range(context.op_config["buckets"]):
-        yield dg.DynamicOutput(bucket, mapping_key=f"bucket_{bucket}")
-
-
-@dg.op(config_schema={"buckets": int, "full": bool},
+@dg.op(config_schema={"bucket": int, "buckets": int, "full": bool},
        description="One bucket's contacts replaced and decided again, in a transaction of its own "
-                   "(retried whole on a write conflict).")
-def decide_bucket(context: dg.OpExecutionContext, bucket: int, warehouse: WarehouseResource,
-                  settings: ConsentSettings) -> int:
-    buckets, full = context.op_config["buckets"], context.op_config["full"]
+                   "(retried whole on a write conflict); the contacts decided.")
+def decide_bucket(context: dg.OpExecutionContext, warehouse: WarehouseResource, settings: ConsentSettings) -> int:
+    bucket, buckets, full = (context.op_config[k] for k in ("bucket", "buckets", "full"))
     with warehouse.connect() as con:
         if not table_exists(con, UNDECIDED):
             raise FanOutError("no night is waiting for its buckets to be decided: this job is launched by "
@@ -72,24 +66,34 @@ def decide_bucket(context: dg.OpExecutionContext, bucket: int, warehouse: Wareho
     return decided
 
 
-@dg.op(description="The contacts every bucket decided.")
-def buckets_decided(decided: list[int]) -> int:
-    return sum(decided)
+def bucket_step(bucket: int) -> str:
+    return f"bucket_{bucket}"
 
 
-@dg.job(name=BUCKET_JOB, executor_def=dg.multiprocess_executor,
-        description="A night's person buckets decided in parallel processes, after its ledger is published "
-                    "(launched by the nightly job's publish step on DuckLake with --buckets and --workers above 1).")
-def decide_buckets_job():
-    buckets_decided(fan_out_buckets().map(decide_bucket).collect())
+def bucket_job(buckets: int) -> dg.JobDefinition:
+    """A step per bucket, none depending on another: the executor runs them `max_concurrent` at a
+    time, each in a process of its own (a step per bucket rather than a dynamic fan-out: no step
+    before or after them, so no process is started for anything but a bucket)."""
+
+    @dg.job(name=BUCKET_JOB, executor_def=dg.multiprocess_executor,
+            description="A night's person buckets decided in parallel processes, after its ledger is published "
+                        "(launched by the nightly job's publish step on DuckLake with --buckets and --workers "
+                        "above 1).")
+    def decide_buckets_job():
+        for bucket in range(buckets):
+            decide_bucket.alias(bucket_step(bucket))()
+
+    return decide_buckets_job
 
 
 def reconstructed_bucket_job() -> dg.JobDefinition:
-    """The job as each step's process rebuilds it: from the definitions, its resources read from the
-    environment (which `settings_in_environment` sets to the launching run's)."""
-    from pipelines.definitions import build_definitions
+    """The job as each step's process rebuilds it, its resources and bucket count read from the
+    environment (which `settings_in_environment` sets to the launching run's settings)."""
+    from resources.warehouse import resources_from_env
 
-    return build_definitions().resolve_job_def(BUCKET_JOB)
+    resources = resources_from_env()
+    return dg.Definitions(jobs=[bucket_job(resources["settings"].bucket_count)],
+                          resources=resources).resolve_job_def(BUCKET_JOB)
 
 
 def fan_out_buckets_in_processes(instance: dg.DagsterInstance, warehouse: WarehouseResource, settings: ConsentSettings, *,
@@ -100,8 +104,7 @@ def fan_out_buckets_in_processes(instance: dg.DagsterInstance, warehouse: Wareho
         "execution": {"config": {"max_concurrent": workers}},
         # The events go to the instance (the UI's Runs page), not to the night's terminal.
         "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
-        "ops": {"fan_out_buckets": {"config": {"buckets": buckets}},
-                "decide_bucket": {"config": {"buckets": buckets, "full": full}}},
+        "ops": {bucket_step(b): {"config": {"bucket": b, "buckets": buckets, "full": full}} for b in range(buckets)},
     }
     tags = {"consent/parent_run": parent_run_id} if parent_run_id else {}
     with settings_in_environment(warehouse, settings), run_instance_for(instance) as where:
@@ -112,7 +115,7 @@ def fan_out_buckets_in_processes(instance: dg.DagsterInstance, warehouse: Wareho
                             if event.event_type == dg.DagsterEventType.STEP_FAILURE]
                 reason = _root(failures[0]) if failures else "the bucket run failed"
                 raise FanOutError(f"deciding the buckets in processes (run {result.run_id}): {reason}")
-            return int(result.output_for_node("buckets_decided"))
+            return sum(int(result.output_for_node(bucket_step(b))) for b in range(buckets))
 
 
 def _root(error) -> str:
