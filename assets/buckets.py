@@ -10,7 +10,9 @@ transaction meeting a write conflict is retried whole). The job runs on Dagster'
 multiprocess executor, W steps at a time: each bucket in a process of its own, one writer per
 bucket by construction (a person's identifiers are all in one bucket). Each bucket decided is a
 materialisation of a partition of `consent_status_bucket`, a partitioned asset whose partitions
-are the buckets (static; their count is CONSENT_BUCKETS when the definitions load).
+are the buckets (static; their count is CONSENT_BUCKETS when the definitions load). A night that
+touches fewer contacts than consent.run.publish.FAN_OUT_CONTACTS (a full run always fans out)
+decides its buckets in its own process: a process's start-up would cost more than they do.
 
 On a run launcher that starts runs on other machines (Kubernetes, Docker: docs/production.md), the
 executor of this job is the one to change: `k8s_job_executor` or `docker_executor` put each bucket
