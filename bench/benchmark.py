@@ -10,8 +10,10 @@ events: it takes minutes and gigabytes beyond), (b) `consent run` on a fresh
 warehouse, (c) DuckDB reading the same files (the floor), (d) a night adding the
 same 10,000 new events (bench/generate.py, seed 2) to (b)'s warehouse, whatever N,
 so nights on ledgers of different sizes compare, and (h) the same night again:
-nothing new. It prints wall time, rows per second, peak memory (max RSS of the
-measured process and its workers), and the ratios; (e) is the start-up alone
+nothing new. It prints wall time, rows per second, peak memory (of all the measured
+processes together: the run and its worker and bucket processes, their summed proportional
+set size sampled every 0.1 s, and never less than the largest single process's peak RSS), and
+the ratios; (e) is the start-up alone
 (importing the pipeline's libraries), the part of every run no data size changes;
 (g) is Dagster's floor: the same import, then `consent_job`'s steps doing nothing
 (bench/dagster_floor.py --child), what a run through the job costs before any work;
@@ -38,12 +40,52 @@ CONSENT = str(Path(PYTHON).with_name("consent"))
 AS_OF = "2026-11-26T00:00:00Z"
 
 MEASURE = r"""
-import json, resource, subprocess, sys, time
+import json, os, resource, subprocess, sys, threading, time
+
+def tree(root):
+    # the process and every descendant (Linux /proc): the run, its worker and bucket processes
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+def pss_kb(pid):
+    # proportional set size: pages shared between the processes counted once in all, not once each
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return sum(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+    except (OSError, ValueError):
+        return 0
+
+peak_total = [0]
+def sample(process):
+    while process.poll() is None:
+        peak_total[0] = max(peak_total[0], sum(pss_kb(pid) for pid in tree(process.pid)))
+        time.sleep(0.1)
+
 started = time.perf_counter()
-done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+process = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+sampler = threading.Thread(target=sample, args=(process,), daemon=True)
+sampler.start()
+stderr = process.communicate()[1]
 wall = time.perf_counter() - started
-peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"wall": wall, "peak_mb": peak_kb / 1024, "code": done.returncode, "stderr": done.stderr[-600:]}))
+sampler.join()
+single_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+# peak_mb: all processes together (their summed PSS, sampled every 0.1 s; never below the largest
+# single process's exact peak RSS, which a short spike between two samples could otherwise hide)
+print(json.dumps({"wall": wall, "peak_mb": max(peak_total[0], single_kb) / 1024, "peak_single_mb": single_kb / 1024,
+                  "peak_total_sampled_mb": peak_total[0] / 1024, "code": process.returncode, "stderr": stderr[-600:]}))
 """
 
 FLOOR = """

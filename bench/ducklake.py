@@ -4,7 +4,7 @@
 
 Starts a throwaway PostgreSQL cluster for the catalog (tests/services.py: Debian's package, on a
 loopback port, fsync off as in the tests), then, each in a fresh process timed as
-bench/benchmark.py times runs (wall, peak memory of the run or one of its workers):
+bench/benchmark.py times runs (wall, peak memory of the run and its workers together):
 a full `consent run` into a new file warehouse, the same into a new DuckLake catalog (data files
 in a local folder), and the same night of K new events (bench/generate.py, seed 2) on both.
 Prints each run's time, peak memory and step seconds (`runs.step_seconds`), the DuckLake/file
