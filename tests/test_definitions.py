@@ -35,6 +35,7 @@ def test_definitions_hold_the_assets_checks_and_job():
         "stg_consent_events", "consent_events", "quarantine", "skipped_items", "source_files",
         "consent_status", "consent_violations", "consent_status_history", "runs", "retention_purge", "message_statuses",
         "compliance_dashboard", "consent_notices", "identifier_links", "audience_checks", *marts.MARTS,
+        "consent_status_bucket",  # a partition per person bucket, materialised by decide_buckets_job's steps
     }
     assert {"consent_daily", "send_audit", "opt_out_timeliness", "business_contacts"} <= set(marts.MARTS)
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
@@ -45,6 +46,11 @@ def test_definitions_hold_the_assets_checks_and_job():
     }
     assert defs.resolve_job_def("consent_job").name == "consent_job"
     assert defs.resolve_job_def("audience_check_job").name == "audience_check_job"
+    # the buckets of a night in processes of their own: one step per bucket, on the multiprocess executor
+    buckets = defs.resolve_job_def("decide_buckets_job")
+    assert buckets.executor_def.name == "multiprocess"
+    bucket_asset = defs.resolve_asset_graph().get(dg.AssetKey("consent_status_bucket"))
+    assert bucket_asset.partitions_def.get_partition_keys() == ["0"]  # CONSENT_BUCKETS unset: one bucket
     # the storage's upkeep: a job of its own, on a daily schedule that starts switched off like the nightly one
     assert defs.resolve_job_def("warehouse_maintenance").name == "warehouse_maintenance"
     schedules = {s.name: s for s in defs.schedules}

@@ -244,12 +244,12 @@ def test_the_buckets_flag_overrides_the_setting_for_this_run(salted, tmp_path, m
     assert "--buckets must be at least 1" in capsys.readouterr().err
 
 
-def fanned_out(tmp_path: Path, monkeypatch, postgres_service, *, all_nights: bool) -> tuple[list[dict], list, dict]:
-    """`--buckets 3 --workers 2` on DuckLake + PostgreSQL, with a DAGSTER_HOME to read the runs back,
-    over two nights and a full run. With `all_nights` each fans out however few contacts it touches;
-    without, only the first does (the second is left the default threshold, which its few contacts
-    are under). What the decided tables held after each run, the nights' Dagster runs, and per bucket
-    run the process that decided each bucket."""
+def fanned_out(tmp_path: Path, monkeypatch, postgres_service, *, all_runs: bool) -> tuple[list[dict], list, dict]:
+    """`--buckets 3 --workers 2` on DuckLake + PostgreSQL, with a DAGSTER_HOME to read the runs back.
+    The first night fans out however few contacts it touches; with `all_runs`, then a second night
+    left the default threshold (its few contacts are under it) and a full run (which always fans
+    out). What the decided tables held after each run, the nights' Dagster runs, and per bucket run
+    the process that decided each bucket."""
     import dagster as dg
 
     from consent.run import publish as publish_module
@@ -267,26 +267,31 @@ def fanned_out(tmp_path: Path, monkeypatch, postgres_service, *, all_nights: boo
     monkeypatch.setattr(publish_module, "FAN_OUT_CONTACTS", 0)
     assert run(exports, lake, first, *extra) == 0
     after = [decided(lake)]
-    if not all_nights:
+    if all_runs:
         monkeypatch.setattr(publish_module, "FAN_OUT_CONTACTS", threshold)
-    second_night(exports)
-    assert run(exports, lake, second, *extra) == 0
-    after.append(decided(lake))
-    if all_nights:
+        second_night(exports)
+        assert run(exports, lake, second, *extra) == 0
+        after.append(decided(lake))
         assert run(exports, lake, second, "--full", *extra) == 0
         after.append(decided(lake))
     with dg.DagsterInstance.get() as instance:
-        night_runs = instance.get_runs(dg.RunsFilter(job_name="consent_job"))
+        night_runs = instance.get_runs(dg.RunsFilter(job_name="consent_job"))[::-1]  # oldest first
         bucket_runs = instance.get_runs(dg.RunsFilter(job_name="decide_buckets_job"))
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in night_runs + bucket_runs)
-        parents = [r.tags["consent/parent_run"] for r in bucket_runs]
-        assert set(parents) <= {r.run_id for r in night_runs} and len(set(parents)) == len(parents)
         records = instance.fetch_materializations(dg.AssetKey("consent_status_bucket"), limit=100).records
-    processes: dict[str, dict[str, int]] = {r.run_id: {} for r in bucket_runs}
+    parents = {r.run_id: r.tags["consent/parent_run"] for r in bucket_runs}
+    processes: dict[str, dict[str, int]] = {parent: {} for parent in parents.values()}
     for record in records:
-        processes[record.run_id][record.asset_materialization.partition] = \
+        processes[parents[record.run_id]][record.asset_materialization.partition] = \
             record.asset_materialization.metadata["process"].value
     return after, night_runs, processes
+
+
+def each_bucket_in_a_process_of_its_own(decided_by: dict[str, int]) -> bool:
+    import os
+
+    return (sorted(decided_by) == [str(b) for b in range(BUCKETS)] and len(set(decided_by.values())) == BUCKETS
+            and os.getpid() not in decided_by.values())
 
 
 def test_a_nights_buckets_are_decided_by_dagster_each_in_a_process_of_its_own_on_ducklake(
@@ -294,31 +299,26 @@ def test_a_nights_buckets_are_decided_by_dagster_each_in_a_process_of_its_own_on
     """`--buckets 3 --workers 2` on DuckLake + PostgreSQL: the night's buckets are decided by
     `decide_buckets_job` on Dagster's multiprocess executor, each bucket in a process of its own (not
     the night's), between the night's first and last transaction: the same tables and marts as one
-    transaction, and each bucket a materialised partition of `consent_status_bucket`. A night of few
-    contacts decides its buckets in its own process (a process's start-up costs more): the same too."""
-    import os
-
-    after, night_runs, processes = fanned_out(tmp_path, monkeypatch, postgres_service, all_nights=False)
-    assert len(night_runs) == 2 and len(processes) == 1  # the second night did not fan out
-    for night, (expected, got) in enumerate(zip(at_once, after)):
-        for table in got:
-            assert got[table] == expected[table], (night, table)
-    (decided_by,) = processes.values()
-    assert sorted(decided_by) == [str(b) for b in range(BUCKETS)]
-    assert len(set(decided_by.values())) == BUCKETS and os.getpid() not in decided_by.values()
+    transaction, and each bucket a materialised partition of `consent_status_bucket`."""
+    after, night_runs, processes = fanned_out(tmp_path, monkeypatch, postgres_service, all_runs=False)
+    assert list(processes) == [night_runs[0].run_id]
+    for table in after[0]:
+        assert after[0][table] == at_once[0][table], table
+    assert each_bucket_in_a_process_of_its_own(processes[night_runs[0].run_id])
 
 
-@pytest.mark.slow  # `make test-slow`: the same over two nights and a full run (70 s here)
+@pytest.mark.slow  # `make test-slow`: two nights and a full run (60 s here)
 def test_buckets_decided_by_dagster_night_after_night_and_on_a_full_run_give_the_same_tables(
         at_once, salted, tmp_path, monkeypatch, postgres_service):
-    after, night_runs, processes = fanned_out(tmp_path, monkeypatch, postgres_service, all_nights=True)
-    assert len(night_runs) == len(processes) == 3
+    """The same over two nights and a full run; the second night, touching few contacts, decides its
+    buckets in its own process (a process's start-up would cost more): the same tables again."""
+    after, night_runs, processes = fanned_out(tmp_path, monkeypatch, postgres_service, all_runs=True)
+    assert len(night_runs) == 3 and set(processes) == {night_runs[0].run_id, night_runs[2].run_id}
     for night, (expected, got) in enumerate(zip(at_once, after)):
         assert set(got) == set(expected)
         for table in got:
             assert got[table] == expected[table], (night, table)
-    for decided_by in processes.values():
-        assert sorted(decided_by) == [str(b) for b in range(BUCKETS)] and len(set(decided_by.values())) == BUCKETS
+    assert all(each_bucket_in_a_process_of_its_own(decided_by) for decided_by in processes.values())
 
 
 def test_the_bucket_job_launched_without_a_night_waiting_refuses(salted, tmp_path, monkeypatch):
