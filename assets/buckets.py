@@ -98,8 +98,9 @@ def reconstructed_bucket_job() -> dg.JobDefinition:
                           resources=resources).resolve_job_def(BUCKET_JOB)
 
 
-def fan_out_buckets_in_processes(instance: dg.DagsterInstance, warehouse: WarehouseResource, settings: ConsentSettings, *,
-            buckets: int, workers: int, full: bool, parent_run_id: str | None = None) -> int:
+def fan_out_buckets_in_processes(instance: dg.DagsterInstance, warehouse: WarehouseResource,
+                                 settings: ConsentSettings, *, buckets: int, workers: int, full: bool,
+                                 parent_run_id: str | None = None) -> int:
     """Decide the night's `buckets` buckets in `workers` processes at a time (`decide_buckets_job` on
     the multiprocess executor); the contacts decided. Raises FanOutError when a bucket failed."""
     run_config = {

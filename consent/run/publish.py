@@ -60,6 +60,7 @@ def publish(
                                  buckets=buckets, fan_out=fan_out)
     with transaction(con):
         con.execute(f"DROP TABLE IF EXISTS {UNDECIDED}")
+        drop_staged_bucket_scope(con)  # what a fan-out that stopped left
         suppressed = append_run(con, run)
         notices = register_notices(con, run)
         with timed(run.seconds, "reconcile"):
