@@ -28,6 +28,7 @@ from consent.domain.policy import Policy, load_channels
 from consent.domain.reconcile import INPUT_COLUMNS, reconcile
 from consent.domain.rules import ASSESSED, RULES
 from consent.run import decide_sql
+from consent.run.decide import _contact_ranges
 from consent.run.publish import publish
 from consent.run.staging import stage_run
 from consent.storage.migrations import ensure_schema
@@ -142,7 +143,8 @@ def decide_both(frame: pl.DataFrame, policy: Policy, notices: dict) -> tuple[dic
     ensure_schema(con)
     con.register("history_frame", frame)
     con.execute("CREATE TEMP TABLE touched_history AS SELECT * FROM history_frame")
-    in_sql = decide_sql.decide_touched(con, policy, AS_OF, notices)
+    # a few events per range, so the histories are decided over several ranges (as a 5M-event run is)
+    in_sql = decide_sql.decide_touched(con, policy, AS_OF, notices, lambda: _contact_ranges(con, 4))
     rest = con.execute("SELECT * FROM touched_history").pl()
     if rest.height:
         for table, part in zip(("consent_status", "consent_violations", "consent_status_history"),
@@ -326,3 +328,29 @@ def test_runs_with_the_sql_path_publish_what_the_state_machine_publishes(
         for path in sorted(root.rglob("night2*")):
             path.unlink()
     assert published[True] == published[False]
+
+
+def test_an_error_inside_the_sql_path_reaches_the_run_record_as_itself(tmp_path, monkeypatch, capsys):
+    """A statement that fails inside the publish transaction (at 5M events: out of memory) aborts
+    it; the clean-ups after it must not replace that error with "Current transaction is aborted":
+    the run's reason names the real one."""
+    import shutil
+
+    from cli.main import main
+    from consent.storage import sql
+    from tests.conftest import FIXTURES
+
+    real = sql.run
+
+    def failing(con, name, params=None):
+        if name == "sql_decisions":
+            con.execute("SELECT error('could not allocate block (simulated)')")
+        return real(con, name, params)
+
+    monkeypatch.setattr(sql, "run", failing)
+    exports = tmp_path / "exports"
+    shutil.copytree(FIXTURES / "exports", exports)
+    warehouse = str(tmp_path / "wh" / "consent.duckdb")
+    assert main(["run", "--exports", str(exports), "--warehouse", warehouse, "--as-of", "2026-11-08T00:00:00Z"]) == 1
+    err = capsys.readouterr().err
+    assert "could not allocate block (simulated)" in err and "transaction is aborted" not in err.lower(), err

@@ -18,7 +18,7 @@ from consent.domain.policy import Policy
 from consent.reading.ingest import Progress
 from consent.run.scope import replace_bucket
 from consent.storage import sql
-from consent.storage.db import retried_transaction, table_exists, transaction
+from consent.storage.db import drop_temporary, retried_transaction, table_exists, transaction
 
 # The rounds of label propagation allowed: each round joins identifiers one link further apart.
 MAX_ROUNDS = 64
@@ -131,9 +131,8 @@ def open_bucket_scope(con: duckdb.DuckDBPyConnection, policy: Policy, *, full: b
 
 
 def drop_bucket_scope(con: duckdb.DuckDBPyConnection) -> None:
-    for table in ("bucket_contacts", "touched_buckets", "person_buckets", "person_labels",
-                  "person_labels_next", "person_edges"):
-        con.execute(f"DROP TABLE IF EXISTS {table}")
+    drop_temporary(con, "bucket_contacts", "touched_buckets", "person_buckets", "person_labels",
+                   "person_labels_next", "person_edges")
 
 
 def decide_bucket(con: duckdb.DuckDBPyConnection, bucket: int, decide: Callable[[str], int], *, full: bool) -> int:

@@ -18,7 +18,7 @@ import duckdb
 import polars as pl
 
 from consent.storage import sql
-from consent.storage.db import table_exists, write_frame
+from consent.storage.db import drop_temporary, table_exists, write_frame
 from consent.reading.ingest import Progress
 from consent.domain.notices import NoticeTerms
 from consent.domain.policy import Policy
@@ -30,6 +30,9 @@ RECONCILE_RANGE_EVENTS = 250_000
 # With worker processes, smaller ranges keep both cores busy while this process reads and writes
 # (measured at 1M events: reconcile 14.3 s on one process, 13.3 s with 250k ranges, 12.3 s with 100k).
 PARALLEL_RANGE_EVENTS = 100_000
+# The histories SQL decides (consent.run.decide_sql) at a time: a full run at 5M events decided at
+# once ran out of memory under the 1GB default; at 1M events it is one range, as before.
+SQL_RANGE_EVENTS = 1_500_000
 CONTACT_COUNTS_FETCH = 65_536  # (contact key, events) pairs read at a time to cut the ranges
 
 
@@ -38,8 +41,7 @@ SCOPE_TABLES = ("touched_history", "scope_event_rows", "scope_link_rows", "scope
 
 
 def drop_scope(con: duckdb.DuckDBPyConnection) -> None:
-    for table in SCOPE_TABLES:
-        con.execute(f"DROP TABLE IF EXISTS {table}")
+    drop_temporary(con, *SCOPE_TABLES)
 
 
 def decide_contacts(
@@ -65,7 +67,7 @@ def decide_contacts(
     con.execute(f"CREATE OR REPLACE TEMP VIEW decide_scope AS SELECT contact_key FROM {scope}")
     try:
         sql.run(con, "touched_history")
-        in_sql = decide_touched(con, policy, as_of, notices)
+        in_sql = decide_touched(con, policy, as_of, notices, lambda: _contact_ranges(con, SQL_RANGE_EVENTS))
         ranges = _contact_ranges(con, size)
         in_python = _decide_ranges(con, ranges, policy, as_of, notices, progress, workers)
         if counts is not None:
@@ -73,8 +75,8 @@ def decide_contacts(
                 counts[key] = counts.get(key, 0) + value
         return in_sql + in_python
     finally:
-        con.execute("DROP TABLE IF EXISTS touched_history")
-        con.execute("DROP VIEW IF EXISTS decide_scope")
+        drop_temporary(con, "touched_history")
+        drop_temporary(con, "decide_scope", view=True)
 
 
 def _decide_ranges(con, ranges, policy, as_of, notices, progress, workers) -> int:

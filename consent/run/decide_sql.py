@@ -12,7 +12,7 @@ SQL can write with window functions. `SQL_DECISIONS = False` sends every contact
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Mapping
+from typing import Callable, Mapping, Sequence
 
 import duckdb
 import polars as pl
@@ -22,7 +22,7 @@ from consent.domain.policy import Policy
 from consent.domain.rules import ASSESSED, RULES
 from consent.domain.schema import CONSENT_STATUS, CONSENT_STATUS_HISTORY, CONSENT_VIOLATIONS
 from consent.storage import sql
-from consent.storage.db import table_exists
+from consent.storage.db import drop_temporary, table_exists
 
 # The switch: False decides every contact with the state machine (tests and benchmarks compare).
 SQL_DECISIONS = True
@@ -80,25 +80,40 @@ def _register_policy(
         con.unregister(f"{table}_frame")
 
 
+def quoted(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def decide_touched(
-    con: duckdb.DuckDBPyConnection, policy: Policy, as_of: datetime, notices: Mapping[str, NoticeTerms]
+    con: duckdb.DuckDBPyConnection, policy: Policy, as_of: datetime, notices: Mapping[str, NoticeTerms],
+    ranges: Callable[[], Sequence[tuple[str, str, int]]] = lambda: [(None, None, 0)],
 ) -> int:
     """Decide in SQL the contacts of `touched_history` it can decide exactly, write their statuses,
     history and violations (and the incremental run's `stg_decided_*` copies), and take them out of
-    `touched_history`, which the state machine then decides. The number of contacts decided here."""
+    `touched_history`, which the state machine then decides. One range of contacts at a time
+    (`ranges()`: first and last contact key, inclusive; None: unbounded): what SQL holds at once is
+    bounded by a range's events, not the night's (deciding 5M events' contacts at once ran out of
+    memory under the 1GB default). The number of contacts decided here."""
     if not applies(policy, notices):
         return 0
     _register_policy(con, policy, as_of, notices)
+    decided = 0
     try:
-        sql.run(con, "sql_decidable")
-        sql.run(con, "sql_decisions")
-        for table, rows, kept in OUTPUTS:
-            con.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM {rows}")
-            if table_exists(con, kept):  # an incremental run keeps what it decided
-                con.execute(f"INSERT INTO {kept} BY NAME SELECT * FROM {rows}")
-        con.execute("DELETE FROM touched_history WHERE contact_key IN (SELECT contact_key FROM sql_contacts)")
-        return con.execute("SELECT count(*) FROM sql_contacts").fetchone()[0]
+        for low, high, _ in ranges():
+            bounds = [f"contact_key {op} {quoted(key)}" for op, key in ((">=", low), ("<=", high)) if key is not None]
+            con.execute("CREATE OR REPLACE TEMP VIEW sql_history AS SELECT * FROM touched_history "
+                        f"WHERE {' AND '.join(bounds) or 'true'}")  # a view takes no parameters
+            sql.run(con, "sql_decidable")
+            sql.run(con, "sql_decisions")
+            for table, rows, kept in OUTPUTS:
+                con.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM {rows}")
+                if table_exists(con, kept):  # an incremental run keeps what it decided
+                    con.execute(f"INSERT INTO {kept} BY NAME SELECT * FROM {rows}")
+            con.execute("DELETE FROM touched_history WHERE contact_key IN (SELECT contact_key FROM sql_contacts)")
+            decided += con.execute("SELECT count(*) FROM sql_contacts").fetchone()[0]
+        return decided
     finally:
-        for table in ("sql_contacts", "sql_events", "sql_moves", "sql_policy", "sql_rules", "sql_notices",
-                      *(rows for _, rows, _ in OUTPUTS)):
-            con.execute(f"DROP TABLE IF EXISTS {table}")
+        drop_temporary(con, "sql_contacts", "sql_events", "sql_moves", "sql_policy", "sql_rules", "sql_notices",
+                       *(rows for _, rows, _ in OUTPUTS))
+        drop_temporary(con, "sql_history", view=True)

@@ -28,6 +28,20 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     con.execute("COMMIT")
 
 
+def drop_temporary(con: duckdb.DuckDBPyConnection, *tables: str, view: bool = False) -> None:
+    """Drop these temporary tables (views), as a `finally:` does after the work that made them. In a
+    transaction that an error aborted there is nothing to drop (its ROLLBACK drops what it made),
+    and a DROP there would raise "Current transaction is aborted" in place of the error on its way
+    up: the real one (an out-of-memory, a conflict) would be hidden from the run's record."""
+    for table in tables:
+        try:
+            con.execute(f"DROP {'VIEW' if view else 'TABLE'} IF EXISTS {table}")
+        except duckdb.TransactionException as exc:
+            if "transaction is aborted" not in str(exc).lower():
+                raise
+            return
+
+
 class TransactionConflict(RuntimeError):
     """A transaction still met a write conflict after TRANSACTION_ATTEMPTS tries: nothing of it was written."""
 

@@ -1,13 +1,13 @@
 -- sql_decidable: the touched contacts whose histories set-based SQL decides exactly as the state
 -- machine (consent.domain.reconcile) does, and their events judged by the rule registry. Reads
--- `touched_history` (touched_history.sql) and the policy as `sql_policy` (one row), `sql_rules` and
+-- `sql_history` (a range of touched_history.sql's contacts: consent.run.decide_sql) and the policy as `sql_policy` (one row), `sql_rules` and
 -- `sql_notices` (consent.run.decide_sql): columns, not parameters, which DuckDB's lambdas read fast.
 -- A contact is decided here when every event is an opt-in (or a confirmation) on a channel without
 -- double opt-in, an opt-out, a resume or an inbound message: no request, no number change, no
 -- inherited opt-in, no purpose named twice, no event twice. Every other contact is left to Python.
 CREATE OR REPLACE TEMP TABLE sql_contacts AS
 SELECT contact_key
-FROM touched_history, sql_policy
+FROM sql_history, sql_policy
 GROUP BY contact_key
 HAVING bool_and(
         (event_type IN ('opt_in', 'opt_in_confirm')
@@ -33,7 +33,7 @@ WITH events AS (
              ELSE list_filter(h.purposes, lambda p: list_contains(s.policy_purposes, p)) END AS targets,
         s.* EXCLUDE (policy_purposes),
         n.*
-    FROM touched_history AS h
+    FROM sql_history AS h
     CROSS JOIN sql_policy AS s
     SEMI JOIN sql_contacts AS c ON c.contact_key = h.contact_key
     -- an equality join (no notice has an empty version: consent.run.decide_sql.applies)
