@@ -27,6 +27,7 @@ test: $(STAMP) browser services
 # Long property tests over whole runs (marked slow), left out of `make test` to keep it short.
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+	DECIDE_SQL_EXAMPLES=2000 $(BIN)/python -m pytest tests/test_decide_sql.py
 
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest tests/test_fuzz.py

@@ -143,8 +143,8 @@ def decide_both(frame: pl.DataFrame, policy: Policy, notices: dict) -> tuple[dic
     ensure_schema(con)
     con.register("history_frame", frame)
     con.execute("CREATE TEMP TABLE touched_history AS SELECT * FROM history_frame")
-    # a few events per range, so the histories are decided over several ranges (as a 5M-event run is)
-    in_sql = decide_sql.decide_touched(con, policy, AS_OF, notices, lambda: _contact_ranges(con, 4))
+    # twelve events per range: a larger example is decided over several ranges (as a 5M-event run is)
+    in_sql = decide_sql.decide_touched(con, policy, AS_OF, notices, lambda: _contact_ranges(con, 12))
     rest = con.execute("SELECT * FROM touched_history").pl()
     if rest.height:
         for table, part in zip(("consent_status", "consent_violations", "consent_status_history"),
@@ -171,7 +171,7 @@ def sql_decidable(frame: pl.DataFrame, policy: Policy) -> int:
     return contacts
 
 
-@settings(max_examples=int(__import__("os").environ.get("DECIDE_SQL_EXAMPLES", "300")), deadline=None,
+@settings(max_examples=int(__import__("os").environ.get("DECIDE_SQL_EXAMPLES", "200")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(histories(), policies(), st.sampled_from([{}, NOTICES]))
 def test_histories_decided_in_sql_equal_the_state_machine(frame, policy, notices):

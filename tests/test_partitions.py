@@ -154,6 +154,7 @@ def test_deciding_by_bucket_on_a_file_gives_what_deciding_at_once_gives(at_once,
     assert by_bucket[2]["consent_violations"]  # the fixtures' violations are compared too
 
 
+@pytest.mark.slow  # `make test-slow`: the file's twin above and the DuckLake fan-out below run by default
 def test_deciding_by_bucket_on_ducklake_postgres_gives_what_deciding_at_once_gives(
         at_once, salted, tmp_path, monkeypatch, bucket_calls, postgres_service):
     lake = "ducklake:postgres:" + postgres_service.dsn(postgres_service.create_database())
