@@ -98,6 +98,34 @@ def leave_old_traces(warehouse: Path) -> None:
         page.write(f"<!-- {PHONE} -->")
 
 
+def leave_a_stopped_fan_outs_staging(warehouse: Path) -> None:
+    """What a night that fanned its buckets out staged for them (consent.run.buckets.stage_bucket_scope:
+    each touched contact's bucket, its part of the ledger) and, stopped before its last transaction,
+    left until the next run: an erasure in between must clear the number from them too."""
+    from consent.run.buckets import STAGED_BUCKETS, STAGED_SCOPE
+
+    (_, staged_events, _), (_, staged_links, _) = STAGED_SCOPE
+    con = duckdb.connect(str(warehouse))
+    con.execute(f"CREATE TABLE {STAGED_BUCKETS} AS SELECT DISTINCT business || chr(31) || contact_id AS contact_key, "
+                "0 AS bucket FROM consent_status")
+    con.execute(f"CREATE TABLE {staged_events} AS FROM consent_events")
+    con.execute(f"CREATE TABLE {staged_links} AS FROM identifier_links")
+    con.close()
+
+
+def staged_holding_person(warehouse: Path) -> dict[str, int]:
+    """The rows of those staged tables holding the number or its BSUID."""
+    from consent.run.buckets import STAGED_BUCKETS, STAGED_SCOPE
+
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return {table: con.execute(f"SELECT count(*) FROM {table} AS t WHERE contains(t::VARCHAR, ?) "
+                                   "OR contains(t::VARCHAR, ?)", [PHONE, USER]).fetchone()[0]
+                for table in (STAGED_BUCKETS, *(staged for _, staged, _ in STAGED_SCOPE))}
+    finally:
+        con.close()
+
+
 def reimport(exports: Path) -> None:
     """The erased number again, in every spelling, as events, a quarantined row and skipped items."""
     folder = exports / "reimport"
@@ -131,12 +159,15 @@ def test_erased_number_is_gone_and_a_reimport_in_every_spelling_brings_back_no_c
     assert run_cli(exports, warehouse_path) == 0
     assert query(warehouse_path, "SELECT count(*) FROM identifier_links WHERE whatsapp_user_id = ?", [USER]) == [(1,)]
     leave_old_traces(warehouse_path)
+    leave_a_stopped_fan_outs_staging(warehouse_path)
     assert tables_holding_person(warehouse_path) and files_holding_person(warehouse_path.parent, warehouse_path)
+    assert all(staged_holding_person(warehouse_path).values())
 
     assert main(["erase", PHONE, "--warehouse", str(warehouse_path), "--exports", str(exports)]) == 0
     out = capsys.readouterr().out
     assert not holds_person(out)
     assert tables_holding_person(warehouse_path) == []
+    assert not any(staged_holding_person(warehouse_path).values())
     assert files_holding_person(warehouse_path.parent, warehouse_path) == []
     assert (warehouse_path.parent / "alerts" / "20261102T000000Z-other.json").exists()  # other files stay
     assert "warehouse file rewritten (it held the number): alerts/20261101T000000Z-old.json" in out
@@ -250,3 +281,4 @@ def test_redaction_masks_every_spelling_and_keeps_dates_hashes_and_counts():
             "hash 0a1b2c3d4e5f60718293a4b5c6d7e8f9", "123456 of 1,000,000 rows at 12:30:00", "whatsapp/US.json")
     for text in kept:
         assert redact(text) == text
+

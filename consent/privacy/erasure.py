@@ -124,6 +124,10 @@ def erase(con: duckdb.DuckDBPyConnection, identifier: str, erased_at: datetime, 
         for table, condition in (
             ("staging.stg_consent_events", person),
             ("staging.stg_touched", "split_part(contact_key, chr(31), 2) IN (SELECT unnest($ids))"),
+            # what a night that fanned its buckets out staged for them (consent.run.buckets.stage_bucket_scope)
+            ("staging.stg_touched_buckets", "split_part(contact_key, chr(31), 2) IN (SELECT unnest($ids))"),
+            ("staging.stg_scope_events", person),
+            ("staging.stg_scope_links", "list_has_any([phone_e164, whatsapp_user_id, parent_user_id, previous_user_id], $ids)"),
             ("staging.stg_quarantine", _text_match_sql("raw_row")),
             ("staging.stg_skipped", _text_match_sql("raw_row")),
             ("staging.stg_message_statuses", _person_sql("recipient_e164", "recipient_user_id")),
