@@ -29,6 +29,7 @@ import dagster as dg
 from consent.run.publish import UNDECIDED, decide_bucket_apart
 from consent.storage.access import SETTINGS
 from consent.storage.db import table_exists
+from resources.finalise import root_message
 from resources.warehouse import BUCKET_JOB, ConsentSettings, WarehouseResource
 
 BUCKET_ASSET = "consent_status_bucket"
@@ -116,15 +117,9 @@ def fan_out_buckets_in_processes(instance: dg.DagsterInstance, warehouse: Wareho
             if not result.success:
                 failures = [event.event_specific_data.error for event in result.all_events
                             if event.event_type == dg.DagsterEventType.STEP_FAILURE]
-                reason = _root(failures[0]) if failures else "the bucket run failed"
+                reason = root_message(failures[0]) if failures else "the bucket run failed"
                 raise FanOutError(f"deciding the buckets in processes (run {result.run_id}): {reason}")
             return sum(int(result.output_for_node(bucket_step(b))) for b in range(buckets))
-
-
-def _root(error) -> str:
-    while error.cause is not None:
-        error = error.cause
-    return (error.message or "").strip().splitlines()[0] if error.message else "unknown error"
 
 
 @contextmanager
