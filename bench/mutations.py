@@ -191,6 +191,17 @@ MUTATIONS: tuple[Mutation, ...] = (
              "DELETE FROM skipped_items WHERE raw_row IS NOT NULL;",
              ("tests/test_migrations.py::test_an_old_warehouse_is_migrated_in_place_by_the_next_run_and_loses_nothing",)),
     # --- incremental equals full --------------------------------------------------------------
+    # A dashboard over the rows it drew before keeps its charts; one over changed marts draws them again.
+    Mutation("dashboard_keeps_charts_of_changed_marts", "incremental equals full", "consent/reports/dashboard.py",
+             "digest = hashlib.sha256(repr((data.businesses, data.purposes, sorted(data.rows.items()))).encode())",
+             'digest = hashlib.sha256(b"")',
+             ("tests/test_marts.py::test_a_dashboard_over_the_same_marts_keeps_its_charts_and_one_over_changed_marts_draws_them_again",)),
+    # A run's steps share one DuckDB instance; the compaction in its publish step closes it before
+    # replacing the file, else the later steps write into the file replaced.
+    Mutation("compaction_keeps_the_runs_instance_on_the_old_file", "erasure", "consent/storage/access.py",
+             "        self.close_held_writer()  # no instance of this process may hold the file it replaces\n",
+             "",
+             ("tests/test_erasure_stays.py::test_erased_number_is_gone_and_a_reimport_in_every_spelling_brings_back_no_copy",)),
     # A night re-decides (and so rebuilds the marts of) every number a BSUID of its new links pointed
     # to before (touched_contacts.sql); mart_scope.sql's own clause for them is a second line of defence.
     Mutation("night_forgets_numbers_a_relinked_bsuid_pointed_to", "incremental equals full",

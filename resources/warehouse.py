@@ -64,6 +64,7 @@ class WarehouseResource(dg.ConfigurableResource, WarehouseAccess):
         if context.dagster_run is not None and context.dagster_run.job_name != BUCKET_JOB:
             self._run_lock = self.run_lock()
             self._run_lock.acquire()
+            self.hold_writer()  # one DuckDB instance for the run's steps, not one per step
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         """The run's last act, whatever launched it: record how it ended, then release the lock."""
@@ -75,6 +76,7 @@ class WarehouseResource(dg.ConfigurableResource, WarehouseAccess):
             finalise_run(self.connect, self.file, context.instance, context.dagster_run.run_id, self.alert,
                          self.publish_read_copy)
         finally:
+            self.release_writer()
             self._run_lock.release()
             self._run_lock = None
 

@@ -174,6 +174,15 @@ def test_erased_number_is_gone_and_a_reimport_in_every_spelling_brings_back_no_c
 
     reimport(exports)
     assert run_cli(exports, warehouse_path) == 0
+    # That run rewrote the file in its publish step (rows of the erased number were staged): what its
+    # later steps wrote (marts, its record) is in the new file and in the read copy readers open.
+    ((run_id, status, finished),) = query(
+        warehouse_path, "SELECT run_id, status, finished_at IS NOT NULL FROM runs ORDER BY started_at DESC LIMIT 1")
+    assert (status, finished) == ("succeeded", True)
+    read_copy = warehouse_path.with_name(f"{warehouse_path.stem}.read.duckdb")
+    for path in (warehouse_path, read_copy):
+        assert query(path, "SELECT DISTINCT run_id FROM mart_builds") == [(run_id,)], path
+        assert query(path, "SELECT status FROM runs WHERE run_id = ?", [run_id]) == [("succeeded",)], path
     assert tables_holding_person(warehouse_path) == []
     assert files_holding_person(warehouse_path.parent, warehouse_path) == []
     # Nor the database file's bytes: the staged rows dropped at publish left nothing in freed blocks.

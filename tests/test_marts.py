@@ -367,6 +367,38 @@ def test_the_runs_end_refreshes_only_the_last_run_parts_of_the_dashboard(warehou
     con.close()
 
 
+def test_a_dashboard_over_the_same_marts_keeps_its_charts_and_one_over_changed_marts_draws_them_again(
+        warehouse, tmp_path, monkeypatch):
+    """A night with nothing new renders the dashboard over the rows it drew before: the charts stay,
+    the last run and the time it was generated are written again. Any changed row of a mart the page
+    reads draws the page again, with the new figure (a stale chart would show a number no longer true)."""
+    import duckdb
+
+    from consent.reports import dashboard
+
+    copy = tmp_path / "consent.duckdb"
+    shutil.copy(warehouse, copy)
+    con = duckdb.connect(str(copy))
+    page = tmp_path / "dashboard.html"
+    con.execute("UPDATE runs SET status = 'succeeded', check_outcomes = '{}'")
+    dashboard.render_dashboard(con, page)
+    first = page.read_text()
+    drawn = []
+    real_view = dashboard._view
+    monkeypatch.setattr(dashboard, "_view", lambda *a: drawn.append(a) or real_view(*a))
+    con.execute("UPDATE runs SET status = 'failed'")
+    dashboard.render_dashboard(con, page)
+    again = page.read_text()
+    assert drawn == [] and ">failed<" in again and ">succeeded<" not in again  # last run written, nothing drawn
+    assert again.count("<!--content:") == 1 and again.split("<!--content:")[1][:64] == first.split("<!--content:")[1][:64]
+    contacts = con.execute("SELECT contacts FROM business_contacts ORDER BY contacts DESC LIMIT 1").fetchone()[0]
+    con.execute("UPDATE business_contacts SET contacts = contacts + 1000 WHERE contacts = ?", [contacts])
+    dashboard.render_dashboard(con, page)
+    changed = page.read_text()
+    assert drawn and f"{contacts + 1000:,}" in changed and f"{contacts + 1000:,}" not in first
+    con.close()
+
+
 def test_nights_rebuild_only_what_they_touched_and_equal_a_full_rebuild(tmp_path):
     """Each night deletes and rebuilds only the days, messages and contacts it changed;
     the marts after three such nights equal those a `--full` run builds from the same exports."""

@@ -10,6 +10,7 @@ never a phone number.
 from __future__ import annotations
 
 import colorsys
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 import jinja2
+import plotly
 import plotly.graph_objects as go
 import plotly.io as pio
 from markupsafe import Markup
@@ -94,6 +96,10 @@ def _render(template: str, **values) -> Markup:
 
 # The parts that show the last run are marked, so the run's finalisation can refresh them alone
 # (`refresh_last_run`) instead of rendering every chart a second time.
+def _content_mark(key: str) -> str:
+    return f"<!--content:{key}-->"
+
+
 def _marked(name: str, content: str) -> Markup:
     return Markup(f"<!--last-run:{name}-->") + content + Markup(f"<!--/last-run:{name}-->")
 
@@ -120,13 +126,18 @@ def _last_run_parts(con: duckdb.DuckDBPyConnection) -> dict[str, Markup]:
 def refresh_last_run(con: duckdb.DuckDBPyConnection, out: Path) -> int:
     """Show the last run's outcome on a dashboard rendered earlier in the run; its size in bytes.
     A page without the marks (written by an older version) is rendered whole."""
-    document = out.read_text(encoding="utf-8")
-    for name, content in _last_run_parts(con).items():
+    return _refreshed(con, out, out.read_text(encoding="utf-8"), {})
+
+
+def _refreshed(con: duckdb.DuckDBPyConnection, out: Path, document: str, parts: dict[str, str]) -> int:
+    """`document` with the last run's parts (and `parts`) replaced between their marks, written to
+    `out`; a page without the marks is rendered whole."""
+    for name, content in {**_last_run_parts(con), **parts}.items():
         start, end = f"<!--last-run:{name}-->", f"<!--/last-run:{name}-->"
         before, found, rest = document.partition(start)
         _, closed, after = rest.partition(end)
         if not (found and closed):
-            return render_dashboard(con, out)
+            return render_dashboard(con, out, keep_charts=False)
         # joined as plain text: `str + Markup` would escape the page around the part
         document = "".join((before, _marked(name, content), after))
     out.write_text(document, encoding="utf-8")
@@ -402,16 +413,40 @@ def _quarantine_title(data: Data, business: str) -> str:
     return f"Quarantine reasons ({elsewhere:,} more rows are not attributed to a business: see all businesses)"
 
 
-def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path, businesses: list[str] | None = None) -> int:
+def content_key(data: Data) -> str:
+    """A digest of what the page draws apart from the last run: the rows it read from the marts,
+    its businesses and purposes, its templates, this module and Plotly's version."""
+    digest = hashlib.sha256(repr((data.businesses, data.purposes, sorted(data.rows.items()))).encode())
+    for source in (*sorted(Path(__file__).with_name("templates").iterdir()), Path(__file__)):
+        digest.update(source.read_bytes())
+    digest.update(plotly.__version__.encode())
+    return digest.hexdigest()
+
+
+def render_dashboard(con: duckdb.DuckDBPyConnection, out: Path, businesses: list[str] | None = None,
+                     keep_charts: bool = True) -> int:
     """Write the dashboard; returns its size in bytes. `businesses`: those of businesses.yaml (the
-    selector lists them with every business the marts hold)."""
+    selector lists them with every business the marts hold).
+
+    A page already at `out` that drew the same rows (its `content_key`, written into it) keeps its
+    charts: only the last run's parts and the time it was generated are written again (a night
+    with nothing new draws nothing twice); `keep_charts=False` draws them all the same."""
     data = _load(con, businesses)
+    key = content_key(data)
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+        before = out.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        before = ""
+    if keep_charts and _content_mark(key) in before:
+        return _refreshed(con, out, before, {"generated": Markup.escape(generated)})
     colours = channel_colours(sorted({r[2] for r in data.rows["daily"].rows}))
     keys = [ALL, *data.businesses] if len(data.businesses) > 1 else [ALL]
     last_run = _last_run_parts(con)
     document = ENVIRONMENT.get_template("dashboard.html.j2").render(
         plotly_js=Markup(get_plotlyjs()),
-        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        content_mark=Markup(_content_mark(key)),
+        generated=_marked("generated", Markup.escape(generated)),
         views=[_view(data, key, colours) for key in keys],
         last_run_tile=_marked("tile", last_run["tile"]),
         last_run_checks=_marked("checks", last_run["checks"]),
