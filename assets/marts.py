@@ -54,6 +54,7 @@ def compliance_marts(
         marts.prepare(con, policy)  # once for every mart of the step (the calendar scans the ledger's dates)
         for built, name in enumerate(names):
             progress("building marts", built, len(names))
+            marts.fold_writes(con)
             rows = marts.build(con, name, policy, run_id=context.run_id, full=settings.full, prepared=True)
             mode = marts.last_mode(con, name)
             yield dg.MaterializeResult(

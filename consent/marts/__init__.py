@@ -47,6 +47,7 @@ import yaml
 
 from consent.storage import sql
 from consent.storage.db import table_exists, transaction, upsert
+from consent.storage.ducklake import is_lake_connection
 from consent.storage.dictionary import Column, TableDoc, set_comments
 from consent.domain.policy import Policy
 
@@ -197,6 +198,15 @@ def build(
             upsert(con, "mart_builds", {"mart": name, "run_id": run_id, "fingerprint": fingerprint,
                                         "mode": "incremental" if incremental else "full", "built_at": built_at})
     return con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+
+
+def fold_writes(con: duckdb.DuckDBPyConnection) -> None:
+    """Write into the file what was committed on this DuckDB instance (a checkpoint), before the
+    next mart: until then the blocks it wrote stay in memory. At 10M events, without it, the first
+    mart built whole after the incremental ones ran out of the 1GB default. Nothing on DuckLake,
+    where CHECKPOINT is the catalog's maintenance."""
+    if not is_lake_connection(con):
+        con.execute("CHECKPOINT")
 
 
 def _scope(con: duckdb.DuckDBPyConnection, run_id: str, name: str) -> None:
