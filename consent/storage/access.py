@@ -346,7 +346,7 @@ class WarehouseAccess(FromEnvironment):
 
     def close_held_writer(self) -> None:
         """Close the held instance, if open, keeping the hold (the next writer connection opens
-        another): before the file is copied or replaced, or a process is forked."""
+        another): before the file is copied or replaced."""
         _close_held(_held_key(Path(self.file)))
 
     @contextmanager
@@ -367,7 +367,16 @@ class WarehouseAccess(FromEnvironment):
                     instance.close()
                     raise
                 _held_files[key] = instance
-            con = instance.cursor()
+        with self._session(instance, lambda: _close_held(key)) as con:
+            yield con
+
+    @contextmanager
+    def _session(self, instance: duckdb.DuckDBPyConnection,
+                 drop: Callable[[], None]) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A writer's session (cursor) of a shared instance, with its own temp tables, macros,
+        variables and default catalog, as a new connection has. A block that raises calls `drop`
+        (the instance is closed: a failed statement may have invalidated it)."""
+        con = instance.cursor()
         try:
             con.execute("SET TimeZone = 'UTC'")  # a session's settings are its own
             con.execute("SET enable_progress_bar = false")
@@ -377,7 +386,7 @@ class WarehouseAccess(FromEnvironment):
             yield con
         except BaseException:
             con.close()
-            _close_held(key)
+            drop()
             raise
         con.close()
 
@@ -387,19 +396,8 @@ class WarehouseAccess(FromEnvironment):
         instance (`_shared_lake_writer`), with its own temp tables, macros, variables and default
         catalog, as a new connection has. A block that raises drops the instance: a failed statement
         may have invalidated it, and the next connection then opens afresh."""
-        con = _shared_lake_writer(self, lake, path).cursor()
-        try:
-            con.execute("SET TimeZone = 'UTC'")  # a session's settings are its own
-            con.execute("SET enable_progress_bar = false")
-            con.execute("USE warehouse")
-            ensure_schema(con)
-            use_salt(con, self.salt())
+        with self._session(_shared_lake_writer(self, lake, path), _drop_lake_writer) as con:
             yield con
-        except BaseException:
-            con.close()
-            _drop_lake_writer()
-            raise
-        con.close()
 
     def _attach_lake(self, con: duckdb.DuckDBPyConnection, lake: Lake, read_only: bool,
                      snapshot_time: datetime | None = None) -> None:
