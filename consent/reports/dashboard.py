@@ -96,12 +96,13 @@ def _render(template: str, **values) -> Markup:
 
 # The parts that show the last run are marked, so the run's finalisation can refresh them alone
 # (`refresh_last_run`) instead of rendering every chart a second time.
-def _content_mark(key: str) -> str:
-    return f"<!--content:{key}-->"
-
-
 def _marked(name: str, content: str) -> Markup:
     return Markup(f"<!--last-run:{name}-->") + content + Markup(f"<!--/last-run:{name}-->")
+
+
+def _content_mark(key: str) -> str:
+    """The mark of what the page drew (`content_key`)."""
+    return f"<!--content:{key}-->"
 
 
 def _last_run(con: duckdb.DuckDBPyConnection) -> dict | None:

@@ -339,10 +339,10 @@ class WarehouseAccess(FromEnvironment):
         """Close the held instance (checkpointing the file) and connect as before."""
         if self.lake:
             return
+        key = _held_key(Path(self.file))
         with _held_guard:
-            con = _held_files.pop(_held_key(Path(self.file)), None)
-        if con is not None:
-            con.close()
+            _close_held(key)
+            _held_files.pop(key, None)
 
     def close_held_writer(self) -> None:
         """Close the held instance, if open, keeping the hold (the next writer connection opens
