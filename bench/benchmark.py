@@ -72,24 +72,35 @@ def pss_kb(pid):
     except (OSError, ValueError):
         return 0
 
-peak_total = [0]
+peak_total, peak_when, last_line = [0], [None], [""]
 def sample(process):
     while process.poll() is None:
-        peak_total[0] = max(peak_total[0], sum(pss_kb(pid) for pid in tree(process.pid)))
+        sizes = [pss_kb(pid) for pid in tree(process.pid)]
+        if sum(sizes) > peak_total[0]:
+            # when: seconds into the run, the progress line last printed, and each process's share
+            peak_total[0] = sum(sizes)
+            peak_when[0] = {"at_s": round(time.perf_counter() - started, 1), "during": last_line[0][:160],
+                            "processes_mb": sorted((round(kb / 1024) for kb in sizes if kb), reverse=True)}
         time.sleep(0.1)
 
 started = time.perf_counter()
 process = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 sampler = threading.Thread(target=sample, args=(process,), daemon=True)
 sampler.start()
-stderr = process.communicate()[1]
+lines = []
+for line in process.stderr:  # the run's progress, as it prints it
+    lines.append(line)
+    if line.strip():
+        last_line[0] = line.strip()
+process.wait()
+stderr = "".join(lines)
 wall = time.perf_counter() - started
 sampler.join()
 single_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 # peak_mb: all processes together (their summed PSS, sampled every 0.1 s; never below the largest
 # single process's exact peak RSS, which a short spike between two samples could otherwise hide)
 print(json.dumps({"wall": wall, "peak_mb": max(peak_total[0], single_kb) / 1024, "peak_single_mb": single_kb / 1024,
-                  "peak_total_sampled_mb": peak_total[0] / 1024, "code": process.returncode, "stderr": stderr[-600:]}))
+                  "peak_total_sampled_mb": peak_total[0] / 1024, "peak_when": peak_when[0], "code": process.returncode, "stderr": stderr[-600:]}))
 """
 
 FLOOR = """
@@ -182,7 +193,8 @@ def add_night(folder: Path, work: Path) -> None:
 
 
 def row(name: str, result: dict, n: int) -> dict:
-    return {"approach": name, "seconds": result["wall"], "rows_per_s": n / result["wall"], "peak_mb": result["peak_mb"]}
+    return {"approach": name, "seconds": result["wall"], "rows_per_s": n / result["wall"], "peak_mb": result["peak_mb"],
+            "peak_when": result.get("peak_when")}
 
 
 def main() -> None:
@@ -270,6 +282,9 @@ def _print_size(n: int, results: list[dict]) -> None:
     print(f"10k-event night / full run: {by['d']['seconds'] / by['b']['seconds']:.1%}; "
           f"nothing-new night / start-up: {by['h']['seconds'] / by['e']['seconds']:.2f}x "
           f"(Dagster's floor / start-up: {by['g']['seconds'] / by['e']['seconds']:.2f}x)")
+    when = by["b"].get("peak_when")
+    if when:
+        print(f"full run's peak at {when['at_s']} s, per process {when['processes_mb']} MB, after: {when['during']}")
     if "f" in by:
         print(f"pre-send check of {n:,} audience rows: {by['f']['seconds']:.1f} s")
 

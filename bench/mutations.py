@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 GUARANTEES = ("conservation", "opt-outs never blocked", "erasure", "order independence", "number change",
               "business scope", "the gate", "migrations", "incremental equals full", "no number in outputs",
-              "SQL decides as the state machine")
+              "SQL decides as the state machine", "within the memory limit")
 # Per mutation: at most this long (a hung run is an error, not a catch).
 TIMEOUT_SECONDS = 900
 
@@ -247,6 +247,13 @@ MUTATIONS: tuple[Mutation, ...] = (
              '            if "transaction is aborted" not in str(exc).lower():\n',
              '            if True:\n',
              ("tests/test_decide_sql.py::test_an_error_inside_the_sql_path_reaches_the_run_record_as_itself",)),
+    # --- within the memory limit --------------------------------------------------------------
+    # A mart's temporary tables are made before the transaction that writes it: made inside it, they
+    # cannot spill, and at 10M events opt_out_timeliness ran out of the 1GB default.
+    Mutation("mart_temporary_tables_inside_the_write", "within the memory limit", "consent/marts/__init__.py",
+             "        for _, statement in before:\n            con.execute(statement)\n        with transaction(con):\n",
+             "        with transaction(con):\n            for _, statement in before:\n                con.execute(statement)\n",
+             ("tests/test_marts.py::test_a_mart_whose_temporary_tables_outgrow_a_small_memory_limit_is_still_built",)),
     # --- no number in outputs -----------------------------------------------------------------
     Mutation("send_audit_shows_the_number", "no number in outputs", "consent/marts/send_audit.sql",
              "        salted_hash(recipient) AS recipient_hash,", "        recipient AS recipient_hash,",

@@ -491,6 +491,48 @@ def test_a_mart_built_in_several_statements_gives_the_runs_rows_and_leaves_no_te
         assert con.execute(temporary).fetchall() == []
 
 
+def test_a_mart_whose_temporary_tables_outgrow_a_small_memory_limit_is_still_built(tmp_path):
+    """A mart's temporary tables are made outside the transaction that writes it: made inside, they
+    stay in memory until it commits, and opt_out_timeliness at 10M events ran out of the 1GB default.
+    The same shape, scaled down: 400,000 opt-outs (800,000 history rows) under a 250MB limit, where
+    the tables made inside the transaction ran out of memory (from 200 to 300MB) and made before it
+    fit (from 200 to 350MB), on one thread."""
+    import duckdb
+
+    from consent import marts
+    from consent.storage.migrations import ensure_schema
+    from consent.storage.sql import use_salt
+
+    requests = 400_000
+    con = duckdb.connect(str(tmp_path / "consent.duckdb"))
+    con.execute("SET TimeZone = 'UTC'")
+    ensure_schema(con)
+    use_salt(con, "salt")
+    con.execute("INSERT INTO runs (run_id, mode, as_of, started_at, published_at, status) "
+                "VALUES ('r1', 'full', '2026-11-01', '2026-11-01', '2026-11-01', 'succeeded')")
+    con.execute("INSERT INTO source_files (channel, source_file, file_hash, size_bytes, first_seen_run, last_seen_run) "
+                "VALUES ('web_form', 'web_form/export.csv', 'h', 1, 'r1', 'r1')")
+    number = "'+4477009' || lpad(i::VARCHAR, 7, '0')"
+    event = "'wamid.' || i || '-' || repeat('x', 40)"
+    asked = "TIMESTAMP '2025-01-01' + i * INTERVAL 1 MINUTE"
+    con.execute(f"""INSERT INTO consent_events (event_id, channel, event_type, occurred_at, ingested_at, run_id, business,
+                        phone_e164, source_file, source_line, file_hash)
+                    SELECT {event}, 'web_form', 'opt_out', {asked}, TIMESTAMP '2026-11-01', 'r1', 'default', {number},
+                           'web_form/export.csv', i, 'h'
+                    FROM range({requests}) AS t(i)""")
+    con.execute(f"""INSERT INTO consent_status_history (phone_e164, purpose, status, valid_from, decided_by_event_id,
+                        business, contact_id, decided_by_channel)
+                    SELECT {number}, purpose, 'opted_out', {asked}, {event}, 'default', {number}, 'web_form'
+                    FROM range({requests}) AS t(i), (VALUES ('marketing'), ('utility')) AS p(purpose)""")
+    con.execute("CHECKPOINT")
+    con.execute("SET memory_limit = '250MB'")
+    con.execute("SET threads = 1")
+    con.execute(f"SET temp_directory = '{tmp_path / 'spill'}'")
+    assert marts.build(con, "opt_out_timeliness") == requests
+    assert con.execute("SELECT count(*) FROM opt_out_timeliness WHERE list_contains(findings, 'honoured')").fetchone() == (requests,)
+    con.close()
+
+
 def test_a_mart_statement_before_the_last_must_create_a_temporary_table(monkeypatch):
     from consent import marts
 

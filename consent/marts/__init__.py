@@ -46,7 +46,7 @@ import polars as pl
 import yaml
 
 from consent.storage import sql
-from consent.storage.db import table_exists, transaction, upsert
+from consent.storage.db import drop_temporary, table_exists, transaction, upsert
 from consent.storage.ducklake import is_lake_connection
 from consent.storage.dictionary import Column, TableDoc, set_comments
 from consent.domain.policy import Policy
@@ -174,29 +174,35 @@ def build(
         prepare(con, policy)
     fingerprint = _fingerprint(con, name, policy)
     before, rows = statements(name)
-    with transaction(con):
-        incremental = not full and run_id is not None and name in INCREMENTAL and _can_increment(con, name, run_id, fingerprint)
+    incremental = not full and run_id is not None and name in INCREMENTAL and _can_increment(con, name, run_id, fingerprint)
+    # The temporary tables are made outside the transaction that writes the mart: a temporary
+    # table made inside a transaction stays in memory until it commits, where DuckDB cannot
+    # spill it. At 10M events opt_out_timeliness's two (180 MB) left its last statement too
+    # little of the 1GB default, and it ran out of memory; made before it, it fits.
+    try:
         if incremental:
             _scope(con, run_id, name)
             con.execute("SET VARIABLE mart_scoped = true")
         for _, statement in before:
             con.execute(statement)
+        with transaction(con):
+            if incremental:
+                condition = INCREMENTAL[name]
+                con.execute(f"DELETE FROM {name} WHERE {condition}")
+                con.execute(f"INSERT INTO {name} SELECT * FROM ({rows}) WHERE {condition}")
+            else:
+                con.execute(f"CREATE OR REPLACE TABLE {name} AS {rows}")
+                if name in SPECS:  # a table replaced loses its comments
+                    set_comments(con, [SPECS[name].doc])
+            if run_id is not None and table_exists(con, "mart_builds"):
+                built_at = datetime.now(timezone.utc).replace(tzinfo=None)
+                upsert(con, "mart_builds", {"mart": name, "run_id": run_id, "fingerprint": fingerprint,
+                                            "mode": "incremental" if incremental else "full", "built_at": built_at})
+    finally:
+        # the temporary tables go with the build, built or not
         if incremental:
-            condition = INCREMENTAL[name]
-            con.execute(f"DELETE FROM {name} WHERE {condition}")
-            con.execute(f"INSERT INTO {name} SELECT * FROM ({rows}) WHERE {condition}")
             con.execute("SET VARIABLE mart_scoped = false")
-        else:
-            con.execute(f"CREATE OR REPLACE TABLE {name} AS {rows}")
-            if name in SPECS:  # a table replaced loses its comments
-                set_comments(con, [SPECS[name].doc])
-        # the temporary tables go with the build (a failed build's go with its rollback)
-        for table, _ in before:
-            con.execute(f"DROP TABLE temp.main.{table}")
-        if run_id is not None and table_exists(con, "mart_builds"):
-            built_at = datetime.now(timezone.utc).replace(tzinfo=None)
-            upsert(con, "mart_builds", {"mart": name, "run_id": run_id, "fingerprint": fingerprint,
-                                        "mode": "incremental" if incremental else "full", "built_at": built_at})
+        drop_temporary(con, *(f"temp.main.{table}" for table, _ in before))
     return con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
 
 
@@ -219,7 +225,8 @@ def _scope(con: duckdb.DuckDBPyConnection, run_id: str, name: str) -> None:
     for a mart built by difference (`name`, `BEFORE`), its rows before the build deletes them."""
     if not (table_exists(con, "staging.stg_mart_scope")
             and con.execute("SELECT run_id FROM staging.stg_mart_scope").fetchone() == (run_id,)):
-        sql.run(con, "mart_scope", {"run_id": run_id})
+        with transaction(con):  # its last table names the run: all of it, or none
+            sql.run(con, "mart_scope", {"run_id": run_id})
     for view in ("messages", "contacts", "history", "sends"):
         con.execute(f"CREATE OR REPLACE TEMP VIEW mart_{view} AS SELECT * FROM staging.stg_mart_{view}")
     for delta in ("history", "status", "violations"):
