@@ -254,6 +254,15 @@ MUTATIONS: tuple[Mutation, ...] = (
              "        for _, statement in before:\n            con.execute(statement)\n        with transaction(con):\n",
              "        with transaction(con):\n            for _, statement in before:\n                con.execute(statement)\n",
              ("tests/test_marts.py::test_a_mart_whose_temporary_tables_outgrow_a_small_memory_limit_is_still_built",)),
+    # While the state machine holds its ranges in Python, DuckDB is left a share of its limit, and has
+    # its whole limit back after them (even after an error aborted the run's transaction).
+    Mutation("state_machine_leaves_duckdb_its_whole_limit", "within the memory limit", "consent/run/decide.py",
+             "share = STATE_MACHINE_ENGINE_SHARE if len(ranges) > 1 else 1.0", "share = 1.0",
+             ("tests/test_pipeline.py::test_reconciling_the_ledger_in_small_ranges_of_contacts_changes_nothing",)),
+    Mutation("duckdb_limit_not_set_back_after_an_aborted_transaction", "within the memory limit", "consent/storage/db.py",
+             "            with con.cursor() as setter:\n                setter.execute(f\"SET memory_limit = '{int((number + 0.05) * unit)}B'\")",
+             "            con.execute(f\"SET memory_limit = '{int((number + 0.05) * unit)}B'\")",
+             ("tests/test_scale.py::test_duckdb_left_a_share_of_its_limit_spills_what_it_holds_and_has_its_limit_back",)),
     # --- no number in outputs -----------------------------------------------------------------
     Mutation("send_audit_shows_the_number", "no number in outputs", "consent/marts/send_audit.sql",
              "        salted_hash(recipient) AS recipient_hash,", "        recipient AS recipient_hash,",

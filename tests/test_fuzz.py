@@ -9,6 +9,7 @@ reference gives.
 
 import json
 import os
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -149,6 +150,10 @@ def test_fuzz_webhook_adapter_never_raises_and_conserves_rows(data, suffix):
         for columnar in (True, False):
             assert [_webhook_row(r) for r in streamed(data, ctx, suffix, size, columnar)] == [
                 _webhook_row(r) for r in whole.rows]
+    # The text decoded a few bytes at a time: chunks that cut values, lines and UTF-8 characters
+    for chunk in (1, 3, 7):
+        with decoded_in_chunks(chunk):
+            assert [_webhook_row(r) for r in streamed(data, ctx, suffix, 2)] == [_webhook_row(r) for r in whole.rows]
     for business in (None, {"106540352242922": "acme"}):
         ctx.number_businesses = business
         same_webhook_build(data, ctx, suffix, whole)
@@ -156,6 +161,19 @@ def test_fuzz_webhook_adapter_never_raises_and_conserves_rows(data, suffix):
 
 def _webhook_row(r):
     return (*_row(r), r.occurred_at, r.send, r.links, r.phone_number_id)
+
+
+@contextmanager
+def decoded_in_chunks(size: int):
+    """A streamed webhook file's bytes decoded `size` at a time (8 MB in a run)."""
+    from consent.reading.channels import whatsapp_webhook
+
+    kept = whatsapp_webhook._DECODE_BYTES
+    whatsapp_webhook._DECODE_BYTES = size
+    try:
+        yield
+    finally:
+        whatsapp_webhook._DECODE_BYTES = kept
 
 
 def streamed(data: bytes, ctx: FileContext, suffix: str, size: int, columnar: bool = True) -> list:
@@ -209,6 +227,10 @@ def test_webhook_files_read_in_parts_equal_the_whole_read():
         ctx = FileContext(channel="whatsapp", source_file=path.name, file_hash="f")
         whole = read_webhooks(data, ctx, Policy(), path.suffix)
         assert [_webhook_row(r) for r in streamed(data, ctx, path.suffix, 1)] == [_webhook_row(r) for r in whole.rows], path
+        for chunk in (5, 64):  # decoded a few bytes at a time
+            with decoded_in_chunks(chunk):
+                assert [_webhook_row(r) for r in streamed(data, ctx, path.suffix, 3)] == [
+                    _webhook_row(r) for r in whole.rows], (path, chunk)
         for business in (None, {"106540352242922": "acme"}):
             ctx.number_businesses = business
             same_webhook_build(data, ctx, path.suffix, whole)
@@ -313,3 +335,26 @@ def test_fuzz_webhook_items_read_in_columns_build_like_the_row_reader(file, busi
     for size in (1, 10_000):
         assert [_webhook_row(r) for r in streamed(data, ctx, suffix, size)] == [_webhook_row(r) for r in whole.rows]
     same_webhook_build(data, ctx, suffix, whole)
+
+
+def test_webhook_files_decoded_a_few_bytes_at_a_time_read_like_the_whole_text():
+    """Edge cases of the chunked decoding of a streamed webhook file: numbers a chunk cuts (`2` of
+    `23`), a byte order mark and characters cut between chunks, whitespace across chunks, a file
+    that is not an array, malformed ends, lines ending in \\r\\n cut between \\r and \\n."""
+    ctx = FileContext(channel="whatsapp", source_file="whatsapp/edge.json", file_hash="f")
+    cases = [
+        (b"[1, 23, 456,\n 7890]", ".json"),
+        ('\ufeff[{"entry": "\u00e9t\u00e9 \u20ac"}, 12345 , {"object": "x"}]\n'.encode(), ".json"),
+        (b'   \n\t [ \n ]  \n', ".json"), (b" \n ", ".json"), (b'{"object": "whatsapp_business_account"}', ".json"),
+        (b"[1, 2", ".json"), (b"[1] x", ".json"), (b"[1 2]", ".json"), (b"[]", ".json"),
+        (b'{"a": 1}\r\n\r\n{"b": 22}\r\nnot json\r\n\xc3\xa9\n', ".jsonl"), (b"\xff[1]", ".json"),
+    ]
+    assert len(read_webhooks(cases[0][0], ctx, Policy(), ".json").rows) == 4  # a row for each payload
+    for data, suffix in cases:
+        whole = [_webhook_row(r) for r in read_webhooks(data, ctx, Policy(), suffix).rows]
+        for chunk in (1, 2, 3, 5):
+            with decoded_in_chunks(chunk):
+                assert [_webhook_row(r) for r in streamed(data, ctx, suffix, 1)] == whole, (data, chunk)
+                if suffix == ".json" and _parses(data.decode("utf-8-sig", "replace")):
+                    # a well-formed array is streamed, not handed back whole as malformed
+                    assert all(read_webhook_parts(data, ctx, Policy(), suffix, part_payloads=1)), (data, chunk)

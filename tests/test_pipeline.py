@@ -380,8 +380,11 @@ def test_cli_entry_point_runs_in_a_subprocess(exports, warehouse_path):
 
 
 def test_reconciling_the_ledger_in_small_ranges_of_contacts_changes_nothing(tmp_path, exports, monkeypatch):
-    """The warehouse decides contacts range by range to bound memory; where it cuts must not matter."""
+    """The warehouse decides contacts range by range to bound memory; where it cuts must not matter.
+    While the state machine decides them, DuckDB is left a share of its memory limit."""
     import consent.run.decide
+    import consent.run.publish
+    from consent.storage.db import memory_limit_bytes
 
     whole = tmp_path / "whole.duckdb"
     assert run_cli(exports, whole) == 0
@@ -391,8 +394,29 @@ def test_reconciling_the_ledger_in_small_ranges_of_contacts_changes_nothing(tmp_
     monkeypatch.setattr(consent.run.decide, "RECONCILE_RANGE_EVENTS", 3)
     monkeypatch.setattr("consent.run.decide_sql.SQL_DECISIONS", False)  # every contact through the ranges
     monkeypatch.setattr(consent.run.decide, "CONTACT_COUNTS_FETCH", 2)  # the counts read a few at a time
+    # DuckDB's memory limit while the state machine decides the ranges, and before and after it
+    limits: dict[str, list[int]] = {"before": [], "deciding": [], "after": []}
+    real_write, real_decide = consent.run.decide.write_frame, consent.run.publish.decide_contacts
+
+    def writing(con, table, frame, **kwargs):
+        limits["deciding"].append(memory_limit_bytes(con))
+        return real_write(con, table, frame, **kwargs)
+
+    def deciding(con, *args, **kwargs):
+        limits["before"].append(memory_limit_bytes(con))
+        decided = real_decide(con, *args, **kwargs)
+        limits["after"].append(memory_limit_bytes(con))
+        return decided
+
+    monkeypatch.setattr(consent.run.decide, "write_frame", writing)
+    monkeypatch.setattr(consent.run.publish, "decide_contacts", deciding)
     ranged = tmp_path / "ranged.duckdb"
     assert run_cli(exports, ranged) == 0
+    # DuckDB was left a share of its limit while Python held the ranges, and had it back after
+    [full] = set(limits["before"])
+    share = max(full * consent.run.decide.STATE_MACHINE_ENGINE_SHARE, consent.run.decide.STATE_MACHINE_ENGINE_FLOOR)
+    assert limits["deciding"] and all(abs(limit - share) < 2**20 / 10 for limit in limits["deciding"])  # to 0.1 MiB
+    assert max(limits["deciding"]) < full and limits["after"] == limits["before"]
     assert len(seen[0]) > 3  # the fixture's contacts were really cut into several ranges
     bounds = [key for low, high, _ in seen[0] for key in (low, high)]
     assert bounds == sorted(bounds) and len(set(bounds[1::2])) == len(seen[0])  # in order, none twice

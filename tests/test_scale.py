@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from consent.storage.migrations import ensure_schema
 from consent.domain.policy import load_channels, load_policy
@@ -242,3 +244,48 @@ def test_the_dagster_floor_runs_a_copy_of_consent_jobs_steps():
     assert report["steps"] == len(real.nodes_in_topological_order)
     assert report["materialisations"] == sum(len(a.keys) for a in graph.assets_defs if a.is_executable)
     assert report["check_evaluations"] == sum(len(list(a.check_specs)) for a in graph.assets_defs if a.is_executable)
+
+
+def test_duckdb_left_a_share_of_its_limit_spills_what_it_holds_and_has_its_limit_back(tmp_path):
+    """While the state machine holds frames in Python, DuckDB is left a share of its memory limit
+    (consent.run.decide): what it holds over that share goes to its temp directory, queries still
+    read it, and the limit is back after the block, even when an error aborted the transaction."""
+    from consent.storage.db import engine_memory_share, memory_limit_bytes
+
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.execute("SET threads = 1")
+    con.execute("SET memory_limit = '200MB'")
+    con.execute("SET temp_directory = ?", [str(tmp_path / "spill")])
+
+    def held() -> tuple[int, int]:
+        """(bytes DuckDB holds in memory, bytes it spilled)"""
+        return con.execute("SELECT sum(memory_usage_bytes), sum(temporary_storage_bytes) FROM duckdb_memory()").fetchone()
+
+    full = memory_limit_bytes(con)
+    con.execute("BEGIN TRANSACTION")  # as in a run: the histories are made inside its transaction
+    con.execute("CREATE TEMP TABLE histories AS SELECT range AS contact, md5(range::VARCHAR) AS event_id "
+                "FROM range(3000000)")
+    assert held()[0] > 0.5 * full  # most of the limit holds the histories
+    with engine_memory_share(con, 0.4, 0):
+        memory, spilled = held()
+        assert abs(memory_limit_bytes(con) - full * 0.4) < 2**20 / 10  # DuckDB prints it to 0.1 MiB
+        assert memory <= 0.4 * full and spilled > 0
+        # what spilled is read back: the whole table, and a range of contacts as the state machine reads one
+        assert con.execute("SELECT count(*), sum(contact) FROM histories").fetchone() == (3000000, 2999999 * 3000000 // 2)
+        assert con.execute("SELECT list(event_id ORDER BY contact) FROM histories WHERE contact BETWEEN 2999998 AND 2999999"
+                           ).fetchone()[0] == [hashlib.md5(b"2999998").hexdigest(), hashlib.md5(b"2999999").hexdigest()]
+    assert memory_limit_bytes(con) == full
+
+    with pytest.raises(duckdb.Error, match="no such contact"):
+        with engine_memory_share(con, 0.4, 0):
+            con.execute("SELECT error('no such contact')")  # aborts the transaction
+    with con.cursor() as other:  # the aborted transaction can read nothing until its ROLLBACK
+        assert memory_limit_bytes(other) == full
+    con.execute("ROLLBACK")
+    assert memory_limit_bytes(con) == full
+    # A floor above the share, and a share of a limit already at the floor, keep it there
+    with engine_memory_share(con, 0.1, 150 * 2**20):
+        assert memory_limit_bytes(con) == 150 * 2**20
+    with engine_memory_share(con, 0.4, 2 * full):
+        assert memory_limit_bytes(con) == full
+    con.close()

@@ -80,6 +80,56 @@ def _end_transaction(con: duckdb.DuckDBPyConnection) -> None:
         pass  # none open
 
 
+# The units DuckDB prints a memory size in (`current_setting('memory_limit')`).
+_MEMORY_UNITS = {"bytes": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+                 "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def _printed_limit(con: duckdb.DuckDBPyConnection) -> tuple[float, int] | None:
+    """DuckDB's memory limit as it prints it: (number, bytes of its unit); None: unreadable."""
+    number, _, unit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0].partition(" ")
+    try:
+        return float(number), _MEMORY_UNITS[unit or "B"]
+    except (KeyError, ValueError):
+        return None
+
+
+def memory_limit_bytes(con: duckdb.DuckDBPyConnection) -> int | None:
+    """DuckDB's memory limit in bytes, as it prints it (to a tenth of its unit, cut down)."""
+    printed = _printed_limit(con)
+    return None if printed is None else int(printed[0] * printed[1])
+
+
+@contextmanager
+def engine_memory_share(con: duckdb.DuckDBPyConnection, share: float, floor_bytes: int) -> Iterator[None]:
+    """DuckDB's memory limit lowered to `share` of itself (never below `floor_bytes`, nor above the
+    limit) for the block, and set back after it, for work that holds large frames in Python beside
+    DuckDB: DuckDB evicts what it holds over the lower limit (a temporary table spills to its temp
+    directory) and frees that memory, so the two together stay near the limit alone.
+
+    The limit is the whole instance's: it is set through a cursor of its own, which a transaction
+    an error aborted on `con` cannot stop from setting it back. DuckDB prints the limit to a tenth
+    of its unit, cut down: it is set back to the middle of that tenth, which prints the same (the
+    1GB default: within 0.05 MiB). If DuckDB cannot free enough to lower it, it stays as it was."""
+    printed = _printed_limit(con)
+    limit = None if printed is None else int(printed[0] * printed[1])
+    lowered = None if limit is None else min(limit, max(int(limit * share), floor_bytes))
+    if lowered is not None and lowered < limit:
+        with con.cursor() as setter:
+            try:
+                setter.execute(f"SET memory_limit = '{lowered}B'")
+            except duckdb.Error as exc:  # what DuckDB holds cannot be evicted: keep the limit
+                log.info("DuckDB's memory limit stays as it was: %s", exc)
+                lowered = None
+    try:
+        yield
+    finally:
+        if lowered is not None and lowered < limit:
+            number, unit = printed
+            with con.cursor() as setter:
+                setter.execute(f"SET memory_limit = '{int((number + 0.05) * unit)}B'")
+
+
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     """Whether the warehouse holds `table`: `name` (in `main`) or `schema.name` (`staging.stg_run`)."""
     schema, _, name = table.rpartition(".")
