@@ -35,6 +35,28 @@ def warehouse_path(tmp_path: Path) -> Path:
     return tmp_path / "wh" / "consent.duckdb"
 
 
+@pytest.fixture(scope="session")
+def first_run_folder(tmp_path_factory) -> Path:
+    """The warehouse's folder after `run_cli` over the fixture exports (no CONSENT_* setting), made
+    once per test process: a plain first run costs seconds, and many tests only start from one."""
+    root = tmp_path_factory.mktemp("first_run")
+    shutil.copytree(FIXTURES / "exports", root / "exports")
+    with pytest.MonkeyPatch.context() as settings_unset:
+        for name in [n for n in os.environ if n.startswith("CONSENT_")]:
+            settings_unset.delenv(name)
+        assert run_cli(root / "exports", root / "wh" / "consent.duckdb") == 0
+    return root / "wh"
+
+
+@pytest.fixture
+def after_first_run(first_run_folder: Path, exports: Path, warehouse_path: Path) -> Path:
+    """`warehouse_path` as `run_cli(exports, warehouse_path)` leaves it: a copy of the folder
+    `first_run_folder` holds (the warehouse, its read copy, salt, dashboard and reports). The
+    exports are copies of the same files with the same times, so the next run finds them known."""
+    shutil.copytree(first_run_folder, warehouse_path.parent)
+    return warehouse_path
+
+
 def query(path: Path, sql: str, params=None) -> list[tuple]:
     con = duckdb.connect(str(path), read_only=True)
     try:

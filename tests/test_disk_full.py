@@ -9,7 +9,6 @@ import errno
 import json
 import logging
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import duckdb
 import pytest
 
 from cli.main import main
-from tests.conftest import FIXTURES, query, run_cli
+from tests.conftest import query, run_cli
 
 # The run's progress ("stg_consent_events: reading files: 5/5 (183/s), 0.4 s", "published_warehouse:
 # FAILED in 0.2 s", "run: 3 steps in 1.9 s") and the unencrypted warning are no failure report.
@@ -49,12 +48,9 @@ def state(warehouse: Path) -> dict:
 
 
 @pytest.fixture
-def night(tmp_path: Path) -> tuple[Path, Path, dict]:
+def night(exports: Path, after_first_run: Path) -> tuple[Path, Path, dict]:
     """A warehouse after one night, and a new export with an opt-out for the next night."""
-    exports = tmp_path / "exports"
-    shutil.copytree(FIXTURES / "exports", exports)
-    warehouse = tmp_path / "wh" / "consent.duckdb"
-    assert run_cli(exports, warehouse) == 0
+    warehouse = after_first_run
     (exports / "preference_center" / "optouts_2026-11-11.csv").write_text(
         f"phone,country,event_type,purposes,occurred_at\n{NEW_OPT_OUT},,opt_out,marketing,2026-11-11T07:00:00Z\n")
     return exports, warehouse, state(warehouse)

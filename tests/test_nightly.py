@@ -66,8 +66,7 @@ def test_sensor_requests_one_run_per_batch_of_new_or_changed_files(exports):
     assert isinstance(sensor(context), dg.SkipReason)
 
 
-def test_adding_one_file_processes_only_its_rows(exports, warehouse_path):
-    assert run_cli(exports, warehouse_path) == 0
+def test_adding_one_file_processes_only_its_rows(exports, warehouse_path, after_first_run):
     (exports / "web_form" / "late.csv").write_text(
         "phone,event_type,purposes,occurred_at,consent_method,notice_version\n"
         "+4915201234571,opt_in,marketing,2026-11-05T10:00:00Z,checkbox,web-v3\n"
@@ -77,8 +76,7 @@ def test_adding_one_file_processes_only_its_rows(exports, warehouse_path):
     assert last == [(1, 1, 1, 1)]
 
 
-def test_phone_numbers_seen_before_are_not_parsed_again(exports, warehouse_path):
-    assert run_cli(exports, warehouse_path) == 0
+def test_phone_numbers_seen_before_are_not_parsed_again(exports, warehouse_path, after_first_run):
     cached = query(warehouse_path, "SELECT count(*) FROM phone_cache")[0][0]
     assert cached > 0
     (exports / "web_form" / "again.csv").write_text("phone,event_type\n+49 151 1234 5678,opt_out\n")
@@ -87,10 +85,9 @@ def test_phone_numbers_seen_before_are_not_parsed_again(exports, warehouse_path)
     assert (seconds["phone_cache_hits"], seconds["phone_cache_misses"]) == (1, 0)
 
 
-def test_new_phonenumbers_metadata_version_invalidates_the_cache(exports, warehouse_path, monkeypatch):
+def test_new_phonenumbers_metadata_version_invalidates_the_cache(exports, warehouse_path, after_first_run, monkeypatch):
     import consent.run.staging
 
-    assert run_cli(exports, warehouse_path) == 0
     monkeypatch.setattr(consent.run.staging, "METADATA_VERSION", "99.0.0")
     (exports / "web_form" / "again.csv").write_text("phone,event_type\n+49 151 1234 5678,opt_out\n")
     assert run_cli(exports, warehouse_path) == 0
@@ -102,13 +99,12 @@ CACHE_KEYS = ("SELECT count(*), count(DISTINCT (phone_raw, country_hint, metadat
               "count(*) FILTER (WHERE metadata_version = '99.0.0') FROM phone_cache")
 
 
-def test_the_phone_cache_keeps_one_row_per_key_without_an_index(exports, warehouse_path, monkeypatch):
+def test_the_phone_cache_keeps_one_row_per_key_without_an_index(exports, warehouse_path, after_first_run, monkeypatch):
     """Schema version 7: no primary key on phone_cache; the insert adds only keys it does not hold,
     whatever the run (a night repeating cached spellings beside new ones, a --full rerun, a new
     metadata version)."""
     import consent.run.staging
 
-    assert run_cli(exports, warehouse_path) == 0
     assert query(warehouse_path, "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'phone_cache' "
                                  "AND constraint_type = 'PRIMARY KEY'") == [(0,)]
     (first,) = query(warehouse_path, CACHE_KEYS)
@@ -130,12 +126,11 @@ def test_the_phone_cache_keeps_one_row_per_key_without_an_index(exports, warehou
     assert rows == keys == first[0] + 2 + 4 and newer == 4
 
 
-def test_a_phone_cache_key_held_twice_stops_the_run_and_says_what_to_do(exports, warehouse_path, capsys):
+def test_a_phone_cache_key_held_twice_stops_the_run_and_says_what_to_do(exports, warehouse_path, after_first_run, capsys):
     """Without an index nothing in DuckDB refuses a second row for a key (written by hand, or by a
     faulty tool): a lookup that meets one stops the run before any event is built from it."""
     import duckdb
 
-    assert run_cli(exports, warehouse_path) == 0
     con = duckdb.connect(str(warehouse_path))
     con.execute("INSERT INTO phone_cache SELECT * REPLACE ('+4915100000000' AS phone_e164) FROM phone_cache "
                 "WHERE phone_raw = '+49 151 1234 5678'")
@@ -180,10 +175,9 @@ def test_successful_run_raises_no_alert(exports, warehouse_path, tmp_path):
     assert not (warehouse_path.parent / "alerts").exists()
 
 
-def test_runs_command_prints_the_history(exports, warehouse_path, capsys):
+def test_runs_command_prints_the_history(exports, warehouse_path, after_first_run, capsys):
     from cli.main import main
 
-    assert run_cli(exports, warehouse_path) == 0
     assert run_cli(exports, warehouse_path) == 0
     capsys.readouterr()
     assert main(["runs", "--warehouse", str(warehouse_path)]) == 0

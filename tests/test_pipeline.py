@@ -24,8 +24,7 @@ def test_fixture_run_decides_every_contact_by_the_rules(exports, warehouse_path,
     assert "web_form" in out and "whatsapp" in out and "run succeeded" in out
 
 
-def test_every_file_conserves_its_rows(exports, warehouse_path):
-    assert run_cli(exports, warehouse_path) == 0
+def test_every_file_conserves_its_rows(exports, warehouse_path, after_first_run):
     files = query(warehouse_path, "SELECT source_file, rows_read, events, quarantined, skipped FROM source_files")
     assert len(files) == 5
     for source_file, rows_read, events, quarantined, skipped in files:
@@ -50,8 +49,7 @@ def _tables(path: Path) -> dict[str, list]:
     }
 
 
-def test_second_run_over_unchanged_exports_reads_nothing_and_changes_nothing(exports, warehouse_path):
-    assert run_cli(exports, warehouse_path) == 0
+def test_second_run_over_unchanged_exports_reads_nothing_and_changes_nothing(exports, warehouse_path, after_first_run):
     before = _tables(warehouse_path)
     assert run_cli(exports, warehouse_path) == 0
     assert _tables(warehouse_path) == before
@@ -59,8 +57,7 @@ def test_second_run_over_unchanged_exports_reads_nothing_and_changes_nothing(exp
     assert last == [(0, 0, 0)]
 
 
-def test_same_file_under_another_name_adds_nothing(exports, warehouse_path):
-    assert run_cli(exports, warehouse_path) == 0
+def test_same_file_under_another_name_adds_nothing(exports, warehouse_path, after_first_run):
     before = _tables(warehouse_path)
     shutil.copy(exports / "web_form" / "signups_2026-11-01.csv", exports / "web_form" / "signups_copy.csv")
     # The same rows re-exported in another column order are the same events too.
@@ -72,13 +69,12 @@ def test_same_file_under_another_name_adds_nothing(exports, warehouse_path):
     assert _tables(warehouse_path)["status"] == before["status"]
 
 
-def test_an_event_id_already_in_the_ledger_fails_the_run(exports, warehouse_path, monkeypatch, capsys):
+def test_an_event_id_already_in_the_ledger_fails_the_run(exports, warehouse_path, after_first_run, monkeypatch, capsys):
     """The ledger has no primary-key index: append_ledger.sql keeps event ids unique, and
     the ERROR check catches a run that would add one the ledger holds (here: the de-duplication
     removed from the SQL, and the same rows re-exported in another column order)."""
     from consent.storage import sql
 
-    assert run_cli(exports, warehouse_path) == 0
     real = sql.statements
     no_dedup = (
         "INSERT INTO consent_events BY NAME SELECT * FROM staging.stg_consent_events",
@@ -283,8 +279,7 @@ def test_full_rebuild_equals_incremental_runs(tmp_path, exports):
     assert _tables(incremental) == before
 
 
-def test_changed_file_is_read_again_and_removed_events_are_reported(exports, warehouse_path):
-    assert run_cli(exports, warehouse_path) == 0
+def test_changed_file_is_read_again_and_removed_events_are_reported(exports, warehouse_path, after_first_run):
     path = exports / "web_form" / "signups_2026-11-01.csv"
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:2] + lines[3:]) + "\n")  # drop the second data row

@@ -112,10 +112,9 @@ def statuses_with_key(path: Path, encrypted: bool) -> dict:
     return {(p, purpose): s for p, purpose, s in rows}
 
 
-def test_access_request_exports_every_event_status_and_evidence(exports, warehouse_path, tmp_path):
+def test_access_request_exports_every_event_status_and_evidence(exports, warehouse_path, after_first_run, tmp_path):
     from cli.main import main
 
-    assert run_cli(exports, warehouse_path) == 0
     out = tmp_path / "access.json"
     assert main(["access", "+55 11 96123-4567", "--warehouse", str(warehouse_path), "--out", str(out)]) == 0
     report = json.loads(out.read_text())

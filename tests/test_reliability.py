@@ -173,10 +173,9 @@ def test_run_killed_at_any_point_leaves_before_or_after_and_the_next_run_complet
 # --- concurrency ---------------------------------------------------------------------
 
 
-def test_second_run_waits_for_the_lock_then_exits_with_a_clear_message(exports, warehouse_path, capsys):
+def test_second_run_waits_for_the_lock_then_exits_with_a_clear_message(exports, warehouse_path, after_first_run, capsys):
     from consent.storage.access import RunLock
 
-    assert run_cli(exports, warehouse_path) == 0
     lock = RunLock(warehouse_path, timeout_seconds=1)
     lock.acquire()  # another run is writing
     try:

@@ -6,24 +6,24 @@ import csv
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import query, run_cli
+from tests.conftest import query
 
 KEY = "a shell key 7f3a"
 CONSENT = [sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main(sys.argv[1:]))"]
 
 
 @pytest.fixture(scope="module")
-def plain(tmp_path_factory) -> Path:
+def plain(tmp_path_factory, first_run_folder) -> Path:
     root = tmp_path_factory.mktemp("shell")
-    warehouse = root / "wh" / "consent.duckdb"
-    assert run_cli(Path(__file__).parent / "fixtures" / "exports", warehouse) == 0
-    return warehouse
+    shutil.copytree(first_run_folder, root / "wh")
+    return root / "wh" / "consent.duckdb"
 
 
 def shell(warehouse: Path, text: str, key: str | None = None) -> subprocess.CompletedProcess:
