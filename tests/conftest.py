@@ -52,7 +52,8 @@ def first_run_folder(tmp_path_factory) -> Path:
 def after_first_run(first_run_folder: Path, exports: Path, warehouse_path: Path) -> Path:
     """`warehouse_path` as `run_cli(exports, warehouse_path)` leaves it: a copy of the folder
     `first_run_folder` holds (the warehouse, its read copy, salt, dashboard and reports). The
-    exports are copies of the same files with the same times, so the next run finds them known."""
+    exports are fresh copies of the same files (a change time of their own): the next run hashes
+    them and finds them unchanged."""
     shutil.copytree(first_run_folder, warehouse_path.parent)
     return warehouse_path
 
